@@ -1,0 +1,3 @@
+//! `banger-agent`: runs inside the guest and answers banger over vsock.
+
+fn main() {}

@@ -1,0 +1,1 @@
+//! The line-delimited JSON protocol between banger and `banger-agent`.

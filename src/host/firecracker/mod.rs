@@ -1,0 +1,1 @@
+//! The Firecracker process and its API.

@@ -1,0 +1,1 @@
+//! Building image files from packages: kernel, initramfs, rootfs, work seed.

@@ -1,0 +1,10 @@
+//! Every side effect banger has on the host, one module per subsystem.
+
+pub mod disk;
+pub mod dns;
+pub mod firecracker;
+pub mod image;
+pub mod net;
+pub mod procs;
+pub mod ssh;
+pub mod vsock;

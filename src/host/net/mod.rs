@@ -1,0 +1,1 @@
+//! Bridges, TAP devices and NAT rules.

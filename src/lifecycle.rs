@@ -1,0 +1,1 @@
+//! VM lifecycle shared by commands: reconcile, start runtime, tear down.

@@ -1,0 +1,3 @@
+//! Test-only VMM: Firecracker API subset, guest under QEMU.
+
+fn main() {}

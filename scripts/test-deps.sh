@@ -57,8 +57,11 @@ if [ ! -s "$deps/vmlinux" ]; then
   vmlinuz=$(ls "$work"/x/boot/vmlinuz-*)
   # The bzImage header holds the payload offset (0x248) and length (0x24c);
   # the payload is legacy LZ4, which `lz4 -d` decodes (exiting 1 on trailing bytes).
-  read -r off len < <(python3 -c 'import struct,sys; d=open(sys.argv[1],"rb").read(0x250); so=(d[0x1f1] or 4)+1; o,l=struct.unpack_from("<II",d,0x248); print(so*512+o, l)' "$vmlinuz")
-  tail -c +"$((off + 1))" "$vmlinuz" | head -c "$len" > "$work/payload.lz4"
+  python3 -c 'import struct,sys
+d=open(sys.argv[1],"rb").read()
+setup=(d[0x1f1] or 4)+1
+off,length=struct.unpack_from("<II",d,0x248)
+open(sys.argv[2],"wb").write(d[setup*512+off:setup*512+off+length])' "$vmlinuz" "$work/payload.lz4"
   lz4 -dc "$work/payload.lz4" > "$work/vmlinux" 2>/dev/null || true
   head -c 4 "$work/vmlinux" | grep -q $'\x7fELF' || { echo "test-deps: kernel unpack failed" >&2; exit 1; }
   mv "$work/vmlinux" "$deps/vmlinux"

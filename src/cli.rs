@@ -1,1 +1,348 @@
-//! Command-line definitions.
+//! Command-line definitions (clap derive). Values are validated here, before
+//! any command runs, so bad input never causes a side effect.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::state::parse;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "banger",
+    version,
+    about = "Firecracker microVMs for development, on your own Linux host",
+    propagate_version = true
+)]
+pub struct Cli {
+    /// Say more on stderr (repeat for more)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create, run and manage VMs
+    #[command(subcommand)]
+    Vm(VmCommand),
+    /// Build, import and manage images
+    #[command(subcommand)]
+    Image(ImageCommand),
+    /// Check this host for everything banger needs
+    Doctor(DoctorArgs),
+    /// Delete expired VMs and sweep leaked resources (safe from cron)
+    Gc(GcArgs),
+    /// Print a shell completion script
+    Completions(CompletionsArgs),
+    /// Print the man page (roff)
+    #[command(hide = true)]
+    Man,
+    /// Measure VM creation
+    #[command(subcommand)]
+    Bench(BenchCommand),
+    /// Internal: DNS and TAP-pool sidecar (started automatically)
+    #[command(hide = true)]
+    Sidecar,
+    /// Internal: list names for shell completion
+    #[command(hide = true, name = "__complete")]
+    Complete { kind: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum VmCommand {
+    /// Create a VM (and start it unless --no-start)
+    Create(CreateArgs),
+    /// Create or start a VM, wait for it, run a command in it over SSH
+    Run(RunArgs),
+    /// Start stopped VMs
+    Start(StartArgs),
+    /// Stop running VMs (Ctrl-Alt-Del, then SIGTERM, then SIGKILL)
+    Stop(StopArgs),
+    /// Stop and start VMs
+    Restart(StartArgs),
+    /// Delete VMs with their disks
+    #[command(visible_alias = "rm")]
+    Delete(DeleteArgs),
+    /// List VMs
+    #[command(visible_alias = "ls")]
+    List(ListArgs),
+    /// Show one VM
+    #[command(visible_alias = "inspect")]
+    Show(ShowArgs),
+    /// Open a shell, or run a command, in a VM over SSH
+    Ssh(SshArgs),
+    /// Print a VM's console log (or Firecracker's own log with --vmm)
+    Logs(LogsArgs),
+}
+
+/// Settings shared by `vm create` and `vm run`.
+#[derive(Debug, Clone, Args)]
+pub struct VmSpec {
+    /// Image to boot (default: the default image)
+    #[arg(long, value_parser = parse::image_name)]
+    pub image: Option<String>,
+    /// Number of vCPUs, 1-32 [default: 2]
+    #[arg(long, value_parser = parse::vcpus)]
+    pub vcpus: Option<u8>,
+    /// Memory in MiB, or a size such as 2G [default: 1024]
+    #[arg(long, value_parser = parse::memory_mib)]
+    pub memory: Option<u32>,
+    /// Root disk size (default: the image's rootfs size)
+    #[arg(long, value_parser = parse::size)]
+    pub disk_size: Option<u64>,
+    /// Work disk size, mounted at /root [default: 8G]
+    #[arg(long, value_parser = parse::size)]
+    pub work_size: Option<u64>,
+    /// Do not give the VM outbound NAT
+    #[arg(long)]
+    pub no_nat: bool,
+    /// Delete the VM after this long (`banger gc` enforces it), e.g. 2h
+    #[arg(long, value_parser = parse::duration)]
+    pub ttl: Option<Duration>,
+    /// Do not wait for the guest to answer (agent and SSH)
+    #[arg(long)]
+    pub no_wait: bool,
+    /// How long to wait for the guest [default: 5m]
+    #[arg(long, value_parser = parse::duration)]
+    pub timeout: Option<Duration>,
+    /// Print how long each stage took
+    #[arg(long)]
+    pub timings: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// VM name (a DNS label); generated when omitted
+    #[arg(value_parser = parse::vm_name)]
+    pub name: Option<String>,
+    #[command(flatten)]
+    pub spec: VmSpec,
+    /// Create the VM and its disks without starting it
+    #[arg(long)]
+    pub no_start: bool,
+    /// Print the VM as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// VM to use: created if missing, started if stopped
+    #[arg(long, value_parser = parse::vm_name)]
+    pub name: Option<String>,
+    #[command(flatten)]
+    pub spec: VmSpec,
+    /// Delete the VM afterwards, also when the command fails
+    #[arg(long)]
+    pub rm: bool,
+    /// Command to run (a shell when omitted)
+    #[arg(last = true)]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct StartArgs {
+    #[arg(required = true, value_parser = parse::vm_name)]
+    pub names: Vec<String>,
+    /// Do not wait for the guest to answer
+    #[arg(long)]
+    pub no_wait: bool,
+    /// How long to wait for the guest [default: 5m]
+    #[arg(long, value_parser = parse::duration)]
+    pub timeout: Option<Duration>,
+    /// Print how long each stage took
+    #[arg(long)]
+    pub timings: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StopArgs {
+    #[arg(required = true, value_parser = parse::vm_name)]
+    pub names: Vec<String>,
+    /// Kill at once instead of asking the guest to shut down
+    #[arg(long)]
+    pub force: bool,
+    /// How long the guest gets to shut down before SIGTERM [default: 10s]
+    #[arg(long, value_parser = parse::duration)]
+    pub timeout: Option<Duration>,
+}
+
+#[derive(Debug, Args)]
+pub struct DeleteArgs {
+    #[arg(required = true, value_parser = parse::vm_name)]
+    pub names: Vec<String>,
+    /// Kill running VMs at once instead of shutting them down
+    #[arg(long, short)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Print JSON
+    #[arg(long, conflicts_with = "quiet")]
+    pub json: bool,
+    /// Print names only
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    #[arg(value_parser = parse::vm_name)]
+    pub name: String,
+    /// Print JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SshArgs {
+    #[arg(value_parser = parse::vm_name)]
+    pub name: String,
+    /// Command to run instead of a login shell
+    #[arg(last = true)]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    #[arg(value_parser = parse::vm_name)]
+    pub name: String,
+    /// Keep printing as the log grows
+    #[arg(short, long)]
+    pub follow: bool,
+    /// Show the VMM's own log instead of the guest console
+    #[arg(long)]
+    pub vmm: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// Build an image from Debian packages (kernel, rootfs, agent)
+    Build(ImageBuildArgs),
+    /// Register an existing kernel and rootfs as an image
+    Import(ImageImportArgs),
+    /// List images
+    #[command(visible_alias = "ls")]
+    List(ListArgs),
+    /// Show one image and its manifest
+    #[command(visible_alias = "inspect")]
+    Show(ImageShowArgs),
+    /// Delete an image no VM uses
+    #[command(visible_alias = "rm")]
+    Delete(ImageNameArg),
+    /// Make an image the default for new VMs
+    Default(ImageNameArg),
+}
+
+#[derive(Debug, Args)]
+pub struct ImageBuildArgs {
+    #[arg(value_parser = parse::image_name)]
+    pub name: String,
+    /// Debian suite to bootstrap
+    #[arg(long, default_value = "bookworm")]
+    pub suite: String,
+    /// Use this uncompressed ELF kernel instead of Debian's
+    #[arg(long)]
+    pub kernel: Option<PathBuf>,
+    /// Initramfs to use with --kernel
+    #[arg(long, requires = "kernel")]
+    pub initrd: Option<PathBuf>,
+    /// Root filesystem size (default: content plus headroom)
+    #[arg(long, value_parser = parse::size)]
+    pub size: Option<u64>,
+    /// Extra Debian packages, comma separated
+    #[arg(long, value_delimiter = ',')]
+    pub packages: Vec<String>,
+    /// Make it the default image
+    #[arg(long)]
+    pub default: bool,
+    /// Replace an existing image of that name
+    #[arg(long)]
+    pub force: bool,
+    /// Print the manifest as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ImageImportArgs {
+    #[arg(value_parser = parse::image_name)]
+    pub name: String,
+    /// Uncompressed ELF kernel (vmlinux)
+    #[arg(long)]
+    pub kernel: PathBuf,
+    /// ext4 root filesystem
+    #[arg(long)]
+    pub rootfs: PathBuf,
+    /// Initramfs
+    #[arg(long)]
+    pub initrd: Option<PathBuf>,
+    /// ext4 skeleton of /root (made when omitted)
+    #[arg(long)]
+    pub work_seed: Option<PathBuf>,
+    /// Make it the default image
+    #[arg(long)]
+    pub default: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ImageShowArgs {
+    #[arg(value_parser = parse::image_name)]
+    pub name: String,
+    /// Print JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ImageNameArg {
+    #[arg(value_parser = parse::image_name)]
+    pub name: String,
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Print JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct GcArgs {
+    /// Say what would be removed, change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Create and delete VMs, reporting each stage's min/median/max
+    Create(BenchCreateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchCreateArgs {
+    /// Number of VMs to create and delete
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub runs: u32,
+    #[arg(long, value_parser = parse::image_name)]
+    pub image: Option<String>,
+    /// Include waiting for the guest (agent and SSH)
+    #[arg(long)]
+    pub wait: bool,
+    /// Print JSON
+    #[arg(long)]
+    pub json: bool,
+}

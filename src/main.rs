@@ -1,3 +1,56 @@
 //! The `banger` binary: parse, set up logging, dispatch, map errors to exit codes.
 
-fn main() {}
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use banger::cli::{BenchCommand, Cli, Command, ImageCommand, VmCommand};
+use banger::commands::{self, UsageError};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match dispatch(cli) {
+        Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+        Err(err) => {
+            eprintln!("error: {err}");
+            for cause in err.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            if err.downcast_ref::<UsageError>().is_some() { ExitCode::from(2) } else { ExitCode::from(1) }
+        }
+    }
+}
+
+/// Runs the command; the `i32` is the exit code (the remote one for `vm run`/`vm ssh`).
+fn dispatch(cli: Cli) -> anyhow::Result<i32> {
+    let done = |r: anyhow::Result<()>| r.map(|()| 0);
+    match cli.command {
+        Command::Vm(cmd) => match cmd {
+            VmCommand::Create(args) => done(commands::vm_create::run(args)),
+            VmCommand::Run(args) => commands::vm_run::run(args),
+            VmCommand::Start(args) => done(commands::vm_start::run(args)),
+            VmCommand::Stop(args) => done(commands::vm_stop::run(args)),
+            VmCommand::Restart(args) => done(commands::vm_start::restart(args)),
+            VmCommand::Delete(args) => done(commands::vm_delete::run(args)),
+            VmCommand::List(args) => done(commands::vm_list::run(args)),
+            VmCommand::Show(args) => done(commands::vm_show::run(args)),
+            VmCommand::Ssh(args) => commands::vm_ssh::run(args),
+            VmCommand::Logs(args) => done(commands::vm_logs::run(args)),
+        },
+        Command::Image(cmd) => match cmd {
+            ImageCommand::Build(args) => done(commands::image_build::run(args)),
+            ImageCommand::Import(args) => done(commands::image_import::run(args)),
+            ImageCommand::List(args) => done(commands::image_list::list(args)),
+            ImageCommand::Show(args) => done(commands::image_list::show(args)),
+            ImageCommand::Delete(args) => done(commands::image_delete::run(args)),
+            ImageCommand::Default(args) => done(commands::image_list::set_default(args)),
+        },
+        Command::Doctor(args) => commands::doctor::run(args),
+        Command::Gc(args) => done(commands::gc::run(args, cli.verbose)),
+        Command::Completions(args) => done(commands::completions::run(args)),
+        Command::Man => done(commands::completions::man()),
+        Command::Bench(BenchCommand::Create(args)) => done(commands::bench::create(args)),
+        Command::Sidecar => done(commands::sidecar::run()),
+        Command::Complete { kind } => done(commands::completions::names(&kind)),
+    }
+}

@@ -1,1 +1,100 @@
-//! state::lock
+//! flock-based locks on files under the run directory: try, say that we are
+//! waiting, then poll until a timeout that names the resource and path.
+
+use std::fs::{File, OpenOptions, TryLockError};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use super::StateError;
+
+/// Default wait before giving up on a lock.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// A held lock; released when dropped (or by the kernel if the process dies).
+#[derive(Debug)]
+pub struct LockGuard {
+    _file: File,
+    pub path: PathBuf,
+}
+
+/// Takes an exclusive lock on `path`, describing it as `resource` in
+/// messages. `on_wait` is called once if the lock is busy.
+pub fn acquire(
+    path: &Path,
+    resource: &str,
+    timeout: Duration,
+    on_wait: &dyn Fn(&str, &Path),
+) -> Result<LockGuard, StateError> {
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|source| StateError::Io { path: path.to_owned(), source })?;
+    let start = Instant::now();
+    let mut told = false;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(LockGuard { _file: file, path: path.to_owned() }),
+            Err(TryLockError::WouldBlock) => {}
+            Err(TryLockError::Error(source)) => return Err(StateError::Io { path: path.to_owned(), source }),
+        }
+        if !told {
+            on_wait(resource, path);
+            told = true;
+        }
+        if start.elapsed() >= timeout {
+            return Err(StateError::LockTimeout {
+                resource: resource.to_owned(),
+                path: path.to_owned(),
+                waited_s: timeout.as_secs(),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Takes the lock only if it is free right now.
+pub fn try_acquire(path: &Path) -> Result<Option<LockGuard>, StateError> {
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|source| StateError::Io { path: path.to_owned(), source })?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(LockGuard { _file: file, path: path.to_owned() })),
+        Err(TryLockError::WouldBlock) => Ok(None),
+        Err(TryLockError::Error(source)) => Err(StateError::Io { path: path.to_owned(), source }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+
+    #[test]
+    fn second_holder_waits_then_times_out_naming_the_resource() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("vm-x.lock");
+        let _held = acquire(&path, "VM x", DEFAULT_TIMEOUT, &|_, _| {}).unwrap();
+        let waited = Cell::new(false);
+        let err = acquire(&path, "VM x", Duration::from_millis(120), &|_, _| waited.set(true)).unwrap_err();
+        assert!(waited.get());
+        let text = err.to_string();
+        assert!(text.contains("VM x") && text.contains("vm-x.lock"), "{text}");
+        assert!(try_acquire(&path).unwrap().is_none());
+    }
+
+    #[test]
+    fn released_on_drop() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("l");
+        drop(acquire(&path, "l", DEFAULT_TIMEOUT, &|_, _| {}).unwrap());
+        assert!(try_acquire(&path).unwrap().is_some());
+    }
+}

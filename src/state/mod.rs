@@ -4,5 +4,57 @@ pub mod config;
 pub mod handles;
 pub mod lock;
 pub mod model;
+pub mod parse;
 pub mod paths;
 pub mod store;
+
+use std::path::PathBuf;
+
+/// Errors from banger's own state, each naming the file or record involved.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("cannot access {}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("database {}", path.display())]
+    Db {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error(
+        "database {} is busy (another banger command holds it); try again",
+        path.display()
+    )]
+    DbBusy { path: PathBuf },
+    #[error("database {} was written by a newer banger (schema {found}, this banger knows {known})", path.display())]
+    DbTooNew { path: PathBuf, found: i64, known: i64 },
+    #[error("config file {}: {message}", path.display())]
+    Config { path: PathBuf, message: String },
+    #[error("timed out after {waited_s}s waiting for lock on {resource} ({}); another banger command holds it", path.display())]
+    LockTimeout { resource: String, path: PathBuf, waited_s: u64 },
+    #[error("a VM named {0:?} already exists")]
+    NameTaken(String),
+    #[error("no VM named {0:?} (see `banger vm ls`)")]
+    NoSuchVm(String),
+    #[error("no image named {0:?} (see `banger image ls`)")]
+    NoSuchImage(String),
+    #[error("an image named {0:?} already exists")]
+    ImageExists(String),
+    #[error("subnet {0} has no free guest address left")]
+    SubnetFull(String),
+}
+
+impl StateError {
+    pub(crate) fn db(path: &std::path::Path, source: rusqlite::Error) -> Self {
+        if let rusqlite::Error::SqliteFailure(e, _) = &source
+            && matches!(e.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+        {
+            return Self::DbBusy { path: path.to_owned() };
+        }
+        Self::Db { path: path.to_owned(), source }
+    }
+}

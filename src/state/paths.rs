@@ -1,1 +1,140 @@
-//! state::paths
+//! Where banger keeps things: durable files under `BANGER_HOME`, sockets and
+//! locks under `BANGER_RUN_DIR`.
+
+use std::fs;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use super::StateError;
+
+/// Default durable state directory.
+pub const DEFAULT_HOME: &str = "/var/lib/banger";
+/// Default runtime directory (sockets, locks).
+pub const DEFAULT_RUN_DIR: &str = "/run/banger";
+
+/// Every path banger uses, derived from two roots.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    pub home: PathBuf,
+    pub run_dir: PathBuf,
+}
+
+impl Paths {
+    /// Roots from `BANGER_HOME` and `BANGER_RUN_DIR`, else the defaults.
+    pub fn from_env() -> Self {
+        let home = std::env::var_os("BANGER_HOME").map_or_else(|| DEFAULT_HOME.into(), PathBuf::from);
+        let run_dir =
+            std::env::var_os("BANGER_RUN_DIR").map_or_else(|| DEFAULT_RUN_DIR.into(), PathBuf::from);
+        Self { home, run_dir }
+    }
+
+    pub fn new(home: impl Into<PathBuf>, run_dir: impl Into<PathBuf>) -> Self {
+        Self { home: home.into(), run_dir: run_dir.into() }
+    }
+
+    /// Creates the directory skeleton with its modes (0700 throughout).
+    pub fn ensure(&self) -> Result<(), StateError> {
+        for dir in [
+            &self.home,
+            &self.images_dir(),
+            &self.vms_dir(),
+            &self.ssh_dir(),
+            &self.run_dir,
+            &self.locks_dir(),
+            &self.run_dir.join("vms"),
+        ] {
+            ensure_private_dir(dir)?;
+        }
+        Ok(())
+    }
+
+    pub fn db(&self) -> PathBuf {
+        self.home.join("banger.db")
+    }
+    pub fn images_dir(&self) -> PathBuf {
+        self.home.join("images")
+    }
+    pub fn image_dir(&self, name: &str) -> PathBuf {
+        self.images_dir().join(name)
+    }
+    pub fn vms_dir(&self) -> PathBuf {
+        self.home.join("vms")
+    }
+    /// Durable per-VM files: COW file, work disk, logs, `handles.json`.
+    pub fn vm_dir(&self, id: &str) -> PathBuf {
+        self.vms_dir().join(id)
+    }
+    /// Per-VM sockets.
+    pub fn vm_run_dir(&self, id: &str) -> PathBuf {
+        self.run_dir.join("vms").join(id)
+    }
+    pub fn api_sock(&self, id: &str) -> PathBuf {
+        self.vm_run_dir(id).join("api.sock")
+    }
+    pub fn vsock_uds(&self, id: &str) -> PathBuf {
+        self.vm_run_dir(id).join("vsock.sock")
+    }
+    pub fn ssh_dir(&self) -> PathBuf {
+        self.home.join("ssh")
+    }
+    pub fn ssh_key(&self) -> PathBuf {
+        self.ssh_dir().join("id_ed25519")
+    }
+    pub fn known_hosts(&self) -> PathBuf {
+        self.ssh_dir().join("known_hosts")
+    }
+    pub fn cache_dir(&self) -> PathBuf {
+        self.home.join("cache")
+    }
+    pub fn locks_dir(&self) -> PathBuf {
+        self.run_dir.join("locks")
+    }
+    pub fn vm_lock(&self, id: &str) -> PathBuf {
+        self.locks_dir().join(format!("vm-{id}.lock"))
+    }
+    pub fn image_lock(&self, name: &str) -> PathBuf {
+        self.locks_dir().join(format!("image-{name}.lock"))
+    }
+    pub fn net_lock(&self) -> PathBuf {
+        self.locks_dir().join("net.lock")
+    }
+    pub fn sidecar_lock(&self) -> PathBuf {
+        self.run_dir.join("sidecar.lock")
+    }
+    pub fn sidecar_log(&self) -> PathBuf {
+        self.home.join("sidecar.log")
+    }
+}
+
+/// Creates `dir` (and parents) if missing and makes it 0700.
+pub fn ensure_private_dir(dir: &Path) -> Result<(), StateError> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|source| StateError::Io { path: dir.to_owned(), source })?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+        .map_err(|source| StateError::Io { path: dir.to_owned(), source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ensure_makes_private_dirs() {
+        let tmp = tempfile::tempdir().unwrap();
+        let paths = Paths::new(tmp.path().join("home"), tmp.path().join("run"));
+        paths.ensure().unwrap();
+        for dir in [&paths.home, &paths.ssh_dir(), &paths.locks_dir()] {
+            let mode = fs::metadata(dir).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o700, "{}", dir.display());
+        }
+    }
+
+    #[test]
+    fn sockets_fit_sun_path_with_default_roots() {
+        let paths = Paths::new(DEFAULT_HOME, DEFAULT_RUN_DIR);
+        assert!(paths.vsock_uds("0123456789").as_os_str().len() < 108);
+    }
+}

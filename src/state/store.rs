@@ -1,1 +1,470 @@
-//! state::store
+//! The SQLite store: schema migrations, VM and image rows, and allocation of
+//! names, addresses and vsock CIDs in one transaction.
+//!
+//! WAL mode with `synchronous = NORMAL`: a crash or `kill -9` of banger never
+//! corrupts the database or loses a committed transaction (the WAL is in the
+//! OS page cache); only a power loss can drop the last few commits, which
+//! reconcile and `banger gc` repair like any other interrupted command.
+
+use std::net::Ipv4Addr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params};
+
+use super::StateError;
+use super::config::Subnet;
+use super::model::{Image, Vm, VmState, mac_for, now};
+
+/// Schema migrations; `user_version` is the number applied.
+const MIGRATIONS: &[&str] = &[r"
+    CREATE TABLE images (
+        name        TEXT PRIMARY KEY,
+        source      TEXT NOT NULL,
+        has_initrd  INTEGER NOT NULL,
+        is_default  INTEGER NOT NULL DEFAULT 0,
+        created_at  INTEGER NOT NULL
+    );
+    CREATE TABLE vms (
+        id           TEXT PRIMARY KEY,
+        name         TEXT NOT NULL UNIQUE,
+        image        TEXT NOT NULL,
+        vcpus        INTEGER NOT NULL,
+        memory_mib   INTEGER NOT NULL,
+        disk_size    INTEGER NOT NULL,
+        work_size    INTEGER NOT NULL,
+        ip           TEXT NOT NULL UNIQUE,
+        mac          TEXT NOT NULL UNIQUE,
+        cid          INTEGER NOT NULL UNIQUE,
+        nat          INTEGER NOT NULL,
+        cow_strategy TEXT,
+        desired      TEXT NOT NULL,
+        expires_at   INTEGER,
+        last_error   TEXT,
+        created_at   INTEGER NOT NULL
+    );
+"];
+
+/// How long a command waits for another's write transaction.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Everything about a VM chosen before its row exists.
+#[derive(Debug, Clone)]
+pub struct NewVm {
+    pub name: Option<String>,
+    pub image: String,
+    pub vcpus: u8,
+    pub memory_mib: u32,
+    pub disk_size: u64,
+    pub work_size: u64,
+    pub nat: bool,
+    pub expires_at: Option<i64>,
+}
+
+/// An open database.
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl Store {
+    /// Opens (creating if needed, 0600) and migrates the database.
+    pub fn open(path: &Path) -> Result<Self, StateError> {
+        let db = |e| StateError::db(path, e);
+        let conn = Connection::open(path).map_err(db)?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .map_err(|source| StateError::Io { path: path.to_owned(), source })?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(db)?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(db)?;
+        conn.pragma_update(None, "synchronous", "NORMAL").map_err(db)?;
+        conn.pragma_update(None, "foreign_keys", "ON").map_err(db)?;
+        let store = Self { conn, path: path.to_owned() };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    /// Opens the database read-only without creating or migrating it
+    /// (shell completion); `None` when it does not exist or cannot be read.
+    pub fn open_read_only(path: &Path) -> Option<Self> {
+        let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).ok()?;
+        conn.busy_timeout(Duration::from_millis(200)).ok()?;
+        Some(Self { conn, path: path.to_owned() })
+    }
+
+    fn migrate(&self) -> Result<(), StateError> {
+        let path = self.path.clone();
+        let db = |e| StateError::db(&path, e);
+        let tx = Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate).map_err(db)?;
+        let version: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(db)?;
+        let known = MIGRATIONS.len() as i64;
+        if version > known {
+            return Err(StateError::DbTooNew { path: path.clone(), found: version, known });
+        }
+        for migration in &MIGRATIONS[version as usize..] {
+            tx.execute_batch(migration).map_err(db)?;
+        }
+        tx.pragma_update(None, "user_version", known).map_err(db)?;
+        tx.commit().map_err(db)
+    }
+
+    fn db(&self) -> impl Fn(rusqlite::Error) -> StateError + '_ {
+        |e| StateError::db(&self.path, e)
+    }
+
+    /// `PRAGMA integrity_check` result (`ok` when healthy).
+    pub fn integrity_check(&self) -> Result<String, StateError> {
+        self.conn.query_row("PRAGMA integrity_check", [], |r| r.get(0)).map_err(self.db())
+    }
+
+    // ---- VMs ----
+
+    /// Allocates name, IP, MAC and CID and inserts the row, atomically.
+    /// `pick_name` proposes a name for the n-th attempt when none was given.
+    pub fn insert_vm(
+        &self,
+        new: &NewVm,
+        id: &str,
+        subnet: &Subnet,
+        pick_name: &dyn Fn(u32) -> String,
+    ) -> Result<Vm, StateError> {
+        let path = self.path.clone();
+        let db = |e| StateError::db(&path, e);
+        let tx = Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate).map_err(db)?;
+        let taken = |name: &str| -> Result<bool, StateError> {
+            tx.query_row("SELECT 1 FROM vms WHERE name = ?1", [name], |_| Ok(()))
+                .optional()
+                .map(|r| r.is_some())
+                .map_err(db)
+        };
+        let name = match &new.name {
+            Some(name) if taken(name)? => return Err(StateError::NameTaken(name.clone())),
+            Some(name) => name.clone(),
+            None => {
+                let mut attempt = 0;
+                loop {
+                    let candidate = pick_name(attempt);
+                    if !taken(&candidate)? {
+                        break candidate;
+                    }
+                    attempt += 1;
+                }
+            }
+        };
+        let used_ips: Vec<String> = {
+            let mut stmt = tx.prepare("SELECT ip FROM vms").map_err(db)?;
+            stmt.query_map([], |r| r.get(0)).map_err(db)?.collect::<Result<_, _>>().map_err(db)?
+        };
+        let ip = subnet
+            .guest_addresses()
+            .find(|ip| !used_ips.iter().any(|u| u == &ip.to_string()))
+            .ok_or_else(|| StateError::SubnetFull(subnet.to_string()))?;
+        let used_cids: Vec<u32> = {
+            let mut stmt = tx.prepare("SELECT cid FROM vms ORDER BY cid").map_err(db)?;
+            stmt.query_map([], |r| r.get(0)).map_err(db)?.collect::<Result<_, _>>().map_err(db)?
+        };
+        // CIDs 0-2 are reserved by vsock; take the lowest free one above.
+        let cid = (3u32..).find(|c| used_cids.binary_search(c).is_err()).unwrap_or(u32::MAX);
+        let vm = Vm {
+            id: id.to_owned(),
+            name,
+            image: new.image.clone(),
+            vcpus: new.vcpus,
+            memory_mib: new.memory_mib,
+            disk_size: new.disk_size,
+            work_size: new.work_size,
+            ip,
+            mac: mac_for(ip),
+            cid,
+            nat: new.nat,
+            cow_strategy: None,
+            desired: VmState::Stopped,
+            expires_at: new.expires_at,
+            last_error: None,
+            created_at: now(),
+        };
+        tx.execute(
+            "INSERT INTO vms (id, name, image, vcpus, memory_mib, disk_size, work_size, ip, mac, cid,
+                              nat, cow_strategy, desired, expires_at, last_error, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+            params![
+                vm.id,
+                vm.name,
+                vm.image,
+                vm.vcpus,
+                vm.memory_mib,
+                vm.disk_size as i64,
+                vm.work_size as i64,
+                vm.ip.to_string(),
+                vm.mac,
+                vm.cid,
+                vm.nat,
+                vm.cow_strategy,
+                vm.desired.as_str(),
+                vm.expires_at,
+                vm.last_error,
+                vm.created_at
+            ],
+        )
+        .map_err(db)?;
+        tx.commit().map_err(db)?;
+        Ok(vm)
+    }
+
+    pub fn list_vms(&self) -> Result<Vec<Vm>, StateError> {
+        let mut stmt = self.conn.prepare("SELECT * FROM vms ORDER BY created_at, name").map_err(self.db())?;
+        let rows = stmt.query_map([], vm_from_row).map_err(self.db())?;
+        rows.collect::<Result<_, _>>().map_err(self.db())
+    }
+
+    /// Names only, for completion.
+    pub fn vm_names(&self) -> Result<Vec<String>, StateError> {
+        let mut stmt = self.conn.prepare("SELECT name FROM vms ORDER BY name").map_err(self.db())?;
+        let rows = stmt.query_map([], |r| r.get(0)).map_err(self.db())?;
+        rows.collect::<Result<_, _>>().map_err(self.db())
+    }
+
+    pub fn find_vm(&self, name: &str) -> Result<Option<Vm>, StateError> {
+        self.conn
+            .query_row("SELECT * FROM vms WHERE name = ?1", [name], vm_from_row)
+            .optional()
+            .map_err(self.db())
+    }
+
+    pub fn vm(&self, name: &str) -> Result<Vm, StateError> {
+        self.find_vm(name)?.ok_or_else(|| StateError::NoSuchVm(name.to_owned()))
+    }
+
+    pub fn vm_by_id(&self, id: &str) -> Result<Option<Vm>, StateError> {
+        self.conn.query_row("SELECT * FROM vms WHERE id = ?1", [id], vm_from_row).optional().map_err(self.db())
+    }
+
+    pub fn set_desired(&self, id: &str, desired: VmState) -> Result<(), StateError> {
+        self.conn
+            .execute("UPDATE vms SET desired = ?2 WHERE id = ?1", params![id, desired.as_str()])
+            .map(drop)
+            .map_err(self.db())
+    }
+
+    pub fn set_last_error(&self, id: &str, error: Option<&str>) -> Result<(), StateError> {
+        self.conn
+            .execute("UPDATE vms SET last_error = ?2 WHERE id = ?1", params![id, error])
+            .map(drop)
+            .map_err(self.db())
+    }
+
+    pub fn set_cow_strategy(&self, id: &str, strategy: &str) -> Result<(), StateError> {
+        self.conn
+            .execute("UPDATE vms SET cow_strategy = ?2 WHERE id = ?1", params![id, strategy])
+            .map(drop)
+            .map_err(self.db())
+    }
+
+    pub fn delete_vm(&self, id: &str) -> Result<(), StateError> {
+        self.conn.execute("DELETE FROM vms WHERE id = ?1", [id]).map(drop).map_err(self.db())
+    }
+
+    // ---- images ----
+
+    /// Registers an image; the first one becomes the default.
+    pub fn insert_image(&self, image: &Image) -> Result<(), StateError> {
+        let path = self.path.clone();
+        let db = |e| StateError::db(&path, e);
+        let tx = Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate).map_err(db)?;
+        let exists = tx
+            .query_row("SELECT 1 FROM images WHERE name = ?1", [&image.name], |_| Ok(()))
+            .optional()
+            .map_err(db)?
+            .is_some();
+        if exists {
+            return Err(StateError::ImageExists(image.name.clone()));
+        }
+        let have_default =
+            tx.query_row("SELECT count(*) FROM images WHERE is_default", [], |r| r.get::<_, i64>(0)).map_err(db)? > 0;
+        if image.is_default {
+            tx.execute("UPDATE images SET is_default = 0", []).map_err(db)?;
+        }
+        tx.execute(
+            "INSERT INTO images (name, source, has_initrd, is_default, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![image.name, image.source, image.has_initrd, image.is_default || !have_default, image.created_at],
+        )
+        .map_err(db)?;
+        tx.commit().map_err(db)
+    }
+
+    pub fn list_images(&self) -> Result<Vec<Image>, StateError> {
+        let mut stmt = self.conn.prepare("SELECT * FROM images ORDER BY name").map_err(self.db())?;
+        let rows = stmt.query_map([], image_from_row).map_err(self.db())?;
+        rows.collect::<Result<_, _>>().map_err(self.db())
+    }
+
+    pub fn find_image(&self, name: &str) -> Result<Option<Image>, StateError> {
+        self.conn
+            .query_row("SELECT * FROM images WHERE name = ?1", [name], image_from_row)
+            .optional()
+            .map_err(self.db())
+    }
+
+    pub fn image(&self, name: &str) -> Result<Image, StateError> {
+        self.find_image(name)?.ok_or_else(|| StateError::NoSuchImage(name.to_owned()))
+    }
+
+    pub fn default_image(&self) -> Result<Option<Image>, StateError> {
+        self.conn
+            .query_row("SELECT * FROM images WHERE is_default", [], image_from_row)
+            .optional()
+            .map_err(self.db())
+    }
+
+    pub fn set_default_image(&self, name: &str) -> Result<(), StateError> {
+        let path = self.path.clone();
+        let db = |e| StateError::db(&path, e);
+        let tx = Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate).map_err(db)?;
+        tx.execute("UPDATE images SET is_default = 0", []).map_err(db)?;
+        let changed = tx.execute("UPDATE images SET is_default = 1 WHERE name = ?1", [name]).map_err(db)?;
+        if changed == 0 {
+            return Err(StateError::NoSuchImage(name.to_owned()));
+        }
+        tx.commit().map_err(db)
+    }
+
+    pub fn delete_image(&self, name: &str) -> Result<(), StateError> {
+        self.conn.execute("DELETE FROM images WHERE name = ?1", [name]).map(drop).map_err(self.db())
+    }
+
+    /// Names of VMs made from `image`.
+    pub fn vms_using_image(&self, image: &str) -> Result<Vec<String>, StateError> {
+        let mut stmt = self.conn.prepare("SELECT name FROM vms WHERE image = ?1 ORDER BY name").map_err(self.db())?;
+        let rows = stmt.query_map([image], |r| r.get(0)).map_err(self.db())?;
+        rows.collect::<Result<_, _>>().map_err(self.db())
+    }
+
+    /// Names only, for completion.
+    pub fn image_names(&self) -> Result<Vec<String>, StateError> {
+        Ok(self.list_images()?.into_iter().map(|i| i.name).collect())
+    }
+}
+
+fn vm_from_row(row: &Row<'_>) -> rusqlite::Result<Vm> {
+    let ip: String = row.get("ip")?;
+    Ok(Vm {
+        id: row.get("id")?,
+        name: row.get("name")?,
+        image: row.get("image")?,
+        vcpus: row.get("vcpus")?,
+        memory_mib: row.get("memory_mib")?,
+        disk_size: row.get::<_, i64>("disk_size")? as u64,
+        work_size: row.get::<_, i64>("work_size")? as u64,
+        ip: ip.parse().unwrap_or(Ipv4Addr::UNSPECIFIED),
+        mac: row.get("mac")?,
+        cid: row.get("cid")?,
+        nat: row.get("nat")?,
+        cow_strategy: row.get("cow_strategy")?,
+        desired: VmState::parse(&row.get::<_, String>("desired")?),
+        expires_at: row.get("expires_at")?,
+        last_error: row.get("last_error")?,
+        created_at: row.get("created_at")?,
+    })
+}
+
+fn image_from_row(row: &Row<'_>) -> rusqlite::Result<Image> {
+    Ok(Image {
+        name: row.get("name")?,
+        source: row.get("source")?,
+        has_initrd: row.get("has_initrd")?,
+        is_default: row.get("is_default")?,
+        created_at: row.get("created_at")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn new_vm(name: Option<&str>) -> NewVm {
+        NewVm {
+            name: name.map(str::to_owned),
+            image: "base".into(),
+            vcpus: 2,
+            memory_mib: 512,
+            disk_size: 1 << 30,
+            work_size: 1 << 30,
+            nat: true,
+            expires_at: None,
+        }
+    }
+
+    fn subnet() -> Subnet {
+        Subnet::parse("10.1.0.0/29").unwrap()
+    }
+
+    #[test]
+    fn allocates_distinct_addresses_and_cids() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(&tmp.path().join("db")).unwrap();
+        let a = store.insert_vm(&new_vm(Some("a")), "id-a", &subnet(), &|_| unreachable!()).unwrap();
+        let b = store.insert_vm(&new_vm(None), "id-b", &subnet(), &|n| format!("gen-{n}")).unwrap();
+        assert_eq!((a.ip.to_string(), a.cid), ("10.1.0.2".to_string(), 3));
+        assert_eq!((b.name.as_str(), b.ip.to_string(), b.cid), ("gen-0", "10.1.0.3".to_string(), 4));
+        assert_eq!(b.mac, "06:00:0a:01:00:03");
+        // A freed address and CID are reused.
+        store.delete_vm("id-a").unwrap();
+        let c = store.insert_vm(&new_vm(Some("c")), "id-c", &subnet(), &|_| unreachable!()).unwrap();
+        assert_eq!((c.ip, c.cid), (a.ip, a.cid));
+    }
+
+    #[test]
+    fn refuses_taken_names_and_full_subnets() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(&tmp.path().join("db")).unwrap();
+        store.insert_vm(&new_vm(Some("a")), "1", &subnet(), &|_| unreachable!()).unwrap();
+        let err = store.insert_vm(&new_vm(Some("a")), "2", &subnet(), &|_| unreachable!()).unwrap_err();
+        assert!(matches!(err, StateError::NameTaken(_)));
+        for i in 0..4 {
+            store.insert_vm(&new_vm(None), &format!("x{i}"), &subnet(), &|n| format!("n{i}-{n}")).unwrap();
+        }
+        let err = store.insert_vm(&new_vm(None), "full", &subnet(), &|n| format!("f{n}")).unwrap_err();
+        assert!(err.to_string().contains("no free guest address"), "{err}");
+    }
+
+    #[test]
+    fn generated_names_skip_taken_ones() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(&tmp.path().join("db")).unwrap();
+        store.insert_vm(&new_vm(Some("gen-0")), "1", &subnet(), &|_| unreachable!()).unwrap();
+        let vm = store.insert_vm(&new_vm(None), "2", &subnet(), &|n| format!("gen-{n}")).unwrap();
+        assert_eq!(vm.name, "gen-1");
+    }
+
+    #[test]
+    fn first_image_is_default_and_default_moves() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(&tmp.path().join("db")).unwrap();
+        let image = |name: &str| Image {
+            name: name.into(),
+            source: "import".into(),
+            has_initrd: false,
+            is_default: false,
+            created_at: 0,
+        };
+        store.insert_image(&image("a")).unwrap();
+        store.insert_image(&image("b")).unwrap();
+        assert_eq!(store.default_image().unwrap().unwrap().name, "a");
+        store.set_default_image("b").unwrap();
+        assert_eq!(store.default_image().unwrap().unwrap().name, "b");
+        assert!(matches!(store.insert_image(&image("a")), Err(StateError::ImageExists(_))));
+        assert!(matches!(store.set_default_image("zzz"), Err(StateError::NoSuchImage(_))));
+    }
+
+    #[test]
+    fn reopening_keeps_rows_and_schema() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("db");
+        Store::open(&path).unwrap().insert_vm(&new_vm(Some("keep")), "k", &subnet(), &|_| unreachable!()).unwrap();
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.vm("keep").unwrap().id, "k");
+        assert_eq!(store.integrity_check().unwrap(), "ok");
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+}

@@ -1,0 +1,82 @@
+//! `banger image list`, `image show` and `image default`.
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+
+use super::{print_json, print_table};
+use crate::cli::{ImageNameArg, ImageShowArgs, ListArgs};
+use crate::lifecycle::Ctx;
+use crate::state::model::{Image, rfc3339};
+
+#[derive(Serialize)]
+struct ImageView {
+    name: String,
+    source: String,
+    default: bool,
+    has_initrd: bool,
+    created_at: String,
+    dir: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    manifest: Option<serde_json::Value>,
+}
+
+fn view(ctx: &Ctx, image: &Image, with_manifest: bool) -> ImageView {
+    let dir = ctx.paths.image_dir(&image.name);
+    let manifest = with_manifest
+        .then(|| std::fs::read(dir.join("image.json")).ok())
+        .flatten()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok());
+    ImageView {
+        name: image.name.clone(),
+        source: image.source.clone(),
+        default: image.is_default,
+        has_initrd: image.has_initrd,
+        created_at: rfc3339(image.created_at),
+        dir: dir.display().to_string(),
+        manifest,
+    }
+}
+
+pub fn list(args: ListArgs) -> Result<()> {
+    let ctx = Ctx::open()?;
+    let images = ctx.store.list_images()?;
+    if args.quiet {
+        images.iter().for_each(|i| println!("{}", i.name));
+        return Ok(());
+    }
+    let views: Vec<_> = images.iter().map(|i| view(&ctx, i, false)).collect();
+    if args.json {
+        return print_json(&views);
+    }
+    let rows: Vec<_> = views
+        .iter()
+        .map(|v| vec![v.name.clone(), if v.default { "*" } else { "" }.into(), v.source.clone(), v.created_at.clone()])
+        .collect();
+    print_table(&["NAME", "DEFAULT", "SOURCE", "CREATED"], &rows);
+    Ok(())
+}
+
+pub fn show(args: ImageShowArgs) -> Result<()> {
+    let ctx = Ctx::open()?;
+    let image = ctx.store.image(&args.name)?;
+    let view = view(&ctx, &image, true);
+    if args.json {
+        return print_json(&view);
+    }
+    println!("{:<13} {}", "name", view.name);
+    println!("{:<13} {}", "default", if view.default { "yes" } else { "no" });
+    println!("{:<13} {}", "source", view.source);
+    println!("{:<13} {}", "created", view.created_at);
+    println!("{:<13} {}", "files", view.dir);
+    if let Some(manifest) = &view.manifest {
+        println!("manifest:\n{}", serde_json::to_string_pretty(manifest).context("manifest")?);
+    }
+    Ok(())
+}
+
+pub fn set_default(args: ImageNameArg) -> Result<()> {
+    let ctx = Ctx::open()?;
+    ctx.store.set_default_image(&args.name)?;
+    eprintln!("image {} is now the default", args.name);
+    Ok(())
+}

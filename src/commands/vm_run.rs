@@ -1,0 +1,122 @@
+//! `banger vm run`: create (or start, or reuse) a VM, wait until it answers,
+//! run a command in it over SSH and return that command's exit code.
+//! Also home of the readiness wait shared by `vm create` and `vm start`.
+
+use std::io::IsTerminal;
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use crate::cli::RunArgs;
+use crate::host::{ssh, vsock};
+use crate::lifecycle::{self, Ctx, Timings};
+use crate::state::model::Vm;
+
+pub fn run(args: RunArgs) -> Result<i32> {
+    let ctx = Ctx::open()?;
+    let mut timings = Timings::default();
+    let existing = match &args.name {
+        Some(name) => ctx.store.find_vm(name)?,
+        None => None,
+    };
+    let vm = match existing {
+        Some(mut vm) => {
+            let _lock = ctx.lock_vm(&vm)?;
+            if lifecycle::reconcile(&ctx, &mut vm)?.pid.is_none() {
+                lifecycle::start(&ctx, &mut vm, &mut timings)?;
+            }
+            vm
+        }
+        None => super::vm_create::create(&ctx, args.name.clone(), &args.spec, true, &mut timings)?.0,
+    };
+    let outcome = wait_ready(&ctx, &vm, false, args.spec.timeout, &mut timings).and_then(|()| {
+        if args.spec.timings {
+            super::print_timings(&timings);
+        }
+        run_ssh(&ctx, &vm, &args.command)
+    });
+    if args.rm {
+        let mut vm = ctx.store.vm(&vm.name)?;
+        let _lock = ctx.lock_vm(&vm)?;
+        super::vm_delete::delete(&ctx, &mut vm, true).with_context(|| format!("cannot delete VM {}", vm.name))?;
+    }
+    outcome
+}
+
+/// Runs `command` (or a login shell) in a running VM with the user's OpenSSH,
+/// passing stdin/stdout/stderr through; returns its exit code. Ctrl-C reaches
+/// the remote side while banger itself keeps going, so `--rm` still cleans up.
+fn run_ssh(ctx: &Ctx, vm: &Vm, command: &[String]) -> Result<i32> {
+    let tty = command.is_empty() && std::io::stdin().is_terminal();
+    let args = ssh::ssh_args(&ctx.paths.ssh_key(), &ctx.paths.known_hosts(), &vm.ip.to_string(), tty, command);
+    ignore_interrupts_while_child_runs();
+    let status = std::process::Command::new("ssh")
+        .args(&args)
+        .status()
+        .context("cannot run `ssh` (install OpenSSH's client)")?;
+    Ok(status.code().unwrap_or(130))
+}
+
+extern "C" fn on_interrupt(_: libc::c_int) {}
+
+/// Installs a no-op SIGINT/SIGQUIT handler (reset to default in the exec'd
+/// child, unlike SIG_IGN) so banger outlives a Ctrl-C aimed at ssh.
+fn ignore_interrupts_while_child_runs() {
+    use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
+    let action = SigAction::new(SigHandler::Handler(on_interrupt), SaFlags::SA_RESTART, SigSet::empty());
+    for signal in [Signal::SIGINT, Signal::SIGQUIT] {
+        // SAFETY: the handler does nothing, so it is async-signal-safe.
+        unsafe { sigaction(signal, &action) }.ok();
+    }
+}
+
+/// Waits until the guest agent answers over vsock and port 22 accepts, then
+/// pins the host key the agent reports. Leaves the VM running on timeout.
+pub fn wait_ready(ctx: &Ctx, vm: &Vm, no_wait: bool, timeout: Option<Duration>, timings: &mut Timings) -> Result<()> {
+    if no_wait {
+        return Ok(());
+    }
+    let timeout = timeout.unwrap_or(ctx.config.wait_timeout);
+    let spinner = std::io::stderr().is_terminal().then(|| {
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.set_message(format!("waiting for VM {} to boot", vm.name));
+        bar.enable_steady_tick(Duration::from_millis(120));
+        bar
+    });
+    let result = timings.time("ready", || wait_for_guest(ctx, vm, timeout));
+    if let Some(bar) = spinner {
+        bar.finish_and_clear();
+    }
+    result
+}
+
+fn wait_for_guest(ctx: &Ctx, vm: &Vm, timeout: Duration) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    let uds = ctx.paths.vsock_uds(&vm.id);
+    let ssh_addr = SocketAddr::from((vm.ip, 22));
+    let mut last_problem = String::from("no answer yet");
+    while Instant::now() < deadline {
+        if lifecycle::observe(&ctx.paths, vm).pid.is_none() {
+            bail!("VM {} stopped while booting; see `banger vm logs {}`", vm.name, vm.name);
+        }
+        match vsock::ping(&uds, Duration::from_secs(2)) {
+            Ok(reply) => match TcpStream::connect_timeout(&ssh_addr, Duration::from_secs(1)) {
+                Ok(_) => {
+                    let hosts = [vm.ip.to_string(), ctx.dns_name(vm)];
+                    ssh::pin_host_key(&ctx.paths.known_hosts(), &hosts, &reply.ssh_host_key)?;
+                    return Ok(());
+                }
+                Err(e) => last_problem = format!("SSH port: {e}"),
+            },
+            Err(e) => last_problem = format!("agent: {e}"),
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    bail!(
+        "VM {} did not become ready within {}s ({last_problem}); it is left running: see `banger vm logs {}`",
+        vm.name,
+        timeout.as_secs(),
+        vm.name
+    )
+}

@@ -1,0 +1,44 @@
+//! `banger vm show`: one VM in detail.
+
+use anyhow::Result;
+
+use super::{VmView, print_json};
+use crate::cli::ShowArgs;
+use crate::lifecycle::{self, Ctx};
+use crate::state::parse::format_size;
+
+pub fn run(args: ShowArgs) -> Result<()> {
+    let ctx = Ctx::open()?;
+    let mut vm = ctx.store.vm(&args.name)?;
+    let observed = lifecycle::reconcile_if_free(&ctx, &mut vm)?;
+    let view = VmView::new(&ctx, &vm, &observed);
+    if args.json {
+        return print_json(&view);
+    }
+    let dash = || "-".to_owned();
+    let lines = [
+        ("name", view.name.clone()),
+        ("id", view.id.clone()),
+        ("state", view.state.as_str().to_owned()),
+        ("image", view.image.clone()),
+        ("ip", view.ip.clone()),
+        ("dns name", view.dns_name.clone()),
+        ("mac", view.mac.clone()),
+        ("vcpus", view.vcpus.to_string()),
+        ("memory", format_size(u64::from(view.memory_mib) << 20)),
+        ("root disk", format_size(view.disk_size)),
+        ("work disk", format_size(view.work_size)),
+        ("cow strategy", view.cow_strategy.clone().unwrap_or_else(dash)),
+        ("nat", if view.nat { "on" } else { "off" }.to_owned()),
+        ("vsock cid", view.vsock_cid.to_string()),
+        ("pid", view.pid.map_or_else(dash, |p| p.to_string())),
+        ("tap", view.tap.clone().unwrap_or_else(dash)),
+        ("created", view.created_at.clone()),
+        ("expires", view.expires_at.clone().unwrap_or_else(dash)),
+        ("last error", view.last_error.clone().unwrap_or_else(dash)),
+    ];
+    for (key, value) in lines {
+        println!("{key:<13} {value}");
+    }
+    Ok(())
+}

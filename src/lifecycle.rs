@@ -216,12 +216,12 @@ pub fn prepare_disks(ctx: &Ctx, vm: &Vm, image: &ImageFiles) -> Result<cow::CowS
         }
         strategy
     };
-    ctx.store.set_cow_strategy(&vm.id, strategy.as_str())?;
-    let seed_size = file_size(&image.work_seed)?;
+        let seed_size = file_size(&image.work_seed)?;
     cow::clone_file(&image.work_seed, &files.work, seed_size)?;
     ext4::grow(&files.work, vm.work_size.max(seed_size))?;
     let public_key = ssh::ensure_key(&ctx.paths.ssh_key())?;
     ext4::write_file(&files.work, "/.ssh/authorized_keys", format!("{public_key}\n").as_bytes(), 0o600)?;
+    ctx.store.finish_creating(&vm.id, strategy.as_str())?;
     Ok(strategy)
 }
 

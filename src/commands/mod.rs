@@ -5,6 +5,10 @@ pub mod image_build;
 pub mod image_delete;
 pub mod image_import;
 pub mod image_list;
+pub mod gc;
+pub mod completions;
+pub mod doctor;
+pub mod bench;
 pub mod sidecar;
 pub mod vm_create;
 pub mod vm_delete;
@@ -75,7 +79,9 @@ impl VmView {
             cow_strategy: vm.cow_strategy.clone(),
             created_at: rfc3339(vm.created_at),
             expires_at: vm.expires_at.map(rfc3339),
-            last_error: vm.last_error.clone(),
+            last_error: vm.last_error.clone().or_else(|| {
+                vm.creating.then(|| format!("creation did not finish; `banger vm delete {}` removes it", vm.name))
+            }),
             timings: None,
         }
     }

@@ -77,7 +77,10 @@ pub fn create(
         timings.time("disks", || lifecycle::prepare_disks(ctx, &vm, &image_files))
     };
     match prepared {
-        Ok(strategy) => vm.cow_strategy = Some(strategy.as_str().to_owned()),
+        Ok(strategy) => {
+            vm.cow_strategy = Some(strategy.as_str().to_owned());
+            vm.creating = false;
+        }
         Err(err) => {
             lifecycle::remove(ctx, &vm).context("cleaning up the half-created VM")?;
             return Err(err.context(format!("cannot make the disks of VM {}", vm.name)));

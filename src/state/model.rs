@@ -22,6 +22,8 @@ pub struct Vm {
     pub nat: bool,
     /// How the root disk is kept copy-on-write; fixed when its files are made.
     pub cow_strategy: Option<String>,
+    /// True until its disks are made; `gc` deletes VMs whose creation died.
+    pub creating: bool,
     /// What the user last asked for: running or stopped.
     pub desired: VmState,
     pub expires_at: Option<i64>,

@@ -42,6 +42,7 @@ const MIGRATIONS: &[&str] = &[r"
         desired      TEXT NOT NULL,
         expires_at   INTEGER,
         last_error   TEXT,
+        creating     INTEGER NOT NULL DEFAULT 1,
         created_at   INTEGER NOT NULL
     );
 "];
@@ -178,6 +179,7 @@ impl Store {
             cid,
             nat: new.nat,
             cow_strategy: None,
+            creating: true,
             desired: VmState::Stopped,
             expires_at: new.expires_at,
             last_error: None,
@@ -253,9 +255,10 @@ impl Store {
             .map_err(self.db())
     }
 
-    pub fn set_cow_strategy(&self, id: &str, strategy: &str) -> Result<(), StateError> {
+    /// Records the finished disks: the VM is now complete.
+    pub fn finish_creating(&self, id: &str, strategy: &str) -> Result<(), StateError> {
         self.conn
-            .execute("UPDATE vms SET cow_strategy = ?2 WHERE id = ?1", params![id, strategy])
+            .execute("UPDATE vms SET cow_strategy = ?2, creating = 0 WHERE id = ?1", params![id, strategy])
             .map(drop)
             .map_err(self.db())
     }
@@ -360,6 +363,7 @@ fn vm_from_row(row: &Row<'_>) -> rusqlite::Result<Vm> {
         cid: row.get("cid")?,
         nat: row.get("nat")?,
         cow_strategy: row.get("cow_strategy")?,
+        creating: row.get("creating")?,
         desired: VmState::parse(&row.get::<_, String>("desired")?),
         expires_at: row.get("expires_at")?,
         last_error: row.get("last_error")?,

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# banger's test command: unit tests everywhere; host, Firecracker and guest
+# tiers when run as root with the fixtures from scripts/test-deps.sh.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+export PATH="$root/target/test-deps/bin:$PATH"
+export BANGER_TEST_DEPS="$root/target/test-deps"
+cargo build --workspace --all-targets
+cargo test --workspace -- --test-threads=2

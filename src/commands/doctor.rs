@@ -1,0 +1,298 @@
+//! `banger doctor`: one line per prerequisite with pass / warn / fail and a
+//! hint saying how to fix it. Exits 1 when any check fails.
+
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::Result;
+use serde::Serialize;
+
+use super::print_json;
+use crate::cli::DoctorArgs;
+use crate::host::disk::{cow, dm};
+use crate::host::firecracker::process;
+use crate::host::image::manifest::{Manifest, ManifestFile};
+use crate::host::net;
+use crate::lifecycle::Ctx;
+use crate::state::config::Config;
+use crate::state::paths::Paths;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Pass,
+    Warn,
+    Fail,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Check {
+    pub check: &'static str,
+    pub status: Status,
+    pub detail: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
+}
+
+fn pass(check: &'static str, detail: impl Into<String>) -> Check {
+    Check { check, status: Status::Pass, detail: detail.into(), hint: None }
+}
+fn warn(check: &'static str, detail: impl Into<String>, hint: impl Into<String>) -> Check {
+    Check { check, status: Status::Warn, detail: detail.into(), hint: Some(hint.into()) }
+}
+fn fail(check: &'static str, detail: impl Into<String>, hint: impl Into<String>) -> Check {
+    Check { check, status: Status::Fail, detail: detail.into(), hint: Some(hint.into()) }
+}
+
+pub fn run(args: DoctorArgs) -> Result<i32> {
+    let paths = Paths::from_env();
+    let config = Config::load()?;
+    let mut checks = vec![
+        root(),
+        kvm(),
+        firecracker(&config),
+        device_mapper(),
+        reflink(&paths),
+        device("loop control", "/dev/loop-control", "load the loop module: modprobe loop"),
+        device("tun", "/dev/net/tun", "load the tun module: modprobe tun"),
+        tool("nftables", "nft", &["--version"], "install nftables (apt install nftables)"),
+        e2fsprogs(),
+        tool("ssh client", "ssh", &["-V"], "install OpenSSH's client (apt install openssh-client)"),
+        ip_forward(),
+        bridge(&config),
+        resolved(&config),
+        free_space(&paths),
+    ];
+    // Checks that need banger's state (skipped when it cannot be opened).
+    match Ctx::open() {
+        Ok(ctx) => {
+            checks.push(default_image(&ctx));
+            checks.push(sidecar(&ctx));
+            checks.push(leftovers(&ctx));
+        }
+        Err(e) => checks.push(fail("state", format!("{e:#}"), "run as root, or set BANGER_HOME to a writable directory")),
+    }
+    let failed = checks.iter().any(|c| c.status == Status::Fail);
+    if args.json {
+        print_json(&checks)?;
+    } else {
+        for c in &checks {
+            let tag = match c.status {
+                Status::Pass => "ok  ",
+                Status::Warn => "warn",
+                Status::Fail => "FAIL",
+            };
+            println!("{tag}  {:<14} {}", c.check, c.detail);
+            if let Some(hint) = &c.hint {
+                println!("      {:<14} → {hint}", "");
+            }
+        }
+    }
+    Ok(i32::from(failed))
+}
+
+fn root() -> Check {
+    if nix::unistd::geteuid().is_root() {
+        pass("root", "running as root")
+    } else {
+        fail("root", "not running as root", "banger manages bridges, TAPs and loop devices: run it with sudo")
+    }
+}
+
+nix::ioctl_none!(kvm_get_api_version, 0xAE, 0x00);
+
+fn kvm() -> Check {
+    let file = match std::fs::File::open("/dev/kvm") {
+        Ok(f) => f,
+        Err(e) => return fail("kvm", format!("/dev/kvm: {e}"), "enable virtualisation (VT-x/AMD-V) and load kvm_intel or kvm_amd"),
+    };
+    use std::os::fd::AsRawFd;
+    // SAFETY: KVM_GET_API_VERSION takes no argument and only reads the fd.
+    match unsafe { kvm_get_api_version(file.as_raw_fd()) } {
+        Ok(12) => pass("kvm", "/dev/kvm opens, KVM API version 12"),
+        Ok(v) => warn("kvm", format!("KVM API version {v}"), "Firecracker expects API version 12"),
+        Err(e) => fail("kvm", format!("KVM_GET_API_VERSION failed: {e}"), "check that /dev/kvm is a KVM device"),
+    }
+}
+
+fn firecracker(config: &Config) -> Check {
+    let hint = "download Firecracker from its GitHub releases page and put `firecracker` on PATH, \
+                or set BANGER_FIRECRACKER or `firecracker` in the config file";
+    let bin = match process::find_binary(config.firecracker.as_deref()) {
+        Ok(bin) => bin,
+        Err(e) => return fail("firecracker", e.to_string(), hint),
+    };
+    match process::version(&bin) {
+        Ok((1, minor, patch)) if (10..=12).contains(&minor) => {
+            pass("firecracker", format!("{} v1.{minor}.{patch}", bin.display()))
+        }
+        Ok((major, minor, patch)) if (major, minor) >= (1, 10) => warn(
+            "firecracker",
+            format!("{} v{major}.{minor}.{patch}", bin.display()),
+            "banger is tested with v1.10 to v1.12",
+        ),
+        Ok((major, minor, patch)) => {
+            fail("firecracker", format!("{} v{major}.{minor}.{patch} is too old", bin.display()), hint)
+        }
+        Err(e) => fail("firecracker", format!("{}: {e}", bin.display()), hint),
+    }
+}
+
+fn device_mapper() -> Check {
+    if dm::available() {
+        pass("device-mapper", "available: root disks are dm-snapshots")
+    } else {
+        warn(
+            "device-mapper",
+            "not available: root disks are reflink clones or sparse copies",
+            "for instant copy-on-write root disks, load dm_snapshot (modprobe dm_snapshot) and install dmsetup",
+        )
+    }
+}
+
+fn reflink(paths: &Paths) -> Check {
+    let base = if paths.home.exists() { paths.home.clone() } else { std::env::temp_dir() };
+    let src = base.join(".doctor-reflink-src");
+    let dst = base.join(".doctor-reflink-dst");
+    let result = std::fs::write(&src, b"banger").map_err(anyhow::Error::from).and_then(|()| Ok(cow::clone_file(&src, &dst, 6)?));
+    std::fs::remove_file(&src).ok();
+    std::fs::remove_file(&dst).ok();
+    match result {
+        Ok(cow::CowStrategy::Reflink) => pass("reflink", format!("{} supports reflinks", base.display())),
+        Ok(_) => warn(
+            "reflink",
+            format!("{} has no reflinks: work disks are sparse copies", base.display()),
+            "put BANGER_HOME on XFS or btrfs for instant clones",
+        ),
+        Err(e) => fail("reflink", format!("cannot write in {}: {e:#}", base.display()), "check BANGER_HOME's permissions"),
+    }
+}
+
+fn device(check: &'static str, path: &str, hint: &str) -> Check {
+    if Path::new(path).exists() { pass(check, format!("{path} present")) } else { fail(check, format!("{path} missing"), hint) }
+}
+
+fn tool(check: &'static str, program: &str, args: &[&str], hint: &str) -> Check {
+    match Command::new(program).args(args).output() {
+        Ok(out) if out.status.success() => {
+            let text = if out.stdout.is_empty() { out.stderr } else { out.stdout };
+            pass(check, String::from_utf8_lossy(&text).lines().next().unwrap_or(program).trim().to_owned())
+        }
+        Ok(out) => fail(check, format!("`{program}` exited with {}", out.status), hint),
+        Err(e) => fail(check, format!("`{program}`: {e}"), hint),
+    }
+}
+
+fn e2fsprogs() -> Check {
+    let hint = "install e2fsprogs 1.43 or newer (apt install e2fsprogs)";
+    let out = match Command::new("mke2fs").arg("-V").output() {
+        Ok(out) => out,
+        Err(e) => return fail("e2fsprogs", format!("mke2fs: {e}"), hint),
+    };
+    let text = String::from_utf8_lossy(&out.stderr).into_owned();
+    let version = text.split_whitespace().nth(1).unwrap_or("");
+    let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    if (major, minor) >= (1, 43) {
+        pass("e2fsprogs", format!("mke2fs {version} (supports mkfs.ext4 -d)"))
+    } else {
+        fail("e2fsprogs", format!("mke2fs {version:?} is too old for mkfs.ext4 -d"), hint)
+    }
+}
+
+fn ip_forward() -> Check {
+    match std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward") {
+        Ok(v) if v.trim() == "1" => pass("ip forwarding", "enabled"),
+        _ => warn("ip forwarding", "disabled", "banger enables it when it sets up the bridge; nothing to do"),
+    }
+}
+
+fn bridge(config: &Config) -> Check {
+    match net::bridge::link_exists(&config.bridge) {
+        Ok(true) => pass("bridge", format!("{} exists ({})", config.bridge, config.subnet)),
+        Ok(false) => pass("bridge", format!("{} not created yet (made when the first VM starts)", config.bridge)),
+        Err(e) => fail("bridge", e.to_string(), "check netlink access (are you root?)"),
+    }
+}
+
+fn resolved(config: &Config) -> Check {
+    let active = Command::new("systemctl")
+        .args(["is-active", "--quiet", "systemd-resolved"])
+        .status()
+        .is_ok_and(|s| s.success());
+    let gateway = config.subnet.gateway();
+    if !active {
+        return warn(
+            "vm names",
+            format!("systemd-resolved is not running: the host does not resolve *.{}", config.domain),
+            format!("use IPs from `banger vm ls`, or point a resolver for {} at {gateway}", config.domain),
+        );
+    }
+    let routed = Command::new("resolvectl")
+        .args(["domain", &config.bridge])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(&format!("~{}", config.domain)));
+    if routed {
+        pass("vm names", format!("systemd-resolved routes ~{} to {gateway}", config.domain))
+    } else {
+        warn("vm names", format!("~{} is not routed yet", config.domain), "banger routes it when it sets up the bridge")
+    }
+}
+
+fn free_space(paths: &Paths) -> Check {
+    let mut dir = paths.home.as_path();
+    while !dir.exists() {
+        dir = dir.parent().unwrap_or(Path::new("/"));
+    }
+    match nix::sys::statvfs::statvfs(dir) {
+        Ok(s) => {
+            let free = s.blocks_available() * s.fragment_size();
+            let shown = crate::state::parse::format_size(free);
+            if free >= 10 << 30 {
+                pass("free space", format!("{shown} free at {}", dir.display()))
+            } else if free >= 2 << 30 {
+                warn("free space", format!("{shown} free at {}", dir.display()), "images take ~1-2G and each VM's disks grow with use")
+            } else {
+                fail("free space", format!("only {shown} free at {}", dir.display()), "free space or move BANGER_HOME")
+            }
+        }
+        Err(e) => fail("free space", format!("{}: {e}", dir.display()), "check BANGER_HOME"),
+    }
+}
+
+fn default_image(ctx: &Ctx) -> Check {
+    let image = match ctx.store.default_image() {
+        Ok(Some(image)) => image,
+        Ok(None) => return warn("image", "no image yet", "`banger image build default` (or `banger vm run` builds one)"),
+        Err(e) => return fail("image", e.to_string(), "see the error"),
+    };
+    let dir = ctx.paths.image_dir(&image.name);
+    let manifest = match Manifest::read(&dir.join("image.json")) {
+        Ok(m) => m,
+        Err(e) => return fail("image", format!("{}: {e}", image.name), "rebuild or re-import the image"),
+    };
+    for (file, expected) in &manifest.files {
+        match ManifestFile::of(&dir.join(file)) {
+            Ok(actual) if actual.sha256 == expected.sha256 => {}
+            Ok(_) => return fail("image", format!("{}: {file} does not match its manifest", image.name), "rebuild the image (`banger image build --force`)"),
+            Err(e) => return fail("image", format!("{}: {e}", image.name), "rebuild the image"),
+        }
+    }
+    pass("image", format!("default image {} matches its manifest", image.name))
+}
+
+fn sidecar(ctx: &Ctx) -> Check {
+    if crate::sidecar::is_alive(&ctx.paths.sidecar_lock()) {
+        pass("sidecar", "running (DNS for VM names, TAP pool)")
+    } else {
+        pass("sidecar", "not running (starts with the first VM)")
+    }
+}
+
+fn leftovers(ctx: &Ctx) -> Check {
+    match super::gc::collect(ctx, true) {
+        Ok(found) if found.is_empty() => pass("leftovers", "none"),
+        Ok(found) => warn("leftovers", format!("{} leaked resource(s)", found.len()), "run `banger gc` (see `banger gc --dry-run`)"),
+        Err(e) => warn("leftovers", format!("could not check: {e:#}"), "run `banger gc -v`"),
+    }
+}

@@ -11,7 +11,7 @@ use super::print_json;
 use crate::cli::DoctorArgs;
 use crate::host::disk::{cow, dm};
 use crate::host::firecracker::process;
-use crate::host::image::manifest::{Manifest, ManifestFile};
+use crate::host::image::{Manifest, ManifestFile};
 use crate::host::net;
 use crate::lifecycle::Ctx;
 use crate::state::config::Config;

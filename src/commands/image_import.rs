@@ -9,8 +9,9 @@ use anyhow::{Context, Result};
 use super::UsageError;
 use crate::cli::ImageImportArgs;
 use crate::host::disk::{cow, ext4};
+use crate::host::image::{self, Manifest, ManifestFile};
 use crate::lifecycle::{Ctx, remove_dir_if_present};
-use crate::state::model::{Image, now};
+use crate::state::model::{Image, now, rfc3339};
 
 pub fn run(args: ImageImportArgs) -> Result<()> {
     check_file("--kernel", &args.kernel, Kind::Elf)?;
@@ -71,6 +72,28 @@ fn copy_in(args: &ImageImportArgs, dir: &Path) -> Result<()> {
         Some(seed) => copy(seed, "work-seed.ext4")?,
         None => ext4::make_work_seed(&dir.join("work-seed.ext4"))?,
     }
+    write_manifest(dir)
+}
+
+/// `image.json` for an imported image: sizes and checksums of its files.
+fn write_manifest(dir: &Path) -> Result<()> {
+    let mut files = std::collections::BTreeMap::new();
+    for entry in fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        files.insert(name, ManifestFile::of(&entry.path())?);
+    }
+    let kernel = fs::read(dir.join("vmlinux")).context("cannot read the imported kernel")?;
+    let manifest = Manifest {
+        kernel_version: image::kernel_release(&kernel).unwrap_or_else(|| "unknown".into()),
+        suite: String::new(),
+        packages: Vec::new(),
+        files,
+        agent_version: String::new(),
+        agent_sha256: String::new(),
+        created_at: rfc3339(now()),
+    };
+    manifest.write(&dir.join(image::MANIFEST))?;
     Ok(())
 }
 

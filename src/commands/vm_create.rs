@@ -38,9 +38,7 @@ pub fn create(
 ) -> Result<(Vm, Observed)> {
     let image = match &spec.image {
         Some(name) => ctx.store.image(name)?,
-        None => ctx.store.default_image()?.ok_or_else(|| {
-            anyhow::anyhow!("no image to boot: build one with `banger image build NAME` or import one with `banger image import`")
-        })?,
+        None => timings.time("image", || super::image_build::ensure_default_image(ctx))?,
     };
     let image_files = ImageFiles::of(&ctx.paths, &image);
     let rootfs_size = lifecycle::file_size(&image_files.rootfs)?;

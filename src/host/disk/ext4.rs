@@ -2,7 +2,7 @@
 
 use std::ffi::OsStr;
 use std::fs::{self, DirBuilder, OpenOptions};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
 use super::{DiskError, TempFile, io_err, run_tool, run_tool_unchecked};
@@ -39,7 +39,7 @@ mesg n 2> /dev/null || true
 
 /// Builds an ext4 image at `out`, `size_bytes` long, labelled `label`, whose
 /// root holds the contents of `dir` (owners and modes copied; the root
-/// directory owned by root). Replaces `out` only once the image is complete.
+/// directory takes `dir`'s mode and belongs to root). Replaces `out` only once the image is complete.
 pub fn mkfs_from_dir(
     dir: &Path,
     out: &Path,
@@ -63,8 +63,6 @@ pub fn mkfs_from_dir(
             OsStr::new("0"),
             OsStr::new("-L"),
             OsStr::new(label),
-            OsStr::new("-E"),
-            OsStr::new("root_owner=0:0"),
             OsStr::new("-d"),
             dir.as_os_str(),
             tmp.path.as_os_str(),
@@ -72,6 +70,11 @@ pub fn mkfs_from_dir(
         None,
         out,
     )?;
+    // mke2fs copies the modes of everything below `dir` but not of `dir` itself.
+    let dir_mode = fs::metadata(dir).map_err(io_err("stat", dir))?.mode();
+    let mut script = String::new();
+    push_owner_and_mode(&mut script, "/", S_IFDIR | (dir_mode & 0o7777));
+    debugfs(&tmp.path, &script, true)?;
     tmp.persist(out)
 }
 
@@ -316,7 +319,7 @@ fn check_debugfs_stderr(image: &Path, stderr: &[u8], allow_missing: bool) -> Res
         .lines()
         .map(str::trim)
         .filter(|l| !l.is_empty() && !is_banner(l))
-        .filter(|l| !(allow_missing && l.contains("File not found by ext2_lookup")))
+        .filter(|l| !(allow_missing && is_missing(l)))
         .collect();
     if errors.is_empty() {
         Ok(())
@@ -326,6 +329,11 @@ fn check_debugfs_stderr(image: &Path, stderr: &[u8], allow_missing: bool) -> Res
             message: errors.join("; "),
         })
     }
+}
+
+/// Whether `line` reports a path that does not resolve: absent, or below a non-directory.
+fn is_missing(line: &str) -> bool {
+    line.contains("File not found by ext2_lookup") || line.contains("Ext2 inode is not a directory")
 }
 
 /// Whether `line` is debugfs's version banner, e.g. `debugfs 1.47.0 (5-Feb-2023)`.
@@ -431,6 +439,12 @@ mod tests {
         let image = Path::new("/img");
         assert!(check_debugfs_stderr(image, b"debugfs 1.47.0 (5-Feb-2023)\n", false).is_ok());
         assert!(check_debugfs_stderr(image, b"/x: File not found by ext2_lookup\n", true).is_ok());
+        assert!(
+            check_debugfs_stderr(image, b"/f/x: Ext2 inode is not a directory\n", true).is_ok()
+        );
+        assert!(
+            check_debugfs_stderr(image, b"/x: File not found by ext2_lookup\n", false).is_err()
+        );
         assert!(check_debugfs_stderr(image, b"write: Ext2 file already exists\n", true).is_err());
     }
 }

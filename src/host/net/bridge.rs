@@ -150,6 +150,36 @@ pub fn link_exists(name: &str) -> Result<bool, NetError> {
     netlink::run(|handle| async move { Ok(netlink::link_by_name(&handle, name).await?.is_some()) })
 }
 
+/// Every IP address assigned to an interface in this network namespace.
+pub fn interface_addresses() -> Result<Vec<IpAddr>, NetError> {
+    netlink::run(|handle| async move {
+        let mut addresses = handle.address().get().execute();
+        let mut found = Vec::new();
+        while let Some(address) =
+            addresses
+                .try_next()
+                .await
+                .map_err(|source| NetError::Netlink {
+                    op: "list",
+                    name: "interface addresses".to_string(),
+                    source,
+                })?
+        {
+            found.extend(address.attributes.iter().find_map(|attr| match attr {
+                AddressAttribute::Local(ip) => Some(*ip),
+                _ => None,
+            }));
+            found.extend(address.attributes.iter().find_map(|attr| match attr {
+                AddressAttribute::Address(ip) => Some(*ip),
+                _ => None,
+            }));
+        }
+        found.sort();
+        found.dedup();
+        Ok(found)
+    })
+}
+
 /// Names of the links starting with `prefix`, sorted.
 pub fn list_links(prefix: &str) -> Result<Vec<String>, NetError> {
     let mut names = netlink::run(|handle| async move { netlink::link_names(&handle).await })?;

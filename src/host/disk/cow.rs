@@ -1,0 +1,214 @@
+//! Copy-on-write clones of disk images: reflink where the filesystem can, sparse copy otherwise.
+
+use std::fmt;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::ops::Range;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::Path;
+
+use nix::errno::Errno;
+use nix::unistd::{Whence, lseek};
+use serde::{Deserialize, Serialize};
+
+use super::{DiskError, TempFile, io_err};
+
+/// Bytes read and written per step of a sparse copy.
+const COPY_CHUNK: usize = 1 << 20;
+
+/// How a VM's root disk shares blocks with its image, best first.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum CowStrategy {
+    /// A device-mapper snapshot over a read-only loop device of the image.
+    DmSnapshot,
+    /// A `FICLONE` clone sharing extents with the image (XFS, btrfs).
+    Reflink,
+    /// A sparse copy of the image's data extents.
+    Copy,
+}
+
+impl CowStrategy {
+    /// The name used in `handles.json`, JSON output and `vm show`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CowStrategy::DmSnapshot => "dm-snapshot",
+            CowStrategy::Reflink => "reflink",
+            CowStrategy::Copy => "copy",
+        }
+    }
+}
+
+impl fmt::Display for CowStrategy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+mod sys {
+    nix::ioctl_write_int!(ficlone, 0x94, 9);
+}
+
+/// `FICLONE`: makes `dst` share all of `src`'s extents.
+fn ficlone(dst: &File, src: &File) -> Result<(), Errno> {
+    // SAFETY: both descriptors are open for the duration of the call; the
+    // argument is the source descriptor passed by value.
+    unsafe { sys::ficlone(dst.as_raw_fd(), src.as_raw_fd() as libc::c_ulong) }.map(drop)
+}
+
+/// Clones `src` to `dst` and grows the clone to `size` bytes.
+///
+/// Uses `FICLONE` when the filesystem shares extents ([`CowStrategy::Reflink`]);
+/// otherwise copies only the data extents, leaving holes where `src` has holes
+/// or zeros ([`CowStrategy::Copy`]). The clone is built under a temporary name
+/// beside `dst` and renamed over `dst` at the end, so a failure leaves no
+/// partial file. `src` is only read. Fails with [`DiskError::Shrink`] if
+/// `size` is smaller than `src`.
+pub fn clone_file(src: &Path, dst: &Path, size: u64) -> Result<CowStrategy, DiskError> {
+    let source = File::open(src).map_err(io_err("open", src))?;
+    let src_len = source.metadata().map_err(io_err("stat", src))?.len();
+    if size < src_len {
+        return Err(DiskError::Shrink {
+            path: src.to_path_buf(),
+            current: src_len,
+            requested: size,
+        });
+    }
+    let tmp = TempFile::beside(dst);
+    let clone = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp.path)
+        .map_err(io_err("create", &tmp.path))?;
+    let strategy = match ficlone(&clone, &source) {
+        Ok(()) => CowStrategy::Reflink,
+        Err(Errno::EOPNOTSUPP | Errno::EXDEV | Errno::EINVAL | Errno::ENOTTY | Errno::EPERM) => {
+            sparse_copy(&source, src, &clone, &tmp.path, src_len)?;
+            CowStrategy::Copy
+        }
+        Err(source) => {
+            return Err(DiskError::Ioctl {
+                op: "FICLONE",
+                path: tmp.path.clone(),
+                source,
+            });
+        }
+    };
+    clone.set_len(size).map_err(io_err("resize", &tmp.path))?;
+    drop(clone);
+    tmp.persist(dst)?;
+    Ok(strategy)
+}
+
+/// Copies the data extents of `source` (`len` bytes) into the empty `dest`,
+/// skipping chunks that are all zeros.
+fn sparse_copy(
+    source: &File,
+    src: &Path,
+    dest: &File,
+    dst: &Path,
+    len: u64,
+) -> Result<(), DiskError> {
+    let mut buf = vec![0u8; COPY_CHUNK];
+    for extent in data_extents(source, len).map_err(io_err("find data extents in", src))? {
+        for chunk in chunks(extent, COPY_CHUNK as u64) {
+            let piece = &mut buf[..(chunk.end - chunk.start) as usize];
+            source
+                .read_exact_at(piece, chunk.start)
+                .map_err(io_err("read", src))?;
+            if piece.iter().any(|&b| b != 0) {
+                dest.write_all_at(piece, chunk.start)
+                    .map_err(io_err("write", dst))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The byte ranges of `file` (of length `len`) holding data, by
+/// `SEEK_DATA`/`SEEK_HOLE`; the whole file if the filesystem cannot tell.
+fn data_extents(file: &File, len: u64) -> io::Result<Vec<Range<u64>>> {
+    let to_off =
+        |n: u64| i64::try_from(n).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput));
+    let mut extents = Vec::new();
+    let mut pos = 0u64;
+    while pos < len {
+        let start = match lseek(file, to_off(pos)?, Whence::SeekData) {
+            Ok(start) => start as u64,
+            // No data after `pos`: the rest is a hole.
+            Err(Errno::ENXIO) => break,
+            Err(Errno::EINVAL) if pos == 0 => return Ok(std::iter::once(0..len).collect()),
+            Err(e) => return Err(e.into()),
+        };
+        if start >= len {
+            break;
+        }
+        let end = (lseek(file, to_off(start)?, Whence::SeekHole)? as u64).min(len);
+        extents.push(start..end);
+        pos = end;
+    }
+    Ok(extents)
+}
+
+/// Splits `range` into consecutive pieces of at most `size` bytes.
+fn chunks(range: Range<u64>, size: u64) -> impl Iterator<Item = Range<u64>> {
+    (range.start..range.end)
+        .step_by(size as usize)
+        .map(move |start| start..(start + size).min(range.end))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strategy_names_match_serde() {
+        for s in [
+            CowStrategy::DmSnapshot,
+            CowStrategy::Reflink,
+            CowStrategy::Copy,
+        ] {
+            let json = serde_json::to_string(&s).expect("serialize");
+            assert_eq!(json, format!("\"{s}\""));
+            assert_eq!(
+                serde_json::from_str::<CowStrategy>(&json).expect("parse"),
+                s
+            );
+        }
+        assert_eq!(CowStrategy::DmSnapshot.as_str(), "dm-snapshot");
+    }
+
+    #[test]
+    fn chunks_cover_the_range_without_overlap() {
+        let pieces: Vec<_> = chunks(10..35, 10).collect();
+        assert_eq!(pieces, [10..20, 20..30, 30..35]);
+        assert_eq!(chunks(5..5, 10).count(), 0);
+    }
+
+    #[test]
+    fn data_extents_skip_holes() {
+        let file = tempfile::tempfile().expect("temp file");
+        let mib = 1 << 20;
+        file.write_all_at(&[1u8; 4096], 0).expect("write");
+        file.write_all_at(&[2u8; 4096], 4 * mib).expect("write");
+        file.set_len(16 * mib).expect("grow");
+        let extents = data_extents(&file, 16 * mib).expect("extents");
+        let data: u64 = extents.iter().map(|e| e.end - e.start).sum();
+        assert!(extents.iter().any(|e| e.contains(&0)), "{extents:?}");
+        assert!(
+            extents.iter().any(|e| e.contains(&(4 * mib))),
+            "{extents:?}"
+        );
+        assert!(data < 2 * mib, "holes reported as data: {extents:?}");
+        assert!(extents.iter().all(|e| e.end <= 16 * mib));
+    }
+
+    #[test]
+    fn data_extents_of_an_empty_file_are_empty() {
+        let file = tempfile::tempfile().expect("temp file");
+        assert!(data_extents(&file, 0).expect("extents").is_empty());
+    }
+}

@@ -1,0 +1,369 @@
+//! Per-VM NAT in the nftables table `inet banger`, and nothing outside it.
+//!
+//! The table holds a `postrouting` NAT chain (masquerade) and a `forward`
+//! filter chain (accepts). Each rule carries the comment `banger:<vm id>`,
+//! which is how a VM's rules are found again and removed by handle.
+//!
+//! Forward rules match on the bridge and the guest address: a TAP enslaved
+//! to the bridge is never the input interface at the IP forward hook (the
+//! bridge is), so a rule on the TAP's name would never match.
+
+use std::borrow::Cow;
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+
+use nftables::batch::Batch;
+use nftables::expr::{CT, Expression, Meta, MetaKey, NamedExpression, Payload, PayloadField};
+use nftables::helper::{self, DEFAULT_NFT, NftablesError};
+use nftables::schema::{Chain, NfListObject, NfObject, Nftables, Rule, Table};
+use nftables::stmt::{Match, Operator, Statement};
+use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
+
+use super::{NetError, validate_ifname};
+
+/// The only table banger ever touches.
+pub const TABLE: &str = "banger";
+const NAT_CHAIN: &str = "postrouting";
+const FORWARD_CHAIN: &str = "forward";
+/// `srcnat`: after other tables' filtering, where masquerading belongs.
+const NAT_PRIORITY: i32 = 100;
+/// `filter`: the usual forward priority; other tables' chains still apply.
+const FORWARD_PRIORITY: i32 = 0;
+const COMMENT_PREFIX: &str = "banger:";
+
+/// Adds VM `vm_id`'s NAT rules: masquerade traffic from `guest_ip` leaving
+/// through any interface but `bridge`, accept forwarding from the guest, and
+/// accept established/related traffic back to it. Creates the table and
+/// chains if needed and replaces rules the VM already had, in one transaction.
+pub fn add_vm_rules(vm_id: &str, guest_ip: Ipv4Addr, bridge: &str) -> Result<(), NetError> {
+    validate_ifname(bridge)?;
+    let stale = match list_table()? {
+        Some(ruleset) => vm_rule_handles(&ruleset, vm_id),
+        None => Vec::new(),
+    };
+    let batch = vm_rules_batch(vm_id, guest_ip, bridge, &stale);
+    helper::apply_ruleset(&batch).map_err(|err| nft_error("add rules", err))
+}
+
+/// Removes VM `vm_id`'s rules by handle. `Ok` when the table or the rules are
+/// already gone.
+pub fn remove_vm_rules(vm_id: &str) -> Result<(), NetError> {
+    let Some(ruleset) = list_table()? else {
+        return Ok(());
+    };
+    let handles = vm_rule_handles(&ruleset, vm_id);
+    if handles.is_empty() {
+        return Ok(());
+    }
+    let mut batch = Batch::new();
+    for (chain, handle) in handles {
+        batch.delete(NfListObject::Rule(rule_ref(chain, handle)));
+    }
+    helper::apply_ruleset(&batch.to_nftables()).map_err(|err| nft_error("delete rules", err))
+}
+
+/// The ids of the VMs that have rules in the table, sorted (for `gc`).
+pub fn vms_with_rules() -> Result<Vec<String>, NetError> {
+    let Some(ruleset) = list_table()? else {
+        return Ok(Vec::new());
+    };
+    let ids: BTreeSet<String> = rules(&ruleset)
+        .filter_map(|rule| rule_owner(rule).map(str::to_string))
+        .collect();
+    Ok(ids.into_iter().collect())
+}
+
+/// The table as listed by `nft -j`, or `None` when it does not exist.
+fn list_table() -> Result<Option<Nftables<'static>>, NetError> {
+    match helper::get_current_ruleset_with_args(DEFAULT_NFT, &["list", "table", "inet", TABLE]) {
+        Ok(ruleset) => Ok(Some(ruleset)),
+        Err(NftablesError::NftFailed { stderr, .. })
+            if stderr.contains("No such file or directory") =>
+        {
+            Ok(None)
+        }
+        Err(err) => Err(nft_error("list rules", err)),
+    }
+}
+
+fn nft_error(op: &'static str, err: NftablesError) -> NetError {
+    let detail = match err {
+        NftablesError::NftFailed { stderr, .. } => stderr.trim().to_string(),
+        other => other.to_string(),
+    };
+    NetError::Nft { op, detail }
+}
+
+fn rules<'a>(ruleset: &'a Nftables<'static>) -> impl Iterator<Item = &'a Rule<'static>> {
+    ruleset.objects.iter().filter_map(|object| match object {
+        NfObject::ListObject(NfListObject::Rule(rule))
+            if rule.family == NfFamily::INet && rule.table == TABLE =>
+        {
+            Some(rule)
+        }
+        _ => None,
+    })
+}
+
+/// The VM id a rule belongs to, from its `banger:<id>` comment.
+fn rule_owner<'a>(rule: &'a Rule<'static>) -> Option<&'a str> {
+    rule.comment.as_deref()?.strip_prefix(COMMENT_PREFIX)
+}
+
+/// (chain, handle) of each rule that belongs to `vm_id`.
+fn vm_rule_handles(ruleset: &Nftables<'static>, vm_id: &str) -> Vec<(String, u32)> {
+    rules(ruleset)
+        .filter(|rule| rule_owner(rule) == Some(vm_id))
+        .filter_map(|rule| Some((rule.chain.to_string(), rule.handle?)))
+        .collect()
+}
+
+fn rule_ref(chain: String, handle: u32) -> Rule<'static> {
+    Rule {
+        family: NfFamily::INet,
+        table: TABLE.into(),
+        chain: chain.into(),
+        expr: Cow::Owned(Vec::new()),
+        handle: Some(handle),
+        index: None,
+        comment: None,
+    }
+}
+
+fn base_chain(name: &'static str, kind: NfChainType, hook: NfHook, prio: i32) -> Chain<'static> {
+    Chain {
+        family: NfFamily::INet,
+        table: TABLE.into(),
+        name: name.into(),
+        newname: None,
+        handle: None,
+        _type: Some(kind),
+        hook: Some(hook),
+        prio: Some(prio),
+        dev: None,
+        policy: Some(NfChainPolicy::Accept),
+    }
+}
+
+fn matches(
+    left: Expression<'static>,
+    op: Operator,
+    right: Expression<'static>,
+) -> Statement<'static> {
+    Statement::Match(Match { left, right, op })
+}
+
+fn meta(key: MetaKey) -> Expression<'static> {
+    Expression::Named(NamedExpression::Meta(Meta { key }))
+}
+
+fn ip_field(field: &'static str) -> Expression<'static> {
+    Expression::Named(NamedExpression::Payload(Payload::PayloadField(
+        PayloadField {
+            protocol: "ip".into(),
+            field: field.into(),
+        },
+    )))
+}
+
+fn text(value: impl Into<String>) -> Expression<'static> {
+    Expression::String(Cow::Owned(value.into()))
+}
+
+/// The transaction that ensures table and chains, drops `stale` rules and
+/// adds VM `vm_id`'s three rules.
+fn vm_rules_batch(
+    vm_id: &str,
+    guest_ip: Ipv4Addr,
+    bridge: &str,
+    stale: &[(String, u32)],
+) -> Nftables<'static> {
+    let comment = format!("{COMMENT_PREFIX}{vm_id}");
+    let guest = guest_ip.to_string();
+    let rule = |chain: &'static str, expr: Vec<Statement<'static>>| {
+        NfListObject::Rule(Rule {
+            family: NfFamily::INet,
+            table: TABLE.into(),
+            chain: chain.into(),
+            expr: Cow::Owned(expr),
+            handle: None,
+            index: None,
+            comment: Some(Cow::Owned(comment.clone())),
+        })
+    };
+
+    let mut batch = Batch::new();
+    batch.add(NfListObject::Table(Table {
+        family: NfFamily::INet,
+        name: TABLE.into(),
+        handle: None,
+    }));
+    batch.add(NfListObject::Chain(base_chain(
+        NAT_CHAIN,
+        NfChainType::NAT,
+        NfHook::Postrouting,
+        NAT_PRIORITY,
+    )));
+    batch.add(NfListObject::Chain(base_chain(
+        FORWARD_CHAIN,
+        NfChainType::Filter,
+        NfHook::Forward,
+        FORWARD_PRIORITY,
+    )));
+    for (chain, handle) in stale {
+        batch.delete(NfListObject::Rule(rule_ref(chain.clone(), *handle)));
+    }
+    batch.add(rule(
+        NAT_CHAIN,
+        vec![
+            matches(ip_field("saddr"), Operator::EQ, text(guest.clone())),
+            matches(meta(MetaKey::Oifname), Operator::NEQ, text(bridge)),
+            Statement::Masquerade(None),
+        ],
+    ));
+    batch.add(rule(
+        FORWARD_CHAIN,
+        vec![
+            matches(meta(MetaKey::Iifname), Operator::EQ, text(bridge)),
+            matches(ip_field("saddr"), Operator::EQ, text(guest.clone())),
+            Statement::Accept(None),
+        ],
+    ));
+    batch.add(rule(
+        FORWARD_CHAIN,
+        vec![
+            matches(meta(MetaKey::Oifname), Operator::EQ, text(bridge)),
+            matches(ip_field("daddr"), Operator::EQ, text(guest)),
+            matches(
+                Expression::Named(NamedExpression::CT(CT {
+                    key: "state".into(),
+                    family: None,
+                    dir: None,
+                })),
+                Operator::IN,
+                Expression::List(vec![text("established"), text("related")]),
+            ),
+            Statement::Accept(None),
+        ],
+    ));
+    batch.to_nftables()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{Value, json};
+
+    fn batch_json(stale: &[(String, u32)]) -> Value {
+        serde_json::to_value(vm_rules_batch(
+            "vm1",
+            Ipv4Addr::new(10, 0, 0, 2),
+            "banger0",
+            stale,
+        ))
+        .expect("serialises")
+    }
+
+    fn commands(value: &Value) -> &Vec<Value> {
+        value["nftables"].as_array().expect("array of commands")
+    }
+
+    #[test]
+    fn batch_only_touches_table_inet_banger() {
+        let value = batch_json(&[("forward".into(), 7)]);
+        for command in commands(&value) {
+            let (_, object) = command
+                .as_object()
+                .and_then(|c| c.iter().next())
+                .expect("one command");
+            let (kind, body) = object
+                .as_object()
+                .and_then(|o| o.iter().next())
+                .expect("one object");
+            assert_eq!(body["family"], "inet", "{command}");
+            let table = if kind == "table" {
+                &body["name"]
+            } else {
+                &body["table"]
+            };
+            assert_eq!(table, "banger", "{command}");
+        }
+    }
+
+    #[test]
+    fn chains_hook_postrouting_and_forward_with_accept_policy() {
+        let value = batch_json(&[]);
+        let chains: Vec<&Value> = commands(&value)
+            .iter()
+            .filter_map(|c| c["add"].get("chain"))
+            .collect();
+        assert_eq!(chains.len(), 2);
+        assert_eq!(chains[0]["hook"], "postrouting");
+        assert_eq!(chains[0]["type"], "nat");
+        assert_eq!(chains[0]["prio"], 100);
+        assert_eq!(chains[1]["hook"], "forward");
+        assert_eq!(chains[1]["type"], "filter");
+        for chain in chains {
+            assert_eq!(chain["policy"], "accept");
+        }
+    }
+
+    #[test]
+    fn every_rule_is_commented_with_the_vm_id() {
+        let value = batch_json(&[]);
+        let rules: Vec<&Value> = commands(&value)
+            .iter()
+            .filter_map(|c| c["add"].get("rule"))
+            .collect();
+        assert_eq!(rules.len(), 3);
+        for rule in &rules {
+            assert_eq!(rule["comment"], "banger:vm1");
+        }
+        assert_eq!(
+            rules[0]["expr"],
+            json!([
+                {"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "saddr"}}, "right": "10.0.0.2"}},
+                {"match": {"op": "!=", "left": {"meta": {"key": "oifname"}}, "right": "banger0"}},
+                {"masquerade": null}
+            ])
+        );
+        assert_eq!(
+            rules[2]["expr"][2],
+            json!({"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": ["established", "related"]}})
+        );
+    }
+
+    #[test]
+    fn stale_rules_are_deleted_by_handle_before_new_ones() {
+        let value = batch_json(&[("postrouting".into(), 4)]);
+        let deletes: Vec<&Value> = commands(&value)
+            .iter()
+            .filter_map(|c| c.get("delete"))
+            .collect();
+        assert_eq!(deletes.len(), 1);
+        assert_eq!(deletes[0]["rule"]["handle"], 4);
+        assert_eq!(deletes[0]["rule"]["chain"], "postrouting");
+    }
+
+    #[test]
+    fn rules_are_found_by_their_comment() {
+        let listed: Nftables<'static> = serde_json::from_value(json!({"nftables": [
+            {"metainfo": {"version": "1.0.6", "release_name": "x", "json_schema_version": 1}},
+            {"table": {"family": "inet", "name": "banger", "handle": 1}},
+            {"rule": {"family": "inet", "table": "banger", "chain": "postrouting", "handle": 5,
+                      "comment": "banger:vm1", "expr": [{"masquerade": null}]}},
+            {"rule": {"family": "inet", "table": "banger", "chain": "forward", "handle": 6,
+                      "comment": "banger:vm2", "expr": [{"accept": null}]}},
+            {"rule": {"family": "inet", "table": "banger", "chain": "forward", "handle": 8,
+                      "comment": "someone else", "expr": [{"accept": null}]}}
+        ]}))
+        .expect("parses");
+        assert_eq!(
+            vm_rule_handles(&listed, "vm1"),
+            vec![("postrouting".to_string(), 5)]
+        );
+        assert!(vm_rule_handles(&listed, "vm3").is_empty());
+        let owners: Vec<&str> = rules(&listed).filter_map(rule_owner).collect();
+        assert_eq!(owners, vec!["vm1", "vm2"]);
+    }
+}

@@ -1,0 +1,380 @@
+//! Host networking against the real kernel: bridge, TAPs and the TAP pool,
+//! nftables NAT, and masquerading seen from outside. Each test runs in its
+//! own network namespace; skipped (with a message) when not root.
+
+mod common_netns;
+
+use std::fs::OpenOptions;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::sync::{Arc, Barrier};
+use std::thread;
+use std::time::Duration;
+
+use banger::host::net::NetError;
+use banger::host::net::bridge::{delete_link, ensure_bridge, link_exists, list_links};
+use banger::host::net::nat::{add_vm_rules, remove_vm_rules, vms_with_rules};
+use banger::host::net::tap::{claim_pool_tap, create_tap, drain_pool, fill_pool, return_to_pool};
+use common_netns::{NamedNetns, in_new_netns, link_json, require_root, run, run_with_stdin};
+use serde_json::Value;
+
+const BRIDGE: &str = "bgtest0";
+const GATEWAY: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
+
+fn flags(link: &Value) -> Vec<String> {
+    link["flags"]
+        .as_array()
+        .expect("flags")
+        .iter()
+        .map(|f| f.as_str().expect("flag").to_string())
+        .collect()
+}
+
+fn ipv4_addresses(link: &Value) -> Vec<String> {
+    link["addr_info"]
+        .as_array()
+        .expect("addr_info")
+        .iter()
+        .filter(|a| a["family"] == "inet")
+        .map(|a| format!("{}/{}", a["local"].as_str().expect("local"), a["prefixlen"]))
+        .collect()
+}
+
+#[test]
+fn bridge_is_created_once_with_its_gateway_and_up() {
+    if !require_root("bridge_is_created_once_with_its_gateway_and_up") {
+        return;
+    }
+    in_new_netns(|| {
+        std::fs::write("/proc/sys/net/ipv4/ip_forward", "0").expect("reset ip_forward");
+        ensure_bridge(BRIDGE, GATEWAY, 24).expect("create bridge");
+        ensure_bridge(BRIDGE, GATEWAY, 24).expect("ensure again");
+
+        let link = link_json(BRIDGE);
+        assert_eq!(link["linkinfo"]["info_kind"], "bridge");
+        assert!(flags(&link).contains(&"UP".to_string()), "{link}");
+        assert_eq!(ipv4_addresses(&link), vec!["10.77.0.1/24"]);
+        let forwarding = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").expect("read");
+        assert_eq!(forwarding.trim(), "1");
+
+        assert!(link_exists(BRIDGE).expect("query"));
+        assert_eq!(
+            list_links("bgtest").expect("list"),
+            vec![BRIDGE.to_string()]
+        );
+        delete_link(BRIDGE).expect("delete");
+        assert!(!link_exists(BRIDGE).expect("query"));
+        delete_link(BRIDGE).expect("deleting an absent link is fine");
+    });
+}
+
+#[test]
+fn ensure_bridge_refuses_a_link_that_is_not_a_bridge() {
+    if !require_root("ensure_bridge_refuses_a_link_that_is_not_a_bridge") {
+        return;
+    }
+    in_new_netns(|| {
+        run(
+            "ip",
+            &[
+                "link", "add", "bgdummy", "type", "veth", "peer", "name", "bgdummy1",
+            ],
+        );
+        let err = ensure_bridge("bgdummy", GATEWAY, 24).expect_err("not a bridge");
+        assert!(matches!(err, NetError::NotABridge { .. }), "{err}");
+        assert!(err.to_string().contains("bgdummy"), "{err}");
+    });
+}
+
+mod tun {
+    nix::ioctl_readwrite_bad!(tunsetiff, libc::TUNSETIFF, libc::ifreq);
+}
+
+/// Opens TAP `name` the way Firecracker does; returns the errno on failure.
+fn open_like_firecracker(name: &str) -> Result<std::fs::File, nix::Error> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/net/tun")
+        .expect("open /dev/net/tun");
+    // SAFETY: all-zero bytes are a valid ifreq.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (slot, byte) in req.ifr_name.iter_mut().zip(name.bytes()) {
+        *slot = byte as libc::c_char;
+    }
+    req.ifr_ifru.ifru_flags =
+        (libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR) as libc::c_short;
+    // SAFETY: file is an open /dev/net/tun, req a valid ifreq outliving the call.
+    unsafe { tun::tunsetiff(file.as_raw_fd(), &mut req) }?;
+    Ok(file)
+}
+
+#[test]
+fn tap_is_persistent_attached_up_and_openable_by_firecracker() {
+    if !require_root("tap_is_persistent_attached_up_and_openable_by_firecracker") {
+        return;
+    }
+    in_new_netns(|| {
+        ensure_bridge(BRIDGE, GATEWAY, 24).expect("bridge");
+        create_tap("bgtap0", BRIDGE).expect("create tap");
+
+        let link = link_json("bgtap0");
+        assert_eq!(link["master"], BRIDGE, "{link}");
+        assert!(flags(&link).contains(&"UP".to_string()), "{link}");
+        let info = &link["linkinfo"]["info_data"];
+        assert_eq!(link["linkinfo"]["info_kind"], "tun", "{link}");
+        assert_eq!(info["type"], "tap", "{link}");
+        assert_eq!(info["pi"], false, "{link}");
+        assert_eq!(info["vnet_hdr"], true, "{link}");
+        assert_eq!(info["persist"], true, "{link}");
+
+        let opened = open_like_firecracker("bgtap0").expect("Firecracker-style open");
+        drop(opened);
+        assert!(
+            link_exists("bgtap0").expect("query"),
+            "persistent TAP outlives its fd"
+        );
+
+        let err = create_tap("bgtap0", BRIDGE).expect_err("name taken");
+        assert!(matches!(err, NetError::LinkExists { .. }), "{err}");
+        let err = create_tap("bgtap1", "bgnobridge").expect_err("no bridge");
+        assert!(matches!(err, NetError::LinkNotFound { .. }), "{err}");
+        assert!(
+            !link_exists("bgtap1").expect("query"),
+            "nothing left behind"
+        );
+    });
+}
+
+#[test]
+fn names_longer_than_ifnamsiz_are_rejected_before_any_change() {
+    // No privileges needed: validation happens first.
+    let err = create_tap("bg-0123456789abc", BRIDGE).expect_err("too long");
+    assert!(err.to_string().contains("15 bytes"), "{err}");
+    let err = claim_pool_tap("bgpool", "bg-0123456789abc").expect_err("too long");
+    assert!(matches!(err, NetError::InvalidName { .. }), "{err}");
+    let err = ensure_bridge("banger-bridge-00", GATEWAY, 24).expect_err("too long");
+    assert!(matches!(err, NetError::InvalidName { .. }), "{err}");
+}
+
+#[test]
+fn pool_fills_claims_exclusively_and_takes_taps_back() {
+    if !require_root("pool_fills_claims_exclusively_and_takes_taps_back") {
+        return;
+    }
+    in_new_netns(|| {
+        ensure_bridge(BRIDGE, GATEWAY, 24).expect("bridge");
+        assert_eq!(fill_pool("bgp", BRIDGE, 4).expect("fill"), 4);
+        assert_eq!(fill_pool("bgp", BRIDGE, 4).expect("refill"), 0);
+        assert_eq!(
+            list_links("bgp").expect("list"),
+            ["bgp0", "bgp1", "bgp2", "bgp3"]
+        );
+        assert_eq!(link_json("bgp2")["master"], BRIDGE);
+
+        // Six claimers race for four TAPs.
+        let start = Arc::new(Barrier::new(6));
+        let claimers: Vec<_> = (0..6)
+            .map(|i| {
+                let start = Arc::clone(&start);
+                thread::spawn(move || {
+                    start.wait();
+                    let name = format!("bgvm{i}");
+                    claim_pool_tap("bgp", &name).expect("claim").then_some(name)
+                })
+            })
+            .collect();
+        let mut winners: Vec<String> = claimers
+            .into_iter()
+            .filter_map(|c| c.join().expect("claimer"))
+            .collect();
+        winners.sort();
+        assert_eq!(winners.len(), 4, "{winners:?}");
+        assert!(list_links("bgp").expect("list").is_empty());
+        assert_eq!(list_links("bgvm").expect("list"), winners);
+        for name in &winners {
+            let link = link_json(name);
+            assert_eq!(link["master"], BRIDGE, "{link}");
+            assert!(flags(&link).contains(&"UP".to_string()), "{link}");
+        }
+        assert!(
+            !claim_pool_tap("bgp", "bgvm9").expect("claim"),
+            "pool is empty"
+        );
+
+        assert!(return_to_pool(&winners[0], "bgp", 2).expect("return"));
+        assert!(return_to_pool(&winners[1], "bgp", 2).expect("return"));
+        assert!(!return_to_pool(&winners[2], "bgp", 2).expect("pool full: deleted"));
+        assert!(!return_to_pool("bgvm-gone", "bgp", 2).expect("absent TAP"));
+        assert_eq!(list_links("bgp").expect("list"), ["bgp0", "bgp1"]);
+        assert_eq!(list_links("bgvm").expect("list"), [winners[3].clone()]);
+        let returned = link_json("bgp1");
+        assert_eq!(returned["master"], BRIDGE, "{returned}");
+        assert!(flags(&returned).contains(&"UP".to_string()), "{returned}");
+
+        assert_eq!(drain_pool("bgp").expect("drain"), 2);
+        assert!(list_links("bgp").expect("list").is_empty());
+    });
+}
+
+fn banger_rules() -> Vec<(String, String)> {
+    let out = run("nft", &["-j", "list", "table", "inet", "banger"]);
+    let doc: Value = serde_json::from_str(&out).expect("nft json");
+    doc["nftables"]
+        .as_array()
+        .expect("objects")
+        .iter()
+        .filter_map(|o| o.get("rule"))
+        .map(|r| {
+            (
+                r["chain"].as_str().expect("chain").to_string(),
+                r["comment"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn nat_rules_come_and_go_per_vm_and_leave_other_tables_alone() {
+    if !require_root("nat_rules_come_and_go_per_vm_and_leave_other_tables_alone") {
+        return;
+    }
+    in_new_netns(|| {
+        remove_vm_rules("vm-a").expect("no table yet is fine");
+        assert!(vms_with_rules().expect("no table").is_empty());
+        run_with_stdin(
+            "nft",
+            &["-f", "-"],
+            "table ip foreign {\n chain passthrough { type filter hook forward priority 0; policy accept; \
+             ip saddr 192.0.2.0/24 accept comment \"banger:vm-a\"; }\n}\n",
+        );
+        let foreign_before = run("nft", &["-j", "list", "table", "ip", "foreign"]);
+
+        add_vm_rules("vm-a", Ipv4Addr::new(10, 77, 0, 2), BRIDGE).expect("add vm-a");
+        add_vm_rules("vm-b", Ipv4Addr::new(10, 77, 0, 3), BRIDGE).expect("add vm-b");
+        add_vm_rules("vm-a", Ipv4Addr::new(10, 77, 0, 2), BRIDGE).expect("re-add vm-a");
+
+        let rules = banger_rules();
+        let count = |chain: &str, vm: &str| {
+            rules
+                .iter()
+                .filter(|(c, comment)| c == chain && comment == &format!("banger:{vm}"))
+                .count()
+        };
+        assert_eq!(rules.len(), 6, "{rules:?}");
+        for vm in ["vm-a", "vm-b"] {
+            assert_eq!(count("postrouting", vm), 1, "{rules:?}");
+            assert_eq!(count("forward", vm), 2, "{rules:?}");
+        }
+        let listing = run("nft", &["list", "table", "inet", "banger"]);
+        assert!(
+            listing.contains("ip saddr 10.77.0.2 oifname != \"bgtest0\" masquerade"),
+            "{listing}"
+        );
+        assert!(
+            listing.contains("ct state { established, related } accept")
+                || listing.contains("ct state established,related accept"),
+            "{listing}"
+        );
+        assert_eq!(vms_with_rules().expect("list"), ["vm-a", "vm-b"]);
+
+        remove_vm_rules("vm-a").expect("remove vm-a");
+        remove_vm_rules("vm-a").expect("remove vm-a again");
+        assert!(
+            banger_rules()
+                .iter()
+                .all(|(_, comment)| comment == "banger:vm-b")
+        );
+        assert_eq!(vms_with_rules().expect("list"), ["vm-b"]);
+        remove_vm_rules("vm-b").expect("remove vm-b");
+        assert!(banger_rules().is_empty());
+        assert!(vms_with_rules().expect("list").is_empty());
+
+        let foreign_after = run("nft", &["-j", "list", "table", "ip", "foreign"]);
+        assert_eq!(foreign_before, foreign_after);
+    });
+}
+
+/// Accepts one connection and replies with the address it came from.
+fn peer_echo_server(listener: TcpListener) -> SocketAddr {
+    let (mut stream, peer) = listener.accept().expect("accept");
+    stream
+        .write_all(peer.ip().to_string().as_bytes())
+        .expect("reply");
+    peer
+}
+
+fn connect_and_read(target: SocketAddr) -> std::io::Result<String> {
+    let mut stream = TcpStream::connect_timeout(&target, Duration::from_secs(2))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply)?;
+    Ok(reply)
+}
+
+#[test]
+fn masquerade_lets_a_guest_reach_the_outside_as_the_host() {
+    if !require_root("masquerade_lets_a_guest_reach_the_outside_as_the_host") {
+        return;
+    }
+    in_new_netns(|| {
+        let guest = NamedNetns::new("guest");
+        let outside = NamedNetns::new("outside");
+        ensure_bridge(BRIDGE, GATEWAY, 24).expect("bridge");
+        // Guest: a veth whose host end is a bridge port, like a TAP.
+        run(
+            "ip",
+            &[
+                "link", "add", "bgvh", "type", "veth", "peer", "name", "bgvg",
+            ],
+        );
+        run("ip", &["link", "set", "bgvh", "master", BRIDGE, "up"]);
+        run("ip", &["link", "set", "bgvg", "netns", &guest.name]);
+        guest.exec(&["ip", "addr", "add", "10.77.0.2/24", "dev", "bgvg"]);
+        guest.exec(&["ip", "link", "set", "bgvg", "up"]);
+        guest.exec(&["ip", "route", "add", "default", "via", "10.77.0.1"]);
+        // Outside: another network, reached by the host as 192.0.2.1, with
+        // no route back to the guest subnet.
+        run(
+            "ip",
+            &[
+                "link", "add", "bgoh", "type", "veth", "peer", "name", "bgoo",
+            ],
+        );
+        run("ip", &["addr", "add", "192.0.2.1/24", "dev", "bgoh"]);
+        run("ip", &["link", "set", "bgoh", "up"]);
+        run("ip", &["link", "set", "bgoo", "netns", &outside.name]);
+        outside.exec(&["ip", "addr", "add", "192.0.2.2/24", "dev", "bgoo"]);
+        outside.exec(&["ip", "link", "set", "bgoo", "up"]);
+
+        let server_addr: SocketAddr = "192.0.2.2:7777".parse().expect("addr");
+        let server = outside.spawn(move || {
+            let listener = TcpListener::bind(server_addr).expect("bind in outside");
+            peer_echo_server(listener)
+        });
+
+        let without_nat = guest
+            .spawn(move || connect_and_read(server_addr))
+            .join()
+            .expect("guest thread");
+        assert!(
+            without_nat.is_err(),
+            "no NAT yet, no way back: {without_nat:?}"
+        );
+
+        add_vm_rules("vm-guest", Ipv4Addr::new(10, 77, 0, 2), BRIDGE).expect("nat");
+        let reply = guest
+            .spawn(move || connect_and_read(server_addr))
+            .join()
+            .expect("guest thread")
+            .expect("guest reaches the outside through NAT");
+        assert_eq!(
+            reply, "192.0.2.1",
+            "the outside sees the host, not the guest"
+        );
+        let seen = server.join().expect("server");
+        assert_eq!(seen.ip().to_string(), "192.0.2.1");
+        remove_vm_rules("vm-guest").expect("remove");
+    });
+}

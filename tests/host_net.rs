@@ -378,3 +378,89 @@ fn masquerade_lets_a_guest_reach_the_outside_as_the_host() {
         remove_vm_rules("vm-guest").expect("remove");
     });
 }
+
+/// A VM directory with one VM, `web`, that the test starts and stops.
+struct OneVm {
+    running: std::sync::atomic::AtomicBool,
+}
+
+impl banger::host::dns::NameLookup for OneVm {
+    fn lookup(&self, name: &str) -> Option<Ipv4Addr> {
+        let running = self.running.load(std::sync::atomic::Ordering::SeqCst);
+        (running && name == "web").then_some(Ipv4Addr::new(10, 78, 0, 5))
+    }
+}
+
+impl banger::sidecar::VmDirectory for OneVm {
+    fn any_running(&self) -> bool {
+        self.running.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + timeout;
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn sidecar_serves_dns_keeps_the_pool_and_exits_when_idle() {
+    use banger::sidecar::{SidecarOptions, is_alive, run as run_sidecar};
+    if !require_root("sidecar_serves_dns_keeps_the_pool_and_exits_when_idle") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let opts = SidecarOptions {
+        lock_path: dir.path().join("run/sidecar.lock"),
+        bridge: "bgside0".into(),
+        gateway: Ipv4Addr::new(10, 78, 0, 1),
+        prefix_len: 24,
+        domain: "vm".into(),
+        dns_port: 53,
+        pool_prefix: "bgsp".into(),
+        pool_size: 2,
+        grace: Duration::from_secs(1),
+    };
+    in_new_netns(move || {
+        let vms = Arc::new(OneVm {
+            running: true.into(),
+        });
+        let sidecar = {
+            let (opts, vms) = (opts.clone(), vms.clone());
+            thread::spawn(move || run_sidecar(&opts, vms))
+        };
+        wait_for("the pool to fill", Duration::from_secs(10), || {
+            list_links("bgsp").expect("list").len() == 2
+        });
+        assert!(is_alive(&opts.lock_path));
+        assert_eq!(link_json("bgsp0")["master"], "bgside0");
+
+        let answer = run(
+            "dig",
+            &["@10.78.0.1", "+short", "+time=2", "+tries=2", "web.vm", "A"],
+        );
+        assert_eq!(answer.trim(), "10.78.0.5");
+
+        let started = std::time::Instant::now();
+        run_sidecar(&opts, vms.clone()).expect("a second sidecar exits quietly");
+        assert!(started.elapsed() < Duration::from_secs(1));
+
+        vms.running
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        sidecar
+            .join()
+            .expect("sidecar thread")
+            .expect("sidecar exits cleanly");
+        assert!(!is_alive(&opts.lock_path));
+        assert!(
+            list_links("bgsp").expect("list").is_empty(),
+            "pool TAPs deleted"
+        );
+        assert!(link_exists("bgside0").expect("query"), "the bridge stays");
+    });
+}

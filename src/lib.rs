@@ -9,4 +9,5 @@ pub mod cli;
 pub mod commands;
 pub mod host;
 pub mod lifecycle;
+pub mod sidecar;
 pub mod state;

@@ -10,7 +10,10 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use banger::host::dns::{DnsConfig, DnsServer, NameLookup, route_domain_via_resolved};
+use banger::host::dns::{
+    DnsConfig, DnsServer, NameLookup, route_domain_via_resolved, upstream_resolvers,
+};
+use banger::host::net::bridge::interface_addresses;
 use simple_dns::rdata::{A, RData};
 use simple_dns::{CLASS, Packet, PacketFlag, ResourceRecord};
 
@@ -249,4 +252,22 @@ fn resolved_routing_is_skipped_when_resolved_is_not_running() {
     let routed = route_domain_via_resolved("banger0", Ipv4Addr::new(172, 30, 0, 1), "vm")
         .expect("no error without resolved");
     assert!(!routed);
+}
+
+#[test]
+fn upstreams_are_never_the_resolved_stub_or_an_address_of_this_host() {
+    let own = interface_addresses().expect("list addresses");
+    for upstream in upstream_resolvers() {
+        let ip = upstream.ip();
+        assert_eq!(upstream.port(), 53);
+        assert_ne!(
+            ip,
+            Ipv4Addr::new(127, 0, 0, 53),
+            "the stub would loop back to resolved"
+        );
+        assert!(
+            ip.is_loopback() || !own.contains(&ip),
+            "{ip} is this host's own address"
+        );
+    }
 }

@@ -378,3 +378,174 @@ fn masquerade_lets_a_guest_reach_the_outside_as_the_host() {
         remove_vm_rules("vm-guest").expect("remove");
     });
 }
+
+/// A VM directory with one VM, `web`, that the test starts and stops.
+struct OneVm {
+    running: std::sync::atomic::AtomicBool,
+}
+
+impl banger::host::dns::NameLookup for OneVm {
+    fn lookup(&self, name: &str) -> Option<Ipv4Addr> {
+        let running = self.running.load(std::sync::atomic::Ordering::SeqCst);
+        (running && name == "web").then_some(Ipv4Addr::new(10, 78, 0, 5))
+    }
+}
+
+impl banger::sidecar::VmDirectory for OneVm {
+    fn any_running(&self) -> bool {
+        self.running.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + timeout;
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn sidecar_serves_dns_keeps_the_pool_and_exits_when_idle() {
+    use banger::sidecar::{SidecarOptions, is_alive, run as run_sidecar};
+    if !require_root("sidecar_serves_dns_keeps_the_pool_and_exits_when_idle") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let opts = SidecarOptions {
+        lock_path: dir.path().join("run/sidecar.lock"),
+        bridge: "bgside0".into(),
+        gateway: Ipv4Addr::new(10, 78, 0, 1),
+        prefix_len: 24,
+        domain: "vm".into(),
+        dns_port: 53,
+        pool_prefix: "bgsp".into(),
+        pool_size: 2,
+        grace: Duration::from_secs(1),
+    };
+    in_new_netns(move || {
+        let vms = Arc::new(OneVm {
+            running: true.into(),
+        });
+        let sidecar = {
+            let (opts, vms) = (opts.clone(), vms.clone());
+            thread::spawn(move || run_sidecar(&opts, vms))
+        };
+        wait_for("the pool to fill", Duration::from_secs(10), || {
+            list_links("bgsp").expect("list").len() == 2
+        });
+        assert!(is_alive(&opts.lock_path));
+        assert_eq!(link_json("bgsp0")["master"], "bgside0");
+
+        let answer = run(
+            "dig",
+            &["@10.78.0.1", "+short", "+time=2", "+tries=2", "web.vm", "A"],
+        );
+        assert_eq!(answer.trim(), "10.78.0.5");
+
+        let started = std::time::Instant::now();
+        run_sidecar(&opts, vms.clone()).expect("a second sidecar exits quietly");
+        assert!(started.elapsed() < Duration::from_secs(1));
+
+        vms.running
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        sidecar
+            .join()
+            .expect("sidecar thread")
+            .expect("sidecar exits cleanly");
+        assert!(!is_alive(&opts.lock_path));
+        assert!(
+            list_links("bgsp").expect("list").is_empty(),
+            "pool TAPs deleted"
+        );
+        assert!(link_exists("bgside0").expect("query"), "the bridge stays");
+    });
+}
+
+/// The Firecracker binary: `BANGER_FIRECRACKER`, else the test fixture.
+fn firecracker_binary() -> Option<std::path::PathBuf> {
+    let path = std::env::var_os("BANGER_FIRECRACKER")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("target/test-deps/bin/firecracker")
+        });
+    path.is_file().then_some(path)
+}
+
+/// Kills and reaps the child on drop.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Sends one HTTP/1.1 PUT over a Unix socket; returns the status code.
+fn api_put(socket: &std::path::Path, path: &str, body: &str) -> u16 {
+    let mut stream =
+        std::os::unix::net::UnixStream::connect(socket).expect("connect to API socket");
+    let request = format!(
+        "PUT {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).expect("send request");
+    let mut reply = [0u8; 1024];
+    let len = stream.read(&mut reply).expect("read reply");
+    let status_line = String::from_utf8_lossy(&reply[..len]).into_owned();
+    status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("bad reply: {status_line}"))
+}
+
+#[test]
+fn firecracker_attaches_to_a_created_tap() {
+    if !require_root("firecracker_attaches_to_a_created_tap") {
+        return;
+    }
+    let Some(firecracker) = firecracker_binary() else {
+        eprintln!(
+            "skipping firecracker_attaches_to_a_created_tap: no Firecracker \
+             (set BANGER_FIRECRACKER or run scripts/test-deps.sh)"
+        );
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket = dir.path().join("api.sock");
+    in_new_netns(move || {
+        ensure_bridge(BRIDGE, GATEWAY, 24).expect("bridge");
+        create_tap("bgfc0", BRIDGE).expect("tap");
+        assert!(flags(&link_json("bgfc0")).contains(&"NO-CARRIER".to_string()));
+
+        let _vmm = KillOnDrop(
+            std::process::Command::new(firecracker)
+                .arg("--api-sock")
+                .arg(&socket)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("spawn firecracker"),
+        );
+        wait_for("the API socket", Duration::from_secs(5), || socket.exists());
+        let status = api_put(
+            &socket,
+            "/network-interfaces/eth0",
+            r#"{"iface_id":"eth0","host_dev_name":"bgfc0","guest_mac":"06:00:0a:4d:00:02"}"#,
+        );
+        assert_eq!(status, 204);
+        let link = link_json("bgfc0");
+        assert!(
+            flags(&link).contains(&"LOWER_UP".to_string()),
+            "Firecracker holds it: {link}"
+        );
+        assert_eq!(link["master"], BRIDGE, "{link}");
+    });
+}

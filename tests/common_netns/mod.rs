@@ -1,6 +1,5 @@
 //! Test helpers: run code in a private network namespace, named namespaces
 //! that delete themselves, and small wrappers around `ip` and `nft`.
-#![allow(dead_code)]
 
 use std::fs::File;
 use std::os::fd::AsRawFd;

@@ -153,6 +153,33 @@ fn twenty_connections_are_served_at_once() {
 }
 
 #[test]
+fn connections_beyond_64_wait_for_a_free_slot() {
+    let agent = Agent::start(Some(KEY));
+    let mut held: Vec<Connection> = (0..64).map(|_| agent.connect()).collect();
+    for connection in &mut held {
+        connection.ping();
+    }
+    let mut waiting = agent.connect();
+    waiting.stream.write_all(b"{\"op\":\"ping\"}\n").unwrap();
+    waiting
+        .stream
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let mut line = String::new();
+    let error = waiting.reader.read_line(&mut line).unwrap_err();
+    assert_eq!(error.kind(), std::io::ErrorKind::WouldBlock, "{line:?}");
+
+    drop(held.pop());
+    waiting
+        .stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    waiting.reader.read_line(&mut line).unwrap();
+    let reply: PingReply = agent_protocol::parse_reply(&line).unwrap();
+    assert_eq!(reply.ssh_host_key.as_deref(), Some(KEY));
+}
+
+#[test]
 fn bad_requests_get_error_replies_and_the_agent_keeps_answering() {
     let agent = Agent::start(Some(KEY));
     let mut connection = agent.connect();
@@ -175,6 +202,13 @@ fn bad_requests_get_error_replies_and_the_agent_keeps_answering() {
     long.push(b'\n');
     let error = connection.error_for(&long);
     assert_eq!(error, "request line longer than 65536 bytes");
+    // The error comes as soon as the limit is passed, not at the newline;
+    // the rest of that line is then skipped.
+    let error = connection.error_for(&vec![b'y'; 70 * 1024]);
+    assert_eq!(error, "request line longer than 65536 bytes");
+    let rest_then_ping = connection.send(b"yyy\n{\"op\":\"ping\"}\n");
+    let reply: PingReply = agent_protocol::parse_reply(&rest_then_ping).unwrap();
+    assert_eq!(reply.ssh_host_key.as_deref(), Some(KEY));
 
     assert_eq!(connection.ping().ssh_host_key.as_deref(), Some(KEY));
     assert_eq!(agent.connect().ping().ssh_host_key.as_deref(), Some(KEY));

@@ -237,8 +237,14 @@ fn serve(listener: &Listener, ssh_host_key: Arc<PathBuf>) -> ! {
         let spawned = std::thread::Builder::new()
             .name("connection".to_owned())
             .spawn(move || {
-                if let Err(e) = serve_connection(&stream, &key) {
-                    eprintln!("banger-agent: connection: {e}");
+                match serve_connection(&stream, &key) {
+                    Ok(()) => {}
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        ) => {}
+                    Err(e) => eprintln!("banger-agent: connection: {e}"),
                 }
                 slots_for_thread.release();
             });
@@ -249,7 +255,8 @@ fn serve(listener: &Listener, ssh_host_key: Arc<PathBuf>) -> ! {
     }
 }
 
-/// Answers each request line until the peer closes the connection.
+/// Answers each request line until the peer closes the connection (or sends
+/// nothing for [`IDLE_TIMEOUT`], which surfaces as a `WouldBlock` error).
 fn serve_connection(stream: &Stream, ssh_host_key: &Path) -> std::io::Result<()> {
     stream.set_idle_timeout(IDLE_TIMEOUT)?;
     let mut reader = BufReader::new(stream);
@@ -262,15 +269,16 @@ fn serve_connection(stream: &Stream, ssh_host_key: &Path) -> std::io::Result<()>
         if read == 0 {
             return Ok(());
         }
-        let reply = if line.last() != Some(&b'\n') && line.len() > MAX_LINE {
+        if line.last() != Some(&b'\n') && line.len() > MAX_LINE {
+            let reply = format!("request line longer than {MAX_LINE} bytes");
+            writer.write_all(agent_protocol::error_line(&reply).as_bytes())?;
             skip_rest_of_line(&mut reader)?;
-            agent_protocol::error_line(&format!("request line longer than {MAX_LINE} bytes"))
-        } else {
-            match std::str::from_utf8(&line) {
-                Ok(text) if text.trim().is_empty() => continue,
-                Ok(text) => answer(text, ssh_host_key),
-                Err(_) => agent_protocol::error_line("malformed request: not UTF-8"),
-            }
+            continue;
+        }
+        let reply = match std::str::from_utf8(&line) {
+            Ok(text) if text.trim().is_empty() => continue,
+            Ok(text) => answer(text, ssh_host_key),
+            Err(_) => agent_protocol::error_line("malformed request: not UTF-8"),
         };
         writer.write_all(reply.as_bytes())?;
     }

@@ -1,1 +1,5 @@
 //! The Firecracker process and its API.
+
+pub mod api;
+mod http;
+pub mod process;

@@ -1,0 +1,269 @@
+//! The real Firecracker binary driven through `host::firecracker` and
+//! `host::procs`: spawn, configure, start, API errors, stop fallbacks, and
+//! finding (or not finding) the VMM after kill -9.
+//!
+//! Needs root and `/dev/kvm` (skipped otherwise) and the fixtures from
+//! `scripts/test-deps.sh` in `target/test-deps` (or `$BANGER_TEST_DEPS`).
+//! Guests never get to run here: tests stop their VMs at once.
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use banger::host::firecracker::api::{self, ApiClient, ApiError, VmmConfig};
+use banger::host::firecracker::process::{self, FcError, StopOutcome};
+use banger::host::procs;
+use nix::sys::signal::Signal;
+use serde_json::json;
+
+const SOCKET_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn test_deps() -> PathBuf {
+    std::env::var_os("BANGER_TEST_DEPS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-deps"))
+}
+
+/// The fixtures, or `None` (with the reason on stderr) where this host cannot
+/// run Firecracker.
+fn fixtures() -> Option<(PathBuf, PathBuf)> {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: Firecracker tests need root");
+        return None;
+    }
+    if !Path::new("/dev/kvm").exists() {
+        eprintln!("skipped: Firecracker tests need /dev/kvm");
+        return None;
+    }
+    let deps = test_deps();
+    let bin = process::find_binary(Some(&deps.join("bin/firecracker")))
+        .unwrap_or_else(|e| panic!("{e} (run scripts/test-deps.sh or set BANGER_TEST_DEPS)"));
+    let kernel = deps.join("vmlinux");
+    assert!(
+        kernel.is_file(),
+        "{} is missing: run scripts/test-deps.sh",
+        kernel.display()
+    );
+    Some((bin, kernel))
+}
+
+/// A spawned VMM, killed and reaped on drop even if the test fails.
+struct Vmm {
+    pid: u32,
+    sock: PathBuf,
+}
+
+impl Vmm {
+    fn spawn(bin: &Path, dir: &Path, id: &str) -> Self {
+        let sock = dir.join("api.sock");
+        let pid = process::spawn(bin, &sock, id, &dir.join("console.log")).unwrap();
+        let vmm = Self { pid, sock };
+        process::wait_for_socket(&vmm.sock, vmm.pid, SOCKET_TIMEOUT).unwrap();
+        vmm
+    }
+
+    fn client(&self) -> ApiClient {
+        ApiClient::new(&self.sock)
+    }
+}
+
+impl Drop for Vmm {
+    fn drop(&mut self) {
+        let _ = procs::signal(self.pid, Signal::SIGKILL);
+        procs::wait_exit(self.pid, Duration::from_secs(5));
+    }
+}
+
+fn ext4(path: &Path) {
+    std::fs::File::create(path)
+        .unwrap()
+        .set_len(16 << 20)
+        .unwrap();
+    let status = Command::new("mkfs.ext4")
+        .args(["-q", "-F"])
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(status.success(), "mkfs.ext4 {} failed", path.display());
+}
+
+fn state(client: &ApiClient) -> String {
+    client.get("/").unwrap()["state"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// Runs `work` on a thread in a fresh network namespace (which the processes
+/// it spawns inherit); the namespace and its devices vanish with the thread
+/// and those processes.
+fn in_netns<T: Send>(work: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                // SAFETY: unshare(2) with a constant flag only changes this
+                // thread's network namespace; no memory is shared with it.
+                let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+                assert_eq!(rc, 0, "unshare: {}", std::io::Error::last_os_error());
+                work()
+            })
+            .join()
+            .unwrap()
+    })
+}
+
+#[test]
+fn vm_starts_runs_rejects_bad_requests_and_stops_by_signal() {
+    let Some((bin, kernel)) = fixtures() else {
+        return;
+    };
+    in_netns(|| {
+        let status = Command::new("ip")
+            .args(["tuntap", "add", "bgtest0", "mode", "tap"])
+            .status()
+            .unwrap();
+        assert!(status.success(), "ip tuntap add failed");
+
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = VmmConfig {
+            vcpus: 1,
+            memory_mib: 128,
+            kernel,
+            initrd: None,
+            boot_args: "console=ttyS0 reboot=k panic=1".to_owned(),
+            rootfs: dir.path().join("rootfs.ext4"),
+            work_disk: dir.path().join("work.ext4"),
+            tap: "bgtest0".to_owned(),
+            mac: "06:00:0a:00:00:02".to_owned(),
+            vsock_cid: 3,
+            vsock_uds: dir.path().join("vsock.sock"),
+            log_path: dir.path().join("firecracker.log"),
+            metrics_path: dir.path().join("metrics.json"),
+        };
+        ext4(&cfg.rootfs);
+        ext4(&cfg.work_disk);
+
+        let vmm = Vmm::spawn(&bin, dir.path(), "fc-start");
+        let client = vmm.client();
+        assert_eq!(state(&client), "Not started");
+        api::configure_and_start(&client, &cfg).unwrap();
+        let info = client.get("/").unwrap();
+        assert_eq!(info["state"], "Running", "{info}");
+        assert_eq!(info["id"], "fc-start", "{info}");
+        assert!(
+            cfg.vsock_uds.exists(),
+            "Firecracker opened the vsock socket"
+        );
+        let log = std::fs::read_to_string(&cfg.log_path).unwrap();
+        assert!(log.contains("InstanceStart"), "{log}");
+
+        let (path, drive) = api::requests(&cfg)
+            .into_iter()
+            .find(|(path, _)| path == "/drives/rootfs")
+            .unwrap();
+        let error = client.put(&path, &drive).unwrap_err();
+        match &error {
+            ApiError::BadRequest { fault_message, .. } => assert_eq!(
+                fault_message,
+                "The requested operation is not supported after starting the microVM."
+            ),
+            other => panic!("expected a rejected request, got {other:?}"),
+        }
+
+        assert_eq!(procs::vmm_pid(Some(vmm.pid), &vmm.sock), Some(vmm.pid));
+        assert_eq!(
+            procs::vmm_pid(Some(std::process::id()), &vmm.sock),
+            Some(vmm.pid)
+        );
+
+        // The guest cannot answer Ctrl-Alt-Del within a zero timeout.
+        let outcome = process::stop_vmm(&client, vmm.pid, Duration::ZERO, false).unwrap();
+        assert_eq!(outcome, StopOutcome::Term);
+        assert!(!procs::is_alive(vmm.pid));
+        assert_eq!(procs::vmm_pid(Some(vmm.pid), &vmm.sock), None);
+    });
+}
+
+#[test]
+fn vmm_killed_with_sigkill_is_gone_for_reconcile() {
+    let Some((bin, _)) = fixtures() else {
+        return;
+    };
+    let (major, minor, _) = process::version(&bin).unwrap();
+    assert!(
+        (major, minor) >= (1, 10),
+        "fixture is Firecracker {major}.{minor}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("api.sock"), "left over").unwrap();
+    let vmm = Vmm::spawn(&bin, dir.path(), "fc-kill");
+    let client = vmm.client();
+    assert_eq!(state(&client), "Not started");
+
+    let error = client
+        .put(
+            "/machine-config",
+            &json!({ "vcpu_count": 0, "mem_size_mib": 128 }),
+        )
+        .unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "Firecracker rejected PUT /machine-config: Machine config error: The number of vCPUs \
+         must be greater than 0, less than 32 and must be 1 or an even number if SMT is enabled."
+    );
+
+    assert_eq!(procs::vmm_pid(None, &vmm.sock), Some(vmm.pid));
+    assert_eq!(
+        procs::vmms_under(dir.path()),
+        vec![(vmm.pid, vmm.sock.clone())]
+    );
+
+    Command::new("kill")
+        .args(["-9", &vmm.pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(procs::wait_exit(vmm.pid, Duration::from_secs(5)));
+    assert_eq!(procs::vmm_pid(Some(vmm.pid), &vmm.sock), None);
+    assert_eq!(procs::vmm_pid(None, &vmm.sock), None);
+    assert!(procs::vmms_under(dir.path()).is_empty());
+    assert_eq!(
+        process::stop_vmm(&client, vmm.pid, Duration::from_secs(1), false).unwrap(),
+        StopOutcome::AlreadyGone
+    );
+
+    let console = std::fs::read_to_string(dir.path().join("console.log")).unwrap();
+    assert!(console.contains("Running Firecracker"), "{console}");
+}
+
+#[test]
+fn forced_stop_kills_at_once() {
+    let Some((bin, _)) = fixtures() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let vmm = Vmm::spawn(&bin, dir.path(), "fc-force");
+    let outcome = process::stop_vmm(&vmm.client(), vmm.pid, Duration::from_secs(30), true).unwrap();
+    assert_eq!(outcome, StopOutcome::Kill);
+    assert_eq!(procs::vmm_pid(Some(vmm.pid), &vmm.sock), None);
+}
+
+#[test]
+fn vmm_that_dies_before_its_socket_is_reported_at_once() {
+    let Some((bin, _)) = fixtures() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("api.sock");
+    let console_log = dir.path().join("console.log");
+    // Firecracker refuses an id with a space and exits.
+    let pid = process::spawn(&bin, &sock, "bad id", &console_log).unwrap();
+    let error = process::wait_for_socket(&sock, pid, Duration::from_secs(30)).unwrap_err();
+    assert!(
+        matches!(&error, FcError::Exited { pid: exited, .. } if *exited == pid),
+        "{error:?}"
+    );
+    let console = std::fs::read_to_string(&console_log).unwrap();
+    assert!(console.contains("Invalid instance ID"), "{console}");
+}

@@ -117,7 +117,7 @@ fn built_image() -> (PathBuf, Manifest) {
 }
 
 /// Runs `debugfs -R request` on `fs_image` and returns stdout.
-fn debugfs(fs_image: &Path, request: &str) -> String {
+fn debugfs_bytes(fs_image: &Path, request: &str) -> Vec<u8> {
     let out = Command::new("debugfs")
         .arg("-R")
         .arg(request)
@@ -129,7 +129,11 @@ fn debugfs(fs_image: &Path, request: &str) -> String {
         "debugfs {request}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    out.stdout
+}
+
+fn debugfs(fs_image: &Path, request: &str) -> String {
+    String::from_utf8_lossy(&debugfs_bytes(fs_image, request)).into_owned()
 }
 
 /// `debugfs stat`'s "Mode:" value and whether the file exists.
@@ -245,8 +249,11 @@ fn rootfs_has_sshd_the_agent_and_banger_guest_setup() {
         Some("regular")
     );
 
-    let agent = debugfs(&rootfs, "cat /usr/local/bin/banger-agent");
-    assert_eq!(agent.len(), fs::metadata(AGENT).unwrap().len() as usize);
+    let agent = debugfs_bytes(&rootfs, "cat /usr/local/bin/banger-agent");
+    assert!(
+        agent == fs::read(AGENT).unwrap(),
+        "the agent in the rootfs differs from {AGENT}"
+    );
     assert_eq!(
         mode_of(&rootfs, "/usr/local/bin/banger-agent").as_deref(),
         Some("0755")

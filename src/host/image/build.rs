@@ -57,12 +57,9 @@ pub fn build(
     rootfs::mkfs_ext4(&tree, &out_dir.join(ROOTFS), size, "rootfs")?;
     let seed = scratch.path().join("work-seed");
     rootfs::work_seed_tree(&tree, &seed)?;
-    rootfs::mkfs_ext4(
-        &seed,
-        &out_dir.join(WORK_SEED),
-        WORK_SEED_SIZE,
-        "banger-work",
-    )?;
+    let seed_image = out_dir.join(WORK_SEED);
+    rootfs::mkfs_ext4(&seed, &seed_image, WORK_SEED_SIZE, "banger-work")?;
+    rootfs::set_root_mode(&seed_image, 0o700)?;
 
     progress.stage("checksum");
     let mut files = BTreeMap::new();

@@ -8,6 +8,7 @@ use std::process::Command;
 
 use sha2::{Digest, Sha256};
 
+use super::manifest::hex;
 use super::scratch::{ScratchDir, run};
 use super::{ImageError, Progress};
 
@@ -116,21 +117,44 @@ fn mirror_in_sources(text: &str, suite: &str) -> Option<String> {
     None
 }
 
-/// The debootstrap tarball for these inputs in `cache_dir`.
-fn tarball_path(cache_dir: &Path, suite: &str, include: &[String], mirror: &str) -> PathBuf {
-    let mut sorted = include.to_vec();
-    sorted.sort();
-    let mut hasher = Sha256::new();
-    hasher.update(format!("{suite}\n{mirror}\n{}", sorted.join(",")));
-    let digest = hasher.finalize();
-    let key: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
-    cache_dir
-        .join("debootstrap")
-        .join(format!("{suite}-{key}.tgz"))
+/// Cache files for one set of debootstrap inputs: the downloaded packages
+/// (`--make-tarball`) and the installed base tree.
+struct BaseCache {
+    packages: PathBuf,
+    tree: PathBuf,
 }
 
-/// Runs debootstrap into `target` (which must not exist), downloading the
-/// packages into a cached tarball first unless one for the same inputs exists.
+impl BaseCache {
+    fn new(cache_dir: &Path, suite: &str, include: &[String], mirror: &str) -> Self {
+        let mut sorted = include.to_vec();
+        sorted.sort();
+        let digest = Sha256::digest(format!("{suite}\n{mirror}\n{}", sorted.join(",")));
+        let stem = format!("{suite}-{}", hex(&digest[..8]));
+        let dir = cache_dir.join("debootstrap");
+        Self {
+            packages: dir.join(format!("{stem}.tgz")),
+            tree: dir.join(format!("{stem}.tree.tar")),
+        }
+    }
+}
+
+/// `tar` keeping numeric owners, modes and every extended attribute (file capabilities).
+fn tar() -> Command {
+    let mut cmd = Command::new("tar");
+    cmd.args([
+        "--numeric-owner",
+        "--xattrs",
+        "--xattrs-include=*",
+        "--acls",
+    ]);
+    cmd
+}
+
+/// Fills `target` (which must not exist) with the debootstrapped base system.
+///
+/// The packages are downloaded once into a `--make-tarball` tarball, and the
+/// installed tree is kept as a tar file, so a rebuild with the same inputs
+/// only unpacks it.
 pub(crate) fn debootstrap(
     suite: &str,
     include: &[String],
@@ -139,36 +163,64 @@ pub(crate) fn debootstrap(
     progress: &dyn Progress,
 ) -> Result<(), ImageError> {
     let mirror = host_mirror(suite);
-    let tarball = tarball_path(cache_dir, suite, include, &mirror);
+    let cache = BaseCache::new(cache_dir, suite, include, &mirror);
+    let dir = cache_dir.join("debootstrap");
+    fs::create_dir_all(&dir).map_err(ImageError::io("create directory", &dir))?;
     let common = |cmd: &mut Command| {
         cmd.arg("--variant=minbase")
             .arg(format!("--include={}", include.join(",")))
             .arg(suite);
     };
+
     progress.stage("debootstrap");
-    if tarball.is_file() {
-        progress.detail(&format!("using cached packages {}", tarball.display()));
+    if cache.tree.is_file() {
+        progress.detail(&format!(
+            "using cached base system {}",
+            cache.tree.display()
+        ));
+        progress.stage("packages");
+        fs::create_dir_all(target).map_err(ImageError::io("create directory", target))?;
+        return run(tar().arg("-xpf").arg(&cache.tree).arg("-C").arg(target)).map(drop);
+    }
+    if cache.packages.is_file() {
+        progress.detail(&format!(
+            "using cached packages {}",
+            cache.packages.display()
+        ));
     } else {
         progress.detail(&format!("downloading {suite} packages from {mirror}"));
-        let dir = tarball.parent().unwrap_or(cache_dir);
-        fs::create_dir_all(dir).map_err(ImageError::io("create directory", dir))?;
         let work = ScratchDir::new(&cache_dir.join("tmp"), "debootstrap")?;
         let partial = work.path().join("packages.tgz");
         let mut cmd = Command::new("debootstrap");
         cmd.arg(format!("--make-tarball={}", partial.display()));
         common(&mut cmd);
         run(cmd.arg(work.path().join("target")).arg(&mirror))?;
-        fs::rename(&partial, &tarball).map_err(ImageError::io("move tarball", &partial))?;
+        fs::rename(&partial, &cache.packages).map_err(ImageError::io("move tarball", &partial))?;
     }
+
     progress.stage("packages");
     progress.detail(&format!("installing {}", include.join(", ")));
     // A private mount namespace: the /proc and /sys debootstrap mounts in the
     // target vanish with it, whatever way it exits.
     let mut cmd = Command::new("unshare");
     cmd.args(["--mount", "--propagation", "private", "debootstrap"])
-        .arg(format!("--unpack-tarball={}", tarball.display()));
+        .arg(format!("--unpack-tarball={}", cache.packages.display()));
     common(&mut cmd);
-    run(cmd.arg(target).arg(&mirror)).map(drop)
+    run(cmd.arg(target).arg(&mirror))?;
+
+    progress.detail(&format!(
+        "caching the base system in {}",
+        cache.tree.display()
+    ));
+    let work = ScratchDir::new(&cache_dir.join("tmp"), "tree")?;
+    let partial = work.path().join("tree.tar");
+    run(tar()
+        .arg("-cf")
+        .arg(&partial)
+        .arg("-C")
+        .arg(target)
+        .arg("."))?;
+    fs::rename(&partial, &cache.tree).map_err(ImageError::io("move tarball", &partial))
 }
 
 /// Removes whatever is at `path` (file or symlink); absent is fine.
@@ -387,6 +439,19 @@ pub(crate) fn mkfs_ext4(dir: &Path, out: &Path, size: u64, label: &str) -> Resul
     .map(drop)
 }
 
+/// Sets the mode of the root directory of the ext4 image `fs_image` (mkfs.ext4 -d keeps it 0755).
+pub(crate) fn set_root_mode(fs_image: &Path, mode: u32) -> Result<(), ImageError> {
+    run(Command::new("debugfs")
+        .arg("-w")
+        .arg("-R")
+        .arg(format!(
+            "set_inode_field / mode 0{:o}",
+            0o040_000 | (mode & 0o7777)
+        ))
+        .arg(fs_image))
+    .map(drop)
+}
+
 /// The work seed's tree in `dir`: root's dot files from the rootfs tree and an empty `.ssh`.
 pub(crate) fn work_seed_tree(rootfs: &Path, dir: &Path) -> Result<(), ImageError> {
     fs::create_dir_all(dir).map_err(ImageError::io("create directory", dir))?;
@@ -467,23 +532,16 @@ mod tests {
     }
 
     #[test]
-    fn tarball_key_ignores_package_order() {
-        let a = tarball_path(
-            Path::new("/c"),
-            "bookworm",
-            &["a".into(), "b".into()],
-            "http://m",
-        );
-        let b = tarball_path(
-            Path::new("/c"),
-            "bookworm",
-            &["b".into(), "a".into()],
-            "http://m",
-        );
-        let c = tarball_path(Path::new("/c"), "bookworm", &["a".into()], "http://m");
-        assert_eq!(a, b);
-        assert_ne!(a, c);
-        assert!(a.starts_with("/c/debootstrap"));
+    fn cache_key_ignores_package_order() {
+        let key = |pkgs: &[&str]| {
+            let pkgs: Vec<String> = pkgs.iter().map(|p| p.to_string()).collect();
+            BaseCache::new(Path::new("/c"), "bookworm", &pkgs, "http://m")
+        };
+        let (a, b, c) = (key(&["a", "b"]), key(&["b", "a"]), key(&["a"]));
+        assert_eq!((&a.packages, &a.tree), (&b.packages, &b.tree));
+        assert_ne!(a.packages, c.packages);
+        assert!(a.packages.starts_with("/c/debootstrap"));
+        assert!(a.tree.to_string_lossy().ends_with(".tree.tar"));
     }
 
     #[test]

@@ -278,7 +278,7 @@ fn start_inner(ctx: &Ctx, vm: &Vm, handles: &mut Handles, timings: &mut Timings)
     let image_files = ImageFiles::of(&ctx.paths, &image);
     let files = VmFiles::of(&ctx.paths, vm);
     let vm_dir = &files.dir;
-    let root_disk = timings.time("root disk", || root_device(ctx, vm, &image_files, &files, handles))?;
+    let root_disk = timings.time("root disk", || root_device(vm, &image_files, &files, handles))?;
 
     timings.time("tap", || {
         {
@@ -330,7 +330,7 @@ fn start_inner(ctx: &Ctx, vm: &Vm, handles: &mut Handles, timings: &mut Timings)
             handles.nat = true;
             handles.save(vm_dir)?;
             let _net = ctx.lock_net()?;
-            net::nat::add_vm_rules(&vm.id, vm.ip, &tap_name(vm), &ctx.config.bridge)?;
+            net::nat::add_vm_rules(&vm.id, vm.ip, &ctx.config.bridge)?;
             Ok(())
         })?;
     }
@@ -339,7 +339,7 @@ fn start_inner(ctx: &Ctx, vm: &Vm, handles: &mut Handles, timings: &mut Timings)
 }
 
 /// Brings up the root disk device for this start and returns its path.
-fn root_device(ctx: &Ctx, vm: &Vm, image: &ImageFiles, files: &VmFiles, handles: &mut Handles) -> Result<PathBuf> {
+fn root_device(vm: &Vm, image: &ImageFiles, files: &VmFiles, handles: &mut Handles) -> Result<PathBuf> {
     if vm.cow_strategy.as_deref() != Some(cow::CowStrategy::DmSnapshot.as_str()) {
         return Ok(files.root.clone());
     }
@@ -418,14 +418,14 @@ pub fn remove_dir_if_present(dir: &Path) -> Result<()> {
 }
 
 /// How a stop ended.
-pub use procs::StopOutcome;
+pub use process::StopOutcome;
 
 /// Stops a running VM (caller holds its lock and has reconciled it).
 pub fn stop(ctx: &Ctx, vm: &mut Vm, observed: &Observed, timeout: Duration, force: bool) -> Result<StopOutcome> {
     let outcome = match observed.pid {
         Some(pid) => {
             let client = api::ApiClient::new(&ctx.paths.api_sock(&vm.id));
-            procs::stop_vmm(&client, pid, timeout, force)
+            process::stop_vmm(&client, pid, timeout, force)?
         }
         None => StopOutcome::AlreadyGone,
     };

@@ -101,13 +101,14 @@ fn wait_for_guest(ctx: &Ctx, vm: &Vm, timeout: Duration) -> Result<()> {
             bail!("VM {} stopped while booting; see `banger vm logs {}`", vm.name, vm.name);
         }
         match vsock::ping(&uds, Duration::from_secs(2)) {
-            Ok(reply) => match TcpStream::connect_timeout(&ssh_addr, Duration::from_secs(1)) {
-                Ok(_) => {
+            Ok(reply) => match (reply.ssh_host_key, TcpStream::connect_timeout(&ssh_addr, Duration::from_secs(1))) {
+                (Some(key), Ok(_)) => {
                     let hosts = [vm.ip.to_string(), ctx.dns_name(vm)];
-                    ssh::pin_host_key(&ctx.paths.known_hosts(), &hosts, &reply.ssh_host_key)?;
+                    ssh::pin_host_key(&ctx.paths.known_hosts(), &hosts, &key)?;
                     return Ok(());
                 }
-                Err(e) => last_problem = format!("SSH port: {e}"),
+                (None, _) => last_problem = "the guest has no SSH host key yet".into(),
+                (_, Err(e)) => last_problem = format!("SSH port: {e}"),
             },
             Err(e) => last_problem = format!("agent: {e}"),
         }

@@ -65,8 +65,8 @@ fn rename_link(from: &str, to: &str) -> nix::Result<()> {
         None,
     )?;
     let mut req = ifreq(from);
-    // SAFETY: writing the newname member of the union; ifreq is zeroed and the
-    // array is fully initialised by `copy_name`.
+    // SAFETY: every byte pattern is a valid `[c_char; IFNAMSIZ]`, so borrowing
+    // this member of the zeroed union cannot observe an invalid value.
     copy_name(unsafe { &mut req.ifr_ifru.ifru_newname }, to);
     // SAFETY: sock is an open socket, req a valid ifreq that outlives the call.
     unsafe { ioctl::siocsifname(sock.as_raw_fd(), &mut req) }.map(drop)
@@ -190,7 +190,9 @@ pub fn claim_pool_tap(pool_prefix: &str, new_name: &str) -> Result<bool, NetErro
                 )?;
                 return Ok(true);
             }
-            Err(Errno::ENODEV) => continue,
+            // Gone (claimed by someone else) or up again (just returned by
+            // someone else and not yet ours to take down): try the next.
+            Err(Errno::ENODEV | Errno::EBUSY) => continue,
             Err(Errno::EEXIST) => {
                 let _ = netlink::run(|handle| async move {
                     netlink::set_up(&handle, candidate, true).await
@@ -208,6 +210,8 @@ pub fn claim_pool_tap(pool_prefix: &str, new_name: &str) -> Result<bool, NetErro
 /// Gives TAP `name` back to the pool under a free `<pool_prefix><n>` name if
 /// the pool holds fewer than `pool_size` TAPs, else deletes it. Returns
 /// whether it went back to the pool; `Ok(false)` too if it was already gone.
+/// Call it only once the VMM holding the TAP has exited: a TAP still open
+/// would make the next claimer's VMM fail to attach (EBUSY).
 pub fn return_to_pool(name: &str, pool_prefix: &str, pool_size: usize) -> Result<bool, NetError> {
     validate_ifname(name)?;
     validate_pool_prefix(pool_prefix)?;

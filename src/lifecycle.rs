@@ -37,24 +37,45 @@ impl Ctx {
     pub fn open() -> Result<Self> {
         let paths = Paths::from_env();
         let config = Config::load()?;
-        paths.ensure().context("cannot prepare banger's state directories (are you root?)")?;
+        paths
+            .ensure()
+            .context("cannot prepare banger's state directories (are you root?)")?;
         let store = Store::open(&paths.db())?;
-        Ok(Self { paths, config, store })
+        Ok(Self {
+            paths,
+            config,
+            store,
+        })
     }
 
     /// Locks one VM for the rest of the command.
     pub fn lock_vm(&self, vm: &Vm) -> Result<LockGuard> {
-        Ok(lock::acquire(&self.paths.vm_lock(&vm.id), &format!("VM {}", vm.name), lock::DEFAULT_TIMEOUT, &say_waiting)?)
+        Ok(lock::acquire(
+            &self.paths.vm_lock(&vm.id),
+            &format!("VM {}", vm.name),
+            lock::DEFAULT_TIMEOUT,
+            &say_waiting,
+        )?)
     }
 
     /// Locks an image while its files are read or replaced.
     pub fn lock_image(&self, name: &str) -> Result<LockGuard> {
-        Ok(lock::acquire(&self.paths.image_lock(name), &format!("image {name}"), lock::DEFAULT_TIMEOUT, &say_waiting)?)
+        Ok(lock::acquire(
+            &self.paths.image_lock(name),
+            &format!("image {name}"),
+            lock::DEFAULT_TIMEOUT,
+            &say_waiting,
+        )?)
     }
 
     /// Locks bridge and NAT table setup.
     pub fn lock_net(&self) -> Result<LockGuard> {
-        Ok(lock::acquire(&self.paths.net_lock(), "network setup", lock::DEFAULT_TIMEOUT, &say_waiting)?)
+        Ok(lock::acquire(
+            &self.paths.net_lock(),
+            "network setup",
+            lock::DEFAULT_TIMEOUT,
+            &say_waiting,
+        )?)
     }
 
     pub fn dns_name(&self, vm: &Vm) -> String {
@@ -92,7 +113,11 @@ pub struct Observed {
 
 impl Observed {
     pub fn state(&self) -> VmState {
-        if self.pid.is_some() { VmState::Running } else { VmState::Stopped }
+        if self.pid.is_some() {
+            VmState::Running
+        } else {
+            VmState::Stopped
+        }
     }
 }
 
@@ -119,14 +144,20 @@ pub fn reconcile(ctx: &Ctx, vm: &mut Vm) -> Result<Observed> {
             handles.nat |= vm.nat;
             handles.save(&vm_dir)?;
         }
-        return Ok(Observed { pid: Some(pid), handles });
+        return Ok(Observed {
+            pid: Some(pid),
+            handles,
+        });
     }
     let leftovers = !handles.is_empty() || !trustworthy && ctx.paths.vm_run_dir(&vm.id).exists();
     if leftovers {
         teardown(ctx, vm, &handles)?;
     }
     if vm.desired == VmState::Running {
-        let message = format!("the VMM exited unexpectedly; see `banger vm logs {} --vmm`", vm.name);
+        let message = format!(
+            "the VMM exited unexpectedly; see `banger vm logs {} --vmm`",
+            vm.name
+        );
         ctx.store.set_desired(&vm.id, VmState::Stopped)?;
         ctx.store.set_last_error(&vm.id, Some(&message))?;
         vm.desired = VmState::Stopped;
@@ -205,8 +236,11 @@ pub fn prepare_disks(ctx: &Ctx, vm: &Vm, image: &ImageFiles) -> Result<cow::CowS
     let files = VmFiles::of(&ctx.paths, vm);
     crate::state::paths::ensure_private_dir(&files.dir)?;
     let strategy = if dm::available() {
-        let cow_file = std::fs::File::create(&files.cow).with_context(|| format!("cannot create {}", files.cow.display()))?;
-        cow_file.set_len(vm.disk_size).with_context(|| format!("cannot size {}", files.cow.display()))?;
+        let cow_file = std::fs::File::create(&files.cow)
+            .with_context(|| format!("cannot create {}", files.cow.display()))?;
+        cow_file
+            .set_len(vm.disk_size)
+            .with_context(|| format!("cannot size {}", files.cow.display()))?;
         cow::CowStrategy::DmSnapshot
     } else {
         let rootfs_size = file_size(&image.rootfs)?;
@@ -216,17 +250,24 @@ pub fn prepare_disks(ctx: &Ctx, vm: &Vm, image: &ImageFiles) -> Result<cow::CowS
         }
         strategy
     };
-        let seed_size = file_size(&image.work_seed)?;
+    let seed_size = file_size(&image.work_seed)?;
     cow::clone_file(&image.work_seed, &files.work, seed_size)?;
     ext4::grow(&files.work, vm.work_size.max(seed_size))?;
     let public_key = ssh::ensure_key(&ctx.paths.ssh_key())?;
-    ext4::write_file(&files.work, "/.ssh/authorized_keys", format!("{public_key}\n").as_bytes(), 0o600)?;
+    ext4::write_file(
+        &files.work,
+        "/.ssh/authorized_keys",
+        format!("{public_key}\n").as_bytes(),
+        0o600,
+    )?;
     ctx.store.finish_creating(&vm.id, strategy.as_str())?;
     Ok(strategy)
 }
 
 pub fn file_size(path: &Path) -> Result<u64> {
-    Ok(std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?.len())
+    Ok(std::fs::metadata(path)
+        .with_context(|| format!("cannot read {}", path.display()))?
+        .len())
 }
 
 /// Kernel command line for a VM.
@@ -246,7 +287,10 @@ pub fn boot_args(vm: &Vm, config: &Config) -> String {
 /// On failure everything done is torn down, the VM stays stopped with
 /// `last_error` set, and the error is returned.
 pub fn start(ctx: &Ctx, vm: &mut Vm, timings: &mut Timings) -> Result<u32> {
-    let mut handles = Handles { cow_strategy: vm.cow_strategy.clone(), ..Handles::default() };
+    let mut handles = Handles {
+        cow_strategy: vm.cow_strategy.clone(),
+        ..Handles::default()
+    };
     let result = start_inner(ctx, vm, &mut handles, timings);
     match result {
         Ok(pid) => {
@@ -278,12 +322,18 @@ fn start_inner(ctx: &Ctx, vm: &Vm, handles: &mut Handles, timings: &mut Timings)
     let image_files = ImageFiles::of(&ctx.paths, &image);
     let files = VmFiles::of(&ctx.paths, vm);
     let vm_dir = &files.dir;
-    let root_disk = timings.time("root disk", || root_device(vm, &image_files, &files, handles))?;
+    let root_disk = timings.time("root disk", || {
+        root_device(vm, &image_files, &files, handles)
+    })?;
 
     timings.time("tap", || {
         {
             let _net = ctx.lock_net()?;
-            net::bridge::ensure_bridge(&ctx.config.bridge, ctx.config.subnet.gateway(), ctx.config.subnet.prefix_len)?;
+            net::bridge::ensure_bridge(
+                &ctx.config.bridge,
+                ctx.config.subnet.gateway(),
+                ctx.config.subnet.prefix_len,
+            )?;
         }
         let tap = tap_name(vm);
         handles.tap = Some(tap.clone());
@@ -339,7 +389,12 @@ fn start_inner(ctx: &Ctx, vm: &Vm, handles: &mut Handles, timings: &mut Timings)
 }
 
 /// Brings up the root disk device for this start and returns its path.
-fn root_device(vm: &Vm, image: &ImageFiles, files: &VmFiles, handles: &mut Handles) -> Result<PathBuf> {
+fn root_device(
+    vm: &Vm,
+    image: &ImageFiles,
+    files: &VmFiles,
+    handles: &mut Handles,
+) -> Result<PathBuf> {
     if vm.cow_strategy.as_deref() != Some(cow::CowStrategy::DmSnapshot.as_str()) {
         return Ok(files.root.clone());
     }
@@ -374,15 +429,25 @@ pub fn teardown(ctx: &Ctx, vm: &Vm, handles: &Handles) -> Result<()> {
         }
     };
     if handles.nat || vm.nat {
-        note("NAT rules", net::nat::remove_vm_rules(&vm.id).map_err(Into::into));
+        note(
+            "NAT rules",
+            net::nat::remove_vm_rules(&vm.id).map_err(Into::into),
+        );
     }
     let tap = handles.tap.clone().unwrap_or_else(|| tap_name(vm));
     note("TAP", release_tap(ctx, &tap));
-    if handles.dm_name.is_some() || vm.cow_strategy.as_deref() == Some(cow::CowStrategy::DmSnapshot.as_str()) {
+    if handles.dm_name.is_some()
+        || vm.cow_strategy.as_deref() == Some(cow::CowStrategy::DmSnapshot.as_str())
+    {
         note("dm device", dm::remove(&dm_name(vm)).map_err(Into::into));
     }
     let files = VmFiles::of(&ctx.paths, vm);
-    let mut loops: Vec<PathBuf> = handles.cow_loop.iter().chain(handles.base_loop.iter()).cloned().collect();
+    let mut loops: Vec<PathBuf> = handles
+        .cow_loop
+        .iter()
+        .chain(handles.base_loop.iter())
+        .cloned()
+        .collect();
     if files.cow.exists() {
         loops.extend(loopdev::find_by_backing(&files.cow).unwrap_or_default());
     }
@@ -390,9 +455,16 @@ pub fn teardown(ctx: &Ctx, vm: &Vm, handles: &Handles) -> Result<()> {
     for dev in loops {
         note("loop device", loopdev::detach(&dev).map_err(Into::into));
     }
-    note("sockets", remove_dir_if_present(&ctx.paths.vm_run_dir(&vm.id)));
+    note(
+        "sockets",
+        remove_dir_if_present(&ctx.paths.vm_run_dir(&vm.id)),
+    );
     if !errors.is_empty() {
-        bail!("could not release everything of VM {}: {}; `banger gc` retries", vm.name, errors.join("; "));
+        bail!(
+            "could not release everything of VM {}: {}; `banger gc` retries",
+            vm.name,
+            errors.join("; ")
+        );
     }
     Handles::remove(&files.dir)?;
     Ok(())
@@ -403,7 +475,11 @@ fn release_tap(ctx: &Ctx, tap: &str) -> Result<()> {
     if !net::bridge::link_exists(tap)? {
         return Ok(());
     }
-    let pool_size = if crate::sidecar::is_alive(&ctx.paths.sidecar_lock()) { ctx.config.tap_pool_size } else { 0 };
+    let pool_size = if crate::sidecar::is_alive(&ctx.paths.sidecar_lock()) {
+        ctx.config.tap_pool_size
+    } else {
+        0
+    };
     net::tap::return_to_pool(tap, POOL_PREFIX, pool_size)?;
     Ok(())
 }
@@ -421,7 +497,13 @@ pub fn remove_dir_if_present(dir: &Path) -> Result<()> {
 pub use process::StopOutcome;
 
 /// Stops a running VM (caller holds its lock and has reconciled it).
-pub fn stop(ctx: &Ctx, vm: &mut Vm, observed: &Observed, timeout: Duration, force: bool) -> Result<StopOutcome> {
+pub fn stop(
+    ctx: &Ctx,
+    vm: &mut Vm,
+    observed: &Observed,
+    timeout: Duration,
+    force: bool,
+) -> Result<StopOutcome> {
     let outcome = match observed.pid {
         Some(pid) => {
             let client = api::ApiClient::new(&ctx.paths.api_sock(&vm.id));
@@ -441,7 +523,10 @@ pub fn stop(ctx: &Ctx, vm: &mut Vm, observed: &Observed, timeout: Duration, forc
 pub fn remove(ctx: &Ctx, vm: &Vm) -> Result<()> {
     remove_dir_if_present(&ctx.paths.vm_dir(&vm.id))?;
     remove_dir_if_present(&ctx.paths.vm_run_dir(&vm.id))?;
-    ssh::forget_hosts(&ctx.paths.known_hosts(), &[vm.ip.to_string(), ctx.dns_name(vm)])?;
+    ssh::forget_hosts(
+        &ctx.paths.known_hosts(),
+        &[vm.ip.to_string(), ctx.dns_name(vm)],
+    )?;
     ctx.store.delete_vm(&vm.id)?;
     Ok(())
 }

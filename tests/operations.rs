@@ -10,29 +10,51 @@ use common::{TestContext, firecracker, skip_unless, vmlinux};
 
 #[test]
 fn checked_in_completions_are_current() {
-    for (shell, file) in [("bash", "banger.bash"), ("zsh", "_banger"), ("fish", "banger.fish")] {
-        let out = Command::new(env!("CARGO_BIN_EXE_banger")).args(["completions", shell]).output().unwrap();
+    for (shell, file) in [
+        ("bash", "banger.bash"),
+        ("zsh", "_banger"),
+        ("fish", "banger.fish"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_banger"))
+            .args(["completions", shell])
+            .output()
+            .unwrap();
         assert!(out.status.success());
         let generated = String::from_utf8(out.stdout).unwrap();
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("completions").join(file);
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("completions")
+            .join(file);
         let checked_in = std::fs::read_to_string(&path).unwrap_or_default();
         assert!(
             generated == checked_in,
             "{} is stale: regenerate with `banger completions {shell} > completions/{file}`",
             path.display()
         );
-        assert!(generated.contains("__complete vm"), "{shell} script does not complete VM names");
+        assert!(
+            generated.contains("__complete vm"),
+            "{shell} script does not complete VM names"
+        );
     }
-    let out = Command::new(env!("CARGO_BIN_EXE_banger")).args(["completions", "powershell"]).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_banger"))
+        .args(["completions", "powershell"])
+        .output()
+        .unwrap();
     assert!(out.status.success() && !out.stdout.is_empty());
 }
 
 #[test]
 fn man_page_documents_the_commands() {
-    let out = Command::new(env!("CARGO_BIN_EXE_banger")).arg("man").output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_banger"))
+        .arg("man")
+        .output()
+        .unwrap();
     assert!(out.status.success());
     let page = String::from_utf8(out.stdout).unwrap();
-    assert!(page.starts_with(".ie") || page.contains(".TH banger"), "{}", &page[..200.min(page.len())]);
+    assert!(
+        page.starts_with(".ie") || page.contains(".TH banger"),
+        "{}",
+        &page[..200.min(page.len())]
+    );
     for word in ["vm", "image", "doctor", "gc", "completions"] {
         assert!(page.contains(word), "man page lacks {word}");
     }
@@ -66,10 +88,14 @@ fn doctor_fails_without_firecracker_and_names_it() {
     let out = ctx.run(&["doctor"]);
     assert_eq!(out.status.code(), Some(1));
     let text = String::from_utf8_lossy(&out.stdout);
-    let line = text.lines().find(|l| l.contains("firecracker")).expect("a firecracker line");
+    let line = text
+        .lines()
+        .find(|l| l.contains("firecracker"))
+        .expect("a firecracker line");
     assert!(line.starts_with("FAIL"), "{text}");
     assert!(text.contains("releases page"), "{text}");
-    let json: serde_json::Value = serde_json::from_slice(&ctx.run(&["doctor", "--json"]).stdout).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_slice(&ctx.run(&["doctor", "--json"]).stdout).unwrap();
     let checks = json.as_array().unwrap();
     let fc = checks.iter().find(|c| c["check"] == "firecracker").unwrap();
     assert_eq!(fc["status"], "fail");
@@ -84,8 +110,16 @@ fn doctor_passes_with_firecracker() {
     }
     let ctx = TestContext::new(&firecracker());
     ctx.import_image("base");
-    let json: serde_json::Value = serde_json::from_slice(&ctx.run(&["doctor", "--json"]).stdout).unwrap();
-    let status = |name: &str| json.as_array().unwrap().iter().find(|c| c["check"] == name).unwrap()["status"].clone();
+    let json: serde_json::Value =
+        serde_json::from_slice(&ctx.run(&["doctor", "--json"]).stdout).unwrap();
+    let status = |name: &str| {
+        json.as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["check"] == name)
+            .unwrap()["status"]
+            .clone()
+    };
     assert_eq!(status("firecracker"), "pass");
     assert_eq!(status("image"), "pass");
     assert_eq!(status("leftovers"), "pass");
@@ -104,27 +138,86 @@ fn gc_removes_planted_leaks_and_only_those() {
     ctx.sh(&["ip", "tuntap", "add", "bg-00000000aa", "mode", "tap"]);
     ctx.sh(&["ip", "tuntap", "add", "bgpool7", "mode", "tap"]);
     let leaked_file = ctx.home.join("leaked.img");
-    std::fs::File::create(&leaked_file).unwrap().set_len(1 << 20).unwrap();
+    std::fs::File::create(&leaked_file)
+        .unwrap()
+        .set_len(1 << 20)
+        .unwrap();
     let leaked_loop = losetup(&leaked_file);
     ctx.sh(&["nft", "add", "table", "inet", "banger"]);
-    ctx.sh(&["nft", "add", "chain", "inet", "banger", "fwd", "{ type filter hook forward priority 0; }"]);
-    ctx.sh(&["nft", "add", "rule", "inet", "banger", "fwd", "iifname", "bg-00000000aa", "accept", "comment", "banger:00000000aa"]);
+    ctx.sh(&[
+        "nft",
+        "add",
+        "chain",
+        "inet",
+        "banger",
+        "leak",
+        "{ type filter hook forward priority 0; }",
+    ]);
+    ctx.sh(&[
+        "nft",
+        "add",
+        "rule",
+        "inet",
+        "banger",
+        "leak",
+        "iifname",
+        "bg-00000000aa",
+        "accept",
+        "comment",
+        "\"banger:00000000aa\"",
+    ]);
     std::fs::create_dir_all(ctx.run_dir.join("vms/00000000bb")).unwrap();
     // Foreign things beside them.
     ctx.sh(&["ip", "tuntap", "add", "user-tap0", "mode", "tap"]);
     let foreign_file = ctx.dir.path().join("foreign.img");
-    std::fs::File::create(&foreign_file).unwrap().set_len(1 << 20).unwrap();
+    std::fs::File::create(&foreign_file)
+        .unwrap()
+        .set_len(1 << 20)
+        .unwrap();
     let foreign_loop = losetup(&foreign_file);
     ctx.sh(&["nft", "add", "table", "inet", "userstuff"]);
-    ctx.sh(&["nft", "add", "chain", "inet", "userstuff", "c", "{ type filter hook forward priority 0; }"]);
-    ctx.sh(&["nft", "add", "rule", "inet", "userstuff", "c", "iifname", "bg-00000000aa", "accept", "comment", "banger:00000000aa"]);
+    ctx.sh(&[
+        "nft",
+        "add",
+        "chain",
+        "inet",
+        "userstuff",
+        "c",
+        "{ type filter hook forward priority 0; }",
+    ]);
+    ctx.sh(&[
+        "nft",
+        "add",
+        "rule",
+        "inet",
+        "userstuff",
+        "c",
+        "iifname",
+        "bg-00000000aa",
+        "accept",
+        "comment",
+        "\"banger:00000000aa\"",
+    ]);
     let foreign_rules = ctx.sh(&["nft", "list", "table", "inet", "userstuff"]);
 
     let dry = ctx.ok(&["gc", "--dry-run"]);
-    for leak in ["bg-00000000aa", "bgpool7", &leaked_loop, "00000000aa", "00000000bb"] {
-        assert!(dry.contains(leak), "dry run does not mention {leak}:\n{dry}");
+    for leak in [
+        "bg-00000000aa",
+        "bgpool7",
+        &leaked_loop,
+        "00000000aa",
+        "00000000bb",
+    ] {
+        assert!(
+            dry.contains(leak),
+            "dry run does not mention {leak}:\n{dry}"
+        );
     }
-    assert_eq!(ctx.links("bg-"), ["bg-00000000aa"], "dry run changed something");
+    assert_eq!(
+        ctx.links("bg-"),
+        ["bg-00000000aa"],
+        "dry run changed something"
+    );
     assert!(common::loops_under(&ctx.home).contains(&leaked_loop));
 
     let done = ctx.ok(&["gc"]);
@@ -134,19 +227,36 @@ fn gc_removes_planted_leaks_and_only_those() {
     assert!(!common::loops_under(&ctx.home).contains(&leaked_loop));
     assert!(!ctx.run_dir.join("vms/00000000bb").exists());
     let banger_rules = ctx.sh(&["nft", "list", "table", "inet", "banger"]);
-    assert!(!banger_rules.contains("banger:00000000aa"), "{banger_rules}");
+    assert!(
+        !banger_rules.contains("banger:00000000aa"),
+        "{banger_rules}"
+    );
     // Foreign things untouched.
     assert_eq!(ctx.links("user-tap"), ["user-tap0"]);
     assert!(common::loops_under(ctx.dir.path()).contains(&foreign_loop));
-    assert_eq!(ctx.sh(&["nft", "list", "table", "inet", "userstuff"]), foreign_rules);
-    Command::new("losetup").args(["-d", &foreign_loop]).status().unwrap();
+    assert_eq!(
+        ctx.sh(&["nft", "list", "table", "inet", "userstuff"]),
+        foreign_rules
+    );
+    Command::new("losetup")
+        .args(["-d", &foreign_loop])
+        .status()
+        .unwrap();
     // Nothing left: silent.
     assert_eq!(ctx.ok(&["gc"]), "");
 }
 
 fn losetup(file: &std::path::Path) -> String {
-    let out = Command::new("losetup").args(["--find", "--show"]).arg(file).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("losetup")
+        .args(["--find", "--show"])
+        .arg(file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
@@ -157,18 +267,46 @@ fn gc_deletes_expired_vms() {
     }
     let ctx = TestContext::new(&firecracker());
     ctx.import_image("base");
-    ctx.ok(&["vm", "create", "short", "--no-start", "--ttl", "1s", "--work-size", "64M"]);
-    ctx.ok(&["vm", "create", "long", "--no-start", "--ttl", "2h", "--work-size", "64M"]);
+    ctx.ok(&[
+        "vm",
+        "create",
+        "short",
+        "--no-start",
+        "--ttl",
+        "1s",
+        "--work-size",
+        "64M",
+    ]);
+    ctx.ok(&[
+        "vm",
+        "create",
+        "long",
+        "--no-start",
+        "--ttl",
+        "2h",
+        "--work-size",
+        "64M",
+    ]);
     std::thread::sleep(Duration::from_millis(2100));
     let out = ctx.ok(&["gc", "--json"]);
     let removed: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert!(removed.as_array().unwrap().iter().any(|r| r["kind"] == "vm" && r["target"] == "short"), "{out}");
+    assert!(
+        removed
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["kind"] == "vm" && r["target"] == "short"),
+        "{out}"
+    );
     assert_eq!(ctx.ok(&["vm", "ls", "-q"]), "long\n");
 }
 
 #[test]
 fn bench_reports_stages() {
-    if skip_unless("firecracker", &[&firecracker(), &vmlinux(), std::path::Path::new("/dev/kvm")]) {
+    if skip_unless(
+        "firecracker",
+        &[&firecracker(), &vmlinux(), std::path::Path::new("/dev/kvm")],
+    ) {
         return;
     }
     let ctx = TestContext::new(&firecracker());

@@ -12,7 +12,10 @@ use common::{TestContext, eventually, firecracker, pid_alive, skip_unless, vmlin
 use serde_json::Value;
 
 fn context() -> Option<TestContext> {
-    if skip_unless("firecracker", &[&firecracker(), &vmlinux(), std::path::Path::new("/dev/kvm")]) {
+    if skip_unless(
+        "firecracker",
+        &[&firecracker(), &vmlinux(), std::path::Path::new("/dev/kvm")],
+    ) {
         return None;
     }
     let ctx = TestContext::new(&firecracker());
@@ -28,17 +31,40 @@ fn show(ctx: &TestContext, name: &str) -> Value {
 fn create_stop_kill_start_delete() {
     let Some(ctx) = context() else { return };
     let created = ctx.json(&[
-        "vm", "create", "dev1", "--vcpus", "1", "--memory", "256", "--work-size", "1G", "--no-wait", "--json",
+        "vm",
+        "create",
+        "dev1",
+        "--vcpus",
+        "1",
+        "--memory",
+        "256",
+        "--work-size",
+        "1G",
+        "--no-wait",
+        "--json",
         "--timings",
     ]);
     assert_eq!(created["name"], "dev1");
     assert_eq!(created["state"], "running");
     assert_eq!(created["dns_name"], "dev1.vm");
-    assert_eq!(created["tap"], format!("bg-{}", created["id"].as_str().unwrap()));
+    assert_eq!(
+        created["tap"],
+        format!("bg-{}", created["id"].as_str().unwrap())
+    );
     let cow = created["cow_strategy"].as_str().unwrap();
     assert!(["dm-snapshot", "reflink", "copy"].contains(&cow), "{cow}");
-    for stage in ["allocate", "disks", "root disk", "tap", "spawn", "configure"] {
-        assert!(created["timings"][stage].is_number(), "missing stage {stage}: {created}");
+    for stage in [
+        "allocate",
+        "disks",
+        "root disk",
+        "tap",
+        "spawn",
+        "configure",
+    ] {
+        assert!(
+            created["timings"][stage].is_number(),
+            "missing stage {stage}: {created}"
+        );
     }
     let pid = created["pid"].as_i64().unwrap();
     assert!(pid_alive(pid));
@@ -49,7 +75,10 @@ fn create_stop_kill_start_delete() {
     assert_eq!(listed[0]["pid"], pid);
     assert_eq!(ctx.ok(&["vm", "ls", "-q"]), "dev1\n");
     let table = ctx.ok(&["vm", "list"]);
-    assert!(table.starts_with("NAME") && table.contains("dev1") && table.contains("running"), "{table}");
+    assert!(
+        table.starts_with("NAME") && table.contains("dev1") && table.contains("running"),
+        "{table}"
+    );
 
     // The work disk exists at the requested size and carries banger's key.
     let id = created["id"].as_str().unwrap().to_owned();
@@ -66,7 +95,11 @@ fn create_stop_kill_start_delete() {
     // No guest answers Ctrl-Alt-Del here: stop falls back to signals in time.
     let started = std::time::Instant::now();
     let err = ctx.run(&["vm", "stop", "dev1", "--timeout", "1s"]);
-    assert!(err.status.success(), "{}", String::from_utf8_lossy(&err.stderr));
+    assert!(
+        err.status.success(),
+        "{}",
+        String::from_utf8_lossy(&err.stderr)
+    );
     assert!(started.elapsed() < Duration::from_secs(15));
     assert!(!pid_alive(pid));
     let stopped = show(&ctx, "dev1");
@@ -81,14 +114,30 @@ fn create_stop_kill_start_delete() {
     let running = show(&ctx, "dev1");
     assert_eq!(running["state"], "running");
     let pid = running["pid"].as_i64().unwrap();
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
     assert!(eventually(Duration::from_secs(5), || !pid_alive(pid)));
     let listed = ctx.json(&["vm", "ls", "--json"]);
     assert_eq!(listed[0]["state"], "stopped");
-    assert!(listed[0]["last_error"].as_str().unwrap().contains("exited unexpectedly"));
-    assert!(ctx.links("bg-").is_empty(), "TAP left behind: {:?}", ctx.links("bg-"));
+    assert!(
+        listed[0]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("exited unexpectedly")
+    );
+    assert!(
+        ctx.links("bg-").is_empty(),
+        "TAP left behind: {:?}",
+        ctx.links("bg-")
+    );
     assert!(ctx.loops().is_empty());
-    assert!(!ctx.run_dir.join("vms").join(&id).exists(), "sockets left behind");
+    assert!(
+        !ctx.run_dir.join("vms").join(&id).exists(),
+        "sockets left behind"
+    );
 
     // The work disk survives stop/start; delete removes everything.
     ctx.ok(&["vm", "start", "dev1", "--no-wait"]);
@@ -99,17 +148,31 @@ fn create_stop_kill_start_delete() {
     assert!(ctx.links("bg-").is_empty());
     assert!(ctx.loops().is_empty());
     assert!(!ctx.run_dir.join("vms").join(&id).exists());
-    assert!(eventually(Duration::from_secs(3), || common::processes_with_env(&format!("BANGER_RUN_DIR={}", ctx.run_dir.display())).iter().all(|p| !is_vmm(*p))));
+    assert!(eventually(Duration::from_secs(3), || {
+        common::processes_with_env(&format!("BANGER_RUN_DIR={}", ctx.run_dir.display()))
+            .iter()
+            .all(|p| !is_vmm(*p))
+    }));
 }
 
 fn is_vmm(pid: i32) -> bool {
-    std::fs::read(format!("/proc/{pid}/cmdline")).map(|c| c.windows(10).any(|w| w == b"--api-sock")).unwrap_or(false)
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|c| c.windows(10).any(|w| w == b"--api-sock"))
+        .unwrap_or(false)
 }
 
 #[test]
 fn no_start_creates_disks_without_a_process() {
     let Some(ctx) = context() else { return };
-    let vm = ctx.json(&["vm", "create", "cold", "--no-start", "--json", "--work-size", "256M"]);
+    let vm = ctx.json(&[
+        "vm",
+        "create",
+        "cold",
+        "--no-start",
+        "--json",
+        "--work-size",
+        "256M",
+    ]);
     assert_eq!(vm["state"], "stopped");
     assert_eq!(vm["pid"], Value::Null);
     let dir = ctx.home.join("vms").join(vm["id"].as_str().unwrap());
@@ -118,7 +181,12 @@ fn no_start_creates_disks_without_a_process() {
     // A generated name when none is given.
     let generated = ctx.ok(&["vm", "create", "--no-start"]);
     let name = generated.trim();
-    assert!(!name.is_empty() && name.chars().all(|c| c.is_ascii_lowercase() || c == '-' || c.is_ascii_digit()));
+    assert!(
+        !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c == '-' || c.is_ascii_digit())
+    );
     ctx.ok(&["vm", "delete", "cold", name]);
     assert_eq!(ctx.ok(&["vm", "ls", "-q"]), "");
 }
@@ -128,16 +196,28 @@ fn concurrent_creates_get_distinct_addresses() {
     let Some(ctx) = context() else { return };
     let children: Vec<_> = (0..8)
         .map(|i| {
-            ctx.cmd(&["vm", "create", &format!("c{i}"), "--no-start", "--work-size", "64M", "--json"])
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap()
+            ctx.cmd(&[
+                "vm",
+                "create",
+                &format!("c{i}"),
+                "--no-start",
+                "--work-size",
+                "64M",
+                "--json",
+            ])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
         })
         .collect();
     for child in children {
         let out = child.wait_with_output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let vms = ctx.json(&["vm", "ls", "--json"]);
     let vms = vms.as_array().unwrap();
@@ -156,22 +236,81 @@ fn bad_input_is_refused_before_any_side_effect() {
     std::fs::write(&not_elf, b"MZ not an elf").unwrap();
     let rootfs = ctx.dir.path().join("r.ext4");
     common::make_ext4(&rootfs, 16);
+    let kernel = vmlinux().to_str().unwrap().to_owned();
     let cases: Vec<(Vec<&str>, i32, &str)> = vec![
         (vec!["vm", "create", "Bad_Name"], 2, "Bad_Name"),
-        (vec!["vm", "create", "-lead"], 2, "-lead"),
+        (vec!["vm", "create", "--", "-lead"], 2, "-lead"),
         (vec!["vm", "create", "ok", "--vcpus", "0"], 2, "0"),
         (vec!["vm", "create", "ok", "--vcpus", "64"], 2, "64"),
         (vec!["vm", "create", "ok", "--memory", "64"], 2, "64"),
         (vec!["vm", "create", "ok", "--work-size", "8X"], 2, "8X"),
         (vec!["vm", "create", "ok", "--ttl", "5"], 2, "5"),
         (vec!["vm", "create", "ok", "--image", "nope"], 1, "nope"),
-        (vec!["vm", "create", "ok", "--disk-size", "1M"], 2, "disk-size"),
+        (
+            vec!["vm", "create", "ok", "--disk-size", "1M"],
+            2,
+            "disk-size",
+        ),
         (vec!["vm", "stop", "ghost"], 1, "ghost"),
-        (vec!["image", "import", "k", "--kernel", not_elf.to_str().unwrap(), "--rootfs", rootfs.to_str().unwrap()], 2, "not an ELF"),
-        (vec!["image", "import", "k", "--kernel", &dir, "--rootfs", rootfs.to_str().unwrap()], 2, "not a regular file"),
-        (vec!["image", "import", "k", "--kernel", vmlinux().to_str().unwrap(), "--rootfs", &dir], 2, "not a regular file"),
-        (vec!["image", "import", "k", "--kernel", vmlinux().to_str().unwrap(), "--rootfs", not_elf.to_str().unwrap()], 2, "not an ext"),
-        (vec!["image", "import", "k", "--kernel", vmlinux().to_str().unwrap(), "--rootfs", "/dev/null"], 2, "not a regular file"),
+        (
+            vec![
+                "image",
+                "import",
+                "k",
+                "--kernel",
+                not_elf.to_str().unwrap(),
+                "--rootfs",
+                rootfs.to_str().unwrap(),
+            ],
+            2,
+            "not an ELF",
+        ),
+        (
+            vec![
+                "image",
+                "import",
+                "k",
+                "--kernel",
+                &dir,
+                "--rootfs",
+                rootfs.to_str().unwrap(),
+            ],
+            2,
+            "not a regular file",
+        ),
+        (
+            vec![
+                "image", "import", "k", "--kernel", &kernel, "--rootfs", &dir,
+            ],
+            2,
+            "not a regular file",
+        ),
+        (
+            vec![
+                "image",
+                "import",
+                "k",
+                "--kernel",
+                &kernel,
+                "--rootfs",
+                not_elf.to_str().unwrap(),
+            ],
+            2,
+            "not an ext",
+        ),
+        (
+            vec![
+                "image",
+                "import",
+                "k",
+                "--kernel",
+                &kernel,
+                "--rootfs",
+                "/dev/null",
+            ],
+            2,
+            "not a regular file",
+        ),
     ];
     for (args, code, mention) in cases {
         let stderr = ctx.fails(code, &args);

@@ -45,25 +45,40 @@ pub fn create(args: BenchCreateArgs) -> Result<()> {
         let name = format!("bench-{run}-{}", &super::vm_create::new_id()[..6]);
         let mut timings = Timings::default();
         let created = super::vm_create::create(&ctx, Some(name.clone()), &spec, true, &mut timings);
-        let waited = created.as_ref().map_err(|e| anyhow::anyhow!("{e:#}")).and_then(|(vm, _)| {
-            super::vm_run::wait_ready(&ctx, vm, spec.no_wait, spec.timeout, &mut timings)
-        });
+        let waited = created
+            .as_ref()
+            .map_err(|e| anyhow::anyhow!("{e:#}"))
+            .and_then(|(vm, _)| {
+                super::vm_run::wait_ready(&ctx, vm, spec.no_wait, spec.timeout, &mut timings)
+            });
         if let Some(mut vm) = ctx.store.find_vm(&name)? {
             let _lock = ctx.lock_vm(&vm)?;
-            super::vm_delete::delete(&ctx, &mut vm, true).with_context(|| format!("cannot delete {name}"))?;
+            super::vm_delete::delete(&ctx, &mut vm, true)
+                .with_context(|| format!("cannot delete {name}"))?;
         }
         created.with_context(|| format!("run {} of {}", run + 1, args.runs))?;
         waited?;
-        eprintln!("run {}/{}: {:.1} ms", run + 1, args.runs, timings.total().as_secs_f64() * 1000.0);
+        eprintln!(
+            "run {}/{}: {:.1} ms",
+            run + 1,
+            args.runs,
+            timings.total().as_secs_f64() * 1000.0
+        );
         samples.push(timings);
     }
     let report = summarize(&samples, args.wait);
     if args.json {
         return print_json(&report);
     }
-    println!("{:<12} {:>10} {:>10} {:>10}", "stage", "min ms", "median ms", "max ms");
+    println!(
+        "{:<12} {:>10} {:>10} {:>10}",
+        "stage", "min ms", "median ms", "max ms"
+    );
     for (stage, s) in &report.stages {
-        println!("{stage:<12} {:>10.1} {:>10.1} {:>10.1}", s.min_ms, s.median_ms, s.max_ms);
+        println!(
+            "{stage:<12} {:>10.1} {:>10.1} {:>10.1}",
+            s.min_ms, s.median_ms, s.max_ms
+        );
     }
     Ok(())
 }
@@ -77,24 +92,42 @@ pub fn summarize(samples: &[Timings], wait: bool) -> Report {
             if !order.contains(stage) {
                 order.push(stage);
             }
-            values.entry(stage).or_default().push(d.as_secs_f64() * 1000.0);
+            values
+                .entry(stage)
+                .or_default()
+                .push(d.as_secs_f64() * 1000.0);
         }
-        values.entry("total").or_default().push(timings.total().as_secs_f64() * 1000.0);
+        values
+            .entry("total")
+            .or_default()
+            .push(timings.total().as_secs_f64() * 1000.0);
     }
     order.push("total");
     let stages = order
         .into_iter()
         .filter_map(|stage| Some((stage.to_owned(), stats(values.get(stage)?))))
         .collect();
-    Report { runs: samples.len() as u32, wait, stages }
+    Report {
+        runs: samples.len() as u32,
+        wait,
+        stages,
+    }
 }
 
 fn stats(values: &[f64]) -> StageStats {
     let mut sorted = values.to_vec();
     sorted.sort_by(f64::total_cmp);
     let mid = sorted.len() / 2;
-    let median = if sorted.len() % 2 == 0 { (sorted[mid - 1] + sorted[mid]) / 2.0 } else { sorted[mid] };
-    StageStats { min_ms: sorted[0], median_ms: median, max_ms: sorted[sorted.len() - 1] }
+    let median = if sorted.len() % 2 == 0 {
+        (sorted[mid - 1] + sorted[mid]) / 2.0
+    } else {
+        sorted[mid]
+    };
+    StageStats {
+        min_ms: sorted[0],
+        median_ms: median,
+        max_ms: sorted[sorted.len() - 1],
+    }
 }
 
 #[cfg(test)]
@@ -103,12 +136,20 @@ mod tests {
 
     #[test]
     fn summarizes_stages_in_order_with_median() {
-        let run = |a: u64, b: u64| Timings(vec![("disks", Duration::from_millis(a)), ("spawn", Duration::from_millis(b))]);
+        let run = |a: u64, b: u64| {
+            Timings(vec![
+                ("disks", Duration::from_millis(a)),
+                ("spawn", Duration::from_millis(b)),
+            ])
+        };
         let report = summarize(&[run(10, 1), run(30, 3), run(20, 2)], false);
         let names: Vec<_> = report.stages.iter().map(|(s, _)| s.as_str()).collect();
         assert_eq!(names, ["disks", "spawn", "total"]);
         let disks = &report.stages[0].1;
-        assert_eq!((disks.min_ms, disks.median_ms, disks.max_ms), (10.0, 20.0, 30.0));
+        assert_eq!(
+            (disks.min_ms, disks.median_ms, disks.max_ms),
+            (10.0, 20.0, 30.0)
+        );
         assert_eq!(report.stages[2].1.median_ms, 22.0);
     }
 }

@@ -79,14 +79,20 @@ complete -F _banger_names -o bashdefault -o default banger
 }
 
 fn cases(group: &str, commands: &str) -> String {
-    commands.split(' ').map(|c| format!("\"{group} {c}\"")).collect::<Vec<_>>().join("|")
+    commands
+        .split(' ')
+        .map(|c| format!("\"{group} {c}\""))
+        .collect::<Vec<_>>()
+        .join("|")
 }
 
 /// Prints names for completion: read-only, quiet, and empty when the
 /// database is missing or unreadable (e.g. for a non-root user).
 pub fn names(kind: &str) -> Result<()> {
     let paths = Paths::from_env();
-    let Some(store) = Store::open_read_only(&paths.db()) else { return Ok(()) };
+    let Some(store) = Store::open_read_only(&paths.db()) else {
+        return Ok(());
+    };
     let names = match kind {
         "vm" => store.vm_names(),
         "image" => store.image_names(),

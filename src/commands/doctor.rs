@@ -35,13 +35,28 @@ pub struct Check {
 }
 
 fn pass(check: &'static str, detail: impl Into<String>) -> Check {
-    Check { check, status: Status::Pass, detail: detail.into(), hint: None }
+    Check {
+        check,
+        status: Status::Pass,
+        detail: detail.into(),
+        hint: None,
+    }
 }
 fn warn(check: &'static str, detail: impl Into<String>, hint: impl Into<String>) -> Check {
-    Check { check, status: Status::Warn, detail: detail.into(), hint: Some(hint.into()) }
+    Check {
+        check,
+        status: Status::Warn,
+        detail: detail.into(),
+        hint: Some(hint.into()),
+    }
 }
 fn fail(check: &'static str, detail: impl Into<String>, hint: impl Into<String>) -> Check {
-    Check { check, status: Status::Fail, detail: detail.into(), hint: Some(hint.into()) }
+    Check {
+        check,
+        status: Status::Fail,
+        detail: detail.into(),
+        hint: Some(hint.into()),
+    }
 }
 
 pub fn run(args: DoctorArgs) -> Result<i32> {
@@ -53,11 +68,25 @@ pub fn run(args: DoctorArgs) -> Result<i32> {
         firecracker(&config),
         device_mapper(),
         reflink(&paths),
-        device("loop control", "/dev/loop-control", "load the loop module: modprobe loop"),
+        device(
+            "loop control",
+            "/dev/loop-control",
+            "load the loop module: modprobe loop",
+        ),
         device("tun", "/dev/net/tun", "load the tun module: modprobe tun"),
-        tool("nftables", "nft", &["--version"], "install nftables (apt install nftables)"),
+        tool(
+            "nftables",
+            "nft",
+            &["--version"],
+            "install nftables (apt install nftables)",
+        ),
         e2fsprogs(),
-        tool("ssh client", "ssh", &["-V"], "install OpenSSH's client (apt install openssh-client)"),
+        tool(
+            "ssh client",
+            "ssh",
+            &["-V"],
+            "install OpenSSH's client (apt install openssh-client)",
+        ),
         ip_forward(),
         bridge(&config),
         resolved(&config),
@@ -70,7 +99,11 @@ pub fn run(args: DoctorArgs) -> Result<i32> {
             checks.push(sidecar(&ctx));
             checks.push(leftovers(&ctx));
         }
-        Err(e) => checks.push(fail("state", format!("{e:#}"), "run as root, or set BANGER_HOME to a writable directory")),
+        Err(e) => checks.push(fail(
+            "state",
+            format!("{e:#}"),
+            "run as root, or set BANGER_HOME to a writable directory",
+        )),
     }
     let failed = checks.iter().any(|c| c.status == Status::Fail);
     if args.json {
@@ -95,7 +128,11 @@ fn root() -> Check {
     if nix::unistd::geteuid().is_root() {
         pass("root", "running as root")
     } else {
-        fail("root", "not running as root", "banger manages bridges, TAPs and loop devices: run it with sudo")
+        fail(
+            "root",
+            "not running as root",
+            "banger manages bridges, TAPs and loop devices: run it with sudo",
+        )
     }
 }
 
@@ -104,14 +141,28 @@ nix::ioctl_none!(kvm_get_api_version, 0xAE, 0x00);
 fn kvm() -> Check {
     let file = match std::fs::File::open("/dev/kvm") {
         Ok(f) => f,
-        Err(e) => return fail("kvm", format!("/dev/kvm: {e}"), "enable virtualisation (VT-x/AMD-V) and load kvm_intel or kvm_amd"),
+        Err(e) => {
+            return fail(
+                "kvm",
+                format!("/dev/kvm: {e}"),
+                "enable virtualisation (VT-x/AMD-V) and load kvm_intel or kvm_amd",
+            );
+        }
     };
     use std::os::fd::AsRawFd;
     // SAFETY: KVM_GET_API_VERSION takes no argument and only reads the fd.
     match unsafe { kvm_get_api_version(file.as_raw_fd()) } {
         Ok(12) => pass("kvm", "/dev/kvm opens, KVM API version 12"),
-        Ok(v) => warn("kvm", format!("KVM API version {v}"), "Firecracker expects API version 12"),
-        Err(e) => fail("kvm", format!("KVM_GET_API_VERSION failed: {e}"), "check that /dev/kvm is a KVM device"),
+        Ok(v) => warn(
+            "kvm",
+            format!("KVM API version {v}"),
+            "Firecracker expects API version 12",
+        ),
+        Err(e) => fail(
+            "kvm",
+            format!("KVM_GET_API_VERSION failed: {e}"),
+            "check that /dev/kvm is a KVM device",
+        ),
     }
 }
 
@@ -123,17 +174,20 @@ fn firecracker(config: &Config) -> Check {
         Err(e) => return fail("firecracker", e.to_string(), hint),
     };
     match process::version(&bin) {
-        Ok((1, minor, patch)) if (10..=12).contains(&minor) => {
-            pass("firecracker", format!("{} v1.{minor}.{patch}", bin.display()))
-        }
+        Ok((1, minor, patch)) if (10..=12).contains(&minor) => pass(
+            "firecracker",
+            format!("{} v1.{minor}.{patch}", bin.display()),
+        ),
         Ok((major, minor, patch)) if (major, minor) >= (1, 10) => warn(
             "firecracker",
             format!("{} v{major}.{minor}.{patch}", bin.display()),
             "banger is tested with v1.10 to v1.12",
         ),
-        Ok((major, minor, patch)) => {
-            fail("firecracker", format!("{} v{major}.{minor}.{patch} is too old", bin.display()), hint)
-        }
+        Ok((major, minor, patch)) => fail(
+            "firecracker",
+            format!("{} v{major}.{minor}.{patch} is too old", bin.display()),
+            hint,
+        ),
         Err(e) => fail("firecracker", format!("{}: {e}", bin.display()), hint),
     }
 }
@@ -151,34 +205,69 @@ fn device_mapper() -> Check {
 }
 
 fn reflink(paths: &Paths) -> Check {
-    let base = if paths.home.exists() { paths.home.clone() } else { std::env::temp_dir() };
+    let base = if paths.home.exists() {
+        paths.home.clone()
+    } else {
+        std::env::temp_dir()
+    };
     let src = base.join(".doctor-reflink-src");
     let dst = base.join(".doctor-reflink-dst");
-    let result = std::fs::write(&src, b"banger").map_err(anyhow::Error::from).and_then(|()| Ok(cow::clone_file(&src, &dst, 6)?));
+    let result = std::fs::write(&src, b"banger")
+        .map_err(anyhow::Error::from)
+        .and_then(|()| Ok(cow::clone_file(&src, &dst, 6)?));
     std::fs::remove_file(&src).ok();
     std::fs::remove_file(&dst).ok();
     match result {
-        Ok(cow::CowStrategy::Reflink) => pass("reflink", format!("{} supports reflinks", base.display())),
+        Ok(cow::CowStrategy::Reflink) => {
+            pass("reflink", format!("{} supports reflinks", base.display()))
+        }
         Ok(_) => warn(
             "reflink",
-            format!("{} has no reflinks: work disks are sparse copies", base.display()),
+            format!(
+                "{} has no reflinks: work disks are sparse copies",
+                base.display()
+            ),
             "put BANGER_HOME on XFS or btrfs for instant clones",
         ),
-        Err(e) => fail("reflink", format!("cannot write in {}: {e:#}", base.display()), "check BANGER_HOME's permissions"),
+        Err(e) => fail(
+            "reflink",
+            format!("cannot write in {}: {e:#}", base.display()),
+            "check BANGER_HOME's permissions",
+        ),
     }
 }
 
 fn device(check: &'static str, path: &str, hint: &str) -> Check {
-    if Path::new(path).exists() { pass(check, format!("{path} present")) } else { fail(check, format!("{path} missing"), hint) }
+    if Path::new(path).exists() {
+        pass(check, format!("{path} present"))
+    } else {
+        fail(check, format!("{path} missing"), hint)
+    }
 }
 
 fn tool(check: &'static str, program: &str, args: &[&str], hint: &str) -> Check {
     match Command::new(program).args(args).output() {
         Ok(out) if out.status.success() => {
-            let text = if out.stdout.is_empty() { out.stderr } else { out.stdout };
-            pass(check, String::from_utf8_lossy(&text).lines().next().unwrap_or(program).trim().to_owned())
+            let text = if out.stdout.is_empty() {
+                out.stderr
+            } else {
+                out.stdout
+            };
+            pass(
+                check,
+                String::from_utf8_lossy(&text)
+                    .lines()
+                    .next()
+                    .unwrap_or(program)
+                    .trim()
+                    .to_owned(),
+            )
         }
-        Ok(out) => fail(check, format!("`{program}` exited with {}", out.status), hint),
+        Ok(out) => fail(
+            check,
+            format!("`{program}` exited with {}", out.status),
+            hint,
+        ),
         Err(e) => fail(check, format!("`{program}`: {e}"), hint),
     }
 }
@@ -194,24 +283,48 @@ fn e2fsprogs() -> Check {
     let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
     let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
     if (major, minor) >= (1, 43) {
-        pass("e2fsprogs", format!("mke2fs {version} (supports mkfs.ext4 -d)"))
+        pass(
+            "e2fsprogs",
+            format!("mke2fs {version} (supports mkfs.ext4 -d)"),
+        )
     } else {
-        fail("e2fsprogs", format!("mke2fs {version:?} is too old for mkfs.ext4 -d"), hint)
+        fail(
+            "e2fsprogs",
+            format!("mke2fs {version:?} is too old for mkfs.ext4 -d"),
+            hint,
+        )
     }
 }
 
 fn ip_forward() -> Check {
     match std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward") {
         Ok(v) if v.trim() == "1" => pass("ip forwarding", "enabled"),
-        _ => warn("ip forwarding", "disabled", "banger enables it when it sets up the bridge; nothing to do"),
+        _ => warn(
+            "ip forwarding",
+            "disabled",
+            "banger enables it when it sets up the bridge; nothing to do",
+        ),
     }
 }
 
 fn bridge(config: &Config) -> Check {
     match net::bridge::link_exists(&config.bridge) {
-        Ok(true) => pass("bridge", format!("{} exists ({})", config.bridge, config.subnet)),
-        Ok(false) => pass("bridge", format!("{} not created yet (made when the first VM starts)", config.bridge)),
-        Err(e) => fail("bridge", e.to_string(), "check netlink access (are you root?)"),
+        Ok(true) => pass(
+            "bridge",
+            format!("{} exists ({})", config.bridge, config.subnet),
+        ),
+        Ok(false) => pass(
+            "bridge",
+            format!(
+                "{} not created yet (made when the first VM starts)",
+                config.bridge
+            ),
+        ),
+        Err(e) => fail(
+            "bridge",
+            e.to_string(),
+            "check netlink access (are you root?)",
+        ),
     }
 }
 
@@ -224,8 +337,14 @@ fn resolved(config: &Config) -> Check {
     if !active {
         return warn(
             "vm names",
-            format!("systemd-resolved is not running: the host does not resolve *.{}", config.domain),
-            format!("use IPs from `banger vm ls`, or point a resolver for {} at {gateway}", config.domain),
+            format!(
+                "systemd-resolved is not running: the host does not resolve *.{}",
+                config.domain
+            ),
+            format!(
+                "use IPs from `banger vm ls`, or point a resolver for {} at {gateway}",
+                config.domain
+            ),
         );
     }
     let routed = Command::new("resolvectl")
@@ -233,9 +352,16 @@ fn resolved(config: &Config) -> Check {
         .output()
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(&format!("~{}", config.domain)));
     if routed {
-        pass("vm names", format!("systemd-resolved routes ~{} to {gateway}", config.domain))
+        pass(
+            "vm names",
+            format!("systemd-resolved routes ~{} to {gateway}", config.domain),
+        )
     } else {
-        warn("vm names", format!("~{} is not routed yet", config.domain), "banger routes it when it sets up the bridge")
+        warn(
+            "vm names",
+            format!("~{} is not routed yet", config.domain),
+            "banger routes it when it sets up the bridge",
+        )
     }
 }
 
@@ -251,34 +377,67 @@ fn free_space(paths: &Paths) -> Check {
             if free >= 10 << 30 {
                 pass("free space", format!("{shown} free at {}", dir.display()))
             } else if free >= 2 << 30 {
-                warn("free space", format!("{shown} free at {}", dir.display()), "images take ~1-2G and each VM's disks grow with use")
+                warn(
+                    "free space",
+                    format!("{shown} free at {}", dir.display()),
+                    "images take ~1-2G and each VM's disks grow with use",
+                )
             } else {
-                fail("free space", format!("only {shown} free at {}", dir.display()), "free space or move BANGER_HOME")
+                fail(
+                    "free space",
+                    format!("only {shown} free at {}", dir.display()),
+                    "free space or move BANGER_HOME",
+                )
             }
         }
-        Err(e) => fail("free space", format!("{}: {e}", dir.display()), "check BANGER_HOME"),
+        Err(e) => fail(
+            "free space",
+            format!("{}: {e}", dir.display()),
+            "check BANGER_HOME",
+        ),
     }
 }
 
 fn default_image(ctx: &Ctx) -> Check {
     let image = match ctx.store.default_image() {
         Ok(Some(image)) => image,
-        Ok(None) => return warn("image", "no image yet", "`banger image build default` (or `banger vm run` builds one)"),
+        Ok(None) => {
+            return warn(
+                "image",
+                "no image yet",
+                "`banger image build default` (or `banger vm run` builds one)",
+            );
+        }
         Err(e) => return fail("image", e.to_string(), "see the error"),
     };
     let dir = ctx.paths.image_dir(&image.name);
     let manifest = match Manifest::read(&dir.join("image.json")) {
         Ok(m) => m,
-        Err(e) => return fail("image", format!("{}: {e}", image.name), "rebuild or re-import the image"),
+        Err(e) => {
+            return fail(
+                "image",
+                format!("{}: {e}", image.name),
+                "rebuild or re-import the image",
+            );
+        }
     };
     for (file, expected) in &manifest.files {
         match ManifestFile::of(&dir.join(file)) {
             Ok(actual) if actual.sha256 == expected.sha256 => {}
-            Ok(_) => return fail("image", format!("{}: {file} does not match its manifest", image.name), "rebuild the image (`banger image build --force`)"),
+            Ok(_) => {
+                return fail(
+                    "image",
+                    format!("{}: {file} does not match its manifest", image.name),
+                    "rebuild the image (`banger image build --force`)",
+                );
+            }
             Err(e) => return fail("image", format!("{}: {e}", image.name), "rebuild the image"),
         }
     }
-    pass("image", format!("default image {} matches its manifest", image.name))
+    pass(
+        "image",
+        format!("default image {} matches its manifest", image.name),
+    )
 }
 
 fn sidecar(ctx: &Ctx) -> Check {
@@ -292,7 +451,15 @@ fn sidecar(ctx: &Ctx) -> Check {
 fn leftovers(ctx: &Ctx) -> Check {
     match super::gc::collect(ctx, true) {
         Ok(found) if found.is_empty() => pass("leftovers", "none"),
-        Ok(found) => warn("leftovers", format!("{} leaked resource(s)", found.len()), "run `banger gc` (see `banger gc --dry-run`)"),
-        Err(e) => warn("leftovers", format!("could not check: {e:#}"), "run `banger gc -v`"),
+        Ok(found) => warn(
+            "leftovers",
+            format!("{} leaked resource(s)", found.len()),
+            "run `banger gc` (see `banger gc --dry-run`)",
+        ),
+        Err(e) => warn(
+            "leftovers",
+            format!("could not check: {e:#}"),
+            "run `banger gc -v`",
+        ),
     }
 }

@@ -31,7 +31,11 @@ pub fn run(args: GcArgs, verbose: u8) -> Result<()> {
     if args.json {
         return print_json(&removals);
     }
-    let verb = if args.dry_run { "would remove" } else { "removed" };
+    let verb = if args.dry_run {
+        "would remove"
+    } else {
+        "removed"
+    };
     for r in &removals {
         println!("{verb} {} {} ({})", r.kind, r.target, r.reason);
     }
@@ -44,7 +48,13 @@ pub fn run(args: GcArgs, verbose: u8) -> Result<()> {
 /// Finds (and unless `dry_run`, removes) everything gc is responsible for.
 pub fn collect(ctx: &Ctx, dry_run: bool) -> Result<Vec<Removal>> {
     let mut removals = Vec::new();
-    let mut note = |kind, target: String, reason: String| removals.push(Removal { kind, target, reason });
+    let mut note = |kind, target: String, reason: String| {
+        removals.push(Removal {
+            kind,
+            target,
+            reason,
+        })
+    };
 
     // VMs: expired or never finished → delete; the rest → reconcile.
     // `live` collects what running or busy VMs may own.
@@ -58,7 +68,11 @@ pub fn collect(ctx: &Ctx, dry_run: bool) -> Result<Vec<Removal>> {
         };
         let expired = vm.expires_at.is_some_and(|t| t <= now());
         if expired || vm.creating {
-            let reason = if expired { "its --ttl expired" } else { "its creation did not finish" };
+            let reason = if expired {
+                "its --ttl expired"
+            } else {
+                "its creation did not finish"
+            };
             if !dry_run {
                 super::vm_delete::delete(ctx, &mut vm, true)?;
             }
@@ -66,8 +80,11 @@ pub fn collect(ctx: &Ctx, dry_run: bool) -> Result<Vec<Removal>> {
             note("vm", vm.name.clone(), reason.into());
             continue;
         }
-        let observed =
-            if dry_run { lifecycle::observe(&ctx.paths, &vm) } else { lifecycle::reconcile(ctx, &mut vm)? };
+        let observed = if dry_run {
+            lifecycle::observe(&ctx.paths, &vm)
+        } else {
+            lifecycle::reconcile(ctx, &mut vm)?
+        };
         if observed.pid.is_some() {
             live.add_vm(&vm.id, &observed.handles);
         }
@@ -83,7 +100,11 @@ pub fn collect(ctx: &Ctx, dry_run: bool) -> Result<Vec<Removal>> {
             procs::signal(pid, nix::sys::signal::Signal::SIGKILL)?;
             procs::wait_exit(pid, std::time::Duration::from_secs(5));
         }
-        note("process", pid.to_string(), format!("VMM of a deleted VM ({})", sock.display()));
+        note(
+            "process",
+            pid.to_string(),
+            format!("VMM of a deleted VM ({})", sock.display()),
+        );
     }
 
     // NAT rules of VMs that are not running.
@@ -132,7 +153,11 @@ pub fn collect(ctx: &Ctx, dry_run: bool) -> Result<Vec<Removal>> {
             if !dry_run {
                 loopdev::detach(&dev)?;
             }
-            note("loop-device", dev.display().to_string(), format!("backs {}", backing.display()));
+            note(
+                "loop-device",
+                dev.display().to_string(),
+                format!("backs {}", backing.display()),
+            );
         }
     }
 
@@ -143,12 +168,21 @@ pub fn collect(ctx: &Ctx, dry_run: bool) -> Result<Vec<Removal>> {
             if !dry_run {
                 lifecycle::remove_dir_if_present(&entry.path())?;
             }
-            note("sockets", entry.path().display().to_string(), "VM not running".into());
+            note(
+                "sockets",
+                entry.path().display().to_string(),
+                "VM not running".into(),
+            );
         }
     }
     for entry in read_dir(&ctx.paths.locks_dir()) {
         let file = entry.file_name().to_string_lossy().into_owned();
-        let Some(id) = file.strip_prefix("vm-").and_then(|f| f.strip_suffix(".lock")) else { continue };
+        let Some(id) = file
+            .strip_prefix("vm-")
+            .and_then(|f| f.strip_suffix(".lock"))
+        else {
+            continue;
+        };
         if known_ids.contains(id) || live.ids.contains(id) {
             continue;
         }
@@ -156,20 +190,31 @@ pub fn collect(ctx: &Ctx, dry_run: bool) -> Result<Vec<Removal>> {
             if !dry_run {
                 std::fs::remove_file(entry.path()).ok();
             }
-            note("lock-file", entry.path().display().to_string(), "VM deleted".into());
+            note(
+                "lock-file",
+                entry.path().display().to_string(),
+                "VM deleted".into(),
+            );
         }
     }
     // Half-written images from interrupted builds or imports.
     for entry in read_dir(&ctx.paths.images_dir()) {
         let file = entry.file_name().to_string_lossy().into_owned();
-        let Some(pid) = file.strip_prefix(".tmp-").and_then(|f| f.rsplit('-').next()?.parse::<i32>().ok()) else {
+        let Some(pid) = file
+            .strip_prefix(".tmp-")
+            .and_then(|f| f.rsplit('-').next()?.parse::<i32>().ok())
+        else {
             continue;
         };
         if !Path::new(&format!("/proc/{pid}")).exists() {
             if !dry_run {
                 lifecycle::remove_dir_if_present(&entry.path())?;
             }
-            note("image-staging", entry.path().display().to_string(), "interrupted image build or import".into());
+            note(
+                "image-staging",
+                entry.path().display().to_string(),
+                "interrupted image build or import".into(),
+            );
         }
     }
     Ok(removals)
@@ -199,17 +244,26 @@ impl Live {
 
 /// `bg-` followed by a 10-hex-digit VM id.
 fn is_vm_tap(name: &str) -> bool {
-    name.strip_prefix(TAP_PREFIX).is_some_and(|id| id.len() == 10 && id.chars().all(|c| c.is_ascii_hexdigit()))
+    name.strip_prefix(TAP_PREFIX)
+        .is_some_and(|id| id.len() == 10 && id.chars().all(|c| c.is_ascii_hexdigit()))
 }
 
 /// The VM id in `<run_dir>/vms/<id>/api.sock`.
 fn id_from_run_path(run_dir: &Path, sock: &Path) -> Option<String> {
     let rel = sock.strip_prefix(run_dir.join("vms")).ok()?;
-    Some(rel.components().next()?.as_os_str().to_string_lossy().into_owned())
+    Some(
+        rel.components()
+            .next()?
+            .as_os_str()
+            .to_string_lossy()
+            .into_owned(),
+    )
 }
 
 fn read_dir(dir: &Path) -> Vec<std::fs::DirEntry> {
-    std::fs::read_dir(dir).map(|d| d.flatten().collect()).unwrap_or_default()
+    std::fs::read_dir(dir)
+        .map(|d| d.flatten().collect())
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -226,8 +280,14 @@ mod tests {
 
     #[test]
     fn finds_vm_id_in_socket_path() {
-        let id = id_from_run_path(Path::new("/run/banger"), Path::new("/run/banger/vms/abc/api.sock"));
+        let id = id_from_run_path(
+            Path::new("/run/banger"),
+            Path::new("/run/banger/vms/abc/api.sock"),
+        );
         assert_eq!(id.as_deref(), Some("abc"));
-        assert_eq!(id_from_run_path(Path::new("/run/banger"), Path::new("/elsewhere/api.sock")), None);
+        assert_eq!(
+            id_from_run_path(Path::new("/run/banger"), Path::new("/elsewhere/api.sock")),
+            None
+        );
     }
 }

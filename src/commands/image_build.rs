@@ -23,12 +23,17 @@ pub fn run(args: ImageBuildArgs) -> Result<()> {
         if let Some(path) = path
             && !path.is_file()
         {
-            return Err(UsageError(format!("{flag} {}: not a regular file", path.display())).into());
+            return Err(
+                UsageError(format!("{flag} {}: not a regular file", path.display())).into(),
+            );
         }
     }
     if let Some(kernel) = &args.kernel {
-        image::check_elf(&std::fs::read(kernel).with_context(|| format!("cannot read {}", kernel.display()))?, &kernel.display().to_string())
-            .map_err(|e| UsageError(format!("--kernel: {e}")))?;
+        image::check_elf(
+            &std::fs::read(kernel).with_context(|| format!("cannot read {}", kernel.display()))?,
+            &kernel.display().to_string(),
+        )
+        .map_err(|e| UsageError(format!("--kernel: {e}")))?;
     }
     let ctx = Ctx::open()?;
     let options = BuildOptions {
@@ -40,7 +45,11 @@ pub fn run(args: ImageBuildArgs) -> Result<()> {
         agent_binary: agent_binary()?,
         cache_dir: ctx.paths.cache_dir(),
     };
-    let if_exists = if args.force { IfExists::Replace } else { IfExists::Fail };
+    let if_exists = if args.force {
+        IfExists::Replace
+    } else {
+        IfExists::Fail
+    };
     let manifest = build(&ctx, &args.name, &options, args.default, if_exists)?;
     if args.json {
         print_json(&manifest)?;
@@ -63,7 +72,9 @@ pub fn ensure_default_image(ctx: &Ctx) -> Result<Image> {
     if let Some(image) = ctx.store.default_image()? {
         return Ok(image);
     }
-    eprintln!("no image yet: building {DEFAULT_IMAGE:?} from Debian packages (once; a few minutes)");
+    eprintln!(
+        "no image yet: building {DEFAULT_IMAGE:?} from Debian packages (once; a few minutes)"
+    );
     let options = BuildOptions {
         suite: "bookworm".into(),
         kernel: None,
@@ -79,20 +90,34 @@ pub fn ensure_default_image(ctx: &Ctx) -> Result<Image> {
 
 /// Builds `name` into a staging directory, then swaps it into place and
 /// registers it. A failed or interrupted build registers nothing.
-pub fn build(ctx: &Ctx, name: &str, options: &BuildOptions, default: bool, if_exists: IfExists) -> Result<Manifest> {
+pub fn build(
+    ctx: &Ctx,
+    name: &str,
+    options: &BuildOptions,
+    default: bool,
+    if_exists: IfExists,
+) -> Result<Manifest> {
     let _lock = ctx.lock_image(name)?;
     let exists = ctx.store.find_image(name)?.is_some();
     if exists && if_exists == IfExists::Keep {
-        return Ok(Manifest::read(&ctx.paths.image_dir(name).join(image::MANIFEST))?);
+        return Ok(Manifest::read(
+            &ctx.paths.image_dir(name).join(image::MANIFEST),
+        )?);
     }
     if exists && if_exists == IfExists::Fail {
-        return Err(UsageError(format!("image {name:?} already exists; pass --force to replace it")).into());
+        return Err(UsageError(format!(
+            "image {name:?} already exists; pass --force to replace it"
+        ))
+        .into());
     }
     let force = exists;
     if force {
         let users = ctx.store.vms_using_image(name)?;
         if !users.is_empty() {
-            bail!("image {name} is used by VM(s) {}; delete them before replacing it", users.join(", "));
+            bail!(
+                "image {name} is used by VM(s) {}; delete them before replacing it",
+                users.join(", ")
+            );
         }
     }
     let staging = super::image_import::staging_dir(ctx, name);
@@ -113,7 +138,8 @@ pub fn build(ctx: &Ctx, name: &str, options: &BuildOptions, default: bool, if_ex
         ctx.store.delete_image(name)?;
     }
     remove_dir_if_present(&final_dir)?;
-    std::fs::rename(&staging, &final_dir).with_context(|| format!("cannot move the image into {}", final_dir.display()))?;
+    std::fs::rename(&staging, &final_dir)
+        .with_context(|| format!("cannot move the image into {}", final_dir.display()))?;
     let image = Image {
         name: name.to_owned(),
         source: "build".into(),
@@ -122,7 +148,10 @@ pub fn build(ctx: &Ctx, name: &str, options: &BuildOptions, default: bool, if_ex
         created_at: now(),
     };
     ctx.store.insert_image(&image)?;
-    eprintln!("built image {name} in {:.0}s", started.elapsed().as_secs_f64());
+    eprintln!(
+        "built image {name} in {:.0}s",
+        started.elapsed().as_secs_f64()
+    );
     Ok(manifest)
 }
 

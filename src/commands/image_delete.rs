@@ -11,7 +11,11 @@ pub fn run(args: ImageNameArg) -> Result<()> {
     ctx.store.image(&args.name)?;
     let users = ctx.store.vms_using_image(&args.name)?;
     if !users.is_empty() {
-        bail!("image {} is used by VM(s) {}; delete them first", args.name, users.join(", "));
+        bail!(
+            "image {} is used by VM(s) {}; delete them first",
+            args.name,
+            users.join(", ")
+        );
     }
     ctx.store.delete_image(&args.name)?;
     remove_dir_if_present(&ctx.paths.image_dir(&args.name))?;

@@ -25,7 +25,11 @@ pub fn run(args: ImageImportArgs) -> Result<()> {
     let ctx = Ctx::open()?;
     let _lock = ctx.lock_image(&args.name)?;
     if ctx.store.find_image(&args.name)?.is_some() {
-        return Err(UsageError(format!("an image named {:?} already exists (delete it first)", args.name)).into());
+        return Err(UsageError(format!(
+            "an image named {:?} already exists (delete it first)",
+            args.name
+        ))
+        .into());
     }
     let staging = staging_dir(&ctx, &args.name);
     let result = copy_in(&args, &staging);
@@ -35,7 +39,8 @@ pub fn run(args: ImageImportArgs) -> Result<()> {
     }
     let final_dir = ctx.paths.image_dir(&args.name);
     remove_dir_if_present(&final_dir)?;
-    fs::rename(&staging, &final_dir).with_context(|| format!("cannot move the image into {}", final_dir.display()))?;
+    fs::rename(&staging, &final_dir)
+        .with_context(|| format!("cannot move the image into {}", final_dir.display()))?;
     let image = Image {
         name: args.name.clone(),
         source: "import".into(),
@@ -53,14 +58,19 @@ pub fn run(args: ImageImportArgs) -> Result<()> {
 
 /// A temp directory beside the final one; `gc` removes leftovers.
 pub fn staging_dir(ctx: &Ctx, name: &str) -> PathBuf {
-    ctx.paths.images_dir().join(format!(".tmp-{name}-{}", std::process::id()))
+    ctx.paths
+        .images_dir()
+        .join(format!(".tmp-{name}-{}", std::process::id()))
 }
 
 fn copy_in(args: &ImageImportArgs, dir: &Path) -> Result<()> {
     crate::state::paths::ensure_private_dir(dir)?;
     let copy = |src: &Path, name: &str| -> Result<()> {
-        let size = fs::metadata(src).with_context(|| format!("cannot read {}", src.display()))?.len();
-        cow::clone_file(src, &dir.join(name), size).with_context(|| format!("cannot copy {}", src.display()))?;
+        let size = fs::metadata(src)
+            .with_context(|| format!("cannot read {}", src.display()))?
+            .len();
+        cow::clone_file(src, &dir.join(name), size)
+            .with_context(|| format!("cannot copy {}", src.display()))?;
         Ok(())
     };
     copy(&args.kernel, "vmlinux")?;
@@ -106,7 +116,9 @@ enum Kind {
 
 /// Refuses directories, devices, missing files and wrong formats, naming the flag and path.
 fn check_file(flag: &str, path: &Path, kind: Kind) -> Result<()> {
-    let usage = |why: &str| -> anyhow::Error { UsageError(format!("{flag} {}: {why}", path.display())).into() };
+    let usage = |why: &str| -> anyhow::Error {
+        UsageError(format!("{flag} {}: {why}", path.display())).into()
+    };
     let meta = fs::metadata(path).map_err(|e| usage(&e.to_string()))?;
     if !meta.is_file() {
         return Err(usage("not a regular file"));
@@ -116,10 +128,12 @@ fn check_file(flag: &str, path: &Path, kind: Kind) -> Result<()> {
     let n = read_up_to(&mut file, &mut head).map_err(|e| usage(&e.to_string()))?;
     head.truncate(n);
     match kind {
-        Kind::Elf if !head.starts_with(b"\x7fELF") => {
-            Err(usage("not an ELF kernel (Firecracker needs an uncompressed vmlinux, not a bzImage)"))
+        Kind::Elf if !head.starts_with(b"\x7fELF") => Err(usage(
+            "not an ELF kernel (Firecracker needs an uncompressed vmlinux, not a bzImage)",
+        )),
+        Kind::Ext4 if head.get(0x438..0x43a) != Some(&[0x53, 0xef]) => {
+            Err(usage("not an ext2/3/4 filesystem image"))
         }
-        Kind::Ext4 if head.get(0x438..0x43a) != Some(&[0x53, 0xef]) => Err(usage("not an ext2/3/4 filesystem image")),
         _ => Ok(()),
     }
 }

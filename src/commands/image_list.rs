@@ -50,7 +50,14 @@ pub fn list(args: ListArgs) -> Result<()> {
     }
     let rows: Vec<_> = views
         .iter()
-        .map(|v| vec![v.name.clone(), if v.default { "*" } else { "" }.into(), v.source.clone(), v.created_at.clone()])
+        .map(|v| {
+            vec![
+                v.name.clone(),
+                if v.default { "*" } else { "" }.into(),
+                v.source.clone(),
+                v.created_at.clone(),
+            ]
+        })
         .collect();
     print_table(&["NAME", "DEFAULT", "SOURCE", "CREATED"], &rows);
     Ok(())
@@ -64,12 +71,19 @@ pub fn show(args: ImageShowArgs) -> Result<()> {
         return print_json(&view);
     }
     println!("{:<13} {}", "name", view.name);
-    println!("{:<13} {}", "default", if view.default { "yes" } else { "no" });
+    println!(
+        "{:<13} {}",
+        "default",
+        if view.default { "yes" } else { "no" }
+    );
     println!("{:<13} {}", "source", view.source);
     println!("{:<13} {}", "created", view.created_at);
     println!("{:<13} {}", "files", view.dir);
     if let Some(manifest) = &view.manifest {
-        println!("manifest:\n{}", serde_json::to_string_pretty(manifest).context("manifest")?);
+        println!(
+            "manifest:\n{}",
+            serde_json::to_string_pretty(manifest).context("manifest")?
+        );
     }
     Ok(())
 }

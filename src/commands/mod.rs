@@ -1,14 +1,14 @@
 //! One file per command, each a `run(args) -> Result<Exit>` that reads top to
 //! bottom as the user's story. Shared presentation helpers live here.
 
+pub mod bench;
+pub mod completions;
+pub mod doctor;
+pub mod gc;
 pub mod image_build;
 pub mod image_delete;
 pub mod image_import;
 pub mod image_list;
-pub mod gc;
-pub mod completions;
-pub mod doctor;
-pub mod bench;
 pub mod sidecar;
 pub mod vm_create;
 pub mod vm_delete;
@@ -75,12 +75,21 @@ impl VmView {
             vsock_cid: vm.cid,
             nat: vm.nat,
             pid: observed.pid,
-            tap: if running { observed.handles.tap.clone() } else { None },
+            tap: if running {
+                observed.handles.tap.clone()
+            } else {
+                None
+            },
             cow_strategy: vm.cow_strategy.clone(),
             created_at: rfc3339(vm.created_at),
             expires_at: vm.expires_at.map(rfc3339),
             last_error: vm.last_error.clone().or_else(|| {
-                vm.creating.then(|| format!("creation did not finish; `banger vm delete {}` removes it", vm.name))
+                vm.creating.then(|| {
+                    format!(
+                        "creation did not finish; `banger vm delete {}` removes it",
+                        vm.name
+                    )
+                })
             }),
             timings: None,
         }
@@ -90,7 +99,12 @@ impl VmView {
         let map = timings
             .0
             .iter()
-            .map(|(stage, d)| ((*stage).to_owned(), serde_json::json!(d.as_secs_f64() * 1000.0)))
+            .map(|(stage, d)| {
+                (
+                    (*stage).to_owned(),
+                    serde_json::json!(d.as_secs_f64() * 1000.0),
+                )
+            })
             .collect();
         self.timings = Some(map);
         self
@@ -102,7 +116,11 @@ pub fn print_timings(timings: &Timings) {
     for (stage, duration) in &timings.0 {
         eprintln!("  {stage:<12} {:>8.1} ms", duration.as_secs_f64() * 1000.0);
     }
-    eprintln!("  {:<12} {:>8.1} ms", "total", timings.total().as_secs_f64() * 1000.0);
+    eprintln!(
+        "  {:<12} {:>8.1} ms",
+        "total",
+        timings.total().as_secs_f64() * 1000.0
+    );
 }
 
 /// Prints rows as aligned columns with a header.

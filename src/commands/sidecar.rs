@@ -33,7 +33,11 @@ pub fn ensure_running(ctx: &Ctx) -> Result<()> {
         .stderr(log);
     // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
     unsafe {
-        cmd.pre_exec(|| nix::unistd::setsid().map(drop).map_err(std::io::Error::from));
+        cmd.pre_exec(|| {
+            nix::unistd::setsid()
+                .map(drop)
+                .map_err(std::io::Error::from)
+        });
     }
     cmd.spawn().context("cannot start the sidecar")?;
     Ok(())
@@ -52,7 +56,10 @@ pub fn run() -> Result<()> {
         pool_size: ctx.config.tap_pool_size,
         grace: ctx.config.sidecar_grace,
     };
-    let directory = Directory { paths: ctx.paths.clone(), store: Mutex::new(ctx.store) };
+    let directory = Directory {
+        paths: ctx.paths.clone(),
+        store: Mutex::new(ctx.store),
+    };
     sidecar::run(&options, Arc::new(directory))
 }
 
@@ -72,7 +79,9 @@ impl NameLookup for Directory {
 
 impl VmDirectory for Directory {
     fn any_running(&self) -> bool {
-        let Ok(store) = self.store.lock() else { return true };
+        let Ok(store) = self.store.lock() else {
+            return true;
+        };
         match store.list_vms() {
             Ok(vms) => vms.iter().any(|vm| observe(&self.paths, vm).pid.is_some()),
             Err(_) => true,

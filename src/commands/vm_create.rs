@@ -17,10 +17,20 @@ pub fn run(args: CreateArgs) -> Result<()> {
     }
     let view = VmView::new(&ctx, &vm, &observed);
     if args.json {
-        let view = if args.spec.timings { view.with_timings(&timings) } else { view };
+        let view = if args.spec.timings {
+            view.with_timings(&timings)
+        } else {
+            view
+        };
         print_json(&view)?;
     } else {
-        eprintln!("created VM {} ({}, {}) in {:.1}s", vm.name, vm.ip, ctx.dns_name(&vm), timings.total().as_secs_f64());
+        eprintln!(
+            "created VM {} ({}, {}) in {:.1}s",
+            vm.name,
+            vm.ip,
+            ctx.dns_name(&vm),
+            timings.total().as_secs_f64()
+        );
         println!("{}", vm.name);
     }
     Ok(())
@@ -68,7 +78,9 @@ pub fn create(
         &|_, _| {},
     )?;
     let mut vm = timings.time("allocate", || {
-        Ok(ctx.store.insert_vm(&new, &id, &ctx.config.subnet, &generated_name)?)
+        Ok(ctx
+            .store
+            .insert_vm(&new, &id, &ctx.config.subnet, &generated_name)?)
     })?;
     let prepared = {
         let _image_lock = ctx.lock_image(&image.name)?;
@@ -87,8 +99,12 @@ pub fn create(
     if !start {
         return Ok((vm, Observed::default()));
     }
-    let pid = lifecycle::start(ctx, &mut vm, timings)
-        .with_context(|| format!("VM {} was created but did not start; it is left stopped", vm.name))?;
+    let pid = lifecycle::start(ctx, &mut vm, timings).with_context(|| {
+        format!(
+            "VM {} was created but did not start; it is left stopped",
+            vm.name
+        )
+    })?;
     let observed = lifecycle::observe(&ctx.paths, &vm);
     debug_assert_eq!(observed.pid, Some(pid));
     Ok((vm, observed))
@@ -99,17 +115,23 @@ pub fn new_id() -> String {
     use std::hash::{BuildHasher, Hasher};
     // RandomState is seeded from the OS's randomness for every instance.
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
     format!("{:010x}", hasher.finish() & 0xff_ffff_ffff)
 }
 
 const ADJECTIVES: &[&str] = &[
-    "amber", "brave", "calm", "dusty", "eager", "fuzzy", "gentle", "happy", "icy", "jolly", "keen", "lucky", "mellow",
-    "nimble", "odd", "proud", "quick", "rusty", "shy", "tidy", "vivid", "witty", "young", "zesty",
+    "amber", "brave", "calm", "dusty", "eager", "fuzzy", "gentle", "happy", "icy", "jolly", "keen",
+    "lucky", "mellow", "nimble", "odd", "proud", "quick", "rusty", "shy", "tidy", "vivid", "witty",
+    "young", "zesty",
 ];
 const NOUNS: &[&str] = &[
-    "badger", "comet", "dingo", "ember", "falcon", "gecko", "heron", "ibis", "jackal", "koala", "lemur", "moose",
-    "newt", "otter", "panda", "quail", "raven", "seal", "tapir", "urchin", "viper", "walrus", "yak", "zebra",
+    "badger", "comet", "dingo", "ember", "falcon", "gecko", "heron", "ibis", "jackal", "koala",
+    "lemur", "moose", "newt", "otter", "panda", "quail", "raven", "seal", "tapir", "urchin",
+    "viper", "walrus", "yak", "zebra",
 ];
 
 /// A readable name for the n-th attempt: `brave-otter`, then with a number.
@@ -117,7 +139,11 @@ fn generated_name(attempt: u32) -> String {
     let seed = u32::from_str_radix(&new_id()[..8], 16).unwrap_or(attempt);
     let adjective = ADJECTIVES[seed as usize % ADJECTIVES.len()];
     let noun = NOUNS[(seed / 97) as usize % NOUNS.len()];
-    if attempt < 8 { format!("{adjective}-{noun}") } else { format!("{adjective}-{noun}-{attempt}") }
+    if attempt < 8 {
+        format!("{adjective}-{noun}")
+    } else {
+        format!("{adjective}-{noun}-{attempt}")
+    }
 }
 
 #[cfg(test)]

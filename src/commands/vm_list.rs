@@ -23,6 +23,11 @@ pub fn run(args: ListArgs) -> Result<()> {
         return Ok(());
     }
     let rows: Vec<_> = views.iter().map(vm_row).collect();
-    print_table(&["NAME", "STATE", "IP", "IMAGE", "VCPUS", "MEMORY", "WORK", "CREATED"], &rows);
+    print_table(
+        &[
+            "NAME", "STATE", "IP", "IMAGE", "VCPUS", "MEMORY", "WORK", "CREATED",
+        ],
+        &rows,
+    );
     Ok(())
 }

@@ -12,24 +12,35 @@ pub fn run(args: LogsArgs) -> Result<()> {
     let ctx = Ctx::open()?;
     let vm = ctx.store.vm(&args.name)?;
     let files = VmFiles::of(&ctx.paths, &vm);
-    let path = if args.vmm { files.vmm_log } else { files.console_log };
+    let path = if args.vmm {
+        files.vmm_log
+    } else {
+        files.console_log
+    };
     let mut file = match std::fs::File::open(&path) {
         Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && !args.follow => {
-            eprintln!("VM {} has no {} yet (it has not been started)", vm.name, if args.vmm { "VMM log" } else { "console log" });
+            eprintln!(
+                "VM {} has no {} yet (it has not been started)",
+                vm.name,
+                if args.vmm { "VMM log" } else { "console log" }
+            );
             return Ok(());
         }
         Err(e) => return Err(e).with_context(|| format!("cannot open {}", path.display())),
     };
     let mut stdout = std::io::stdout().lock();
-    std::io::copy(&mut file, &mut stdout).with_context(|| format!("cannot read {}", path.display()))?;
+    std::io::copy(&mut file, &mut stdout)
+        .with_context(|| format!("cannot read {}", path.display()))?;
     if !args.follow {
         return Ok(());
     }
     // Follow until the VM stops, like `tail -f` bounded by the VM's life.
     let mut buf = vec![0u8; 64 * 1024];
     loop {
-        let n = file.read(&mut buf).with_context(|| format!("cannot read {}", path.display()))?;
+        let n = file
+            .read(&mut buf)
+            .with_context(|| format!("cannot read {}", path.display()))?;
         if n > 0 {
             stdout.write_all(&buf[..n])?;
             stdout.flush()?;

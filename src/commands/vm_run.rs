@@ -28,7 +28,9 @@ pub fn run(args: RunArgs) -> Result<i32> {
             }
             vm
         }
-        None => super::vm_create::create(&ctx, args.name.clone(), &args.spec, true, &mut timings)?.0,
+        None => {
+            super::vm_create::create(&ctx, args.name.clone(), &args.spec, true, &mut timings)?.0
+        }
     };
     let outcome = wait_ready(&ctx, &vm, false, args.spec.timeout, &mut timings).and_then(|()| {
         if args.spec.timings {
@@ -39,7 +41,8 @@ pub fn run(args: RunArgs) -> Result<i32> {
     if args.rm {
         let mut vm = ctx.store.vm(&vm.name)?;
         let _lock = ctx.lock_vm(&vm)?;
-        super::vm_delete::delete(&ctx, &mut vm, true).with_context(|| format!("cannot delete VM {}", vm.name))?;
+        super::vm_delete::delete(&ctx, &mut vm, true)
+            .with_context(|| format!("cannot delete VM {}", vm.name))?;
     }
     outcome
 }
@@ -49,7 +52,13 @@ pub fn run(args: RunArgs) -> Result<i32> {
 /// the remote side while banger itself keeps going, so `--rm` still cleans up.
 fn run_ssh(ctx: &Ctx, vm: &Vm, command: &[String]) -> Result<i32> {
     let tty = command.is_empty() && std::io::stdin().is_terminal();
-    let args = ssh::ssh_args(&ctx.paths.ssh_key(), &ctx.paths.known_hosts(), &vm.ip.to_string(), tty, command);
+    let args = ssh::ssh_args(
+        &ctx.paths.ssh_key(),
+        &ctx.paths.known_hosts(),
+        &vm.ip.to_string(),
+        tty,
+        command,
+    );
     ignore_interrupts_while_child_runs();
     let status = std::process::Command::new("ssh")
         .args(&args)
@@ -64,7 +73,11 @@ extern "C" fn on_interrupt(_: libc::c_int) {}
 /// child, unlike SIG_IGN) so banger outlives a Ctrl-C aimed at ssh.
 fn ignore_interrupts_while_child_runs() {
     use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
-    let action = SigAction::new(SigHandler::Handler(on_interrupt), SaFlags::SA_RESTART, SigSet::empty());
+    let action = SigAction::new(
+        SigHandler::Handler(on_interrupt),
+        SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
     for signal in [Signal::SIGINT, Signal::SIGQUIT] {
         // SAFETY: the handler does nothing, so it is async-signal-safe.
         unsafe { sigaction(signal, &action) }.ok();
@@ -73,7 +86,13 @@ fn ignore_interrupts_while_child_runs() {
 
 /// Waits until the guest agent answers over vsock and port 22 accepts, then
 /// pins the host key the agent reports. Leaves the VM running on timeout.
-pub fn wait_ready(ctx: &Ctx, vm: &Vm, no_wait: bool, timeout: Option<Duration>, timings: &mut Timings) -> Result<()> {
+pub fn wait_ready(
+    ctx: &Ctx,
+    vm: &Vm,
+    no_wait: bool,
+    timeout: Option<Duration>,
+    timings: &mut Timings,
+) -> Result<()> {
     if no_wait {
         return Ok(());
     }
@@ -98,10 +117,17 @@ fn wait_for_guest(ctx: &Ctx, vm: &Vm, timeout: Duration) -> Result<()> {
     let mut last_problem = String::from("no answer yet");
     while Instant::now() < deadline {
         if lifecycle::observe(&ctx.paths, vm).pid.is_none() {
-            bail!("VM {} stopped while booting; see `banger vm logs {}`", vm.name, vm.name);
+            bail!(
+                "VM {} stopped while booting; see `banger vm logs {}`",
+                vm.name,
+                vm.name
+            );
         }
         match vsock::ping(&uds, Duration::from_secs(2)) {
-            Ok(reply) => match (reply.ssh_host_key, TcpStream::connect_timeout(&ssh_addr, Duration::from_secs(1))) {
+            Ok(reply) => match (
+                reply.ssh_host_key,
+                TcpStream::connect_timeout(&ssh_addr, Duration::from_secs(1)),
+            ) {
                 (Some(key), Ok(_)) => {
                     let hosts = [vm.ip.to_string(), ctx.dns_name(vm)];
                     ssh::pin_host_key(&ctx.paths.known_hosts(), &hosts, &key)?;

@@ -28,7 +28,10 @@ pub fn run(args: ShowArgs) -> Result<()> {
         ("memory", format_size(u64::from(view.memory_mib) << 20)),
         ("root disk", format_size(view.disk_size)),
         ("work disk", format_size(view.work_size)),
-        ("cow strategy", view.cow_strategy.clone().unwrap_or_else(dash)),
+        (
+            "cow strategy",
+            view.cow_strategy.clone().unwrap_or_else(dash),
+        ),
         ("nat", if view.nat { "on" } else { "off" }.to_owned()),
         ("vsock cid", view.vsock_cid.to_string()),
         ("pid", view.pid.map_or_else(dash, |p| p.to_string())),

@@ -15,16 +15,36 @@ pub fn run(args: SshArgs) -> Result<i32> {
     let ctx = Ctx::open()?;
     let vm = ctx.store.vm(&args.name)?;
     if lifecycle::observe(&ctx.paths, &vm).pid.is_none() {
-        bail!("VM {} is stopped; start it with `banger vm start {}`", vm.name, vm.name);
+        bail!(
+            "VM {} is stopped; start it with `banger vm start {}`",
+            vm.name,
+            vm.name
+        );
     }
     let known = std::fs::read_to_string(ctx.paths.known_hosts()).unwrap_or_default();
     let ip = vm.ip.to_string();
-    if !known.lines().any(|l| l.split_whitespace().next().is_some_and(|h| h.split(',').any(|h| h == ip))) {
+    if !known.lines().any(|l| {
+        l.split_whitespace()
+            .next()
+            .is_some_and(|h| h.split(',').any(|h| h == ip))
+    }) {
         // Created with --no-wait: learn (and pin) the host key first.
-        super::vm_run::wait_ready(&ctx, &vm, false, Some(Duration::from_secs(60)), &mut Timings::default())?;
+        super::vm_run::wait_ready(
+            &ctx,
+            &vm,
+            false,
+            Some(Duration::from_secs(60)),
+            &mut Timings::default(),
+        )?;
     }
     let tty = args.command.is_empty() && std::io::stdin().is_terminal();
-    let ssh_args = ssh::ssh_args(&ctx.paths.ssh_key(), &ctx.paths.known_hosts(), &ip, tty, &args.command);
+    let ssh_args = ssh::ssh_args(
+        &ctx.paths.ssh_key(),
+        &ctx.paths.known_hosts(),
+        &ip,
+        tty,
+        &args.command,
+    );
     let err = std::process::Command::new("ssh").args(&ssh_args).exec();
     bail!("cannot run `ssh` (install OpenSSH's client): {err}")
 }

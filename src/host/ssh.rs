@@ -26,7 +26,10 @@ pub enum SshError {
 }
 
 fn io(path: &Path) -> impl Fn(std::io::Error) -> SshError + '_ {
-    move |source| SshError::Io { path: path.to_owned(), source }
+    move |source| SshError::Io {
+        path: path.to_owned(),
+        source,
+    }
 }
 
 /// Makes the ed25519 key pair at `key` (and `key.pub`) if missing; returns the
@@ -37,16 +40,25 @@ pub fn ensure_key(key: &Path) -> Result<String, SshError> {
         let text = fs::read_to_string(&public).map_err(io(&public))?;
         return Ok(text.trim().to_owned());
     }
-    let mut private = PrivateKey::random(&mut OsRng, Algorithm::Ed25519)
-        .map_err(|source| SshError::Key { path: key.to_owned(), source })?;
+    let mut private =
+        PrivateKey::random(&mut OsRng, Algorithm::Ed25519).map_err(|source| SshError::Key {
+            path: key.to_owned(),
+            source,
+        })?;
     private.set_comment("banger");
     let pem = private
         .to_openssh(LineEnding::LF)
-        .map_err(|source| SshError::Key { path: key.to_owned(), source })?;
+        .map_err(|source| SshError::Key {
+            path: key.to_owned(),
+            source,
+        })?;
     let line = private
         .public_key()
         .to_openssh()
-        .map_err(|source| SshError::Key { path: key.to_owned(), source })?;
+        .map_err(|source| SshError::Key {
+            path: key.to_owned(),
+            source,
+        })?;
     // Write under a temp name, then rename, so a crash never leaves half a key.
     let tmp = key.with_extension("tmp");
     let mut file = fs::OpenOptions::new()
@@ -56,7 +68,9 @@ pub fn ensure_key(key: &Path) -> Result<String, SshError> {
         .mode(0o600)
         .open(&tmp)
         .map_err(io(&tmp))?;
-    file.write_all(pem.as_bytes()).and_then(|()| file.sync_all()).map_err(io(&tmp))?;
+    file.write_all(pem.as_bytes())
+        .and_then(|()| file.sync_all())
+        .map_err(io(&tmp))?;
     fs::write(&public, format!("{line}\n")).map_err(io(&public))?;
     fs::set_permissions(&public, fs::Permissions::from_mode(0o644)).map_err(io(&public))?;
     fs::rename(&tmp, key).map_err(io(key))?;
@@ -95,7 +109,9 @@ pub fn pin_host_key(known_hosts: &Path, hosts: &[String], key: &str) -> Result<(
 
 /// Removes every `known_hosts` entry naming any of `hosts`.
 pub fn forget_hosts(known_hosts: &Path, hosts: &[String]) -> Result<(), SshError> {
-    let Ok(existing) = fs::read_to_string(known_hosts) else { return Ok(()) };
+    let Ok(existing) = fs::read_to_string(known_hosts) else {
+        return Ok(());
+    };
     let kept: String = existing
         .lines()
         .filter(|line| {
@@ -109,7 +125,13 @@ pub fn forget_hosts(known_hosts: &Path, hosts: &[String]) -> Result<(), SshError
 
 /// Arguments for OpenSSH (`ssh ARGS`) to reach root@`host` with banger's key
 /// and pinned `known_hosts`. `tty` asks for a terminal.
-pub fn ssh_args(key: &Path, known_hosts: &Path, host: &str, tty: bool, command: &[String]) -> Vec<String> {
+pub fn ssh_args(
+    key: &Path,
+    known_hosts: &Path,
+    host: &str,
+    tty: bool,
+    command: &[String],
+) -> Vec<String> {
     let mut args = vec![
         "-i".into(),
         key.display().to_string(),
@@ -134,14 +156,24 @@ pub fn ssh_args(key: &Path, known_hosts: &Path, host: &str, tty: bool, command: 
         // ssh joins its arguments with spaces for the remote shell; quote each
         // so that `banger vm ssh x -- printf '%s\n' 'a b'` means what it says.
         args.push("--".into());
-        args.push(command.iter().map(|a| shell_quote(a)).collect::<Vec<_>>().join(" "));
+        args.push(
+            command
+                .iter()
+                .map(|a| shell_quote(a))
+                .collect::<Vec<_>>()
+                .join(" "),
+        );
     }
     args
 }
 
 /// Quotes a word for a POSIX shell.
 pub fn shell_quote(word: &str) -> String {
-    if !word.is_empty() && word.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c)) {
+    if !word.is_empty()
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c))
+    {
         word.to_owned()
     } else {
         format!("'{}'", word.replace('\'', "'\\''"))
@@ -158,26 +190,54 @@ mod tests {
         let key = tmp.path().join("id_ed25519");
         let line = ensure_key(&key).unwrap();
         assert!(line.starts_with("ssh-ed25519 "), "{line}");
-        assert_eq!(fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         assert_eq!(ensure_key(&key).unwrap(), line);
-        assert!(fs::read_to_string(&key).unwrap().contains("OPENSSH PRIVATE KEY"));
+        assert!(
+            fs::read_to_string(&key)
+                .unwrap()
+                .contains("OPENSSH PRIVATE KEY")
+        );
     }
 
     #[test]
     fn pinning_replaces_old_entries_for_the_same_hosts() {
         let tmp = tempfile::tempdir().unwrap();
         let kh = tmp.path().join("known_hosts");
-        fs::write(&kh, "other ssh-ed25519 AAAAother\n10.0.0.2,a.vm ssh-ed25519 AAAAold\n").unwrap();
-        pin_host_key(&kh, &["10.0.0.2".into(), "a.vm".into()], "ssh-ed25519 AAAAnew root@a").unwrap();
+        fs::write(
+            &kh,
+            "other ssh-ed25519 AAAAother\n10.0.0.2,a.vm ssh-ed25519 AAAAold\n",
+        )
+        .unwrap();
+        pin_host_key(
+            &kh,
+            &["10.0.0.2".into(), "a.vm".into()],
+            "ssh-ed25519 AAAAnew root@a",
+        )
+        .unwrap();
         let text = fs::read_to_string(&kh).unwrap();
-        assert_eq!(text, "other ssh-ed25519 AAAAother\n10.0.0.2,a.vm ssh-ed25519 AAAAnew\n");
+        assert_eq!(
+            text,
+            "other ssh-ed25519 AAAAother\n10.0.0.2,a.vm ssh-ed25519 AAAAnew\n"
+        );
         forget_hosts(&kh, &["a.vm".into()]).unwrap();
-        assert_eq!(fs::read_to_string(&kh).unwrap(), "other ssh-ed25519 AAAAother\n");
+        assert_eq!(
+            fs::read_to_string(&kh).unwrap(),
+            "other ssh-ed25519 AAAAother\n"
+        );
     }
 
     #[test]
     fn remote_command_words_are_quoted() {
-        let args = ssh_args(Path::new("/k"), Path::new("/kh"), "10.0.0.2", false, &["sh".into(), "-c".into(), "exit 7".into()]);
+        let args = ssh_args(
+            Path::new("/k"),
+            Path::new("/kh"),
+            "10.0.0.2",
+            false,
+            &["sh".into(), "-c".into(), "exit 7".into()],
+        );
         assert_eq!(args.last().unwrap(), "sh -c 'exit 7'");
         assert!(args.contains(&"StrictHostKeyChecking=yes".to_string()));
         assert_eq!(shell_quote("it's"), "'it'\\''s'");

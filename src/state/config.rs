@@ -33,7 +33,10 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             bridge: "banger0".into(),
-            subnet: Subnet { network: Ipv4Addr::new(172, 30, 0, 0), prefix_len: 24 },
+            subnet: Subnet {
+                network: Ipv4Addr::new(172, 30, 0, 0),
+                prefix_len: 24,
+            },
             domain: "vm".into(),
             firecracker: None,
             vcpus: 2,
@@ -74,7 +77,9 @@ impl Config {
         let path = explicit.clone().unwrap_or_else(|| DEFAULT_CONFIG.into());
         let mut config = match std::fs::read_to_string(&path) {
             Ok(text) => Self::parse(&path, &text)?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && explicit.is_none() => Self::default(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && explicit.is_none() => {
+                Self::default()
+            }
             Err(source) => return Err(StateError::Io { path, source }),
         };
         if let Some(grace) = std::env::var_os("BANGER_SIDECAR_GRACE") {
@@ -89,13 +94,22 @@ impl Config {
 
     /// Parses a config file's text; `path` only names it in errors.
     pub fn parse(path: &Path, text: &str) -> Result<Self, StateError> {
-        let bad = |message: String| StateError::Config { path: path.to_owned(), message };
+        let bad = |message: String| StateError::Config {
+            path: path.to_owned(),
+            message,
+        };
         let file: File = toml::from_str(text).map_err(|e| bad(e.to_string()))?;
         let mut config = Self::default();
         if let Some(bridge) = file.bridge {
-            if bridge.is_empty() || bridge.len() > 15 || !bridge.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            if bridge.is_empty()
+                || bridge.len() > 15
+                || !bridge
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-')
             {
-                return Err(bad(format!("bridge {bridge:?} is not a valid interface name (1-15 of [A-Za-z0-9-])")));
+                return Err(bad(format!(
+                    "bridge {bridge:?} is not a valid interface name (1-15 of [A-Za-z0-9-])"
+                )));
             }
             config.bridge = bridge;
         }
@@ -144,13 +158,24 @@ pub struct Subnet {
 impl Subnet {
     /// Parses `a.b.c.d/n` with 16 ≤ n ≤ 29 and no host bits set.
     pub fn parse(text: &str) -> Result<Self, String> {
-        let (addr, len) = text.split_once('/').ok_or_else(|| format!("subnet {text:?} must look like 172.30.0.0/24"))?;
-        let network: Ipv4Addr = addr.parse().map_err(|_| format!("subnet {text:?} has an invalid address"))?;
-        let prefix_len: u8 = len.parse().map_err(|_| format!("subnet {text:?} has an invalid prefix length"))?;
+        let (addr, len) = text
+            .split_once('/')
+            .ok_or_else(|| format!("subnet {text:?} must look like 172.30.0.0/24"))?;
+        let network: Ipv4Addr = addr
+            .parse()
+            .map_err(|_| format!("subnet {text:?} has an invalid address"))?;
+        let prefix_len: u8 = len
+            .parse()
+            .map_err(|_| format!("subnet {text:?} has an invalid prefix length"))?;
         if !(16..=29).contains(&prefix_len) {
-            return Err(format!("subnet {text:?}: the prefix length must be between 16 and 29"));
+            return Err(format!(
+                "subnet {text:?}: the prefix length must be between 16 and 29"
+            ));
         }
-        let subnet = Self { network, prefix_len };
+        let subnet = Self {
+            network,
+            prefix_len,
+        };
         if u32::from(network) & !subnet.mask_bits() != 0 {
             return Err(format!("subnet {text:?} has host bits set"));
         }
@@ -212,8 +237,16 @@ mod tests {
 
     #[test]
     fn malformed_files_name_the_path_and_problem() {
-        for text in ["bridge = ", "colour = \"red\"", "subnet = \"10.0.0.1/24\"", "memory = \"12\"", "domain = \"A.B\""] {
-            let err = Config::parse(Path::new("/etc/x.toml"), text).unwrap_err().to_string();
+        for text in [
+            "bridge = ",
+            "colour = \"red\"",
+            "subnet = \"10.0.0.1/24\"",
+            "memory = \"12\"",
+            "domain = \"A.B\"",
+        ] {
+            let err = Config::parse(Path::new("/etc/x.toml"), text)
+                .unwrap_err()
+                .to_string();
             assert!(err.contains("/etc/x.toml"), "{err}");
         }
     }

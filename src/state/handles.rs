@@ -66,7 +66,10 @@ impl Handles {
     pub fn save(&self, vm_dir: &Path) -> Result<(), StateError> {
         let path = Self::path(vm_dir);
         let tmp = vm_dir.join(".handles.json.tmp");
-        let io = |source| StateError::Io { path: path.clone(), source };
+        let io = |source| StateError::Io {
+            path: path.clone(),
+            source,
+        };
         let bytes = serde_json::to_vec_pretty(self).map_err(|e| io(std::io::Error::other(e)))?;
         let mut file = fs::OpenOptions::new()
             .write(true)
@@ -74,16 +77,21 @@ impl Handles {
             .truncate(true)
             .open(&tmp)
             .map_err(io)?;
-        file.write_all(&bytes).and_then(|()| file.sync_all()).map_err(io)?;
+        file.write_all(&bytes)
+            .and_then(|()| file.sync_all())
+            .map_err(io)?;
         fs::rename(&tmp, &path).map_err(io)?;
-        fs::File::open(vm_dir).and_then(|d| d.sync_all()).map_err(io)
+        fs::File::open(vm_dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io)
     }
 
     pub fn remove(vm_dir: &Path) -> Result<(), StateError> {
         match fs::remove_file(Self::path(vm_dir)) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                Err(StateError::Io { path: Self::path(vm_dir), source: e })
-            }
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(StateError::Io {
+                path: Self::path(vm_dir),
+                source: e,
+            }),
             _ => Ok(()),
         }
     }

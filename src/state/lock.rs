@@ -32,14 +32,27 @@ pub fn acquire(
         .write(true)
         .mode(0o600)
         .open(path)
-        .map_err(|source| StateError::Io { path: path.to_owned(), source })?;
+        .map_err(|source| StateError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
     let start = Instant::now();
     let mut told = false;
     loop {
         match file.try_lock() {
-            Ok(()) => return Ok(LockGuard { _file: file, path: path.to_owned() }),
+            Ok(()) => {
+                return Ok(LockGuard {
+                    _file: file,
+                    path: path.to_owned(),
+                });
+            }
             Err(TryLockError::WouldBlock) => {}
-            Err(TryLockError::Error(source)) => return Err(StateError::Io { path: path.to_owned(), source }),
+            Err(TryLockError::Error(source)) => {
+                return Err(StateError::Io {
+                    path: path.to_owned(),
+                    source,
+                });
+            }
         }
         if !told {
             on_wait(resource, path);
@@ -64,11 +77,20 @@ pub fn try_acquire(path: &Path) -> Result<Option<LockGuard>, StateError> {
         .write(true)
         .mode(0o600)
         .open(path)
-        .map_err(|source| StateError::Io { path: path.to_owned(), source })?;
+        .map_err(|source| StateError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
     match file.try_lock() {
-        Ok(()) => Ok(Some(LockGuard { _file: file, path: path.to_owned() })),
+        Ok(()) => Ok(Some(LockGuard {
+            _file: file,
+            path: path.to_owned(),
+        })),
         Err(TryLockError::WouldBlock) => Ok(None),
-        Err(TryLockError::Error(source)) => Err(StateError::Io { path: path.to_owned(), source }),
+        Err(TryLockError::Error(source)) => Err(StateError::Io {
+            path: path.to_owned(),
+            source,
+        }),
     }
 }
 
@@ -83,10 +105,16 @@ mod tests {
         let path = tmp.path().join("vm-x.lock");
         let _held = acquire(&path, "VM x", DEFAULT_TIMEOUT, &|_, _| {}).unwrap();
         let waited = Cell::new(false);
-        let err = acquire(&path, "VM x", Duration::from_millis(120), &|_, _| waited.set(true)).unwrap_err();
+        let err = acquire(&path, "VM x", Duration::from_millis(120), &|_, _| {
+            waited.set(true)
+        })
+        .unwrap_err();
         assert!(waited.get());
         let text = err.to_string();
-        assert!(text.contains("VM x") && text.contains("vm-x.lock"), "{text}");
+        assert!(
+            text.contains("VM x") && text.contains("vm-x.lock"),
+            "{text}"
+        );
         assert!(try_acquire(&path).unwrap().is_none());
     }
 

@@ -31,11 +31,19 @@ pub enum StateError {
     )]
     DbBusy { path: PathBuf },
     #[error("database {} was written by a newer banger (schema {found}, this banger knows {known})", path.display())]
-    DbTooNew { path: PathBuf, found: i64, known: i64 },
+    DbTooNew {
+        path: PathBuf,
+        found: i64,
+        known: i64,
+    },
     #[error("config file {}: {message}", path.display())]
     Config { path: PathBuf, message: String },
     #[error("timed out after {waited_s}s waiting for lock on {resource} ({}); another banger command holds it", path.display())]
-    LockTimeout { resource: String, path: PathBuf, waited_s: u64 },
+    LockTimeout {
+        resource: String,
+        path: PathBuf,
+        waited_s: u64,
+    },
     #[error("a VM named {0:?} already exists")]
     NameTaken(String),
     #[error("no VM named {0:?} (see `banger vm ls`)")]
@@ -51,10 +59,18 @@ pub enum StateError {
 impl StateError {
     pub(crate) fn db(path: &std::path::Path, source: rusqlite::Error) -> Self {
         if let rusqlite::Error::SqliteFailure(e, _) = &source
-            && matches!(e.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+            && matches!(
+                e.code,
+                rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+            )
         {
-            return Self::DbBusy { path: path.to_owned() };
+            return Self::DbBusy {
+                path: path.to_owned(),
+            };
         }
-        Self::Db { path: path.to_owned(), source }
+        Self::Db {
+            path: path.to_owned(),
+            source,
+        }
     }
 }

@@ -48,7 +48,11 @@ impl VmState {
     }
 
     pub fn parse(text: &str) -> Self {
-        if text == "running" { Self::Running } else { Self::Stopped }
+        if text == "running" {
+            Self::Running
+        } else {
+            Self::Stopped
+        }
     }
 }
 

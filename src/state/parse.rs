@@ -13,7 +13,11 @@ pub struct ParseError {
 
 fn refuse(what: &'static str, value: &str, reason: impl Into<String>) -> ParseError {
     let shown: String = value.chars().take(80).collect();
-    ParseError { what, value: shown, reason: reason.into() }
+    ParseError {
+        what,
+        value: shown,
+        reason: reason.into(),
+    }
 }
 
 /// A name is a DNS label: 1–63 of `[a-z0-9-]`, not starting or ending with `-`.
@@ -22,10 +26,21 @@ pub fn name(what: &'static str, value: &str) -> Result<String, ParseError> {
         return Err(refuse(what, value, "it is empty"));
     }
     if value.len() > 63 {
-        return Err(refuse(what, value, format!("it is {} characters long; the limit is 63", value.len())));
+        return Err(refuse(
+            what,
+            value,
+            format!("it is {} characters long; the limit is 63", value.len()),
+        ));
     }
-    if let Some(bad) = value.chars().find(|c| !matches!(c, 'a'..='z' | '0'..='9' | '-')) {
-        return Err(refuse(what, value, format!("{bad:?} is not allowed; use lowercase letters, digits and '-'")));
+    if let Some(bad) = value
+        .chars()
+        .find(|c| !matches!(c, 'a'..='z' | '0'..='9' | '-'))
+    {
+        return Err(refuse(
+            what,
+            value,
+            format!("{bad:?} is not allowed; use lowercase letters, digits and '-'"),
+        ));
     }
     if value.starts_with('-') || value.ends_with('-') {
         return Err(refuse(what, value, "it must not start or end with '-'"));
@@ -48,7 +63,9 @@ pub fn image_name(value: &str) -> Result<String, ParseError> {
 pub fn size(value: &str) -> Result<u64, ParseError> {
     let err = |reason: &str| refuse("size", value, reason);
     let trimmed = value.trim();
-    let digits_end = trimmed.find(|c: char| !c.is_ascii_digit()).unwrap_or(trimmed.len());
+    let digits_end = trimmed
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(trimmed.len());
     let (digits, unit) = trimmed.split_at(digits_end);
     if digits.is_empty() {
         return Err(err("expected a number such as 512M, 8G or 1048576"));
@@ -62,7 +79,9 @@ pub fn size(value: &str) -> Result<u64, ParseError> {
         "T" | "TB" | "TIB" => 40,
         _ => return Err(err("unknown unit; use K, M, G or T")),
     };
-    let bytes = number.checked_mul(1u64 << shift).ok_or_else(|| err("the size is too large"))?;
+    let bytes = number
+        .checked_mul(1u64 << shift)
+        .ok_or_else(|| err("the size is too large"))?;
     if bytes == 0 {
         return Err(err("the size must be greater than zero"));
     }
@@ -72,7 +91,9 @@ pub fn size(value: &str) -> Result<u64, ParseError> {
 /// Memory in MiB: a plain number means MiB; a number with a unit is a size.
 pub fn memory_mib(value: &str) -> Result<u32, ParseError> {
     let mib = if value.chars().all(|c| c.is_ascii_digit()) && !value.is_empty() {
-        value.parse::<u64>().map_err(|_| refuse("memory", value, "the number is too large"))?
+        value
+            .parse::<u64>()
+            .map_err(|_| refuse("memory", value, "the number is too large"))?
     } else {
         let bytes = size(value).map_err(|e| refuse("memory", value, e.reason))?;
         if bytes % (1 << 20) != 0 {
@@ -93,7 +114,11 @@ pub fn memory_mib(value: &str) -> Result<u32, ParseError> {
 pub fn vcpus(value: &str) -> Result<u8, ParseError> {
     match value.parse::<u8>() {
         Ok(n) if (1..=32).contains(&n) => Ok(n),
-        _ => Err(refuse("vCPU count", value, "expected a whole number from 1 to 32")),
+        _ => Err(refuse(
+            "vCPU count",
+            value,
+            "expected a whole number from 1 to 32",
+        )),
     }
 }
 
@@ -106,12 +131,19 @@ pub fn duration(value: &str) -> Result<Duration, ParseError> {
     let mut total: u64 = 0;
     let mut rest = value;
     while !rest.is_empty() {
-        let digits_end = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        let digits_end = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
         if digits_end == 0 {
             return Err(err("expected a duration such as 30s, 10m or 2h"));
         }
-        let number: u64 = rest[..digits_end].parse().map_err(|_| err("the number is too large"))?;
-        let unit = rest[digits_end..].chars().next().ok_or_else(|| err("missing unit; use s, m, h or d"))?;
+        let number: u64 = rest[..digits_end]
+            .parse()
+            .map_err(|_| err("the number is too large"))?;
+        let unit = rest[digits_end..]
+            .chars()
+            .next()
+            .ok_or_else(|| err("missing unit; use s, m, h or d"))?;
         let seconds = match unit {
             's' => 1,
             'm' => 60,
@@ -155,7 +187,9 @@ mod tests {
     #[test]
     fn names_are_dns_labels() {
         assert_eq!(vm_name("dev-1").unwrap(), "dev-1");
-        for bad in ["", "-a", "a-", "Dev", "a_b", "a.b", "../x", "é", "a b", "$(x)"] {
+        for bad in [
+            "", "-a", "a-", "Dev", "a_b", "a.b", "../x", "é", "a b", "$(x)",
+        ] {
             assert!(vm_name(bad).is_err(), "{bad:?} accepted");
         }
         assert!(vm_name(&"a".repeat(63)).is_ok());
@@ -169,7 +203,17 @@ mod tests {
         assert_eq!(size("8G").unwrap(), 8 << 30);
         assert_eq!(size("8GiB").unwrap(), 8 << 30);
         assert_eq!(size("4096").unwrap(), 4096);
-        for bad in ["", "G", "-1G", "1.5G", "8X", "0", "99999999999999999999", "17179869184T", " 8 G"] {
+        for bad in [
+            "",
+            "G",
+            "-1G",
+            "1.5G",
+            "8X",
+            "0",
+            "99999999999999999999",
+            "17179869184T",
+            " 8 G",
+        ] {
             assert!(size(bad).is_err(), "{bad:?} accepted");
         }
     }
@@ -193,7 +237,17 @@ mod tests {
         assert_eq!(duration("10m").unwrap(), Duration::from_secs(600));
         assert_eq!(duration("2h").unwrap(), Duration::from_secs(7200));
         assert_eq!(duration("1h30m").unwrap(), Duration::from_secs(5400));
-        for bad in ["", "30", "s", "-5s", "5x", "0s", "99999999999999999999s", "1.5h", "5 s"] {
+        for bad in [
+            "",
+            "30",
+            "s",
+            "-5s",
+            "5x",
+            "0s",
+            "99999999999999999999s",
+            "1.5h",
+            "5 s",
+        ] {
             assert!(duration(bad).is_err(), "{bad:?} accepted");
         }
     }

@@ -22,14 +22,18 @@ pub struct Paths {
 impl Paths {
     /// Roots from `BANGER_HOME` and `BANGER_RUN_DIR`, else the defaults.
     pub fn from_env() -> Self {
-        let home = std::env::var_os("BANGER_HOME").map_or_else(|| DEFAULT_HOME.into(), PathBuf::from);
-        let run_dir =
-            std::env::var_os("BANGER_RUN_DIR").map_or_else(|| DEFAULT_RUN_DIR.into(), PathBuf::from);
+        let home =
+            std::env::var_os("BANGER_HOME").map_or_else(|| DEFAULT_HOME.into(), PathBuf::from);
+        let run_dir = std::env::var_os("BANGER_RUN_DIR")
+            .map_or_else(|| DEFAULT_RUN_DIR.into(), PathBuf::from);
         Self { home, run_dir }
     }
 
     pub fn new(home: impl Into<PathBuf>, run_dir: impl Into<PathBuf>) -> Self {
-        Self { home: home.into(), run_dir: run_dir.into() }
+        Self {
+            home: home.into(),
+            run_dir: run_dir.into(),
+        }
     }
 
     /// Creates the directory skeleton with its modes (0700 throughout).
@@ -112,9 +116,14 @@ pub fn ensure_private_dir(dir: &Path) -> Result<(), StateError> {
         .recursive(true)
         .mode(0o700)
         .create(dir)
-        .map_err(|source| StateError::Io { path: dir.to_owned(), source })?;
-    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
-        .map_err(|source| StateError::Io { path: dir.to_owned(), source })
+        .map_err(|source| StateError::Io {
+            path: dir.to_owned(),
+            source,
+        })?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(|source| StateError::Io {
+        path: dir.to_owned(),
+        source,
+    })
 }
 
 #[cfg(test)]

@@ -74,13 +74,22 @@ impl Store {
     pub fn open(path: &Path) -> Result<Self, StateError> {
         let db = |e| StateError::db(path, e);
         let conn = Connection::open(path).map_err(db)?;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-            .map_err(|source| StateError::Io { path: path.to_owned(), source })?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(
+            |source| StateError::Io {
+                path: path.to_owned(),
+                source,
+            },
+        )?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(db)?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(db)?;
-        conn.pragma_update(None, "synchronous", "NORMAL").map_err(db)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(db)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(db)?;
         conn.pragma_update(None, "foreign_keys", "ON").map_err(db)?;
-        let store = Self { conn, path: path.to_owned() };
+        let store = Self {
+            conn,
+            path: path.to_owned(),
+        };
         store.migrate()?;
         Ok(store)
     }
@@ -88,19 +97,30 @@ impl Store {
     /// Opens the database read-only without creating or migrating it
     /// (shell completion); `None` when it does not exist or cannot be read.
     pub fn open_read_only(path: &Path) -> Option<Self> {
-        let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).ok()?;
+        let conn =
+            Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).ok()?;
         conn.busy_timeout(Duration::from_millis(200)).ok()?;
-        Some(Self { conn, path: path.to_owned() })
+        Some(Self {
+            conn,
+            path: path.to_owned(),
+        })
     }
 
     fn migrate(&self) -> Result<(), StateError> {
         let path = self.path.clone();
         let db = |e| StateError::db(&path, e);
-        let tx = Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate).map_err(db)?;
-        let version: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(db)?;
+        let tx =
+            Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate).map_err(db)?;
+        let version: i64 = tx
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(db)?;
         let known = MIGRATIONS.len() as i64;
         if version > known {
-            return Err(StateError::DbTooNew { path: path.clone(), found: version, known });
+            return Err(StateError::DbTooNew {
+                path: path.clone(),
+                found: version,
+                known,
+            });
         }
         for migration in &MIGRATIONS[version as usize..] {
             tx.execute_batch(migration).map_err(db)?;
@@ -115,7 +135,9 @@ impl Store {
 
     /// `PRAGMA integrity_check` result (`ok` when healthy).
     pub fn integrity_check(&self) -> Result<String, StateError> {
-        self.conn.query_row("PRAGMA integrity_check", [], |r| r.get(0)).map_err(self.db())
+        self.conn
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .map_err(self.db())
     }
 
     // ---- VMs ----
@@ -131,7 +153,8 @@ impl Store {
     ) -> Result<Vm, StateError> {
         let path = self.path.clone();
         let db = |e| StateError::db(&path, e);
-        let tx = Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate).map_err(db)?;
+        let tx =
+            Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate).map_err(db)?;
         let taken = |name: &str| -> Result<bool, StateError> {
             tx.query_row("SELECT 1 FROM vms WHERE name = ?1", [name], |_| Ok(()))
                 .optional()
@@ -154,7 +177,10 @@ impl Store {
         };
         let used_ips: Vec<String> = {
             let mut stmt = tx.prepare("SELECT ip FROM vms").map_err(db)?;
-            stmt.query_map([], |r| r.get(0)).map_err(db)?.collect::<Result<_, _>>().map_err(db)?
+            stmt.query_map([], |r| r.get(0))
+                .map_err(db)?
+                .collect::<Result<_, _>>()
+                .map_err(db)?
         };
         let ip = subnet
             .guest_addresses()
@@ -162,10 +188,15 @@ impl Store {
             .ok_or_else(|| StateError::SubnetFull(subnet.to_string()))?;
         let used_cids: Vec<u32> = {
             let mut stmt = tx.prepare("SELECT cid FROM vms ORDER BY cid").map_err(db)?;
-            stmt.query_map([], |r| r.get(0)).map_err(db)?.collect::<Result<_, _>>().map_err(db)?
+            stmt.query_map([], |r| r.get(0))
+                .map_err(db)?
+                .collect::<Result<_, _>>()
+                .map_err(db)?
         };
         // CIDs 0-2 are reserved by vsock; take the lowest free one above.
-        let cid = (3u32..).find(|c| used_cids.binary_search(c).is_err()).unwrap_or(u32::MAX);
+        let cid = (3u32..)
+            .find(|c| used_cids.binary_search(c).is_err())
+            .unwrap_or(u32::MAX);
         let vm = Vm {
             id: id.to_owned(),
             name,
@@ -214,14 +245,20 @@ impl Store {
     }
 
     pub fn list_vms(&self) -> Result<Vec<Vm>, StateError> {
-        let mut stmt = self.conn.prepare("SELECT * FROM vms ORDER BY created_at, name").map_err(self.db())?;
+        let mut stmt = self
+            .conn
+            .prepare("SELECT * FROM vms ORDER BY created_at, name")
+            .map_err(self.db())?;
         let rows = stmt.query_map([], vm_from_row).map_err(self.db())?;
         rows.collect::<Result<_, _>>().map_err(self.db())
     }
 
     /// Names only, for completion.
     pub fn vm_names(&self) -> Result<Vec<String>, StateError> {
-        let mut stmt = self.conn.prepare("SELECT name FROM vms ORDER BY name").map_err(self.db())?;
+        let mut stmt = self
+            .conn
+            .prepare("SELECT name FROM vms ORDER BY name")
+            .map_err(self.db())?;
         let rows = stmt.query_map([], |r| r.get(0)).map_err(self.db())?;
         rows.collect::<Result<_, _>>().map_err(self.db())
     }
@@ -234,23 +271,33 @@ impl Store {
     }
 
     pub fn vm(&self, name: &str) -> Result<Vm, StateError> {
-        self.find_vm(name)?.ok_or_else(|| StateError::NoSuchVm(name.to_owned()))
+        self.find_vm(name)?
+            .ok_or_else(|| StateError::NoSuchVm(name.to_owned()))
     }
 
     pub fn vm_by_id(&self, id: &str) -> Result<Option<Vm>, StateError> {
-        self.conn.query_row("SELECT * FROM vms WHERE id = ?1", [id], vm_from_row).optional().map_err(self.db())
+        self.conn
+            .query_row("SELECT * FROM vms WHERE id = ?1", [id], vm_from_row)
+            .optional()
+            .map_err(self.db())
     }
 
     pub fn set_desired(&self, id: &str, desired: VmState) -> Result<(), StateError> {
         self.conn
-            .execute("UPDATE vms SET desired = ?2 WHERE id = ?1", params![id, desired.as_str()])
+            .execute(
+                "UPDATE vms SET desired = ?2 WHERE id = ?1",
+                params![id, desired.as_str()],
+            )
             .map(drop)
             .map_err(self.db())
     }
 
     pub fn set_last_error(&self, id: &str, error: Option<&str>) -> Result<(), StateError> {
         self.conn
-            .execute("UPDATE vms SET last_error = ?2 WHERE id = ?1", params![id, error])
+            .execute(
+                "UPDATE vms SET last_error = ?2 WHERE id = ?1",
+                params![id, error],
+            )
             .map(drop)
             .map_err(self.db())
     }
@@ -258,13 +305,19 @@ impl Store {
     /// Records the finished disks: the VM is now complete.
     pub fn finish_creating(&self, id: &str, strategy: &str) -> Result<(), StateError> {
         self.conn
-            .execute("UPDATE vms SET cow_strategy = ?2, creating = 0 WHERE id = ?1", params![id, strategy])
+            .execute(
+                "UPDATE vms SET cow_strategy = ?2, creating = 0 WHERE id = ?1",
+                params![id, strategy],
+            )
             .map(drop)
             .map_err(self.db())
     }
 
     pub fn delete_vm(&self, id: &str) -> Result<(), StateError> {
-        self.conn.execute("DELETE FROM vms WHERE id = ?1", [id]).map(drop).map_err(self.db())
+        self.conn
+            .execute("DELETE FROM vms WHERE id = ?1", [id])
+            .map(drop)
+            .map_err(self.db())
     }
 
     // ---- images ----
@@ -273,19 +326,29 @@ impl Store {
     pub fn insert_image(&self, image: &Image) -> Result<(), StateError> {
         let path = self.path.clone();
         let db = |e| StateError::db(&path, e);
-        let tx = Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate).map_err(db)?;
+        let tx =
+            Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate).map_err(db)?;
         let exists = tx
-            .query_row("SELECT 1 FROM images WHERE name = ?1", [&image.name], |_| Ok(()))
+            .query_row(
+                "SELECT 1 FROM images WHERE name = ?1",
+                [&image.name],
+                |_| Ok(()),
+            )
             .optional()
             .map_err(db)?
             .is_some();
         if exists {
             return Err(StateError::ImageExists(image.name.clone()));
         }
-        let have_default =
-            tx.query_row("SELECT count(*) FROM images WHERE is_default", [], |r| r.get::<_, i64>(0)).map_err(db)? > 0;
+        let have_default = tx
+            .query_row("SELECT count(*) FROM images WHERE is_default", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map_err(db)?
+            > 0;
         if image.is_default {
-            tx.execute("UPDATE images SET is_default = 0", []).map_err(db)?;
+            tx.execute("UPDATE images SET is_default = 0", [])
+                .map_err(db)?;
         }
         tx.execute(
             "INSERT INTO images (name, source, has_initrd, is_default, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -296,20 +359,28 @@ impl Store {
     }
 
     pub fn list_images(&self) -> Result<Vec<Image>, StateError> {
-        let mut stmt = self.conn.prepare("SELECT * FROM images ORDER BY name").map_err(self.db())?;
+        let mut stmt = self
+            .conn
+            .prepare("SELECT * FROM images ORDER BY name")
+            .map_err(self.db())?;
         let rows = stmt.query_map([], image_from_row).map_err(self.db())?;
         rows.collect::<Result<_, _>>().map_err(self.db())
     }
 
     pub fn find_image(&self, name: &str) -> Result<Option<Image>, StateError> {
         self.conn
-            .query_row("SELECT * FROM images WHERE name = ?1", [name], image_from_row)
+            .query_row(
+                "SELECT * FROM images WHERE name = ?1",
+                [name],
+                image_from_row,
+            )
             .optional()
             .map_err(self.db())
     }
 
     pub fn image(&self, name: &str) -> Result<Image, StateError> {
-        self.find_image(name)?.ok_or_else(|| StateError::NoSuchImage(name.to_owned()))
+        self.find_image(name)?
+            .ok_or_else(|| StateError::NoSuchImage(name.to_owned()))
     }
 
     pub fn default_image(&self) -> Result<Option<Image>, StateError> {
@@ -322,9 +393,13 @@ impl Store {
     pub fn set_default_image(&self, name: &str) -> Result<(), StateError> {
         let path = self.path.clone();
         let db = |e| StateError::db(&path, e);
-        let tx = Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate).map_err(db)?;
-        tx.execute("UPDATE images SET is_default = 0", []).map_err(db)?;
-        let changed = tx.execute("UPDATE images SET is_default = 1 WHERE name = ?1", [name]).map_err(db)?;
+        let tx =
+            Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate).map_err(db)?;
+        tx.execute("UPDATE images SET is_default = 0", [])
+            .map_err(db)?;
+        let changed = tx
+            .execute("UPDATE images SET is_default = 1 WHERE name = ?1", [name])
+            .map_err(db)?;
         if changed == 0 {
             return Err(StateError::NoSuchImage(name.to_owned()));
         }
@@ -332,12 +407,18 @@ impl Store {
     }
 
     pub fn delete_image(&self, name: &str) -> Result<(), StateError> {
-        self.conn.execute("DELETE FROM images WHERE name = ?1", [name]).map(drop).map_err(self.db())
+        self.conn
+            .execute("DELETE FROM images WHERE name = ?1", [name])
+            .map(drop)
+            .map_err(self.db())
     }
 
     /// Names of VMs made from `image`.
     pub fn vms_using_image(&self, image: &str) -> Result<Vec<String>, StateError> {
-        let mut stmt = self.conn.prepare("SELECT name FROM vms WHERE image = ?1 ORDER BY name").map_err(self.db())?;
+        let mut stmt = self
+            .conn
+            .prepare("SELECT name FROM vms WHERE image = ?1 ORDER BY name")
+            .map_err(self.db())?;
         let rows = stmt.query_map([image], |r| r.get(0)).map_err(self.db())?;
         rows.collect::<Result<_, _>>().map_err(self.db())
     }
@@ -406,14 +487,23 @@ mod tests {
     fn allocates_distinct_addresses_and_cids() {
         let tmp = tempfile::tempdir().unwrap();
         let store = Store::open(&tmp.path().join("db")).unwrap();
-        let a = store.insert_vm(&new_vm(Some("a")), "id-a", &subnet(), &|_| unreachable!()).unwrap();
-        let b = store.insert_vm(&new_vm(None), "id-b", &subnet(), &|n| format!("gen-{n}")).unwrap();
+        let a = store
+            .insert_vm(&new_vm(Some("a")), "id-a", &subnet(), &|_| unreachable!())
+            .unwrap();
+        let b = store
+            .insert_vm(&new_vm(None), "id-b", &subnet(), &|n| format!("gen-{n}"))
+            .unwrap();
         assert_eq!((a.ip.to_string(), a.cid), ("10.1.0.2".to_string(), 3));
-        assert_eq!((b.name.as_str(), b.ip.to_string(), b.cid), ("gen-0", "10.1.0.3".to_string(), 4));
+        assert_eq!(
+            (b.name.as_str(), b.ip.to_string(), b.cid),
+            ("gen-0", "10.1.0.3".to_string(), 4)
+        );
         assert_eq!(b.mac, "06:00:0a:01:00:03");
         // A freed address and CID are reused.
         store.delete_vm("id-a").unwrap();
-        let c = store.insert_vm(&new_vm(Some("c")), "id-c", &subnet(), &|_| unreachable!()).unwrap();
+        let c = store
+            .insert_vm(&new_vm(Some("c")), "id-c", &subnet(), &|_| unreachable!())
+            .unwrap();
         assert_eq!((c.ip, c.cid), (a.ip, a.cid));
     }
 
@@ -421,13 +511,23 @@ mod tests {
     fn refuses_taken_names_and_full_subnets() {
         let tmp = tempfile::tempdir().unwrap();
         let store = Store::open(&tmp.path().join("db")).unwrap();
-        store.insert_vm(&new_vm(Some("a")), "1", &subnet(), &|_| unreachable!()).unwrap();
-        let err = store.insert_vm(&new_vm(Some("a")), "2", &subnet(), &|_| unreachable!()).unwrap_err();
+        store
+            .insert_vm(&new_vm(Some("a")), "1", &subnet(), &|_| unreachable!())
+            .unwrap();
+        let err = store
+            .insert_vm(&new_vm(Some("a")), "2", &subnet(), &|_| unreachable!())
+            .unwrap_err();
         assert!(matches!(err, StateError::NameTaken(_)));
         for i in 0..4 {
-            store.insert_vm(&new_vm(None), &format!("x{i}"), &subnet(), &|n| format!("n{i}-{n}")).unwrap();
+            store
+                .insert_vm(&new_vm(None), &format!("x{i}"), &subnet(), &|n| {
+                    format!("n{i}-{n}")
+                })
+                .unwrap();
         }
-        let err = store.insert_vm(&new_vm(None), "full", &subnet(), &|n| format!("f{n}")).unwrap_err();
+        let err = store
+            .insert_vm(&new_vm(None), "full", &subnet(), &|n| format!("f{n}"))
+            .unwrap_err();
         assert!(err.to_string().contains("no free guest address"), "{err}");
     }
 
@@ -435,8 +535,12 @@ mod tests {
     fn generated_names_skip_taken_ones() {
         let tmp = tempfile::tempdir().unwrap();
         let store = Store::open(&tmp.path().join("db")).unwrap();
-        store.insert_vm(&new_vm(Some("gen-0")), "1", &subnet(), &|_| unreachable!()).unwrap();
-        let vm = store.insert_vm(&new_vm(None), "2", &subnet(), &|n| format!("gen-{n}")).unwrap();
+        store
+            .insert_vm(&new_vm(Some("gen-0")), "1", &subnet(), &|_| unreachable!())
+            .unwrap();
+        let vm = store
+            .insert_vm(&new_vm(None), "2", &subnet(), &|n| format!("gen-{n}"))
+            .unwrap();
         assert_eq!(vm.name, "gen-1");
     }
 
@@ -456,15 +560,24 @@ mod tests {
         assert_eq!(store.default_image().unwrap().unwrap().name, "a");
         store.set_default_image("b").unwrap();
         assert_eq!(store.default_image().unwrap().unwrap().name, "b");
-        assert!(matches!(store.insert_image(&image("a")), Err(StateError::ImageExists(_))));
-        assert!(matches!(store.set_default_image("zzz"), Err(StateError::NoSuchImage(_))));
+        assert!(matches!(
+            store.insert_image(&image("a")),
+            Err(StateError::ImageExists(_))
+        ));
+        assert!(matches!(
+            store.set_default_image("zzz"),
+            Err(StateError::NoSuchImage(_))
+        ));
     }
 
     #[test]
     fn reopening_keeps_rows_and_schema() {
         let tmp = tempfile::tempdir().unwrap();
         let path = tmp.path().join("db");
-        Store::open(&path).unwrap().insert_vm(&new_vm(Some("keep")), "k", &subnet(), &|_| unreachable!()).unwrap();
+        Store::open(&path)
+            .unwrap()
+            .insert_vm(&new_vm(Some("keep")), "k", &subnet(), &|_| unreachable!())
+            .unwrap();
         let store = Store::open(&path).unwrap();
         assert_eq!(store.vm("keep").unwrap().id, "k");
         assert_eq!(store.integrity_check().unwrap(), "ok");

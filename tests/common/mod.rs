@@ -26,7 +26,10 @@ pub fn skip_unless(tier: &str, needs: &[&Path]) -> bool {
     }
     for path in needs {
         if !path.exists() {
-            eprintln!("skipping {tier} test: {} is missing (run scripts/test-deps.sh)", path.display());
+            eprintln!(
+                "skipping {tier} test: {} is missing (run scripts/test-deps.sh)",
+                path.display()
+            );
             return true;
         }
     }
@@ -55,16 +58,33 @@ impl TestContext {
     /// A fresh banger state in a temp dir, its own network namespace, and
     /// the given VMM binary (real Firecracker or the test shim).
     pub fn new(vmm: &Path) -> Self {
-        let dir = tempfile::Builder::new().prefix("bgt").tempdir_in("/tmp").expect("temp dir");
+        let dir = tempfile::Builder::new()
+            .prefix("bgt")
+            .tempdir_in("/tmp")
+            .expect("temp dir");
         let home = dir.path().join("home");
         let run_dir = dir.path().join("run");
         let config = dir.path().join("config.toml");
         std::fs::write(&config, "tap_pool_size = 0\n").expect("config");
-        let netns = format!("bgt-{}", &dir.path().file_name().unwrap().to_string_lossy()[3..]);
-        let status = Command::new("ip").args(["netns", "add", &netns]).status().expect("ip netns add");
+        let netns = format!(
+            "bgt-{}",
+            &dir.path().file_name().unwrap().to_string_lossy()[3..]
+        );
+        let status = Command::new("ip")
+            .args(["netns", "add", &netns])
+            .status()
+            .expect("ip netns add");
         assert!(status.success(), "ip netns add {netns}");
         run_in(&netns, &["ip", "link", "set", "lo", "up"]);
-        Self { home, run_dir, config, netns, vmm: vmm.to_owned(), extra_env: Vec::new(), dir }
+        Self {
+            home,
+            run_dir,
+            config,
+            netns,
+            vmm: vmm.to_owned(),
+            extra_env: Vec::new(),
+            dir,
+        }
     }
 
     pub fn set_config(&self, text: &str) {
@@ -109,7 +129,11 @@ impl TestContext {
     pub fn fails(&self, code: i32, args: &[&str]) -> String {
         let out = self.run(args);
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert_eq!(out.status.code(), Some(code), "banger {args:?}: stderr:\n{stderr}");
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "banger {args:?}: stderr:\n{stderr}"
+        );
         stderr
     }
 
@@ -161,7 +185,11 @@ impl TestContext {
 impl Drop for TestContext {
     fn drop(&mut self) {
         for pid in self.processes() {
-            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).ok();
+            nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            )
+            .ok();
         }
         let deadline = Instant::now() + Duration::from_secs(5);
         while !self.processes().is_empty() && Instant::now() < deadline {
@@ -170,26 +198,45 @@ impl Drop for TestContext {
         for dev in self.loops() {
             Command::new("losetup").args(["-d", &dev]).status().ok();
         }
-        Command::new("ip").args(["netns", "del", &self.netns]).status().ok();
+        Command::new("ip")
+            .args(["netns", "del", &self.netns])
+            .status()
+            .ok();
     }
 }
 
 pub fn run_in(netns: &str, argv: &[&str]) -> String {
-    let out = Command::new("ip").args(["netns", "exec", netns]).args(argv).output().expect("ip netns exec");
-    assert!(out.status.success(), "{argv:?}: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("ip")
+        .args(["netns", "exec", netns])
+        .args(argv)
+        .output()
+        .expect("ip netns exec");
+    assert!(
+        out.status.success(),
+        "{argv:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 pub fn make_ext4(path: &Path, mib: u64) {
     let file = std::fs::File::create(path).expect("create");
     file.set_len(mib << 20).expect("size");
-    let status = Command::new("mkfs.ext4").args(["-q", "-F", "-L", "test-root"]).arg(path).status().expect("mkfs");
+    let status = Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-L", "test-root"])
+        .arg(path)
+        .status()
+        .expect("mkfs");
     assert!(status.success());
 }
 
 pub fn loops_under(dir: &Path) -> Vec<String> {
     let mut found = Vec::new();
-    for entry in std::fs::read_dir("/sys/block").into_iter().flatten().flatten() {
+    for entry in std::fs::read_dir("/sys/block")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
         let name = entry.file_name().to_string_lossy().into_owned();
         if let Ok(backing) = std::fs::read_to_string(entry.path().join("loop/backing_file"))
             && Path::new(backing.trim()).starts_with(dir)
@@ -203,12 +250,26 @@ pub fn loops_under(dir: &Path) -> Vec<String> {
 pub fn processes_with_env(needle: &str) -> Vec<i32> {
     let mut pids = Vec::new();
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
-        let Ok(environ) = std::fs::read(entry.path().join("environ")) else { continue };
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
+            continue;
+        };
         let alive = std::fs::read_to_string(entry.path().join("stat"))
-            .map(|s| !s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
+            .map(|s| {
+                !s.rsplit(')')
+                    .next()
+                    .unwrap_or("")
+                    .trim_start()
+                    .starts_with('Z')
+            })
             .unwrap_or(false);
-        if alive && environ.split(|b| *b == 0).any(|var| var == needle.as_bytes()) {
+        if alive
+            && environ
+                .split(|b| *b == 0)
+                .any(|var| var == needle.as_bytes())
+        {
             pids.push(pid);
         }
     }
@@ -217,7 +278,13 @@ pub fn processes_with_env(needle: &str) -> Vec<i32> {
 
 pub fn pid_alive(pid: i64) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| !s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
+        .map(|s| {
+            !s.rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        })
         .unwrap_or(false)
 }
 

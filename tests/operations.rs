@@ -1,6 +1,8 @@
 //! Operations through the CLI: completions and man page, `doctor`, `gc`
 //! sweeping planted leaks (and only banger's), TTL expiry, `bench` output.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::process::Command;

@@ -1,7 +1,7 @@
 //! Test context for CLI tests: every path in a temp dir, every command in a
 //! private network namespace, and a cleanup that kills what the test started
 //! and detaches its loop devices even when the test fails.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};

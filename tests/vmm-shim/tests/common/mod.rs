@@ -235,7 +235,7 @@ pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
 }
 
 /// Writes a newc initramfs holding /bin/busybox, `init` as /init, and `extra` files at the top.
-pub fn write_initramfs(path: &Path, init: &str, extra: &[(&str, Vec<u8>)]) {
+pub fn write_initramfs(path: &Path, init: &str, extra: &[(String, Vec<u8>)]) {
     let busybox = std::fs::read("/bin/busybox").expect("read /bin/busybox (busybox-static)");
     let mut entries: Vec<(&str, u32, &[u8])> = vec![
         ("bin", 0o040_755, b""),
@@ -245,7 +245,7 @@ pub fn write_initramfs(path: &Path, init: &str, extra: &[(&str, Vec<u8>)]) {
     entries.extend(
         extra
             .iter()
-            .map(|(name, data)| (*name, 0o100_755, data.as_slice())),
+            .map(|(name, data)| (name.as_str(), 0o100_755, data.as_slice())),
     );
     let mut out = Vec::new();
     for (ino, (name, mode, data)) in (1..).zip(entries) {

@@ -103,13 +103,16 @@ impl Vm {
         if let Some(vsock) = &config.vsock {
             self.made.push(sockets.vsock_backend.clone());
             self.made.push(vsock.uds_path.clone());
-            let mut vm_spec = OsString::from(format!("guest-cid={},uds-path=", vsock.guest_cid));
-            vm_spec.push(escape_commas(&vsock.uds_path));
-            vm_spec.push(",socket=");
-            vm_spec.push(escape_commas(&sockets.vsock_backend));
+            // A stale socket from an earlier run would pass for the backend being ready.
+            remove_socket(&sockets.vsock_backend);
             let mut cmd = Command::new(VSOCK_BACKEND);
-            cmd.arg("--vm")
-                .arg(vm_spec)
+            // Separate flags rather than `--vm key=value,...`, so paths may hold commas.
+            cmd.arg("--guest-cid")
+                .arg(vsock.guest_cid.to_string())
+                .arg("--uds-path")
+                .arg(&vsock.uds_path)
+                .arg("--socket")
+                .arg(&sockets.vsock_backend)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null());
             let backend = self.backend.insert(spawn_tied(&mut cmd, VSOCK_BACKEND)?);

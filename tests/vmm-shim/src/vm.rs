@@ -238,14 +238,22 @@ fn wait_until<T>(
 /// guest spares the kernel its PIT calibration, which fails under load on
 /// `microvm` and leaves the guest without a working clock.
 fn host_tsc_khz() -> Option<u64> {
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    tsc_khz_from_cpuinfo(&std::fs::read_to_string("/proc/cpuinfo").ok()?)
+}
+
+/// The first `cpu MHz` of a /proc/cpuinfo text, in kHz (`2100.000` → 2100000).
+fn tsc_khz_from_cpuinfo(cpuinfo: &str) -> Option<u64> {
     let mhz = cpuinfo
         .lines()
-        .find_map(|line| line.strip_prefix("cpu MHz")?.split(':').nth(1))?;
-    let mhz: f64 = mhz.trim().parse().ok()?;
-    // Truncation is intended: the rate is a few GHz expressed in kHz.
-    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-    let khz = (mhz * 1000.0).round() as u64;
+        .find_map(|line| line.strip_prefix("cpu MHz")?.split(':').nth(1))?
+        .trim();
+    let (whole, fraction) = mhz.split_once('.').unwrap_or((mhz, ""));
+    let fraction: String = fraction
+        .chars()
+        .chain(std::iter::repeat('0'))
+        .take(3)
+        .collect();
+    let khz = whole.parse::<u64>().ok()? * 1000 + fraction.parse::<u64>().ok()?;
     (khz > 0).then_some(khz)
 }
 
@@ -476,7 +484,10 @@ mod tests {
     }
 
     #[test]
-    fn host_tsc_rate_is_read() {
-        assert!(host_tsc_khz().is_some_and(|khz| khz > 100_000));
+    fn tsc_rate_comes_from_the_first_cpu_mhz() {
+        let cpuinfo = "processor\t: 0\ncpu MHz\t\t: 2100.5\nprocessor\t: 1\ncpu MHz\t\t: 800.000\n";
+        assert_eq!(tsc_khz_from_cpuinfo(cpuinfo), Some(2_100_500));
+        assert_eq!(tsc_khz_from_cpuinfo("cpu MHz : 3000\n"), Some(3_000_000));
+        assert_eq!(tsc_khz_from_cpuinfo("processor : 0\n"), None);
     }
 }

@@ -106,7 +106,8 @@ pub fn grow(image: &Path, size_bytes: u64) -> Result<(), DiskError> {
 
 /// Writes `data` to `guest_path` in `image` with permission bits `mode`,
 /// owned by root. Missing parent directories are created (0700 for `.ssh`,
-/// 0755 otherwise, owned by root); an existing file is replaced.
+/// 0755 otherwise, owned by root); an existing file is replaced. The image
+/// must not be in use by a running VM.
 pub fn write_file(image: &Path, guest_path: &str, data: &[u8], mode: u32) -> Result<(), DiskError> {
     let names = guest_components(guest_path)?;
     let Some((file_name, parent_names)) = names.split_last() else {

@@ -36,9 +36,10 @@ pub enum DiskError {
         file.display()
     )]
     LoopBusy { file: PathBuf, attempts: u32 },
-    #[error("cannot run {program}; install it (e2fsprogs, dmsetup) and retry")]
+    #[error("cannot run {program}; is it installed (Debian package {package})?")]
     Spawn {
         program: &'static str,
+        package: &'static str,
         #[source]
         source: io::Error,
     },
@@ -99,7 +100,16 @@ fn run_tool_unchecked(
     args: &[&OsStr],
     stdin: Option<&[u8]>,
 ) -> Result<Output, DiskError> {
-    let spawn_err = |source| DiskError::Spawn { program, source };
+    let package = if program == "dmsetup" {
+        "dmsetup"
+    } else {
+        "e2fsprogs"
+    };
+    let spawn_err = |source| DiskError::Spawn {
+        program,
+        package,
+        source,
+    };
     let mut child = Command::new(program)
         .args(args)
         .env("LC_ALL", "C")
@@ -129,8 +139,8 @@ fn tool_failure(program: &'static str, path: &Path, output: &Output) -> DiskErro
     }
 }
 
-/// A file next to its final destination that is removed on drop unless
-/// [`TempFile::persist`] renames it into place.
+/// A file (or staging directory) next to its final destination, removed on
+/// drop unless [`TempFile::persist`] renames it into place.
 struct TempFile {
     path: PathBuf,
     persisted: bool,
@@ -172,9 +182,14 @@ impl TempFile {
 
 impl Drop for TempFile {
     fn drop(&mut self) {
-        if !self.persisted {
-            let _ = fs::remove_file(&self.path);
-            let _ = fs::remove_dir_all(&self.path);
+        if self.persisted {
+            return;
         }
+        // Best effort: the temporary may never have been created.
+        let _ = if self.path.is_dir() {
+            fs::remove_dir_all(&self.path)
+        } else {
+            fs::remove_file(&self.path)
+        };
     }
 }

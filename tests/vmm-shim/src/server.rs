@@ -63,7 +63,9 @@ pub fn run(args: &Args) -> Result<u8, ServerError> {
                 eprintln!("vmm-shim: signal {signal}, stopping the guest");
                 break 128 + u8::try_from(signal).unwrap_or(0);
             }
-            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {}
+            Err(RecvTimeoutError::Timeout) => {}
+            // Only if both the accept and the signal threads are gone; keep watching the guest.
+            Err(RecvTimeoutError::Disconnected) => thread::sleep(POLL),
         }
         match api.guest_exit() {
             Ok(Some(status)) => {

@@ -103,13 +103,16 @@ impl Vm {
         if let Some(vsock) = &config.vsock {
             self.made.push(sockets.vsock_backend.clone());
             self.made.push(vsock.uds_path.clone());
-            let mut vm_spec = OsString::from(format!("guest-cid={},uds-path=", vsock.guest_cid));
-            vm_spec.push(escape_commas(&vsock.uds_path));
-            vm_spec.push(",socket=");
-            vm_spec.push(escape_commas(&sockets.vsock_backend));
+            // A stale socket from an earlier run would pass for the backend being ready.
+            remove_socket(&sockets.vsock_backend);
             let mut cmd = Command::new(VSOCK_BACKEND);
-            cmd.arg("--vm")
-                .arg(vm_spec)
+            // Separate flags rather than `--vm key=value,...`, so paths may hold commas.
+            cmd.arg("--guest-cid")
+                .arg(vsock.guest_cid.to_string())
+                .arg("--uds-path")
+                .arg(&vsock.uds_path)
+                .arg("--socket")
+                .arg(&sockets.vsock_backend)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null());
             let backend = self.backend.insert(spawn_tied(&mut cmd, VSOCK_BACKEND)?);
@@ -235,14 +238,22 @@ fn wait_until<T>(
 /// guest spares the kernel its PIT calibration, which fails under load on
 /// `microvm` and leaves the guest without a working clock.
 fn host_tsc_khz() -> Option<u64> {
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    tsc_khz_from_cpuinfo(&std::fs::read_to_string("/proc/cpuinfo").ok()?)
+}
+
+/// The first `cpu MHz` of a /proc/cpuinfo text, in kHz (`2100.000` → 2100000).
+fn tsc_khz_from_cpuinfo(cpuinfo: &str) -> Option<u64> {
     let mhz = cpuinfo
         .lines()
-        .find_map(|line| line.strip_prefix("cpu MHz")?.split(':').nth(1))?;
-    let mhz: f64 = mhz.trim().parse().ok()?;
-    // Truncation is intended: the rate is a few GHz expressed in kHz.
-    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-    let khz = (mhz * 1000.0).round() as u64;
+        .find_map(|line| line.strip_prefix("cpu MHz")?.split(':').nth(1))?
+        .trim();
+    let (whole, fraction) = mhz.split_once('.').unwrap_or((mhz, ""));
+    let fraction: String = fraction
+        .chars()
+        .chain(std::iter::repeat('0'))
+        .take(3)
+        .collect();
+    let khz = whole.parse::<u64>().ok()? * 1000 + fraction.parse::<u64>().ok()?;
     (khz > 0).then_some(khz)
 }
 
@@ -473,7 +484,10 @@ mod tests {
     }
 
     #[test]
-    fn host_tsc_rate_is_read() {
-        assert!(host_tsc_khz().is_some_and(|khz| khz > 100_000));
+    fn tsc_rate_comes_from_the_first_cpu_mhz() {
+        let cpuinfo = "processor\t: 0\ncpu MHz\t\t: 2100.5\nprocessor\t: 1\ncpu MHz\t\t: 800.000\n";
+        assert_eq!(tsc_khz_from_cpuinfo(cpuinfo), Some(2_100_500));
+        assert_eq!(tsc_khz_from_cpuinfo("cpu MHz : 3000\n"), Some(3_000_000));
+        assert_eq!(tsc_khz_from_cpuinfo("processor : 0\n"), None);
     }
 }

@@ -234,15 +234,20 @@ pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     f()
 }
 
-/// Writes a newc initramfs holding /bin/busybox and `init` as /init.
-pub fn write_initramfs(path: &Path, init: &str) {
+/// Writes a newc initramfs holding /bin/busybox, `init` as /init, and `extra` files at the top.
+pub fn write_initramfs(path: &Path, init: &str, extra: &[(String, Vec<u8>)]) {
     let busybox = std::fs::read("/bin/busybox").expect("read /bin/busybox (busybox-static)");
-    let mut out = Vec::new();
-    let entries: [(&str, u32, &[u8]); 3] = [
+    let mut entries: Vec<(&str, u32, &[u8])> = vec![
         ("bin", 0o040_755, b""),
         ("bin/busybox", 0o100_755, &busybox),
         ("init", 0o100_755, init.as_bytes()),
     ];
+    entries.extend(
+        extra
+            .iter()
+            .map(|(name, data)| (name.as_str(), 0o100_755, data.as_slice())),
+    );
+    let mut out = Vec::new();
     for (ino, (name, mode, data)) in (1..).zip(entries) {
         push_newc(&mut out, ino, name, mode, data);
     }

@@ -60,11 +60,26 @@ pub fn is_alive(pid: u32) -> bool {
     process(pid).is_some_and(|process| is_running(&process))
 }
 
-/// The socket a live process serves, if it is a VMM.
-fn vmm_socket(process: &Process) -> Option<PathBuf> {
+/// A live process with an `--api-sock` argument.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Candidate {
+    pid: u32,
+    ppid: u32,
+    sock: PathBuf,
+}
+
+fn candidate(process: &Process) -> Option<Candidate> {
     let cmdline = process.cmdline().ok()?;
     let sock = api_sock_arg(&cmdline)?.to_owned();
-    is_running(process).then_some(sock)
+    let stat = process.stat().ok()?;
+    if matches!(stat.state().ok()?, ProcState::Zombie | ProcState::Dead) {
+        return None;
+    }
+    Some(Candidate {
+        pid: u32::try_from(stat.pid).ok()?,
+        ppid: u32::try_from(stat.ppid).ok()?,
+        sock,
+    })
 }
 
 /// The live VMM serving `api_sock`: `hint` (the recorded PID) if it still is
@@ -72,13 +87,13 @@ fn vmm_socket(process: &Process) -> Option<PathBuf> {
 pub fn vmm_pid(hint: Option<u32>, api_sock: &Path) -> Option<u32> {
     if let Some(pid) = hint
         && process(pid)
-            .and_then(|process| vmm_socket(&process))
-            .as_deref()
-            == Some(api_sock)
+            .and_then(|process| candidate(&process))
+            .is_some_and(|found| found.sock == api_sock)
     {
         return Some(pid);
     }
     live_vmms()
+        .into_iter()
         .find(|(_, sock)| sock == api_sock)
         .map(|(pid, _)| pid)
 }
@@ -86,19 +101,33 @@ pub fn vmm_pid(hint: Option<u32>, api_sock: &Path) -> Option<u32> {
 /// Every live VMM whose API socket lies under `run_dir`, with that socket.
 pub fn vmms_under(run_dir: &Path) -> Vec<(u32, PathBuf)> {
     live_vmms()
+        .into_iter()
         .filter(|(_, sock)| sock.starts_with(run_dir))
         .collect()
 }
 
-fn live_vmms() -> impl Iterator<Item = (u32, PathBuf)> {
-    procfs::process::all_processes()
+fn live_vmms() -> Vec<(u32, PathBuf)> {
+    let candidates = procfs::process::all_processes()
         .into_iter()
         .flatten()
         .flatten()
-        .filter_map(|process| {
-            let pid = u32::try_from(process.pid()).ok()?;
-            Some((pid, vmm_socket(&process)?))
+        .filter_map(|process| candidate(&process))
+        .collect();
+    without_forks(candidates)
+}
+
+/// Drops the children a VMM has forked but not yet exec'd: until exec they
+/// carry its command line, so they look like a second VMM on its socket.
+fn without_forks(candidates: Vec<Candidate>) -> Vec<(u32, PathBuf)> {
+    candidates
+        .iter()
+        .filter(|child| {
+            !candidates
+                .iter()
+                .any(|parent| parent.pid == child.ppid && parent.sock == child.sock)
         })
+        .map(|vmm| (vmm.pid, vmm.sock.clone()))
+        .collect()
 }
 
 /// Sends `sig` to `pid`; a process that is already gone is not an error.
@@ -175,29 +204,61 @@ mod tests {
     }
 
     /// A stand-in VMM: a shell that idles, with `--api-sock <sock>` in its
-    /// command line (a loop, so the shell does not exec into `sleep`). Its PID
-    /// is all the tests keep, as callers of `spawn` do.
-    fn fake_vmm(sock: &Path) -> u32 {
-        Command::new("sh")
-            .arg("-c")
-            .arg("while :; do sleep 0.1; done")
-            .arg("--api-sock")
-            .arg(sock)
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap()
-            .id()
+    /// command line (a loop, so the shell does not exec into `sleep`; it
+    /// keeps forking, as a VMM may). Killed and reaped on drop.
+    struct FakeVmm {
+        pid: u32,
+    }
+
+    impl FakeVmm {
+        fn spawn(sock: &Path) -> Self {
+            let pid = Command::new("sh")
+                .arg("-c")
+                .arg("while :; do sleep 0.1; done")
+                .arg("--api-sock")
+                .arg(sock)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap()
+                .id();
+            // spawn returns once the child is inside exec, possibly before
+            // the kernel has set up the argument pages /proc reads.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while process(pid)
+                .and_then(|p| p.cmdline().ok())
+                .is_none_or(|c| c.is_empty())
+            {
+                assert!(
+                    Instant::now() < deadline,
+                    "{pid} never showed a command line"
+                );
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Self { pid }
+        }
+    }
+
+    impl Drop for FakeVmm {
+        fn drop(&mut self) {
+            let _ = signal(self.pid, Signal::SIGKILL);
+            wait_exit(self.pid, Duration::from_secs(5));
+        }
     }
 
     #[test]
     fn vmm_is_found_by_hint_or_by_scan_and_gone_after_kill() {
         let dir = tempfile::tempdir().unwrap();
         let sock = dir.path().join("api.sock");
-        let pid = fake_vmm(&sock);
+        let vmm = FakeVmm::spawn(&sock);
+        let pid = vmm.pid;
         assert_eq!(vmm_pid(Some(pid), &sock), Some(pid));
         assert_eq!(vmm_pid(None, &sock), Some(pid));
         assert_eq!(vmm_pid(Some(std::process::id()), &sock), Some(pid));
-        assert_eq!(vmms_under(dir.path()), vec![(pid, sock.clone())]);
+        for _ in 0..50 {
+            assert_eq!(vmms_under(dir.path()), vec![(pid, sock.clone())]);
+        }
         assert_eq!(vmm_pid(Some(pid), &dir.path().join("other.sock")), None);
 
         signal(pid, Signal::SIGKILL).unwrap();
@@ -209,10 +270,34 @@ mod tests {
     }
 
     #[test]
+    fn forked_children_of_a_vmm_are_not_vmms() {
+        let vmm = |pid, ppid, sock: &str| Candidate {
+            pid,
+            ppid,
+            sock: sock.into(),
+        };
+        let found = without_forks(vec![
+            vmm(100, 1, "/run/banger/a/api.sock"),
+            vmm(101, 100, "/run/banger/a/api.sock"),
+            vmm(200, 100, "/run/banger/b/api.sock"),
+            vmm(300, 1, "/run/banger/c/api.sock"),
+        ]);
+        assert_eq!(
+            found,
+            vec![
+                (100, PathBuf::from("/run/banger/a/api.sock")),
+                (200, PathBuf::from("/run/banger/b/api.sock")),
+                (300, PathBuf::from("/run/banger/c/api.sock")),
+            ]
+        );
+    }
+
+    #[test]
     fn zombie_counts_as_exited() {
         let dir = tempfile::tempdir().unwrap();
         let sock = dir.path().join("api.sock");
-        let pid = fake_vmm(&sock);
+        let vmm = FakeVmm::spawn(&sock);
+        let pid = vmm.pid;
         assert!(!wait_exit(pid, Duration::from_millis(30)));
         signal(pid, Signal::SIGTERM).unwrap();
         let deadline = Instant::now() + Duration::from_secs(5);

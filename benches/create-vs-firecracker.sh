@@ -3,11 +3,11 @@
 # start of the same kernel and rootfs (spawn until "Successfully started"),
 # interleaved, RUNS times each, in a private network namespace. As root.
 #   benches/create-vs-firecracker.sh [RUNS]     (default 7)
-# Needs target/debug/banger (cargo build) and scripts/test-deps.sh's fixtures.
+# Needs target/release/banger (cargo build --release; or set BANGER_BIN) and scripts/test-deps.sh's fixtures.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 runs=${1:-7}
-banger="$root/target/debug/banger"
+banger="${BANGER_BIN:-$root/target/release/banger}"
 fc="$root/target/test-deps/bin/firecracker"
 kernel="$root/target/test-deps/vmlinux"
 work=$(mktemp -d /tmp/bgbench.XXXXXX)
@@ -53,9 +53,12 @@ for i in $(seq "$runs"); do
   cp --sparse=always "$work/rootfs.ext4" "$work/rootfs-copy.ext4"
   rm -f "$work/fc.sock"
   t0=$(now_ms)
-  inns "$fc" --api-sock "$work/fc.sock" --config-file "$work/fc.json" --level Info > "$work/fc.out" 2>&1 &
+  ip netns exec "$ns" "$fc" --api-sock "$work/fc.sock" --config-file "$work/fc.json" --level Info > "$work/fc.out" 2>&1 &
   pid=$!
-  until grep -q "Successfully started" "$work/fc.out" 2>/dev/null; do sleep 0.002; done
+  until grep -q "Successfully started" "$work/fc.out" 2>/dev/null; do
+    kill -0 "$pid" 2>/dev/null || { echo "firecracker failed:" >&2; cat "$work/fc.out" >&2; exit 1; }
+    sleep 0.002
+  done
   t1=$(now_ms)
   echo $((t1 - t0)) >> "$work/fc.ms"
   kill -9 "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true

@@ -22,6 +22,14 @@ struct Agent {
     dir: tempfile::TempDir,
 }
 
+/// The agent is a workspace package of its own, built beside banger
+/// (`cargo build --workspace`, as scripts/test.sh does).
+fn agent_binary() -> std::path::PathBuf {
+    let path = std::path::Path::new(env!("CARGO_BIN_EXE_banger")).with_file_name("banger-agent");
+    assert!(path.exists(), "{} is missing: run `cargo build --workspace` first", path.display());
+    path
+}
+
 impl Agent {
     /// Starts the agent; `host_key` is written where it reads the SSH host key.
     fn start(host_key: Option<&str>) -> Self {
@@ -31,7 +39,7 @@ impl Agent {
         if let Some(key) = host_key {
             std::fs::write(&key_path, format!("{key}\n")).unwrap();
         }
-        let child = Command::new(env!("CARGO_BIN_EXE_banger-agent"))
+        let child = Command::new(agent_binary())
             .arg("--unix")
             .arg(&sock)
             .arg("--ssh-host-key")
@@ -216,7 +224,7 @@ fn bad_requests_get_error_replies_and_the_agent_keeps_answering() {
 
 #[test]
 fn agent_rejects_unknown_arguments_with_usage() {
-    let output = Command::new(env!("CARGO_BIN_EXE_banger-agent"))
+    let output = Command::new(agent_binary())
         .arg("--bogus")
         .output()
         .unwrap();

@@ -21,12 +21,13 @@
 //!
 //! ```text
 //! RUSTFLAGS='-C target-feature=+crt-static' \
-//!   cargo build --release --bin banger-agent --target x86_64-unknown-linux-gnu
+//!   cargo build --release -p banger-agent --target x86_64-unknown-linux-gnu
 //! ```
 //!
 //! (`--target` keeps the flag off build scripts and proc macros, which cannot
 //! be static.) The binary lands in
-//! `target/x86_64-unknown-linux-gnu/release/banger-agent`.
+//! `target/x86_64-unknown-linux-gnu/release/banger-agent`. It is a package of
+//! its own so that this build compiles only its three dependencies.
 
 #[path = "../agent_protocol.rs"]
 #[allow(

@@ -70,12 +70,7 @@ impl Ctx {
 
     /// Locks bridge and NAT table setup.
     pub fn lock_net(&self) -> Result<LockGuard> {
-        Ok(lock::acquire(
-            &self.paths.net_lock(),
-            "network setup",
-            lock::DEFAULT_TIMEOUT,
-            &say_waiting,
-        )?)
+        lock_net(&self.paths)
     }
 
     pub fn dns_name(&self, vm: &Vm) -> String {
@@ -83,13 +78,26 @@ impl Ctx {
     }
 }
 
+fn lock_net(paths: &Paths) -> Result<LockGuard> {
+    Ok(lock::acquire(
+        &paths.net_lock(),
+        "network setup",
+        lock::DEFAULT_TIMEOUT,
+        &say_waiting,
+    )?)
+}
+
 fn say_waiting(resource: &str, path: &Path) {
     eprintln!("waiting for lock on {resource} ({})", path.display());
 }
 
-/// Stage durations for `--timings`.
+/// Stage durations for `--timings`. `overlapped` stages ran beside others
+/// and do not count towards the total.
 #[derive(Debug, Default, Clone)]
-pub struct Timings(pub Vec<(&'static str, Duration)>);
+pub struct Timings(
+    pub Vec<(&'static str, Duration)>,
+    pub Vec<(&'static str, Duration)>,
+);
 
 impl Timings {
     pub fn time<T>(&mut self, stage: &'static str, f: impl FnOnce() -> Result<T>) -> Result<T> {
@@ -355,34 +363,54 @@ fn start_inner(ctx: &Ctx, vm: &Vm, handles: &mut Handles, timings: &mut Timings)
         Ok(pid)
     })?;
 
-    timings.time("configure", || {
-        let config = api::VmmConfig {
-            vcpus: vm.vcpus,
-            memory_mib: vm.memory_mib,
-            kernel: image_files.kernel.clone(),
-            initrd: image_files.initrd.clone(),
-            boot_args: boot_args(vm, &ctx.config),
-            rootfs: root_disk.clone(),
-            work_disk: files.work.clone(),
-            tap: tap_name(vm),
-            mac: vm.mac.clone(),
-            vsock_cid: vm.cid,
-            vsock_uds: ctx.paths.vsock_uds(&vm.id),
-            log_path: files.vmm_log.clone(),
-            metrics_path: files.metrics.clone(),
-        };
-        api::configure_and_start(&api::ApiClient::new(&api_sock), &config)
-            .with_context(|| format!("the VMM refused the configuration of VM {}", vm.name))
-    })?;
-
+    // NAT rules do not depend on the VMM: add them while it is configured.
     if vm.nat {
-        timings.time("nat", || {
-            handles.nat = true;
-            handles.save(vm_dir)?;
-            let _net = ctx.lock_net()?;
-            net::nat::add_vm_rules(&vm.id, vm.ip, &ctx.config.bridge)?;
-            Ok(())
-        })?;
+        handles.nat = true;
+        handles.save(vm_dir)?;
+    }
+    let (configured, nat) = std::thread::scope(|scope| {
+        let (paths, bridge) = (&ctx.paths, &ctx.config.bridge);
+        let nat = vm.nat.then(|| {
+            scope.spawn(move || {
+                let started = Instant::now();
+                let result = lock_net(paths)
+                    .and_then(|_net| Ok(net::nat::add_vm_rules(&vm.id, vm.ip, bridge)?));
+                (result, started.elapsed())
+            })
+        });
+        let configured = timings.time("configure", || {
+            let config = api::VmmConfig {
+                vcpus: vm.vcpus,
+                memory_mib: vm.memory_mib,
+                kernel: image_files.kernel.clone(),
+                initrd: image_files.initrd.clone(),
+                boot_args: boot_args(vm, &ctx.config),
+                rootfs: root_disk.clone(),
+                work_disk: files.work.clone(),
+                tap: tap_name(vm),
+                mac: vm.mac.clone(),
+                vsock_cid: vm.cid,
+                vsock_uds: ctx.paths.vsock_uds(&vm.id),
+                log_path: files.vmm_log.clone(),
+                metrics_path: files.metrics.clone(),
+            };
+            api::configure_and_start(&api::ApiClient::new(&api_sock), &config)
+                .with_context(|| format!("the VMM refused the configuration of VM {}", vm.name))
+        });
+        let nat = nat.map(|thread| {
+            thread.join().unwrap_or_else(|_| {
+                (
+                    Err(anyhow::anyhow!("the NAT setup thread panicked")),
+                    Duration::ZERO,
+                )
+            })
+        });
+        (configured, nat)
+    });
+    configured?;
+    if let Some((result, elapsed)) = nat {
+        timings.1.push(("nat", elapsed));
+        result.context("cannot add the VM's NAT rules")?;
     }
     timings.time("sidecar", || crate::commands::sidecar::ensure_running(ctx))?;
     Ok(pid)

@@ -26,7 +26,11 @@ struct Agent {
 /// (`cargo build --workspace`, as scripts/test.sh does).
 fn agent_binary() -> std::path::PathBuf {
     let path = std::path::Path::new(env!("CARGO_BIN_EXE_banger")).with_file_name("banger-agent");
-    assert!(path.exists(), "{} is missing: run `cargo build --workspace` first", path.display());
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --workspace` first",
+        path.display()
+    );
     path
 }
 

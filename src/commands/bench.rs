@@ -88,7 +88,7 @@ pub fn summarize(samples: &[Timings], wait: bool) -> Report {
     let mut order: Vec<&'static str> = Vec::new();
     let mut values: BTreeMap<&'static str, Vec<f64>> = BTreeMap::new();
     for timings in samples {
-        for (stage, d) in &timings.0 {
+        for (stage, d) in timings.0.iter().chain(&timings.1) {
             if !order.contains(stage) {
                 order.push(stage);
             }
@@ -137,10 +137,13 @@ mod tests {
     #[test]
     fn summarizes_stages_in_order_with_median() {
         let run = |a: u64, b: u64| {
-            Timings(vec![
-                ("disks", Duration::from_millis(a)),
-                ("spawn", Duration::from_millis(b)),
-            ])
+            Timings(
+                vec![
+                    ("disks", Duration::from_millis(a)),
+                    ("spawn", Duration::from_millis(b)),
+                ],
+                Vec::new(),
+            )
         };
         let report = summarize(&[run(10, 1), run(30, 3), run(20, 2)], false);
         let names: Vec<_> = report.stages.iter().map(|(s, _)| s.as_str()).collect();

@@ -99,6 +99,7 @@ impl VmView {
         let map = timings
             .0
             .iter()
+            .chain(&timings.1)
             .map(|(stage, d)| {
                 (
                     (*stage).to_owned(),
@@ -121,6 +122,12 @@ pub fn print_timings(timings: &Timings) {
         "total",
         timings.total().as_secs_f64() * 1000.0
     );
+    for (stage, duration) in &timings.1 {
+        eprintln!(
+            "  {stage:<12} {:>8.1} ms (alongside configure)",
+            duration.as_secs_f64() * 1000.0
+        );
+    }
 }
 
 /// Prints rows as aligned columns with a header.

@@ -17,14 +17,29 @@ const AGENT: &str = "/bin/busybox";
 const SUITE: &str = "bookworm";
 const FIXTURE_VMLINUX: &str = "/work/main/target/test-deps/vmlinux";
 
-#[derive(Default)]
-struct Recorder(Mutex<Vec<String>>);
+/// Records the stages and prints them with their start times (seen with `--nocapture`).
+struct Recorder {
+    stages: Mutex<Vec<String>>,
+    started: std::time::Instant,
+}
+
+impl Default for Recorder {
+    fn default() -> Self {
+        Self {
+            stages: Mutex::default(),
+            started: std::time::Instant::now(),
+        }
+    }
+}
 
 impl Progress for Recorder {
     fn stage(&self, name: &str) {
-        self.0.lock().unwrap().push(name.to_string());
+        eprintln!("{:7.1} s  {name}", self.started.elapsed().as_secs_f64());
+        self.stages.lock().unwrap().push(name.to_string());
     }
-    fn detail(&self, _msg: &str) {}
+    fn detail(&self, msg: &str) {
+        eprintln!("{:7.1} s    {msg}", self.started.elapsed().as_secs_f64());
+    }
 }
 
 fn skip_unless_root(test: &str) -> bool {
@@ -95,7 +110,7 @@ fn built_image() -> (PathBuf, Manifest) {
     let started = std::time::Instant::now();
     let manifest = image::build(&opts, &building, &progress).unwrap();
     eprintln!("image build took {:.1} s", started.elapsed().as_secs_f64());
-    let stages = progress.0.lock().unwrap().clone();
+    let stages = progress.stages.lock().unwrap().clone();
     for stage in [
         "download",
         "unpack",

@@ -532,3 +532,252 @@ echo "uts $(cat /proc/sys/kernel/hostname)"
     );
     assert!(!hosts.contains("old-name"), "{hosts}");
 }
+
+/// A QEMU `microvm` booted from the test image, killed when dropped.
+struct Guest {
+    qemu: std::process::Child,
+    ssh_port: u16,
+    key: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl Guest {
+    /// Boots the image with Firecracker's device model under QEMU's software
+    /// CPU: root disk, a 1 GiB copy of the work seed holding our key, a NIC.
+    fn boot(image_dir: &Path) -> Guest {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let key = d.join("key");
+        let status = Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(&key)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let root = d.join("root.ext4");
+        let status = Command::new("cp")
+            .arg("--sparse=always")
+            .arg(image_dir.join(image::ROOTFS))
+            .arg(&root)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let work = d.join("work.ext4");
+        fs::copy(image_dir.join(image::WORK_SEED), &work).unwrap();
+        let script = format!(
+            "rm /.ssh/authorized_keys\nwrite {} /.ssh/authorized_keys\nset_inode_field /.ssh/authorized_keys mode 0100600\n",
+            key.with_extension("pub").display()
+        );
+        fs::write(d.join("debugfs.cmds"), script).unwrap();
+        let out = Command::new("debugfs")
+            .arg("-w")
+            .arg("-f")
+            .arg(d.join("debugfs.cmds"))
+            .arg(&work)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        fs::File::options()
+            .write(true)
+            .open(&work)
+            .unwrap()
+            .set_len(1 << 30)
+            .unwrap();
+
+        let ssh_port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap();
+        let mhz: f64 = cpuinfo
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("cpu MHz")?
+                    .split(':')
+                    .nth(1)?
+                    .trim()
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or(2000.0);
+        let cmdline = format!(
+            "console=ttyS0 reboot=k panic=1 tsc_early_khz={} \
+             ip=10.0.2.15::10.0.2.2:255.255.255.0:imagetest:eth0:off:10.0.2.3",
+            (mhz * 1000.0) as u64
+        );
+        let drive =
+            |id: &str, path: &Path| format!("id={id},file={},format=raw,if=none", path.display());
+        let qemu = Command::new("qemu-system-x86_64")
+            .args([
+                "-M",
+                "microvm,acpi=on,pit=on,pic=on,rtc=on",
+                "-accel",
+                "tcg",
+                "-cpu",
+                "max",
+            ])
+            .args([
+                "-nodefaults",
+                "-no-user-config",
+                "-nographic",
+                "-no-reboot",
+                "-m",
+                "1024",
+                "-smp",
+                "2",
+            ])
+            .arg("-kernel")
+            .arg(image_dir.join(image::VMLINUX))
+            .arg("-initrd")
+            .arg(image_dir.join(image::INITRD))
+            .args(["-append", &cmdline])
+            .arg("-chardev")
+            .arg(format!(
+                "file,id=console,path={}",
+                d.join("console.log").display()
+            ))
+            .args(["-serial", "chardev:console", "-device", "i8042"])
+            .args([
+                "-drive",
+                &drive("root", &root),
+                "-device",
+                "virtio-blk-device,drive=root",
+            ])
+            .args([
+                "-drive",
+                &drive("work", &work),
+                "-device",
+                "virtio-blk-device,drive=work",
+            ])
+            .arg("-netdev")
+            .arg(format!("user,id=n0,hostfwd=tcp:127.0.0.1:{ssh_port}-:22"))
+            .args(["-device", "virtio-net-device,netdev=n0"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        Guest {
+            qemu,
+            ssh_port,
+            key,
+            dir,
+        }
+    }
+
+    fn ssh(&self, command: &str) -> std::process::Output {
+        Command::new("ssh")
+            .args([
+                "-q",
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "StrictHostKeyChecking=no",
+            ])
+            .args([
+                "-o",
+                "UserKnownHostsFile=/dev/null",
+                "-o",
+                "ConnectTimeout=5",
+            ])
+            .arg("-i")
+            .arg(&self.key)
+            .arg("-p")
+            .arg(self.ssh_port.to_string())
+            .arg("root@127.0.0.1")
+            .arg(command)
+            .output()
+            .unwrap()
+    }
+
+    fn console(&self) -> String {
+        fs::read_to_string(self.dir.path().join("console.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Guest {
+    fn drop(&mut self) {
+        let _ = self.qemu.kill();
+        let _ = self.qemu.wait();
+    }
+}
+
+#[test]
+fn image_boots_to_ssh_with_network_work_disk_and_clean_poweroff() {
+    if skip_unless_root("image_boots_to_ssh_with_network_work_disk_and_clean_poweroff") {
+        return;
+    }
+    if Command::new("qemu-system-x86_64")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipping: qemu-system-x86_64 is not installed");
+        return;
+    }
+    let (dir, _) = built_image();
+    let mut guest = Guest::boot(&dir);
+    let started = std::time::Instant::now();
+    while !guest.ssh("true").status.success() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(240),
+            "no SSH within 240 s; console:\n{}",
+            guest.console()
+        );
+        assert!(
+            guest.qemu.try_wait().unwrap().is_none(),
+            "QEMU exited:\n{}",
+            guest.console()
+        );
+        std::thread::sleep(std::time::Duration::from_secs(2));
+    }
+    eprintln!(
+        "SSH answered after {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+
+    let out = guest.ssh(
+        "hostname; ip -4 -o addr show dev eth0 | awk '{print $4}'; ip route show default; \
+         cat /etc/resolv.conf; findmnt -n -o SOURCE /root; stat -c %a /root/.ssh; \
+         df --output=size -B1M /root | tail -1; lsmod | awk '{print $1}' | grep -c -x -e vsock -e virtio_net",
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().map(str::trim).collect();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(lines[0], "imagetest", "{text}");
+    assert_eq!(lines[1], "10.0.2.15/24", "{text}");
+    assert!(
+        lines[2].starts_with("default via 10.0.2.2 dev eth0"),
+        "{text}"
+    );
+    assert_eq!(lines[3], "nameserver 10.0.2.3", "{text}");
+    assert_eq!(lines[4], "/dev/vdb", "{text}");
+    assert_eq!(lines[5], "700", "{text}");
+    let work_mib: u64 = lines[6].parse().unwrap();
+    assert!(
+        work_mib > 900,
+        "work disk not grown to the device: {work_mib} MiB"
+    );
+    assert_eq!(lines[7], "2", "{text}");
+
+    // Firecracker's SendCtrlAltDel ends in ctrl-alt-del.target: the VM powers off.
+    let _ = guest.ssh("systemctl start ctrl-alt-del.target");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while guest.qemu.try_wait().unwrap().is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no poweroff:\n{}",
+            guest.console()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    assert!(
+        guest.console().contains("reboot: Power down"),
+        "{}",
+        guest.console()
+    );
+}

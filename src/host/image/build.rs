@@ -206,9 +206,10 @@ fn find_vmlinuz(boot: &Path) -> Result<(PathBuf, String), ImageError> {
             return Ok((entry.path(), release.to_string()));
         }
     }
-    Err(ImageError::io("find vmlinuz-* in", boot)(
-        ErrorKind::NotFound.into(),
-    ))
+    Err(ImageError::MissingFile {
+        path: boot.to_path_buf(),
+        what: "vmlinuz-*",
+    })
 }
 
 /// Runs `depmod` over the unpacked package (which ships no `modules.dep`)

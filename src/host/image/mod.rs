@@ -86,6 +86,8 @@ pub enum ImageError {
         "apt knows no package {package}; run `apt-get update`, add Debian's sources, or pass --kernel"
     )]
     PackageNotFound { package: String },
+    #[error("{path} holds no {what}")]
+    MissingFile { path: PathBuf, what: &'static str },
     #[error("not a bzImage kernel: {0}")]
     BadBzImage(String),
     #[error("corrupt LZ4 payload at offset {offset}: {reason}")]

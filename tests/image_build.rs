@@ -461,6 +461,29 @@ fn a_user_kernel_and_initrd_are_used_as_given_without_modules() {
     assert!(leftovers.is_empty(), "scratch left behind: {leftovers:?}");
 }
 
+#[test]
+fn a_size_too_small_for_the_rootfs_is_refused_and_cleaned_up() {
+    if skip_unless_root("a_size_too_small_for_the_rootfs_is_refused_and_cleaned_up") {
+        return;
+    }
+    let (dir, _) = built_image();
+    let _guard = BUILD.lock().unwrap_or_else(|e| e.into_inner());
+    let tmp = tempfile::tempdir().unwrap();
+    let opts = BuildOptions {
+        kernel: Some(dir.join(image::VMLINUX)),
+        size: Some(100 << 20),
+        ..test_options()
+    };
+    let out = tmp.path().join("image");
+    let err = image::build(&opts, &out, &Recorder::default()).unwrap_err();
+    assert!(matches!(err, ImageError::InvalidOptions(_)), "{err}");
+    assert!(
+        err.to_string().contains("--size 100 MiB cannot hold"),
+        "{err}"
+    );
+    assert_nothing_left(&out, &opts.cache_dir);
+}
+
 /// A build with a user kernel and a suite that does not exist.
 fn failing_build(kernel: &Path, suite: &str) -> (ImageError, PathBuf, PathBuf, tempfile::TempDir) {
     let tmp = tempfile::tempdir().unwrap();

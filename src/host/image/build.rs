@@ -9,7 +9,7 @@ use std::process::Command;
 use chrono::{SecondsFormat, Utc};
 
 use super::manifest::{Manifest, ManifestFile};
-use super::scratch::{ScratchDir, run};
+use super::scratch::{self, ScratchDir, run};
 use super::{BuildOptions, INITRD, ImageError, MANIFEST, Progress, ROOTFS, VMLINUX, WORK_SEED};
 use super::{initramfs, kernel, packages, rootfs};
 
@@ -29,6 +29,7 @@ pub fn build(
 ) -> Result<Manifest, ImageError> {
     validate(opts)?;
     let output = OutputDir::prepare(out_dir)?;
+    scratch::sweep_stale(&opts.cache_dir.join("tmp"));
     let scratch = ScratchDir::new(&opts.cache_dir.join("tmp"), "build")?;
 
     let kernel = match &opts.kernel {
@@ -49,9 +50,18 @@ pub fn build(
     rootfs::configure_guest(&tree, &opts.agent_binary)?;
 
     progress.stage("mkfs");
+    let usage = rootfs::tree_usage(&tree)?;
     let size = match opts.size {
+        Some(size) if size < usage + usage / 10 => {
+            return Err(ImageError::InvalidOptions(format!(
+                "--size {} MiB cannot hold the root filesystem's {} MiB; leave it out or give at least {} MiB",
+                size >> 20,
+                usage >> 20,
+                rootfs::default_size(usage) >> 20
+            )));
+        }
         Some(size) => size,
-        None => rootfs::default_size(rootfs::tree_usage(&tree)?),
+        None => rootfs::default_size(usage),
     };
     progress.detail(&format!("{ROOTFS}: {} MiB", size >> 20));
     rootfs::mkfs_ext4(&tree, &out_dir.join(ROOTFS), size, "rootfs")?;

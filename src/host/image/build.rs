@@ -11,7 +11,7 @@ use chrono::{SecondsFormat, Utc};
 use super::manifest::{Manifest, ManifestFile};
 use super::scratch::{self, ScratchDir, run};
 use super::{BuildOptions, INITRD, ImageError, MANIFEST, Progress, ROOTFS, VMLINUX, WORK_SEED};
-use super::{initramfs, kernel, packages, rootfs};
+use super::{guest, initramfs, kernel, packages, rootfs};
 
 /// Size of `work-seed.ext4`; VMs grow their copy to the work disk size.
 const WORK_SEED_SIZE: u64 = 64 << 20;
@@ -44,10 +44,10 @@ pub fn build(
     progress.stage("agent");
     if let Some(modules_dir) = &kernel.modules_dir {
         progress.detail(&format!("installing kernel modules {}", kernel.release));
-        rootfs::install_modules(&tree, modules_dir, &kernel.release)?;
+        guest::install_modules(&tree, modules_dir, &kernel.release)?;
     }
     progress.detail(&format!("installing {}", opts.agent_binary.display()));
-    rootfs::configure_guest(&tree, &opts.agent_binary)?;
+    guest::configure_guest(&tree, &opts.agent_binary)?;
 
     progress.stage("mkfs");
     let usage = rootfs::tree_usage(&tree)?;
@@ -66,7 +66,7 @@ pub fn build(
     progress.detail(&format!("{ROOTFS}: {} MiB", size >> 20));
     rootfs::mkfs_ext4(&tree, &out_dir.join(ROOTFS), size, "rootfs")?;
     let seed = scratch.path().join("work-seed");
-    rootfs::work_seed_tree(&tree, &seed)?;
+    guest::work_seed_tree(&tree, &seed)?;
     let seed_image = out_dir.join(WORK_SEED);
     rootfs::mkfs_ext4(&seed, &seed_image, WORK_SEED_SIZE, "banger-work")?;
     rootfs::set_root_mode(&seed_image, 0o700)?;

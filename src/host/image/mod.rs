@@ -8,6 +8,7 @@
 
 mod build;
 mod cpio;
+mod guest;
 mod initramfs;
 mod kernel;
 mod manifest;

@@ -104,8 +104,9 @@ pub enum ImageError {
         module: String,
         kernel_version: String,
     },
-    #[error("write {path}")]
+    #[error("{op} image manifest {path}")]
     Manifest {
+        op: &'static str,
         path: PathBuf,
         #[source]
         source: serde_json::Error,

@@ -98,7 +98,8 @@ pub fn build(
 /// Rejects options that could never build, before any side effect.
 fn validate(opts: &BuildOptions) -> Result<(), ImageError> {
     let invalid = |msg: String| Err(ImageError::InvalidOptions(msg));
-    let suite_ok = !opts.suite.is_empty()
+    // It reaches debootstrap's command line: never let it read as an option.
+    let suite_ok = opts.suite.starts_with(|c: char| c.is_ascii_alphanumeric())
         && opts
             .suite
             .chars()
@@ -106,7 +107,7 @@ fn validate(opts: &BuildOptions) -> Result<(), ImageError> {
     if !suite_ok {
         return invalid(format!("suite {:?} is not a Debian suite name", opts.suite));
     }
-    // Debian policy: lowercase alphanumerics and + - . , at least two characters.
+    // Debian policy: lowercase letters, digits, '+', '-' and '.', starting alphanumeric.
     for p in &opts.packages {
         let ok = p.len() >= 2
             && p.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
@@ -315,6 +316,13 @@ mod tests {
     #[test]
     fn rejects_bad_names_and_combinations() {
         let cases: Vec<(BuildOptions, &str)> = vec![
+            (
+                BuildOptions {
+                    suite: "--no-check-gpg".into(),
+                    ..opts()
+                },
+                "suite",
+            ),
             (
                 BuildOptions {
                     suite: "../x".into(),

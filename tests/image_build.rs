@@ -133,6 +133,18 @@ fn built_image() -> (PathBuf, Manifest) {
         );
     }
     fs::rename(&building, &dir).unwrap();
+    // Images of earlier inputs are stale: keep only this one.
+    for entry in fs::read_dir(&base).unwrap().flatten() {
+        let name = entry.file_name();
+        let stale = name.len() == 16
+            && name
+                .to_string_lossy()
+                .chars()
+                .all(|c| c.is_ascii_hexdigit());
+        if stale && entry.path() != dir {
+            fs::remove_dir_all(entry.path()).unwrap();
+        }
+    }
     let leftovers: Vec<_> = fs::read_dir(opts.cache_dir.join("tmp")).unwrap().collect();
     assert!(leftovers.is_empty(), "scratch left behind: {leftovers:?}");
     (dir, manifest)

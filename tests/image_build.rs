@@ -17,14 +17,29 @@ const AGENT: &str = "/bin/busybox";
 const SUITE: &str = "bookworm";
 const FIXTURE_VMLINUX: &str = "/work/main/target/test-deps/vmlinux";
 
-#[derive(Default)]
-struct Recorder(Mutex<Vec<String>>);
+/// Records the stages and prints them with their start times (seen with `--nocapture`).
+struct Recorder {
+    stages: Mutex<Vec<String>>,
+    started: std::time::Instant,
+}
+
+impl Default for Recorder {
+    fn default() -> Self {
+        Self {
+            stages: Mutex::default(),
+            started: std::time::Instant::now(),
+        }
+    }
+}
 
 impl Progress for Recorder {
     fn stage(&self, name: &str) {
-        self.0.lock().unwrap().push(name.to_string());
+        eprintln!("{:7.1} s  {name}", self.started.elapsed().as_secs_f64());
+        self.stages.lock().unwrap().push(name.to_string());
     }
-    fn detail(&self, _msg: &str) {}
+    fn detail(&self, msg: &str) {
+        eprintln!("{:7.1} s    {msg}", self.started.elapsed().as_secs_f64());
+    }
 }
 
 fn skip_unless_root(test: &str) -> bool {
@@ -71,20 +86,27 @@ fn input_key(opts: &BuildOptions) -> String {
     sha256_hex(&hasher.finalize())[..16].to_string()
 }
 
-/// The test image, built once per set of inputs.
-fn built_image() -> (PathBuf, Manifest) {
-    static BUILD: Mutex<()> = Mutex::new(());
-    let _guard = BUILD.lock().unwrap();
-    let base = target_dir().join("test-images");
-    let opts = BuildOptions {
+/// Builds sharing the download cache run one at a time: each checks it leaves no scratch.
+static BUILD: Mutex<()> = Mutex::new(());
+
+/// Options of the test image; the cache is shared by every build under the target dir.
+fn test_options() -> BuildOptions {
+    BuildOptions {
         suite: SUITE.to_string(),
         kernel: None,
         initrd: None,
         size: None,
         packages: vec!["less".to_string()],
         agent_binary: PathBuf::from(AGENT),
-        cache_dir: base.join("cache"),
-    };
+        cache_dir: target_dir().join("test-images").join("cache"),
+    }
+}
+
+/// The test image, built once per set of inputs.
+fn built_image() -> (PathBuf, Manifest) {
+    let _guard = BUILD.lock().unwrap_or_else(|e| e.into_inner());
+    let base = target_dir().join("test-images");
+    let opts = test_options();
     let dir = base.join(input_key(&opts));
     if let Ok(manifest) = Manifest::read(&dir.join(image::MANIFEST)) {
         return (dir, manifest);
@@ -95,7 +117,7 @@ fn built_image() -> (PathBuf, Manifest) {
     let started = std::time::Instant::now();
     let manifest = image::build(&opts, &building, &progress).unwrap();
     eprintln!("image build took {:.1} s", started.elapsed().as_secs_f64());
-    let stages = progress.0.lock().unwrap().clone();
+    let stages = progress.stages.lock().unwrap().clone();
     for stage in [
         "download",
         "unpack",
@@ -111,6 +133,18 @@ fn built_image() -> (PathBuf, Manifest) {
         );
     }
     fs::rename(&building, &dir).unwrap();
+    // Images of earlier inputs are stale: keep only this one.
+    for entry in fs::read_dir(&base).unwrap().flatten() {
+        let name = entry.file_name();
+        let stale = name.len() == 16
+            && name
+                .to_string_lossy()
+                .chars()
+                .all(|c| c.is_ascii_hexdigit());
+        if stale && entry.path() != dir {
+            fs::remove_dir_all(entry.path()).unwrap();
+        }
+    }
     let leftovers: Vec<_> = fs::read_dir(opts.cache_dir.join("tmp")).unwrap().collect();
     assert!(leftovers.is_empty(), "scratch left behind: {leftovers:?}");
     (dir, manifest)
@@ -392,6 +426,76 @@ fn manifest_checksums_match_the_files() {
     assert_eq!(manifest.agent_sha256, sha256_hex(&fs::read(AGENT).unwrap()));
 }
 
+#[test]
+fn a_user_kernel_and_initrd_are_used_as_given_without_modules() {
+    if skip_unless_root("a_user_kernel_and_initrd_are_used_as_given_without_modules") {
+        return;
+    }
+    let (dir, built) = built_image();
+    let _guard = BUILD.lock().unwrap_or_else(|e| e.into_inner());
+    let tmp = tempfile::tempdir().unwrap();
+    let opts = BuildOptions {
+        kernel: Some(dir.join(image::VMLINUX)),
+        initrd: Some(dir.join(image::INITRD)),
+        size: Some(1 << 30),
+        ..test_options()
+    };
+    let out = tmp.path().join("image");
+    let progress = Recorder::default();
+    let manifest = image::build(&opts, &out, &progress).unwrap();
+
+    let stages = progress.stages.lock().unwrap().clone();
+    assert!(
+        !stages.iter().any(|s| s == "download" || s == "initramfs"),
+        "{stages:?}"
+    );
+    for name in [image::VMLINUX, image::INITRD] {
+        assert!(
+            fs::read(out.join(name)).unwrap() == fs::read(dir.join(name)).unwrap(),
+            "{name} changed"
+        );
+        assert_eq!(manifest.files[name], built.files[name], "{name}");
+    }
+    assert_eq!(manifest.kernel_version, built.kernel_version);
+    let rootfs = out.join(image::ROOTFS);
+    assert_eq!(fs::metadata(&rootfs).unwrap().len(), 1 << 30);
+    let modules = format!("/usr/lib/modules/{}", built.kernel_version);
+    assert_eq!(
+        mode_of(&rootfs, &modules),
+        None,
+        "modules installed for a user kernel"
+    );
+    assert_eq!(
+        mode_of(&rootfs, "/usr/local/bin/banger-agent").as_deref(),
+        Some("0755")
+    );
+    let leftovers: Vec<_> = fs::read_dir(opts.cache_dir.join("tmp")).unwrap().collect();
+    assert!(leftovers.is_empty(), "scratch left behind: {leftovers:?}");
+}
+
+#[test]
+fn a_size_too_small_for_the_rootfs_is_refused_and_cleaned_up() {
+    if skip_unless_root("a_size_too_small_for_the_rootfs_is_refused_and_cleaned_up") {
+        return;
+    }
+    let (dir, _) = built_image();
+    let _guard = BUILD.lock().unwrap_or_else(|e| e.into_inner());
+    let tmp = tempfile::tempdir().unwrap();
+    let opts = BuildOptions {
+        kernel: Some(dir.join(image::VMLINUX)),
+        size: Some(100 << 20),
+        ..test_options()
+    };
+    let out = tmp.path().join("image");
+    let err = image::build(&opts, &out, &Recorder::default()).unwrap_err();
+    assert!(matches!(err, ImageError::InvalidOptions(_)), "{err}");
+    assert!(
+        err.to_string().contains("--size 100 MiB cannot hold"),
+        "{err}"
+    );
+    assert_nothing_left(&out, &opts.cache_dir);
+}
+
 /// A build with a user kernel and a suite that does not exist.
 fn failing_build(kernel: &Path, suite: &str) -> (ImageError, PathBuf, PathBuf, tempfile::TempDir) {
     let tmp = tempfile::tempdir().unwrap();
@@ -516,4 +620,276 @@ echo "uts $(cat /proc/sys/kernel/hostname)"
         "{hosts}"
     );
     assert!(!hosts.contains("old-name"), "{hosts}");
+}
+
+/// A QEMU `microvm` booted from the test image, killed when dropped.
+struct Guest {
+    qemu: std::process::Child,
+    ssh_port: u16,
+    key: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl Guest {
+    /// Boots the image with Firecracker's device model under QEMU's software
+    /// CPU: root disk, a 1 GiB copy of the work seed holding our key, a NIC.
+    fn boot(image_dir: &Path) -> Guest {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let key = d.join("key");
+        let status = Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(&key)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let root = d.join("root.ext4");
+        let status = Command::new("cp")
+            .arg("--sparse=always")
+            .arg(image_dir.join(image::ROOTFS))
+            .arg(&root)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let work = d.join("work.ext4");
+        fs::copy(image_dir.join(image::WORK_SEED), &work).unwrap();
+        let script = format!(
+            "rm /.ssh/authorized_keys\nwrite {} /.ssh/authorized_keys\nset_inode_field /.ssh/authorized_keys mode 0100600\n",
+            key.with_extension("pub").display()
+        );
+        fs::write(d.join("debugfs.cmds"), script).unwrap();
+        let out = Command::new("debugfs")
+            .arg("-w")
+            .arg("-f")
+            .arg(d.join("debugfs.cmds"))
+            .arg(&work)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        fs::File::options()
+            .write(true)
+            .open(&work)
+            .unwrap()
+            .set_len(1 << 30)
+            .unwrap();
+
+        let ssh_port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap();
+        let mhz: f64 = cpuinfo
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("cpu MHz")?
+                    .split(':')
+                    .nth(1)?
+                    .trim()
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or(2000.0);
+        let cmdline = format!(
+            "console=ttyS0 reboot=k panic=1 tsc_early_khz={} \
+             ip=10.0.2.15::10.0.2.2:255.255.255.0:imagetest:eth0:off:10.0.2.3",
+            (mhz * 1000.0) as u64
+        );
+        let drive =
+            |id: &str, path: &Path| format!("id={id},file={},format=raw,if=none", path.display());
+        let qemu = Command::new("qemu-system-x86_64")
+            .args([
+                "-M",
+                "microvm,acpi=on,pit=on,pic=on,rtc=on",
+                "-accel",
+                "tcg",
+                "-cpu",
+                "max",
+            ])
+            .args([
+                "-nodefaults",
+                "-no-user-config",
+                "-nographic",
+                "-no-reboot",
+                "-m",
+                "1024",
+                "-smp",
+                "2",
+            ])
+            .arg("-kernel")
+            .arg(image_dir.join(image::VMLINUX))
+            .arg("-initrd")
+            .arg(image_dir.join(image::INITRD))
+            .args(["-append", &cmdline])
+            .arg("-chardev")
+            .arg(format!(
+                "file,id=console,path={}",
+                d.join("console.log").display()
+            ))
+            .args(["-serial", "chardev:console", "-device", "i8042"])
+            .args([
+                "-drive",
+                &drive("root", &root),
+                "-device",
+                "virtio-blk-device,drive=root",
+            ])
+            .args([
+                "-drive",
+                &drive("work", &work),
+                "-device",
+                "virtio-blk-device,drive=work",
+            ])
+            .arg("-netdev")
+            .arg(format!("user,id=n0,hostfwd=tcp:127.0.0.1:{ssh_port}-:22"))
+            .args(["-device", "virtio-net-device,netdev=n0"])
+            .arg("-qmp")
+            .arg(format!(
+                "unix:{},server=on,wait=off",
+                d.join("qmp.sock").display()
+            ))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        Guest {
+            qemu,
+            ssh_port,
+            key,
+            dir,
+        }
+    }
+
+    fn ssh(&self, command: &str) -> std::process::Output {
+        Command::new("ssh")
+            .args([
+                "-q",
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "StrictHostKeyChecking=no",
+            ])
+            .args([
+                "-o",
+                "UserKnownHostsFile=/dev/null",
+                "-o",
+                "ConnectTimeout=5",
+            ])
+            .arg("-i")
+            .arg(&self.key)
+            .arg("-p")
+            .arg(self.ssh_port.to_string())
+            .arg("root@127.0.0.1")
+            .arg(command)
+            .output()
+            .unwrap()
+    }
+
+    /// Presses Ctrl-Alt-Del on the guest's i8042, as Firecracker's `SendCtrlAltDel` does.
+    fn send_ctrl_alt_del(&self) {
+        use std::io::{BufRead, BufReader, Write};
+        let stream =
+            std::os::unix::net::UnixStream::connect(self.dir.path().join("qmp.sock")).unwrap();
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut writer = stream;
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap(); // greeting
+        let keys = r#"{"execute":"send-key","arguments":{"keys":[{"type":"qcode","data":"ctrl"},{"type":"qcode","data":"alt"},{"type":"qcode","data":"delete"}]}}"#;
+        for command in [r#"{"execute":"qmp_capabilities"}"#, keys] {
+            writeln!(writer, "{command}").unwrap();
+            line.clear();
+            reader.read_line(&mut line).unwrap();
+            assert!(line.contains("\"return\""), "QMP {command}: {line}");
+        }
+    }
+
+    fn console(&self) -> String {
+        fs::read_to_string(self.dir.path().join("console.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Guest {
+    fn drop(&mut self) {
+        let _ = self.qemu.kill();
+        let _ = self.qemu.wait();
+    }
+}
+
+#[test]
+fn image_boots_to_ssh_with_network_work_disk_and_clean_poweroff() {
+    if skip_unless_root("image_boots_to_ssh_with_network_work_disk_and_clean_poweroff") {
+        return;
+    }
+    if Command::new("qemu-system-x86_64")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipping: qemu-system-x86_64 is not installed");
+        return;
+    }
+    let (dir, _) = built_image();
+    let mut guest = Guest::boot(&dir);
+    let started = std::time::Instant::now();
+    while !guest.ssh("true").status.success() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(240),
+            "no SSH within 240 s; console:\n{}",
+            guest.console()
+        );
+        assert!(
+            guest.qemu.try_wait().unwrap().is_none(),
+            "QEMU exited:\n{}",
+            guest.console()
+        );
+        std::thread::sleep(std::time::Duration::from_secs(2));
+    }
+    eprintln!(
+        "SSH answered after {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+
+    let out = guest.ssh(
+        "hostname; ip -4 -o addr show dev eth0 | awk '{print $4}'; ip route show default; \
+         cat /etc/resolv.conf; findmnt -n -o SOURCE /root; stat -c %a /root/.ssh; \
+         df --output=size -B1M /root | tail -1; lsmod | awk '{print $1}' | grep -c -x -e vsock -e virtio_net",
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().map(str::trim).collect();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(lines[0], "imagetest", "{text}");
+    assert_eq!(lines[1], "10.0.2.15/24", "{text}");
+    assert!(
+        lines[2].starts_with("default via 10.0.2.2 dev eth0"),
+        "{text}"
+    );
+    assert_eq!(lines[3], "nameserver 10.0.2.3", "{text}");
+    assert_eq!(lines[4], "/dev/vdb", "{text}");
+    assert_eq!(lines[5], "700", "{text}");
+    let work_mib: u64 = lines[6].parse().unwrap();
+    assert!(
+        work_mib > 900,
+        "work disk not grown to the device: {work_mib} MiB"
+    );
+    assert_eq!(lines[7], "2", "{text}");
+
+    // Ctrl-Alt-Del reaches ctrl-alt-del.target, which powers the VM off.
+    guest.send_ctrl_alt_del();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while guest.qemu.try_wait().unwrap().is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no poweroff:\n{}",
+            guest.console()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    assert!(
+        guest.console().contains("reboot: Power down"),
+        "{}",
+        guest.console()
+    );
 }

@@ -9,9 +9,9 @@ use std::process::Command;
 use chrono::{SecondsFormat, Utc};
 
 use super::manifest::{Manifest, ManifestFile};
-use super::scratch::{ScratchDir, run};
+use super::scratch::{self, ScratchDir, run};
 use super::{BuildOptions, INITRD, ImageError, MANIFEST, Progress, ROOTFS, VMLINUX, WORK_SEED};
-use super::{initramfs, kernel, packages, rootfs};
+use super::{guest, initramfs, kernel, packages, rootfs};
 
 /// Size of `work-seed.ext4`; VMs grow their copy to the work disk size.
 const WORK_SEED_SIZE: u64 = 64 << 20;
@@ -29,6 +29,7 @@ pub fn build(
 ) -> Result<Manifest, ImageError> {
     validate(opts)?;
     let output = OutputDir::prepare(out_dir)?;
+    scratch::sweep_stale(&opts.cache_dir.join("tmp"));
     let scratch = ScratchDir::new(&opts.cache_dir.join("tmp"), "build")?;
 
     let kernel = match &opts.kernel {
@@ -43,20 +44,29 @@ pub fn build(
     progress.stage("agent");
     if let Some(modules_dir) = &kernel.modules_dir {
         progress.detail(&format!("installing kernel modules {}", kernel.release));
-        rootfs::install_modules(&tree, modules_dir, &kernel.release)?;
+        guest::install_modules(&tree, modules_dir, &kernel.release)?;
     }
     progress.detail(&format!("installing {}", opts.agent_binary.display()));
-    rootfs::configure_guest(&tree, &opts.agent_binary)?;
+    guest::configure_guest(&tree, &opts.agent_binary)?;
 
     progress.stage("mkfs");
+    let usage = rootfs::tree_usage(&tree)?;
     let size = match opts.size {
+        Some(size) if size < usage + usage / 10 => {
+            return Err(ImageError::InvalidOptions(format!(
+                "--size {} MiB cannot hold the root filesystem's {} MiB; leave it out or give at least {} MiB",
+                size >> 20,
+                usage >> 20,
+                rootfs::default_size(usage) >> 20
+            )));
+        }
         Some(size) => size,
-        None => rootfs::default_size(rootfs::tree_usage(&tree)?),
+        None => rootfs::default_size(usage),
     };
     progress.detail(&format!("{ROOTFS}: {} MiB", size >> 20));
     rootfs::mkfs_ext4(&tree, &out_dir.join(ROOTFS), size, "rootfs")?;
     let seed = scratch.path().join("work-seed");
-    rootfs::work_seed_tree(&tree, &seed)?;
+    guest::work_seed_tree(&tree, &seed)?;
     let seed_image = out_dir.join(WORK_SEED);
     rootfs::mkfs_ext4(&seed, &seed_image, WORK_SEED_SIZE, "banger-work")?;
     rootfs::set_root_mode(&seed_image, 0o700)?;
@@ -88,7 +98,8 @@ pub fn build(
 /// Rejects options that could never build, before any side effect.
 fn validate(opts: &BuildOptions) -> Result<(), ImageError> {
     let invalid = |msg: String| Err(ImageError::InvalidOptions(msg));
-    let suite_ok = !opts.suite.is_empty()
+    // It reaches debootstrap's command line: never let it read as an option.
+    let suite_ok = opts.suite.starts_with(|c: char| c.is_ascii_alphanumeric())
         && opts
             .suite
             .chars()
@@ -96,7 +107,7 @@ fn validate(opts: &BuildOptions) -> Result<(), ImageError> {
     if !suite_ok {
         return invalid(format!("suite {:?} is not a Debian suite name", opts.suite));
     }
-    // Debian policy: lowercase alphanumerics and + - . , at least two characters.
+    // Debian policy: lowercase letters, digits, '+', '-' and '.', starting alphanumeric.
     for p in &opts.packages {
         let ok = p.len() >= 2
             && p.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
@@ -206,9 +217,10 @@ fn find_vmlinuz(boot: &Path) -> Result<(PathBuf, String), ImageError> {
             return Ok((entry.path(), release.to_string()));
         }
     }
-    Err(ImageError::io("find vmlinuz-* in", boot)(
-        ErrorKind::NotFound.into(),
-    ))
+    Err(ImageError::MissingFile {
+        path: boot.to_path_buf(),
+        what: "vmlinuz-*",
+    })
 }
 
 /// Runs `depmod` over the unpacked package (which ships no `modules.dep`)
@@ -304,6 +316,13 @@ mod tests {
     #[test]
     fn rejects_bad_names_and_combinations() {
         let cases: Vec<(BuildOptions, &str)> = vec![
+            (
+                BuildOptions {
+                    suite: "--no-check-gpg".into(),
+                    ..opts()
+                },
+                "suite",
+            ),
             (
                 BuildOptions {
                     suite: "../x".into(),

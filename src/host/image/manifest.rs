@@ -69,6 +69,7 @@ impl Manifest {
     pub fn read(path: &Path) -> Result<Self, ImageError> {
         let text = fs::read(path).map_err(ImageError::io("read", path))?;
         serde_json::from_slice(&text).map_err(|source| ImageError::Manifest {
+            op: "parse",
             path: path.to_path_buf(),
             source,
         })
@@ -77,6 +78,7 @@ impl Manifest {
     /// Writes the manifest to `path` as pretty JSON.
     pub fn write(&self, path: &Path) -> Result<(), ImageError> {
         let mut text = serde_json::to_vec_pretty(self).map_err(|source| ImageError::Manifest {
+            op: "serialize",
             path: path.to_path_buf(),
             source,
         })?;
@@ -100,6 +102,18 @@ mod tests {
         assert_eq!(
             file.sha256,
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+
+    #[test]
+    fn a_corrupt_manifest_is_named_in_the_error() {
+        let path = std::env::temp_dir().join(format!("banger-manifest-bad-{}", std::process::id()));
+        fs::write(&path, b"{not json").unwrap();
+        let err = Manifest::read(&path).unwrap_err();
+        fs::remove_file(&path).unwrap();
+        assert_eq!(
+            err.to_string(),
+            format!("parse image manifest {}", path.display())
         );
     }
 

@@ -8,6 +8,7 @@
 
 mod build;
 mod cpio;
+mod guest;
 mod initramfs;
 mod kernel;
 mod manifest;
@@ -86,6 +87,8 @@ pub enum ImageError {
         "apt knows no package {package}; run `apt-get update`, add Debian's sources, or pass --kernel"
     )]
     PackageNotFound { package: String },
+    #[error("{path} holds no {what}")]
+    MissingFile { path: PathBuf, what: &'static str },
     #[error("not a bzImage kernel: {0}")]
     BadBzImage(String),
     #[error("corrupt LZ4 payload at offset {offset}: {reason}")]
@@ -101,8 +104,9 @@ pub enum ImageError {
         module: String,
         kernel_version: String,
     },
-    #[error("write {path}")]
+    #[error("{op} image manifest {path}")]
     Manifest {
+        op: &'static str,
         path: PathBuf,
         #[source]
         source: serde_json::Error,

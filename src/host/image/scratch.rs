@@ -38,6 +38,27 @@ impl Drop for ScratchDir {
     }
 }
 
+/// Removes scratch directories under `parent` left by builds that were killed
+/// (their `<prefix>-<pid>-<nanos>` names a process that no longer exists).
+pub(crate) fn sweep_stale(parent: &Path) {
+    let Ok(entries) = fs::read_dir(parent) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let pid = name
+            .to_str()
+            .and_then(|n| n.split('-').nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if let Some(pid) = pid
+            && !Path::new("/proc").join(pid.to_string()).exists()
+        {
+            // Best effort: what cannot be removed now is retried by the next build.
+            let _ = fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
 /// Runs `cmd` to completion, capturing its output; a non-zero exit becomes
 /// [`ImageError::Command`] carrying the tail of what it printed.
 pub(crate) fn run(cmd: &mut Command) -> Result<Output, ImageError> {
@@ -83,6 +104,20 @@ mod tests {
             dir.path().to_path_buf()
         };
         assert!(!path.exists());
+        fs::remove_dir_all(&parent).unwrap();
+    }
+
+    #[test]
+    fn stale_scratch_dirs_of_dead_builds_are_swept() {
+        let parent = std::env::temp_dir().join(format!("banger-sweep-test-{}", std::process::id()));
+        // Above the kernel's PID limit (4194304): no such process can exist.
+        let dead = parent.join("build-99999999-1");
+        fs::create_dir_all(dead.join("rootfs/etc")).unwrap();
+        let live = ScratchDir::new(&parent, "build").unwrap();
+        sweep_stale(&parent);
+        assert!(!dead.exists());
+        assert!(live.path().exists());
+        drop(live);
         fs::remove_dir_all(&parent).unwrap();
     }
 

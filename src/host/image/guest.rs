@@ -1,0 +1,246 @@
+//! banger's guest setup, written into a debootstrapped tree: agent, units, sshd, fstab, work seed.
+
+use std::fs;
+use std::io::ErrorKind;
+use std::os::unix::fs::{PermissionsExt, symlink};
+use std::path::Path;
+use std::process::Command;
+
+use super::ImageError;
+use super::scratch::run;
+
+/// Guest files, embedded from `scripts/guest/`.
+const NET_SCRIPT: &str = include_str!("../../../scripts/guest/banger-net");
+const NET_UNIT: &str = include_str!("../../../scripts/guest/banger-net.service");
+const AGENT_UNIT: &str = include_str!("../../../scripts/guest/banger-agent.service");
+const SSH_KEYGEN_UNIT: &str = include_str!("../../../scripts/guest/banger-ssh-keygen.service");
+const GROW_WORK_UNIT: &str = include_str!("../../../scripts/guest/banger-grow-work.service");
+const SSHD_CONFIG: &str = include_str!("../../../scripts/guest/sshd-banger.conf");
+const FSTAB: &str = include_str!("../../../scripts/guest/fstab");
+
+/// Where the agent lives in the guest.
+pub(crate) const AGENT_PATH: &str = "usr/local/bin/banger-agent";
+
+/// Removes whatever is at `path` (file or symlink); absent is fine.
+fn remove(path: &Path) -> Result<(), ImageError> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != ErrorKind::NotFound => Err(ImageError::io("remove", path)(e)),
+        _ => Ok(()),
+    }
+}
+
+/// Writes `contents` to `root/rel` with `mode`, replacing a file or symlink
+/// there (never writing through a symlink that may point out of the tree).
+fn write_file(root: &Path, rel: &str, contents: &[u8], mode: u32) -> Result<(), ImageError> {
+    let path = root.join(rel);
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent).map_err(ImageError::io("create directory", parent))?;
+    }
+    remove(&path)?;
+    fs::write(&path, contents).map_err(ImageError::io("write", &path))?;
+    fs::set_permissions(&path, fs::Permissions::from_mode(mode))
+        .map_err(ImageError::io("chmod", &path))
+}
+
+/// Makes `root/rel` a symlink to `target`, replacing what was there.
+fn write_symlink(root: &Path, rel: &str, target: &str) -> Result<(), ImageError> {
+    let path = root.join(rel);
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent).map_err(ImageError::io("create directory", parent))?;
+    }
+    remove(&path)?;
+    symlink(target, &path).map_err(ImageError::io("symlink", &path))
+}
+
+/// Empties the directory `root/rel` except for the names in `keep`.
+fn clear_dir(root: &Path, rel: &str, keep: &[&str]) -> Result<(), ImageError> {
+    let dir = root.join(rel);
+    let entries = match fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(ImageError::io("read directory", &dir)(e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(ImageError::io("read directory", &dir))?;
+        if keep.iter().any(|k| entry.file_name() == *k) {
+            continue;
+        }
+        let path = entry.path();
+        let is_dir = entry.file_type().map(|t| t.is_dir()).unwrap_or(false);
+        let result = if is_dir {
+            fs::remove_dir_all(&path)
+        } else {
+            fs::remove_file(&path)
+        };
+        result.map_err(ImageError::io("remove", &path))?;
+    }
+    Ok(())
+}
+
+/// Copies the kernel's module tree into the rootfs so `modprobe` works in the guest.
+pub(crate) fn install_modules(
+    root: &Path,
+    modules_dir: &Path,
+    release: &str,
+) -> Result<(), ImageError> {
+    // Merged-/usr trees have /lib -> usr/lib; write to the real directory.
+    let lib = match fs::symlink_metadata(root.join("lib")) {
+        Ok(meta) if meta.file_type().is_symlink() => "usr/lib",
+        _ => "lib",
+    };
+    let dest = root.join(lib).join("modules").join(release);
+    let parent = root.join(lib).join("modules");
+    fs::create_dir_all(&parent).map_err(ImageError::io("create directory", &parent))?;
+    let _ = fs::remove_dir_all(&dest);
+    run(Command::new("cp").arg("-a").arg(modules_dir).arg(&dest)).map(drop)
+}
+
+/// Installs the agent and banger's guest configuration into the debootstrap tree `root`.
+pub(crate) fn configure_guest(root: &Path, agent_binary: &Path) -> Result<(), ImageError> {
+    let agent =
+        fs::read(agent_binary).map_err(ImageError::io("read agent binary", agent_binary))?;
+    write_file(root, AGENT_PATH, &agent, 0o755)?;
+
+    write_file(
+        root,
+        "usr/local/lib/banger/banger-net",
+        NET_SCRIPT.as_bytes(),
+        0o755,
+    )?;
+    let units = [
+        ("banger-net.service", NET_UNIT),
+        ("banger-agent.service", AGENT_UNIT),
+        ("banger-ssh-keygen.service", SSH_KEYGEN_UNIT),
+        ("banger-grow-work.service", GROW_WORK_UNIT),
+    ];
+    for (name, text) in units {
+        write_file(
+            root,
+            &format!("etc/systemd/system/{name}"),
+            text.as_bytes(),
+            0o644,
+        )?;
+        write_symlink(
+            root,
+            &format!("etc/systemd/system/multi-user.target.wants/{name}"),
+            &format!("/etc/systemd/system/{name}"),
+        )?;
+    }
+    write_symlink(
+        root,
+        "etc/systemd/system/ssh.service.wants/banger-ssh-keygen.service",
+        "/etc/systemd/system/banger-ssh-keygen.service",
+    )?;
+    write_symlink(
+        root,
+        "etc/systemd/system/ctrl-alt-del.target",
+        "/lib/systemd/system/poweroff.target",
+    )?;
+
+    write_file(root, "etc/fstab", FSTAB.as_bytes(), 0o644)?;
+    write_file(
+        root,
+        "etc/ssh/sshd_config.d/banger.conf",
+        SSHD_CONFIG.as_bytes(),
+        0o644,
+    )?;
+    remove_host_keys(root)?;
+    lock_root_password(root)?;
+    // The host's resolver and name must not leak in; banger-net writes both at boot.
+    write_file(root, "etc/resolv.conf", b"", 0o644)?;
+    write_file(root, "etc/hostname", b"banger\n", 0o644)?;
+
+    clear_dir(root, "var/cache/apt/archives", &["partial", "lock"])?;
+    clear_dir(root, "var/cache/apt", &["archives"])?;
+    clear_dir(root, "var/lib/apt/lists", &["partial", "lock"])?;
+    clear_dir(root, "var/log/apt", &[])?;
+    remove(&root.join("var/log/bootstrap.log"))
+}
+
+/// Removes the host keys the openssh-server package generated in the tree.
+fn remove_host_keys(root: &Path) -> Result<(), ImageError> {
+    let dir = root.join("etc/ssh");
+    let entries = fs::read_dir(&dir).map_err(ImageError::io("read directory", &dir))?;
+    for entry in entries {
+        let entry = entry.map_err(ImageError::io("read directory", &dir))?;
+        if entry.file_name().to_string_lossy().starts_with("ssh_host_") {
+            remove(&entry.path())?;
+        }
+    }
+    Ok(())
+}
+
+/// Sets root's password field to `*`: no password can log in.
+fn lock_root_password(root: &Path) -> Result<(), ImageError> {
+    let path = root.join("etc/shadow");
+    let shadow = fs::read_to_string(&path).map_err(ImageError::io("read", &path))?;
+    let locked: String = shadow
+        .lines()
+        .map(|line| match line.strip_prefix("root:") {
+            Some(rest) => {
+                let after = rest.split_once(':').map_or("", |(_, after)| after);
+                format!("root:*:{after}\n")
+            }
+            None => format!("{line}\n"),
+        })
+        .collect();
+    write_file(root, "etc/shadow", locked.as_bytes(), 0o640)
+}
+
+/// The work seed's tree in `dir`: root's dot files from the rootfs tree and an empty `.ssh`.
+pub(crate) fn work_seed_tree(rootfs: &Path, dir: &Path) -> Result<(), ImageError> {
+    fs::create_dir_all(dir).map_err(ImageError::io("create directory", dir))?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+        .map_err(ImageError::io("chmod", dir))?;
+    for name in [".bashrc", ".profile"] {
+        let from = [
+            rootfs.join("root").join(name),
+            rootfs.join("etc/skel").join(name),
+        ]
+        .into_iter()
+        .find(|p| p.is_file());
+        if let Some(from) = from {
+            let bytes = fs::read(&from).map_err(ImageError::io("read", &from))?;
+            write_file(dir, name, &bytes, 0o644)?;
+        }
+    }
+    let ssh = dir.join(".ssh");
+    fs::create_dir_all(&ssh).map_err(ImageError::io("create directory", &ssh))?;
+    fs::set_permissions(&ssh, fs::Permissions::from_mode(0o700))
+        .map_err(ImageError::io("chmod", &ssh))?;
+    write_file(dir, ".ssh/authorized_keys", b"", 0o600)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn root_password_is_locked_and_other_lines_kept() {
+        let dir = std::env::temp_dir().join(format!("banger-shadow-{}", std::process::id()));
+        fs::create_dir_all(dir.join("etc")).unwrap();
+        fs::write(
+            dir.join("etc/shadow"),
+            "root:$6$abc:19000:0:99999:7:::\ndaemon:*:19000::::::\n",
+        )
+        .unwrap();
+        lock_root_password(&dir).unwrap();
+        let shadow = fs::read_to_string(dir.join("etc/shadow")).unwrap();
+        fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(shadow, "root:*:19000:0:99999:7:::\ndaemon:*:19000::::::\n");
+    }
+
+    #[test]
+    fn write_file_replaces_a_symlink_instead_of_following_it() {
+        let dir = std::env::temp_dir().join(format!("banger-symlink-{}", std::process::id()));
+        fs::create_dir_all(dir.join("etc")).unwrap();
+        fs::write(dir.join("outside"), "host").unwrap();
+        symlink(dir.join("outside"), dir.join("etc/resolv.conf")).unwrap();
+        write_file(&dir, "etc/resolv.conf", b"guest", 0o644).unwrap();
+        let outside = fs::read_to_string(dir.join("outside")).unwrap();
+        let inside = fs::read_to_string(dir.join("etc/resolv.conf")).unwrap();
+        fs::remove_dir_all(&dir).unwrap();
+        assert_eq!((outside.as_str(), inside.as_str()), ("host", "guest"));
+    }
+}

@@ -6,5 +6,11 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 export PATH="$root/target/test-deps/bin:$PATH"
 export BANGER_TEST_DEPS="$root/target/test-deps"
+
+# The guest agent goes into images, so it is linked statically.
+RUSTFLAGS='-C target-feature=+crt-static' \
+  cargo build --release -p banger-agent --target x86_64-unknown-linux-gnu
+export BANGER_AGENT="$root/target/x86_64-unknown-linux-gnu/release/banger-agent"
+
 cargo build --workspace --all-targets
 cargo test --workspace -- --test-threads=2

@@ -282,7 +282,7 @@ pub fn file_size(path: &Path) -> Result<u64> {
 pub fn boot_args(vm: &Vm, config: &Config) -> String {
     let gateway = config.subnet.gateway();
     format!(
-        "console=ttyS0 reboot=k panic=1 pci=off root=/dev/vda rw ip={}::{}:{}:{}:eth0:off:{}",
+        "console=ttyS0 reboot=k panic=1 pci=off ip={}::{}:{}:{}:eth0:off:{}",
         vm.ip,
         gateway,
         config.subnet.netmask(),

@@ -48,12 +48,14 @@ fn built_image() -> &'static Path {
         let home = common::deps().join(format!("../test-images/guest-{digest}"));
         let image = home.join("images/base");
         if !image.join("image.json").exists() {
+            std::fs::create_dir_all(&home).unwrap();
+            std::fs::write(home.join("config.toml"), "").unwrap();
             let started = Instant::now();
             let out = Command::new(env!("CARGO_BIN_EXE_banger"))
                 .args(["image", "build", "base"])
                 .env("BANGER_HOME", &home)
                 .env("BANGER_RUN_DIR", home.join("run"))
-                .env("BANGER_CONFIG", home.join("none.toml"))
+                .env("BANGER_CONFIG", home.join("config.toml"))
                 .env("BANGER_AGENT", &agent)
                 .output()
                 .unwrap();

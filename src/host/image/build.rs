@@ -10,6 +10,8 @@ use chrono::{SecondsFormat, Utc};
 
 use super::manifest::{Manifest, ManifestFile};
 use super::scratch::{self, ScratchDir, run};
+use crate::host::disk::ext4;
+
 use super::{BuildOptions, INITRD, ImageError, MANIFEST, Progress, ROOTFS, VMLINUX, WORK_SEED};
 use super::{guest, initramfs, kernel, packages, rootfs};
 
@@ -64,12 +66,11 @@ pub fn build(
         None => rootfs::default_size(usage),
     };
     progress.detail(&format!("{ROOTFS}: {} MiB", size >> 20));
-    rootfs::mkfs_ext4(&tree, &out_dir.join(ROOTFS), size, "rootfs")?;
+    ext4::mkfs_from_dir(&tree, &out_dir.join(ROOTFS), size, "rootfs")?;
     let seed = scratch.path().join("work-seed");
     guest::work_seed_tree(&tree, &seed)?;
     let seed_image = out_dir.join(WORK_SEED);
-    rootfs::mkfs_ext4(&seed, &seed_image, WORK_SEED_SIZE, "banger-work")?;
-    rootfs::set_root_mode(&seed_image, 0o700)?;
+    ext4::mkfs_from_dir(&seed, &seed_image, WORK_SEED_SIZE, ext4::WORK_LABEL)?;
 
     progress.stage("checksum");
     let mut files = BTreeMap::new();

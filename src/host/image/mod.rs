@@ -104,6 +104,8 @@ pub enum ImageError {
         module: String,
         kernel_version: String,
     },
+    #[error(transparent)]
+    Disk(#[from] crate::host::disk::DiskError),
     #[error("{op} image manifest {path}")]
     Manifest {
         op: &'static str,

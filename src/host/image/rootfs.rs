@@ -1,6 +1,6 @@
 //! The root filesystem: debootstrap (cached), sizing, and `mkfs.ext4 -d` without mounting.
 
-use std::fs::{self, File};
+use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -235,43 +235,6 @@ pub(crate) fn tree_usage(dir: &Path) -> Result<u64, ImageError> {
 pub(crate) fn default_size(content: u64) -> u64 {
     const MIB: u64 = 1 << 20;
     (content + content * 3 / 10 + 256 * MIB).div_ceil(MIB) * MIB
-}
-
-/// Writes an ext4 image of `size` bytes at `out` holding the tree `dir`, without mounting.
-pub(crate) fn mkfs_ext4(dir: &Path, out: &Path, size: u64, label: &str) -> Result<(), ImageError> {
-    let file = File::create(out).map_err(ImageError::io("create", out))?;
-    file.set_len(size).map_err(ImageError::io("size", out))?;
-    drop(file);
-    run(Command::new("mkfs.ext4")
-        .args([
-            "-q",
-            "-F",
-            "-b",
-            "4096",
-            "-T",
-            "default",
-            "-E",
-            "root_owner=0:0",
-            "-L",
-            label,
-            "-d",
-        ])
-        .arg(dir)
-        .arg(out))
-    .map(drop)
-}
-
-/// Sets the mode of the root directory of the ext4 image `fs_image` (mkfs.ext4 -d keeps it 0755).
-pub(crate) fn set_root_mode(fs_image: &Path, mode: u32) -> Result<(), ImageError> {
-    run(Command::new("debugfs")
-        .arg("-w")
-        .arg("-R")
-        .arg(format!(
-            "set_inode_field / mode 0{:o}",
-            0o040_000 | (mode & 0o7777)
-        ))
-        .arg(fs_image))
-    .map(drop)
 }
 
 #[cfg(test)]

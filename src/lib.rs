@@ -7,6 +7,7 @@
 pub mod agent_protocol;
 pub mod cli;
 pub mod commands;
+pub mod fault;
 pub mod host;
 pub mod lifecycle;
 pub mod sidecar;

@@ -104,6 +104,7 @@ impl Timings {
         let start = Instant::now();
         let result = f();
         self.0.push((stage, start.elapsed()));
+        crate::fault::point(stage);
         result
     }
 
@@ -295,6 +296,9 @@ pub fn boot_args(vm: &Vm, config: &Config) -> String {
 /// On failure everything done is torn down, the VM stays stopped with
 /// `last_error` set, and the error is returned.
 pub fn start(ctx: &Ctx, vm: &mut Vm, timings: &mut Timings) -> Result<u32> {
+    // Intent first: if banger dies midway, reconcile sees a VM that should
+    // run but does not, tears down what its handles name and says so.
+    ctx.store.set_desired(&vm.id, VmState::Running)?;
     let mut handles = Handles {
         cow_strategy: vm.cow_strategy.clone(),
         ..Handles::default()
@@ -539,7 +543,9 @@ pub fn stop(
         }
         None => StopOutcome::AlreadyGone,
     };
+    crate::fault::point("stop:vmm");
     teardown(ctx, vm, &observed.handles)?;
+    crate::fault::point("stop:teardown");
     ctx.store.set_desired(&vm.id, VmState::Stopped)?;
     ctx.store.set_last_error(&vm.id, None)?;
     vm.desired = VmState::Stopped;
@@ -551,6 +557,7 @@ pub fn stop(
 pub fn remove(ctx: &Ctx, vm: &Vm) -> Result<()> {
     remove_dir_if_present(&ctx.paths.vm_dir(&vm.id))?;
     remove_dir_if_present(&ctx.paths.vm_run_dir(&vm.id))?;
+    crate::fault::point("delete:files");
     ssh::forget_hosts(
         &ctx.paths.known_hosts(),
         &[vm.ip.to_string(), ctx.dns_name(vm)],

@@ -24,7 +24,12 @@ fn agent() -> Option<PathBuf> {
 }
 
 fn on_path(program: &str) -> bool {
-    Command::new("sh").args(["-c", &format!("command -v {program}")]).stdout(Stdio::null()).status().unwrap().success()
+    Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .stdout(Stdio::null())
+        .status()
+        .unwrap()
+        .success()
 }
 
 /// Builds the image once per agent binary and image source, through the CLI,
@@ -35,10 +40,11 @@ fn built_image() -> &'static Path {
         let agent = agent().unwrap();
         let mut key = std::fs::read(&agent).unwrap();
         for dir in ["src/host/image", "scripts/guest"] {
-            let mut files: Vec<_> = std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(dir))
-                .unwrap()
-                .map(|e| e.unwrap().path())
-                .collect();
+            let mut files: Vec<_> =
+                std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(dir))
+                    .unwrap()
+                    .map(|e| e.unwrap().path())
+                    .collect();
             files.sort();
             for file in files {
                 key.extend(std::fs::read(file).unwrap());
@@ -59,23 +65,41 @@ fn built_image() -> &'static Path {
                 .env("BANGER_AGENT", &agent)
                 .output()
                 .unwrap();
-            assert!(out.status.success(), "image build failed:\n{}", String::from_utf8_lossy(&out.stderr));
-            eprintln!("built the guest image in {:.0}s", started.elapsed().as_secs_f64());
+            assert!(
+                out.status.success(),
+                "image build failed:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            eprintln!(
+                "built the guest image in {:.0}s",
+                started.elapsed().as_secs_f64()
+            );
         }
         image
     })
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3))
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3)
+    })
 }
 
 fn context() -> Option<TestContext> {
-    if skip_unless("guest", &[&vmlinux(), &shim(), Path::new("/usr/bin/qemu-system-x86_64")]) {
+    if skip_unless(
+        "guest",
+        &[
+            &vmlinux(),
+            &shim(),
+            Path::new("/usr/bin/qemu-system-x86_64"),
+        ],
+    ) {
         return None;
     }
     if agent().is_none() || !on_path("vhost-device-vsock") {
-        eprintln!("skipping guest test: needs BANGER_AGENT and vhost-device-vsock on PATH (run scripts/test.sh)");
+        eprintln!(
+            "skipping guest test: needs BANGER_AGENT and vhost-device-vsock on PATH (run scripts/test.sh)"
+        );
         return None;
     }
     let image = built_image();
@@ -100,9 +124,19 @@ fn context() -> Option<TestContext> {
 
 /// `banger ARGS` with `input` on stdin; returns (code, stdout, stderr).
 fn run_with_input(ctx: &TestContext, args: &[&str], input: &str) -> (i32, String, String) {
-    let mut child =
-        ctx.cmd(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    let mut child = ctx
+        .cmd(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     (
         out.status.code().unwrap_or(-1),
@@ -122,17 +156,36 @@ struct Outside {
 impl Outside {
     fn new(ctx: &TestContext) -> Self {
         let netns = format!("{}-out", ctx.netns);
-        let ip = |args: &[&str]| assert!(Command::new("ip").args(args).status().unwrap().success(), "ip {args:?}");
+        let ip = |args: &[&str]| {
+            assert!(
+                Command::new("ip").args(args).status().unwrap().success(),
+                "ip {args:?}"
+            )
+        };
         ip(&["netns", "add", &netns]);
-        ip(&["link", "add", "veth-out", "netns", &ctx.netns, "type", "veth", "peer", "name", "veth-in", "netns", &netns]);
+        ip(&[
+            "link", "add", "veth-out", "netns", &ctx.netns, "type", "veth", "peer", "name",
+            "veth-in", "netns", &netns,
+        ]);
         ctx.sh(&["ip", "addr", "add", "198.51.100.1/24", "dev", "veth-out"]);
         ctx.sh(&["ip", "link", "set", "veth-out", "up"]);
-        ip(&["-n", &netns, "addr", "add", "198.51.100.2/24", "dev", "veth-in"]);
+        ip(&[
+            "-n",
+            &netns,
+            "addr",
+            "add",
+            "198.51.100.2/24",
+            "dev",
+            "veth-in",
+        ]);
         ip(&["-n", &netns, "link", "set", "veth-in", "up"]);
         ip(&["-n", &netns, "link", "set", "lo", "up"]);
         let script = "import socket\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n\
                       s.bind(('198.51.100.2',8080))\ns.listen()\nwhile True:\n c,a=s.accept()\n c.sendall((a[0]+'\\n').encode())\n c.close()\n";
-        let server = Command::new("ip").args(["netns", "exec", &netns, "python3", "-c", script]).spawn().unwrap();
+        let server = Command::new("ip")
+            .args(["netns", "exec", &netns, "python3", "-c", script])
+            .spawn()
+            .unwrap();
         std::thread::sleep(Duration::from_millis(500));
         Self { netns, server }
     }
@@ -142,7 +195,10 @@ impl Drop for Outside {
     fn drop(&mut self) {
         self.server.kill().ok();
         self.server.wait().ok();
-        Command::new("ip").args(["netns", "del", &self.netns]).status().ok();
+        Command::new("ip")
+            .args(["netns", "del", &self.netns])
+            .status()
+            .ok();
     }
 }
 
@@ -152,25 +208,66 @@ fn a_guest_runs_commands_keeps_its_work_disk_and_shuts_down_cleanly() {
 
     // First run: create, boot, wait for agent and SSH, run the command.
     let started = Instant::now();
-    let out = ctx.run(&["vm", "run", "--name", "e1", "--work-size", "2G", "--timings", "--", "cat", "/etc/hostname"]);
+    let out = ctx.run(&[
+        "vm",
+        "run",
+        "--name",
+        "e1",
+        "--work-size",
+        "2G",
+        "--timings",
+        "--",
+        "cat",
+        "/etc/hostname",
+    ]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert_eq!(String::from_utf8_lossy(&out.stdout), "e1\n");
-    eprintln!("first `vm run` took {:.1}s; stages:\n{stderr}", started.elapsed().as_secs_f64());
+    eprintln!(
+        "first `vm run` took {:.1}s; stages:\n{stderr}",
+        started.elapsed().as_secs_f64()
+    );
     assert!(stderr.contains("ready"), "{stderr}");
 
     // Exit codes and stdin pass through ssh.
-    assert_eq!(ctx.run(&["vm", "ssh", "e1", "--", "sh", "-c", "exit 7"]).status.code(), Some(7));
+    assert_eq!(
+        ctx.run(&["vm", "ssh", "e1", "--", "sh", "-c", "exit 7"])
+            .status
+            .code(),
+        Some(7)
+    );
     let (code, stdout, _) = run_with_input(&ctx, &["vm", "ssh", "e1", "--", "cat"], "hi\n");
     assert_eq!((code, stdout.as_str()), (0, "hi\n"));
 
     // /root is the work disk, grown to --work-size.
-    let mounted = ctx.ok(&["vm", "ssh", "e1", "--", "findmnt", "-n", "-o", "SOURCE,SIZE", "-b", "/root"]);
+    let mounted = ctx.ok(&[
+        "vm",
+        "ssh",
+        "e1",
+        "--",
+        "findmnt",
+        "-n",
+        "-o",
+        "SOURCE,SIZE",
+        "-b",
+        "/root",
+    ]);
     let mut fields = mounted.split_whitespace();
     assert_eq!(fields.next(), Some("/dev/vdb"), "{mounted}");
     let size: u64 = fields.next().unwrap().parse().unwrap();
-    assert!(size > 1900 << 20 && size <= 2 << 30, "work disk is {size} bytes");
-    ctx.ok(&["vm", "ssh", "e1", "--", "sh", "-c", "echo kept > /root/file && sync"]);
+    assert!(
+        size > 1900 << 20 && size <= 2 << 30,
+        "work disk is {size} bytes"
+    );
+    ctx.ok(&[
+        "vm",
+        "ssh",
+        "e1",
+        "--",
+        "sh",
+        "-c",
+        "echo kept > /root/file && sync",
+    ]);
 
     // The VM's name resolves in the guest and on the host (the sidecar's DNS).
     let vm = ctx.json(&["vm", "show", "e1", "--json"]);
@@ -182,7 +279,15 @@ fn a_guest_runs_commands_keeps_its_work_disk_and_shuts_down_cleanly() {
 
     // NAT: the guest reaches a server in another namespace, which sees the host's address.
     let _outside = Outside::new(&ctx);
-    let seen = ctx.ok(&["vm", "ssh", "e1", "--", "bash", "-c", "exec 3<>/dev/tcp/198.51.100.2/8080; cat <&3"]);
+    let seen = ctx.ok(&[
+        "vm",
+        "ssh",
+        "e1",
+        "--",
+        "bash",
+        "-c",
+        "exec 3<>/dev/tcp/198.51.100.2/8080; cat <&3",
+    ]);
     assert_eq!(seen.trim(), "198.51.100.1");
 
     // Stop ends by Ctrl-Alt-Del within its timeout, no signals needed.
@@ -193,7 +298,10 @@ fn a_guest_runs_commands_keeps_its_work_disk_and_shuts_down_cleanly() {
 
     // The work disk survives a stop and start.
     ctx.ok(&["vm", "start", "e1"]);
-    assert_eq!(ctx.ok(&["vm", "ssh", "e1", "--", "cat", "/root/file"]), "kept\n");
+    assert_eq!(
+        ctx.ok(&["vm", "ssh", "e1", "--", "cat", "/root/file"]),
+        "kept\n"
+    );
     ctx.ok(&["vm", "stop", "e1", "--force"]);
     let stopped = ctx.run(&["vm", "ssh", "e1", "--", "true"]);
     assert_eq!(stopped.status.code(), Some(1));
@@ -203,7 +311,21 @@ fn a_guest_runs_commands_keeps_its_work_disk_and_shuts_down_cleanly() {
 #[test]
 fn run_rm_leaves_nothing_behind() {
     let Some(ctx) = context() else { return };
-    let (code, stdout, stderr) = run_with_input(&ctx, &["vm", "run", "--rm", "--name", "e2", "--", "sh", "-c", "cat; exit 3"], "piped\n");
+    let (code, stdout, stderr) = run_with_input(
+        &ctx,
+        &[
+            "vm",
+            "run",
+            "--rm",
+            "--name",
+            "e2",
+            "--",
+            "sh",
+            "-c",
+            "cat; exit 3",
+        ],
+        "piped\n",
+    );
     assert_eq!((code, stdout.as_str()), (3, "piped\n"), "{stderr}");
     assert_eq!(ctx.ok(&["vm", "ls", "-q"]), "");
     assert_eq!(std::fs::read_dir(ctx.home.join("vms")).unwrap().count(), 0);
@@ -212,7 +334,8 @@ fn run_rm_leaves_nothing_behind() {
     assert!(!rules.contains("banger:"), "{rules}");
     let vmm_alive = || {
         ctx.processes().into_iter().any(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.windows(10).any(|w| w == b"--api-sock"))
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| c.windows(10).any(|w| w == b"--api-sock"))
         })
     };
     assert!(eventually(Duration::from_secs(5), || !vmm_alive()));

@@ -25,5 +25,12 @@ pub fn delete(ctx: &Ctx, vm: &mut crate::state::model::Vm, force: bool) -> Resul
     } else {
         lifecycle::teardown(ctx, vm, &observed.handles)?;
     }
+    // Shown if this deletion is interrupted; the row is gone otherwise.
+    let interrupted = format!(
+        "deletion did not finish; run `banger vm delete {}` again",
+        vm.name
+    );
+    ctx.store.set_last_error(&vm.id, Some(&interrupted))?;
+    crate::fault::point("delete:stop");
     lifecycle::remove(ctx, vm)
 }

@@ -1,0 +1,17 @@
+//! Test-only fault injection. Built with the `fault-injection` feature,
+//! `BANGER_FAULT=<stage>` aborts the process right after that stage, as a
+//! crash or `kill -9` would; without the feature this compiles to nothing.
+//! Stages are the `--timings` stages of create and start (`allocate`,
+//! `disks`, `root disk`, `tap`, `spawn`, `configure`, `sidecar`, `ready`)
+//! and `stop:vmm`, `stop:teardown`, `delete:stop`, `delete:files`.
+
+/// Aborts here if `BANGER_FAULT` names `stage` (fault-injection builds only).
+pub fn point(stage: &str) {
+    #[cfg(feature = "fault-injection")]
+    if std::env::var("BANGER_FAULT").is_ok_and(|s| s == stage) {
+        eprintln!("banger: injected fault after stage {stage:?}");
+        std::process::abort();
+    }
+    #[cfg(not(feature = "fault-injection"))]
+    let _ = stage;
+}

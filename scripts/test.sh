@@ -12,5 +12,7 @@ RUSTFLAGS='-C target-feature=+crt-static' \
   cargo build --release -p banger-agent --target x86_64-unknown-linux-gnu
 export BANGER_AGENT="$root/target/x86_64-unknown-linux-gnu/release/banger-agent"
 
-cargo build --workspace --all-targets
-cargo test --workspace -- --test-threads=2
+# fault-injection: the crash tests abort banger after each stage (src/fault.rs).
+features=(--features banger/fault-injection)
+cargo build --workspace --all-targets "${features[@]}"
+cargo test --workspace "${features[@]}" -- --test-threads=2

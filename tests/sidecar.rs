@@ -12,7 +12,10 @@ use std::time::Duration;
 use common::{TestContext, eventually, firecracker, skip_unless, vmlinux};
 
 fn context() -> Option<TestContext> {
-    if skip_unless("firecracker", &[&firecracker(), &vmlinux(), std::path::Path::new("/dev/kvm")]) {
+    if skip_unless(
+        "firecracker",
+        &[&firecracker(), &vmlinux(), std::path::Path::new("/dev/kvm")],
+    ) {
         return None;
     }
     let ctx = TestContext::new(&firecracker());
@@ -41,38 +44,86 @@ fn dig(ctx: &TestContext, args: &[&str]) -> String {
 fn sidecar_serves_dns_and_the_pool_while_vms_run() {
     let Some(ctx) = context() else { return };
     assert!(sidecars(&ctx).is_empty());
-    let a = ctx.json(&["vm", "create", "web", "--no-wait", "--json", "--vcpus", "1", "--memory", "128"]);
+    let a = ctx.json(&[
+        "vm",
+        "create",
+        "web",
+        "--no-wait",
+        "--json",
+        "--vcpus",
+        "1",
+        "--memory",
+        "128",
+    ]);
     assert!(eventually(Duration::from_secs(5), || sidecars(&ctx).len() == 1));
 
     // DNS on the bridge address: running VM, AAAA, unknown name.
-    assert!(eventually(Duration::from_secs(5), || dig(&ctx, &["+short", "web.vm"]).trim() == a["ip"]));
+    assert!(eventually(Duration::from_secs(5), || dig(
+        &ctx,
+        &["+short", "web.vm"]
+    )
+    .trim()
+        == a["ip"]));
     let aaaa = dig(&ctx, &["web.vm", "AAAA"]);
-    assert!(aaaa.contains("status: NOERROR") && aaaa.contains("ANSWER: 0"), "{aaaa}");
+    assert!(
+        aaaa.contains("status: NOERROR") && aaaa.contains("ANSWER: 0"),
+        "{aaaa}"
+    );
     assert!(dig(&ctx, &["nothing.vm"]).contains("status: NXDOMAIN"));
 
     // The pool fills up, and the next VM takes its TAP from it.
-    assert!(eventually(Duration::from_secs(5), || ctx.links("bgpool").len() == 2), "{:?}", ctx.links("bgpool"));
-    let b = ctx.json(&["vm", "create", "db", "--no-wait", "--json", "--vcpus", "1", "--memory", "128"]);
+    assert!(
+        eventually(Duration::from_secs(5), || ctx.links("bgpool").len() == 2),
+        "{:?}",
+        ctx.links("bgpool")
+    );
+    let b = ctx.json(&[
+        "vm",
+        "create",
+        "db",
+        "--no-wait",
+        "--json",
+        "--vcpus",
+        "1",
+        "--memory",
+        "128",
+    ]);
     assert_eq!(b["tap"], format!("bg-{}", b["id"].as_str().unwrap()));
-    assert!(eventually(Duration::from_secs(5), || ctx.links("bgpool").len() == 2), "pool did not refill");
+    assert!(
+        eventually(Duration::from_secs(5), || ctx.links("bgpool").len() == 2),
+        "pool did not refill"
+    );
 
     // A stopped VM's name stops resolving within a second; the TAP goes back to the pool.
     ctx.ok(&["vm", "stop", "db", "--force"]);
-    assert!(eventually(Duration::from_secs(1), || dig(&ctx, &["db.vm"]).contains("NXDOMAIN")));
+    assert!(eventually(Duration::from_secs(1), || dig(&ctx, &["db.vm"])
+        .contains("NXDOMAIN")));
     assert!(ctx.links("bg-").len() == 1);
 
     // kill -9: the next command that starts a VM brings it back.
     for pid in sidecars(&ctx) {
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).unwrap();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
     }
     assert!(eventually(Duration::from_secs(5), || sidecars(&ctx).is_empty()));
     ctx.ok(&["vm", "start", "db", "--no-wait"]);
     assert!(eventually(Duration::from_secs(5), || sidecars(&ctx).len() == 1));
-    assert!(eventually(Duration::from_secs(5), || dig(&ctx, &["+short", "db.vm"]).trim() == b["ip"]));
+    assert!(eventually(Duration::from_secs(5), || dig(
+        &ctx,
+        &["+short", "db.vm"]
+    )
+    .trim()
+        == b["ip"]));
 
     // No VM left running: it exits after its grace (3 s here) and removes its pool.
     ctx.ok(&["vm", "stop", "web", "db", "--force"]);
-    assert!(eventually(Duration::from_secs(15), || sidecars(&ctx).is_empty()), "sidecar outlived its grace");
+    assert!(
+        eventually(Duration::from_secs(15), || sidecars(&ctx).is_empty()),
+        "sidecar outlived its grace"
+    );
     assert!(ctx.links("bgpool").is_empty(), "{:?}", ctx.links("bgpool"));
     assert!(ctx.links("bg-").is_empty());
 }
@@ -82,16 +133,29 @@ fn one_sidecar_under_concurrent_starts() {
     let Some(ctx) = context() else { return };
     let children: Vec<_> = (0..4)
         .map(|i| {
-            ctx.cmd(&["vm", "create", &format!("p{i}"), "--no-wait", "--vcpus", "1", "--memory", "128"])
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap()
+            ctx.cmd(&[
+                "vm",
+                "create",
+                &format!("p{i}"),
+                "--no-wait",
+                "--vcpus",
+                "1",
+                "--memory",
+                "128",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
         })
         .collect();
     for child in children {
         let out = child.wait_with_output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(sidecars(&ctx).len(), 1);

@@ -7,35 +7,29 @@ use crate::cli::StartArgs;
 use crate::lifecycle::{self, Ctx, Timings};
 
 pub fn run(args: StartArgs) -> Result<()> {
-    let ctx = Ctx::open()?;
-    for_each(&args.names, |name| {
-        let mut vm = ctx.store.vm(name)?;
-        let _lock = ctx.lock_vm(&vm)?;
-        let observed = lifecycle::reconcile(&ctx, &mut vm)?;
-        if observed.pid.is_some() {
-            eprintln!("VM {name} is already running");
-            return Ok(());
-        }
-        let mut timings = Timings::default();
-        lifecycle::start(&ctx, &mut vm, &mut timings)?;
-        super::vm_run::wait_ready(&ctx, &vm, args.no_wait, args.timeout, &mut timings)?;
-        if args.timings {
-            print_timings(&timings);
-        }
-        eprintln!("started VM {name} ({})", vm.ip);
-        Ok(())
-    })
+    start_each(args, false)
 }
 
 /// `vm restart`: stop (politely) then start each VM.
 pub fn restart(args: StartArgs) -> Result<()> {
+    start_each(args, true)
+}
+
+fn start_each(args: StartArgs, restart: bool) -> Result<()> {
     let ctx = Ctx::open()?;
     for_each(&args.names, |name| {
         let mut vm = ctx.store.vm(name)?;
         let _lock = ctx.lock_vm(&vm)?;
         let observed = lifecycle::reconcile(&ctx, &mut vm)?;
-        if observed.pid.is_some() {
-            lifecycle::stop(&ctx, &mut vm, &observed, ctx.config.stop_timeout, false)?;
+        match (observed.pid.is_some(), restart) {
+            (true, false) => {
+                eprintln!("VM {name} is already running");
+                return Ok(());
+            }
+            (true, true) => {
+                lifecycle::stop(&ctx, &mut vm, &observed, ctx.config.stop_timeout, false)?;
+            }
+            (false, _) => {}
         }
         let mut timings = Timings::default();
         lifecycle::start(&ctx, &mut vm, &mut timings)?;
@@ -43,7 +37,8 @@ pub fn restart(args: StartArgs) -> Result<()> {
         if args.timings {
             print_timings(&timings);
         }
-        eprintln!("restarted VM {name} ({})", vm.ip);
+        let verb = if restart { "restarted" } else { "started" };
+        eprintln!("{verb} VM {name} ({})", vm.ip);
         Ok(())
     })
 }

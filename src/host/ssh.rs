@@ -59,43 +59,51 @@ pub fn ensure_key(key: &Path) -> Result<String, SshError> {
             path: key.to_owned(),
             source,
         })?;
-    // Write under a temp name, then rename, so a crash never leaves half a key.
-    let tmp = key.with_extension("tmp");
-    let mut file = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(io(&tmp))?;
-    file.write_all(pem.as_bytes())
-        .and_then(|()| file.sync_all())
-        .map_err(io(&tmp))?;
     fs::write(&public, format!("{line}\n")).map_err(io(&public))?;
     fs::set_permissions(&public, fs::Permissions::from_mode(0o644)).map_err(io(&public))?;
-    fs::rename(&tmp, key).map_err(io(key))?;
+    write_private(key, pem.as_bytes())?;
     Ok(line)
 }
 
 /// Replaces every `known_hosts` entry for `hosts` with one line pinning `key`
 /// (`ssh-ed25519 AAAA...`). The file is written atomically with mode 0600.
 pub fn pin_host_key(known_hosts: &Path, hosts: &[String], key: &str) -> Result<(), SshError> {
+    let mut text = entries_without(known_hosts, hosts)?;
+    let key_part: Vec<&str> = key.split_whitespace().take(2).collect();
+    text.push_str(&format!("{} {}\n", hosts.join(","), key_part.join(" ")));
+    write_private(known_hosts, text.as_bytes())
+}
+
+/// Removes every `known_hosts` entry naming any of `hosts`.
+pub fn forget_hosts(known_hosts: &Path, hosts: &[String]) -> Result<(), SshError> {
+    if !known_hosts.exists() {
+        return Ok(());
+    }
+    let text = entries_without(known_hosts, hosts)?;
+    write_private(known_hosts, text.as_bytes())
+}
+
+/// The lines of `known_hosts` (empty if missing) that name none of `hosts`.
+fn entries_without(known_hosts: &Path, hosts: &[String]) -> Result<String, SshError> {
     let existing = match fs::read_to_string(known_hosts) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
         Err(e) => return Err(io(known_hosts)(e)),
     };
-    let mut out: String = existing
+    Ok(existing
         .lines()
         .filter(|line| {
             let names = line.split_whitespace().next().unwrap_or("");
             !names.split(',').any(|n| hosts.iter().any(|h| h == n))
         })
         .map(|line| format!("{line}\n"))
-        .collect();
-    let key_part: Vec<&str> = key.split_whitespace().take(2).collect();
-    out.push_str(&format!("{} {}\n", hosts.join(","), key_part.join(" ")));
-    let tmp = known_hosts.with_extension("tmp");
+        .collect())
+}
+
+/// Writes `bytes` to `path` with mode 0600 through a synced temp file and a
+/// rename, so a crash never leaves half a file.
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), SshError> {
+    let tmp = path.with_extension("tmp");
     let mut file = fs::OpenOptions::new()
         .write(true)
         .create(true)
@@ -103,24 +111,10 @@ pub fn pin_host_key(known_hosts: &Path, hosts: &[String], key: &str) -> Result<(
         .mode(0o600)
         .open(&tmp)
         .map_err(io(&tmp))?;
-    file.write_all(out.as_bytes()).map_err(io(&tmp))?;
-    fs::rename(&tmp, known_hosts).map_err(io(known_hosts))
-}
-
-/// Removes every `known_hosts` entry naming any of `hosts`.
-pub fn forget_hosts(known_hosts: &Path, hosts: &[String]) -> Result<(), SshError> {
-    let Ok(existing) = fs::read_to_string(known_hosts) else {
-        return Ok(());
-    };
-    let kept: String = existing
-        .lines()
-        .filter(|line| {
-            let names = line.split_whitespace().next().unwrap_or("");
-            !names.split(',').any(|n| hosts.iter().any(|h| h == n))
-        })
-        .map(|line| format!("{line}\n"))
-        .collect();
-    fs::write(known_hosts, kept).map_err(io(known_hosts))
+    file.write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .map_err(io(&tmp))?;
+    fs::rename(&tmp, path).map_err(io(path))
 }
 
 /// Arguments for OpenSSH (`ssh ARGS`) to reach root@`host` with banger's key

@@ -26,16 +26,7 @@ pub fn acquire(
     timeout: Duration,
     on_wait: &dyn Fn(&str, &Path),
 ) -> Result<LockGuard, StateError> {
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|source| StateError::Io {
-            path: path.to_owned(),
-            source,
-        })?;
+    let file = open(path)?;
     let start = Instant::now();
     let mut told = false;
     loop {
@@ -69,9 +60,8 @@ pub fn acquire(
     }
 }
 
-/// Takes the lock only if it is free right now.
-pub fn try_acquire(path: &Path) -> Result<Option<LockGuard>, StateError> {
-    let file = OpenOptions::new()
+fn open(path: &Path) -> Result<File, StateError> {
+    OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
@@ -80,7 +70,12 @@ pub fn try_acquire(path: &Path) -> Result<Option<LockGuard>, StateError> {
         .map_err(|source| StateError::Io {
             path: path.to_owned(),
             source,
-        })?;
+        })
+}
+
+/// Takes the lock only if it is free right now.
+pub fn try_acquire(path: &Path) -> Result<Option<LockGuard>, StateError> {
+    let file = open(path)?;
     match file.try_lock() {
         Ok(()) => Ok(Some(LockGuard {
             _file: file,

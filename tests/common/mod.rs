@@ -256,16 +256,7 @@ pub fn processes_with_env(needle: &str) -> Vec<i32> {
         let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
             continue;
         };
-        let alive = std::fs::read_to_string(entry.path().join("stat"))
-            .map(|s| {
-                !s.rsplit(')')
-                    .next()
-                    .unwrap_or("")
-                    .trim_start()
-                    .starts_with('Z')
-            })
-            .unwrap_or(false);
-        if alive
+        if pid_alive(i64::from(pid))
             && environ
                 .split(|b| *b == 0)
                 .any(|var| var == needle.as_bytes())

@@ -81,8 +81,9 @@ impl Shim {
             child,
         };
         assert!(
-            eventually(Duration::from_secs(10), || shim.api_sock.exists()),
-            "API socket never appeared"
+            // The file appears at bind(), before listen(): wait until it accepts.
+            eventually(Duration::from_secs(10), || UnixStream::connect(&shim.api_sock).is_ok()),
+            "API socket never accepted a connection"
         );
         shim
     }

@@ -13,14 +13,14 @@ const MAX_BODY: u64 = 4 * 1024 * 1024;
 
 /// A response: its status code and body.
 #[derive(Debug, PartialEq, Eq)]
-pub(super) struct Response {
+pub struct Response {
     pub status: u16,
     pub body: Vec<u8>,
 }
 
 /// Why a response could not be read.
 #[derive(Debug)]
-pub(super) enum ReadError {
+pub enum ReadError {
     Io(io::Error),
     Malformed(String),
 }
@@ -55,7 +55,7 @@ pub(super) fn write_request(
 }
 
 /// Reads one response, skipping any interim `1xx` responses.
-pub(super) fn read_response(input: &mut impl BufRead) -> Result<Response, ReadError> {
+pub fn read_response(input: &mut impl BufRead) -> Result<Response, ReadError> {
     loop {
         let status = read_status_line(input)?;
         let headers = read_headers(input)?;

@@ -641,7 +641,10 @@ proptest! {
     ) {
         let whole = outcome(http(&bytes));
         let pieces = outcome(read_response(&mut BufReader::with_capacity(capacity, &bytes[..])));
-        prop_assert_eq!(whole, pieces);
+        prop_assert_eq!(&whole, &pieces);
+        if let Ok((status, _)) = whole {
+            prop_assert!((200..1000).contains(&status), "status {}", status);
+        }
     }
 
     #[test]

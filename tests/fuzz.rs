@@ -198,7 +198,7 @@ fn agent_reply_corpus() {
 }
 
 proptest! {
-    #![proptest_config(cases(512))]
+    #![proptest_config(cases(2048))]
 
     #[test]
     fn agent_requests_parse_or_explain(bytes in inputs("agent-request")) {
@@ -266,7 +266,7 @@ fn handshake() -> impl Strategy<Value = Vec<u8>> {
 }
 
 proptest! {
-    #![proptest_config(cases(128))]
+    #![proptest_config(cases(256))]
 
     #[test]
     fn vsock_replies_are_refused_or_parsed(
@@ -393,6 +393,20 @@ fn query(id: u16, name: &str, qtype: TYPE) -> Vec<u8> {
     packet.build_bytes_vec().expect("query builds")
 }
 
+/// Each question's name, type, class and unicast bit, as text.
+fn questions(packet: &Packet) -> Vec<String> {
+    packet
+        .questions
+        .iter()
+        .map(|q| {
+            format!(
+                "{} {:?} {:?} {}",
+                q.qname, q.qtype, q.qclass, q.unicast_response
+            )
+        })
+        .collect()
+}
+
 fn answered_address(reply: &[u8]) -> Option<Ipv4Addr> {
     let packet = Packet::parse(reply).ok()?;
     match &packet.answers.first()?.rdata {
@@ -454,12 +468,16 @@ fn qtype() -> impl Strategy<Value = TYPE> {
 }
 
 proptest! {
-    #![proptest_config(cases(1024))]
+    #![proptest_config(cases(4096))]
 
     #[test]
     fn dns_replies_keep_the_query_id(bytes in inputs("dns")) {
         if let Some(reply) = dns_reply(&bytes) {
             check_reply(&bytes, &reply).map_err(TestCaseError::fail)?;
+            if let Ok(query) = Packet::parse(&bytes) {
+                let reply = Packet::parse(&reply).expect("checked");
+                prop_assert_eq!(questions(&reply), questions(&query));
+            }
         }
     }
 
@@ -632,7 +650,7 @@ fn encode_response(
 }
 
 proptest! {
-    #![proptest_config(cases(512))]
+    #![proptest_config(cases(2048))]
 
     #[test]
     fn firecracker_responses_read_the_same_in_any_buffer(
@@ -706,7 +724,7 @@ fn is_dns_label(value: &str) -> bool {
 const HUNDRED_YEARS: Duration = Duration::from_secs(100 * 365 * 86400);
 
 proptest! {
-    #![proptest_config(cases(1024))]
+    #![proptest_config(cases(2048))]
 
     #[test]
     fn user_values_parse_within_bounds(value in user_text()) {
@@ -884,7 +902,7 @@ impl ConfigFile {
 }
 
 proptest! {
-    #![proptest_config(cases(512))]
+    #![proptest_config(cases(1024))]
 
     #[test]
     fn config_files_parse_within_bounds_or_name_the_file(bytes in inputs("config")) {

@@ -357,6 +357,28 @@ fn respond(query: &[u8], resolver: &Resolver) -> Response {
     }
 }
 
+/// The reply the server sends to one message (a UDP datagram or a TCP frame)
+/// when no upstream resolver answers: names under `domain` come from
+/// `names`, other queries get SERVFAIL. `None` when the server stays silent.
+pub fn reply_without_upstreams(
+    message: &[u8],
+    domain: &str,
+    names: Arc<dyn NameLookup>,
+) -> Option<Vec<u8>> {
+    let resolver = Resolver {
+        domain: normalise(domain),
+        names,
+        upstreams: Vec::new(),
+        timeout: Duration::ZERO,
+        in_flight: AtomicUsize::new(0),
+    };
+    match respond(message, &resolver) {
+        Response::Local(reply) => Some(reply),
+        Response::Forward => error_reply(message, RCODE::ServerFailure),
+        Response::Ignore => None,
+    }
+}
+
 fn build_reply<'a>(
     query: &Packet<'a>,
     rcode: RCODE,

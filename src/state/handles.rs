@@ -47,6 +47,10 @@ impl Handles {
         match fs::read(Self::path(vm_dir)) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Loaded::Missing,
             Err(e) => Loaded::Corrupt(e.to_string()),
+            // serde would also read a JSON array as the fields in order.
+            Ok(bytes) if !bytes.trim_ascii_start().starts_with(b"{") => {
+                Loaded::Corrupt("not a JSON object".to_owned())
+            }
             Ok(bytes) => match serde_json::from_slice(&bytes) {
                 Ok(handles) => Loaded::Found(handles),
                 Err(e) => Loaded::Corrupt(e.to_string()),
@@ -128,6 +132,8 @@ mod tests {
             other => panic!("{other:?}"),
         }
         fs::write(Handles::path(tmp.path()), b"{\"pid\": 4").unwrap();
+        assert!(matches!(Handles::load(tmp.path()), Loaded::Corrupt(_)));
+        fs::write(Handles::path(tmp.path()), b"[42, \"bg-0123456789\"]").unwrap();
         assert!(matches!(Handles::load(tmp.path()), Loaded::Corrupt(_)));
         assert!(Handles::load_or_default(tmp.path()).is_empty());
         Handles::remove(tmp.path()).unwrap();

@@ -13,14 +13,14 @@ const MAX_BODY: u64 = 4 * 1024 * 1024;
 
 /// A response: its status code and body.
 #[derive(Debug, PartialEq, Eq)]
-pub(super) struct Response {
+pub struct Response {
     pub status: u16,
     pub body: Vec<u8>,
 }
 
 /// Why a response could not be read.
 #[derive(Debug)]
-pub(super) enum ReadError {
+pub enum ReadError {
     Io(io::Error),
     Malformed(String),
 }
@@ -55,7 +55,7 @@ pub(super) fn write_request(
 }
 
 /// Reads one response, skipping any interim `1xx` responses.
-pub(super) fn read_response(input: &mut impl BufRead) -> Result<Response, ReadError> {
+pub fn read_response(input: &mut impl BufRead) -> Result<Response, ReadError> {
     loop {
         let status = read_status_line(input)?;
         let headers = read_headers(input)?;
@@ -101,7 +101,10 @@ fn read_status_line(input: &mut impl BufRead) -> Result<u16, ReadError> {
     let mut parts = line.splitn(3, ' ');
     let version = parts.next().unwrap_or_default();
     let code = parts.next().unwrap_or_default();
-    if !version.starts_with("HTTP/1.") || code.len() != 3 {
+    // Three digits, 100-999: `u16::from_str` alone would take `+20` or `099`.
+    let three_digits =
+        code.len() == 3 && code.bytes().all(|b| b.is_ascii_digit()) && !code.starts_with('0');
+    if !version.starts_with("HTTP/1.") || !three_digits {
         return Err(ReadError::Malformed(format!("bad status line {line:?}")));
     }
     code.parse()
@@ -282,6 +285,8 @@ mod tests {
         assert!(malformed("").contains("closed before the status line"));
         assert!(malformed("SSH-2.0-OpenSSH\r\n\r\n").contains("bad status line"));
         assert!(malformed("HTTP/1.1 2000 \r\n\r\n").contains("bad status line"));
+        assert!(malformed("HTTP/1.1 +20 \r\n\r\n").contains("bad status line"));
+        assert!(malformed("HTTP/1.1 099 \r\n\r\n").contains("bad status line"));
         assert!(malformed("HTTP/1.1 200 \r\nno colon\r\n\r\n").contains("bad header"));
         assert!(malformed("HTTP/1.1 200 \r\nContent-Length: x\r\n\r\n").contains("Content-Length"));
         assert!(malformed("HTTP/1.1 200 \r\nContent-Length: 10\r\n\r\nabc").contains("3 of 10"));

@@ -1,5 +1,5 @@
 //! The Firecracker process and its API.
 
 pub mod api;
-mod http;
+pub mod http;
 pub mod process;

@@ -1,0 +1,50 @@
+//! `banger image build` through the CLI when it is interrupted: nothing is
+//! registered, and `banger gc` removes the half-built files.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{eventually, skip_unless};
+
+#[test]
+fn an_interrupted_build_registers_nothing_and_gc_sweeps_it() {
+    if skip_unless("image", &[std::path::Path::new("/usr/sbin/debootstrap")]) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let banger = |args: &[&str]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_banger"));
+        cmd.args(args)
+            .env("BANGER_HOME", tmp.path().join("home"))
+            .env("BANGER_RUN_DIR", tmp.path().join("run"))
+            .env("BANGER_CONFIG", tmp.path().join("config.toml"))
+            // Any static binary stands in for the agent here.
+            .env("BANGER_AGENT", "/bin/busybox");
+        cmd
+    };
+    std::fs::write(tmp.path().join("config.toml"), "").unwrap();
+    let mut build = banger(&["image", "build", "half"]).stderr(Stdio::piped()).spawn().unwrap();
+    // Kill it once it is under way (its staging directory exists).
+    let images = tmp.path().join("home/images");
+    let staging = || {
+        std::fs::read_dir(&images)
+            .map(|d| d.flatten().any(|e| e.file_name().to_string_lossy().starts_with(".tmp-half-")))
+            .unwrap_or(false)
+    };
+    assert!(eventually(Duration::from_secs(60), staging), "the build never started");
+    std::thread::sleep(Duration::from_millis(500));
+    build.kill().unwrap();
+    build.wait().unwrap();
+
+    let listed = banger(&["image", "ls", "-q"]).output().unwrap();
+    assert!(listed.status.success());
+    assert_eq!(String::from_utf8_lossy(&listed.stdout), "");
+    let gc = banger(&["gc"]).output().unwrap();
+    assert!(gc.status.success(), "{}", String::from_utf8_lossy(&gc.stderr));
+    assert!(String::from_utf8_lossy(&gc.stdout).contains("image-staging"));
+    assert!(!staging(), "gc left the staging directory");
+}

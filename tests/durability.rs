@@ -354,3 +354,98 @@ fn a_full_disk_fails_clearly_and_leaves_nothing_half_made() {
     ctx.ok(&["vm", "rm", "keep"]);
     assert_eq!(entries(&ctx.home.join("vms")), Vec::<String>::new());
 }
+
+/// A crash after every stage of create, stop and delete, in turn: the
+/// database stays whole, the listing works, and delete plus gc leave nothing.
+#[cfg(feature = "fault-injection")]
+#[test]
+fn a_crash_after_any_stage_leaves_a_whole_database_and_a_clean_delete() {
+    let Some(mut ctx) = context() else { return };
+    ctx.import_image("base");
+    let create = |name: &str| {
+        vec![
+            "vm",
+            "create",
+            name,
+            "--memory",
+            "128",
+            "--vcpus",
+            "1",
+            "--work-size",
+            "64M",
+            "--no-wait",
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect::<Vec<_>>()
+    };
+    let stages = [
+        ("allocate", false),
+        ("disks", false),
+        ("root disk", false),
+        ("tap", false),
+        ("spawn", false),
+        ("configure", false),
+        ("sidecar", false),
+        ("stop:vmm", true),
+        ("stop:teardown", true),
+        ("delete:stop", true),
+        ("delete:files", true),
+    ];
+    for (stage, after_create) in stages {
+        let name = format!("f-{}", stage.replace([' ', ':'], "-"));
+        let args: Vec<String> = if after_create {
+            ctx.extra_env.clear();
+            let create = create(&name);
+            ctx.ok(&create.iter().map(String::as_str).collect::<Vec<_>>());
+            let verb = if stage.starts_with("stop") {
+                "stop"
+            } else {
+                "rm"
+            };
+            ["vm", verb, "--force", &name].map(String::from).to_vec()
+        } else {
+            create(&name)
+        };
+        ctx.extra_env = vec![("BANGER_FAULT".into(), stage.into())];
+        let out = ctx.run(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        ctx.extra_env.clear();
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&out.status),
+            Some(6),
+            "{stage}: not aborted: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(integrity(&ctx), "ok", "after a crash at {stage}");
+        if ["root disk", "tap", "spawn", "configure", "sidecar"].contains(&stage) {
+            let shown = ctx.json(&["vm", "show", &name, "--json"]);
+            assert_eq!(shown["state"], "stopped", "{stage}: {shown}");
+            assert!(
+                shown["last_error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("start was interrupted")),
+                "{stage}: {shown}"
+            );
+        }
+        let listed = ctx.json(&["vm", "ls", "--json"]);
+        for vm in listed.as_array().unwrap() {
+            assert_ne!(vm["state"], "running", "{stage}: {vm}");
+            ctx.ok(&["vm", "rm", "--force", vm["name"].as_str().unwrap()]);
+        }
+        ctx.ok(&["gc"]);
+        assert_eq!(rows(&ctx), 0, "{stage}");
+        assert_eq!(
+            entries(&ctx.home.join("vms")),
+            Vec::<String>::new(),
+            "{stage}"
+        );
+        assert_eq!(ctx.links("bg-"), Vec::<String>::new(), "{stage}");
+        assert!(
+            eventually(Duration::from_secs(5), || ctx
+                .processes()
+                .iter()
+                .all(|p| !is_vmm(*p))),
+            "{stage}: a VMM outlived its VM"
+        );
+    }
+}

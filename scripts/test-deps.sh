@@ -14,7 +14,7 @@ mkdir -p "$deps/bin" "$deps/cache"
 apt_packages=(
   qemu-system-x86 debootstrap nftables iproute2 dnsutils busybox-static
   e2fsprogs lz4 cpio openssh-client unzip kmod dmsetup xz-utils zstd
-  python3-pip ca-certificates xfsprogs
+  python3-pip ca-certificates xfsprogs openssh-server
 )
 missing=()
 for p in "${apt_packages[@]}"; do

@@ -85,28 +85,28 @@ pub struct VmSpec {
     #[arg(long, value_parser = parse::image_name)]
     pub image: Option<String>,
     /// Number of vCPUs, 1-32 [default: 2]
-    #[arg(long, value_parser = parse::vcpus)]
+    #[arg(long, value_parser = parse::vcpus, allow_hyphen_values = true)]
     pub vcpus: Option<u8>,
     /// Memory in MiB, or a size such as 2G [default: 1024]
-    #[arg(long, value_parser = parse::memory_mib)]
+    #[arg(long, value_parser = parse::memory_mib, allow_hyphen_values = true)]
     pub memory: Option<u32>,
     /// Root disk size (default: the image's rootfs size)
-    #[arg(long, value_parser = parse::size)]
+    #[arg(long, value_parser = parse::size, allow_hyphen_values = true)]
     pub disk_size: Option<u64>,
     /// Work disk size, mounted at /root [default: 8G]
-    #[arg(long, value_parser = parse::size)]
+    #[arg(long, value_parser = parse::size, allow_hyphen_values = true)]
     pub work_size: Option<u64>,
     /// Do not give the VM outbound NAT
     #[arg(long)]
     pub no_nat: bool,
     /// Delete the VM after this long (`banger gc` enforces it), e.g. 2h
-    #[arg(long, value_parser = parse::duration)]
+    #[arg(long, value_parser = parse::duration, allow_hyphen_values = true)]
     pub ttl: Option<Duration>,
     /// Do not wait for the guest to answer (agent and SSH)
     #[arg(long)]
     pub no_wait: bool,
     /// How long to wait for the guest [default: 5m]
-    #[arg(long, value_parser = parse::duration)]
+    #[arg(long, value_parser = parse::duration, allow_hyphen_values = true)]
     pub timeout: Option<Duration>,
     /// Print how long each stage took
     #[arg(long)]
@@ -151,7 +151,7 @@ pub struct StartArgs {
     #[arg(long)]
     pub no_wait: bool,
     /// How long to wait for the guest [default: 5m]
-    #[arg(long, value_parser = parse::duration)]
+    #[arg(long, value_parser = parse::duration, allow_hyphen_values = true)]
     pub timeout: Option<Duration>,
     /// Print how long each stage took
     #[arg(long)]
@@ -166,7 +166,7 @@ pub struct StopArgs {
     #[arg(long)]
     pub force: bool,
     /// How long the guest gets to shut down before SIGTERM [default: 10s]
-    #[arg(long, value_parser = parse::duration)]
+    #[arg(long, value_parser = parse::duration, allow_hyphen_values = true)]
     pub timeout: Option<Duration>,
 }
 
@@ -252,7 +252,7 @@ pub struct ImageBuildArgs {
     #[arg(long, requires = "kernel")]
     pub initrd: Option<PathBuf>,
     /// Root filesystem size (default: content plus headroom)
-    #[arg(long, value_parser = parse::size)]
+    #[arg(long, value_parser = parse::size, allow_hyphen_values = true)]
     pub size: Option<u64>,
     /// Extra Debian packages, comma separated
     #[arg(long, value_delimiter = ',')]
@@ -335,7 +335,7 @@ pub enum BenchCommand {
 #[derive(Debug, Args)]
 pub struct BenchCreateArgs {
     /// Number of VMs to create and delete
-    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100), allow_hyphen_values = true)]
     pub runs: u32,
     #[arg(long, value_parser = parse::image_name)]
     pub image: Option<String>,

@@ -157,7 +157,17 @@ pub fn reconcile(ctx: &Ctx, vm: &mut Vm) -> Result<Observed> {
         Loaded::Missing => (Handles::default(), false),
         Loaded::Corrupt(_) => (Handles::default(), false),
     };
-    if let Some(pid) = find_vmm(&ctx.paths, vm, handles.pid) {
+    let mut pid = find_vmm(&ctx.paths, vm, handles.pid);
+    let interrupted = trustworthy && handles.starting;
+    if let Some(stray) = pid
+        && interrupted
+    {
+        // The command that spawned this VMM died before finishing the start.
+        procs::signal(stray, nix::sys::signal::Signal::SIGKILL).ok();
+        procs::wait_exit(stray, Duration::from_secs(5));
+        pid = None;
+    }
+    if let Some(pid) = pid {
         if handles.pid != Some(pid) || !trustworthy {
             handles.pid = Some(pid);
             handles.tap.get_or_insert_with(|| tap_name(vm));
@@ -174,10 +184,17 @@ pub fn reconcile(ctx: &Ctx, vm: &mut Vm) -> Result<Observed> {
         teardown(ctx, vm, &handles)?;
     }
     if vm.desired == VmState::Running {
-        let message = format!(
-            "the VMM exited unexpectedly; see `banger vm logs {} --vmm`",
-            vm.name
-        );
+        let message = if interrupted {
+            format!(
+                "its start was interrupted; `banger vm start {}` starts it again",
+                vm.name
+            )
+        } else {
+            format!(
+                "the VMM exited unexpectedly; see `banger vm logs {} --vmm`",
+                vm.name
+            )
+        };
         ctx.store.set_desired(&vm.id, VmState::Stopped)?;
         ctx.store.set_last_error(&vm.id, Some(&message))?;
         vm.desired = VmState::Stopped;
@@ -345,6 +362,8 @@ fn start_inner(ctx: &Ctx, vm: &Vm, handles: &mut Handles, timings: &mut Timings)
     let image_files = ImageFiles::of(&ctx.paths, &image);
     let files = VmFiles::of(&ctx.paths, vm);
     let vm_dir = &files.dir;
+    handles.starting = true;
+    handles.save(vm_dir)?;
     let root_disk = timings.time("root disk", || {
         root_device(vm, &image_files, &files, handles)
     })?;
@@ -428,6 +447,8 @@ fn start_inner(ctx: &Ctx, vm: &Vm, handles: &mut Handles, timings: &mut Timings)
         result.context("cannot add the VM's NAT rules")?;
     }
     timings.time("sidecar", || crate::commands::sidecar::ensure_running(ctx))?;
+    handles.starting = false;
+    handles.save(vm_dir)?;
     Ok(pid)
 }
 

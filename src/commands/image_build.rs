@@ -20,12 +20,14 @@ pub fn run(args: ImageBuildArgs) -> Result<()> {
         return Err(UsageError("--initrd needs --kernel".into()).into());
     }
     for (flag, path) in [("--kernel", &args.kernel), ("--initrd", &args.initrd)] {
-        if let Some(path) = path
-            && !path.is_file()
-        {
-            return Err(
-                UsageError(format!("{flag} {}: not a regular file", path.display())).into(),
-            );
+        if let Some(path) = path {
+            let why = match std::fs::metadata(path) {
+                Err(e) => e.to_string(),
+                Ok(meta) if !meta.is_file() => "not a regular file".into(),
+                Ok(meta) if meta.len() == 0 => "the file is empty".into(),
+                Ok(_) => continue,
+            };
+            return Err(UsageError(format!("{flag} {}: {why}", path.display())).into());
         }
     }
     if let Some(kernel) = &args.kernel {

@@ -123,6 +123,9 @@ fn check_file(flag: &str, path: &Path, kind: Kind) -> Result<()> {
     if !meta.is_file() {
         return Err(usage("not a regular file"));
     }
+    if meta.len() == 0 {
+        return Err(usage("the file is empty"));
+    }
     let mut head = vec![0u8; 0x440];
     let mut file = fs::File::open(path).map_err(|e| usage(&e.to_string()))?;
     let n = read_up_to(&mut file, &mut head).map_err(|e| usage(&e.to_string()))?;

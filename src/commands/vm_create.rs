@@ -46,6 +46,10 @@ pub fn create(
     start: bool,
     timings: &mut Timings,
 ) -> Result<(Vm, Observed)> {
+    if start {
+        // A missing VMM is known now: refuse before making anything.
+        crate::host::firecracker::process::find_binary(ctx.config.firecracker.as_deref())?;
+    }
     let image = match &spec.image {
         Some(name) => ctx.store.image(name)?,
         None => timings.time("image", || super::image_build::ensure_default_image(ctx))?,

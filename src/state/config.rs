@@ -69,13 +69,34 @@ struct File {
     dns_port: Option<u16>,
 }
 
+/// Config files larger than this are refused rather than read.
+const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+/// Reads a config file, refusing what is not a small regular file (a
+/// device such as `/dev/zero` would otherwise be read forever).
+fn read_config(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let file = std::fs::File::open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    let mut text = String::new();
+    file.take(MAX_CONFIG_BYTES + 1).read_to_string(&mut text)?;
+    if text.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(std::io::Error::other(format!(
+            "larger than {MAX_CONFIG_BYTES} bytes; not a config file"
+        )));
+    }
+    Ok(text)
+}
+
 impl Config {
     /// Loads `BANGER_CONFIG` or the default path; a missing file means defaults.
     /// `BANGER_SIDECAR_GRACE` overrides the sidecar grace period.
     pub fn load() -> Result<Self, StateError> {
         let explicit = std::env::var_os("BANGER_CONFIG").map(PathBuf::from);
         let path = explicit.clone().unwrap_or_else(|| DEFAULT_CONFIG.into());
-        let mut config = match std::fs::read_to_string(&path) {
+        let mut config = match read_config(&path) {
             Ok(text) => Self::parse(&path, &text)?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && explicit.is_none() => {
                 Self::default()

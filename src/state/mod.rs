@@ -30,6 +30,16 @@ pub enum StateError {
         path.display()
     )]
     DbBusy { path: PathBuf },
+    #[error(
+        "no space left on the filesystem holding database {} ({free} bytes free); free space there and try again",
+        path.display()
+    )]
+    DbNoSpace {
+        path: PathBuf,
+        free: u64,
+        #[source]
+        source: rusqlite::Error,
+    },
     #[error("database {} was written by a newer banger (schema {found}, this banger knows {known})", path.display())]
     DbTooNew {
         path: PathBuf,
@@ -56,6 +66,17 @@ pub enum StateError {
     SubnetFull(String),
 }
 
+/// Below this much free space, an I/O error of SQLite is put down to a full disk.
+const NEARLY_FULL: u64 = 1 << 20;
+
+/// Free bytes (for root) on the filesystem holding `path`.
+fn free_bytes(path: &std::path::Path) -> Option<u64> {
+    let dir = path.parent().unwrap_or(path);
+    nix::sys::statvfs::statvfs(dir)
+        .ok()
+        .map(|s| s.blocks_free() * s.fragment_size())
+}
+
 impl StateError {
     pub(crate) fn db(path: &std::path::Path, source: rusqlite::Error) -> Self {
         if let rusqlite::Error::SqliteFailure(e, _) = &source
@@ -66,6 +87,22 @@ impl StateError {
         {
             return Self::DbBusy {
                 path: path.to_owned(),
+            };
+        }
+        // SQLite reports a full disk as SQLITE_FULL, or as an I/O error when
+        // it cannot grow its shared-memory or WAL file.
+        if let rusqlite::Error::SqliteFailure(e, _) = &source
+            && matches!(
+                e.code,
+                rusqlite::ErrorCode::DiskFull | rusqlite::ErrorCode::SystemIoFailure
+            )
+            && let Some(free) = free_bytes(path)
+            && (e.code == rusqlite::ErrorCode::DiskFull || free < NEARLY_FULL)
+        {
+            return Self::DbNoSpace {
+                path: path.to_owned(),
+                free,
+                source,
             };
         }
         Self::Db {

@@ -47,8 +47,21 @@ const MIGRATIONS: &[&str] = &[r"
     );
 "];
 
-/// How long a command waits for another's write transaction.
+/// How long a command waits for another's write transaction, unless
+/// `BANGER_BUSY_TIMEOUT` (a duration such as `2s`) says otherwise.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn busy_timeout() -> Result<Duration, StateError> {
+    match std::env::var_os("BANGER_BUSY_TIMEOUT") {
+        None => Ok(BUSY_TIMEOUT),
+        Some(value) => {
+            super::parse::duration(&value.to_string_lossy()).map_err(|e| StateError::Config {
+                path: "BANGER_BUSY_TIMEOUT".into(),
+                message: e.to_string(),
+            })
+        }
+    }
+}
 
 /// Everything about a VM chosen before its row exists.
 #[derive(Debug, Clone)]
@@ -73,6 +86,7 @@ impl Store {
     /// Opens (creating if needed, 0600) and migrates the database.
     pub fn open(path: &Path) -> Result<Self, StateError> {
         let db = |e| StateError::db(path, e);
+        let busy_timeout = busy_timeout()?;
         let conn = Connection::open(path).map_err(db)?;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(
             |source| StateError::Io {
@@ -80,7 +94,7 @@ impl Store {
                 source,
             },
         )?;
-        conn.busy_timeout(BUSY_TIMEOUT).map_err(db)?;
+        conn.busy_timeout(busy_timeout).map_err(db)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(db)?;
         conn.pragma_update(None, "synchronous", "NORMAL")

@@ -101,7 +101,30 @@ pub fn grow(image: &Path, size_bytes: u64) -> Result<(), DiskError> {
     if !matches!(check.status.code(), Some(0..=2)) {
         return Err(super::tool_failure(E2FSCK, image, &check));
     }
-    run_tool(RESIZE2FS, &[image.as_os_str()], None, image).map(drop)
+    run_tool(RESIZE2FS, &[image.as_os_str()], None, image)
+        .map(drop)
+        .map_err(|err| out_of_space(image, size_bytes, err))
+}
+
+/// Names a full filesystem as the cause when resize2fs reports a failed
+/// write: it prints "short write" (or the ENOSPC text) rather than an errno.
+fn out_of_space(image: &Path, requested: u64, err: DiskError) -> DiskError {
+    let DiskError::Tool { stderr, .. } = &err else {
+        return err;
+    };
+    if !stderr.contains("short write") && !stderr.contains("No space left on device") {
+        return err;
+    }
+    let dir = image.parent().unwrap_or(image);
+    let free = nix::sys::statvfs::statvfs(dir)
+        .map(|s| s.blocks_free() * s.fragment_size())
+        .unwrap_or(0);
+    DiskError::NoSpace {
+        path: image.to_path_buf(),
+        free,
+        requested,
+        source: Box::new(err),
+    }
 }
 
 /// Writes `data` to `guest_path` in `image` with permission bits `mode`,

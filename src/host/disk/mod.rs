@@ -50,6 +50,17 @@ pub enum DiskError {
         status: ExitStatus,
         stderr: String,
     },
+    #[error(
+        "no space left on the filesystem holding {} ({free} bytes free) to grow it to {requested} bytes; free space there or ask for a smaller size",
+        path.display()
+    )]
+    NoSpace {
+        path: PathBuf,
+        free: u64,
+        requested: u64,
+        #[source]
+        source: Box<DiskError>,
+    },
     #[error("debugfs failed on {}: {message}", image.display())]
     Debugfs { image: PathBuf, message: String },
     #[error("{} is {current} bytes; it cannot shrink to {requested} bytes", path.display())]

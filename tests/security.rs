@@ -1,0 +1,342 @@
+//! Security properties a user relies on, checked on the real host after a
+//! real create: private modes on state, keys, database, run dir and sockets;
+//! DNS listening on the bridge address only; NAT rules confined to `inet
+//! banger` and naming the VM; and SSH refusing a guest whose host key changed.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{TestContext, eventually, firecracker, skip_unless, vmlinux};
+use serde_json::Value;
+
+fn context() -> Option<TestContext> {
+    if skip_unless(
+        "firecracker",
+        &[&firecracker(), &vmlinux(), Path::new("/dev/kvm")],
+    ) {
+        return None;
+    }
+    let ctx = TestContext::new(&firecracker());
+    ctx.import_image("base");
+    Some(ctx)
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::symlink_metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o7777
+}
+
+/// Every path under `root`, depth first.
+fn walk(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(root).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            out.extend(walk(&path));
+        }
+        out.push(path);
+    }
+    out
+}
+
+/// Whether another user could reach `path`: every directory from `root`
+/// down must let others search it, and the file must let them read or write.
+fn world_accessible(root: &Path, path: &Path) -> bool {
+    let mut dir = path.parent();
+    while let Some(d) = dir {
+        if mode(d) & 0o001 == 0 {
+            return false;
+        }
+        if d == root {
+            break;
+        }
+        dir = d.parent();
+    }
+    mode(path) & 0o006 != 0
+}
+
+#[test]
+fn state_keys_database_and_sockets_are_private_after_a_real_create() {
+    let Some(ctx) = context() else { return };
+    let vm = ctx.json(&[
+        "vm",
+        "create",
+        "sec1",
+        "--memory",
+        "128",
+        "--vcpus",
+        "1",
+        "--work-size",
+        "64M",
+        "--no-wait",
+        "--json",
+    ]);
+    assert_eq!(vm["state"], "running");
+    let id = vm["id"].as_str().unwrap();
+
+    for (path, want) in [
+        (ctx.home.clone(), 0o700),
+        (ctx.home.join("ssh"), 0o700),
+        (ctx.home.join("ssh/id_ed25519"), 0o600),
+        (ctx.home.join("banger.db"), 0o600),
+        (ctx.home.join("vms").join(id), 0o700),
+        (ctx.run_dir.clone(), 0o700),
+        (ctx.run_dir.join("vms").join(id), 0o700),
+    ] {
+        assert_eq!(
+            mode(&path),
+            want,
+            "{} has mode {:o}",
+            path.display(),
+            mode(&path)
+        );
+    }
+    // Nothing is writable by others anywhere; nothing but the public key
+    // and the image files is readable through the private directories.
+    let mut sockets = Vec::new();
+    for root in [&ctx.home, &ctx.run_dir] {
+        for path in walk(root) {
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            assert_eq!(
+                mode(&path) & 0o002,
+                0,
+                "{} is world-writable ({:o})",
+                path.display(),
+                mode(&path)
+            );
+            assert!(
+                !world_accessible(root, &path),
+                "{} is reachable by other users",
+                path.display()
+            );
+            if meta.file_type().is_socket() {
+                sockets.push(path);
+            }
+        }
+    }
+    let names: Vec<_> = sockets
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        names.iter().any(|n| n == "api.sock"),
+        "no API socket among {sockets:?}"
+    );
+    ctx.ok(&["vm", "rm", "--force", "sec1"]);
+}
+
+/// Local addresses of the listening sockets in the namespace (`ss` flags
+/// `-lnu` or `-lnt`), with the owning process.
+fn listeners(ctx: &TestContext, flags: &str) -> Vec<(String, String)> {
+    ctx.sh(&["ss", flags, "-H", "-p"])
+        .lines()
+        .filter_map(|line| {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            Some((cols.get(3)?.to_string(), cols.get(5..)?.join(" ")))
+        })
+        .collect()
+}
+
+#[test]
+fn dns_listens_on_the_bridge_only_and_nat_stays_in_its_table() {
+    let Some(ctx) = context() else { return };
+    ctx.set_config("tap_pool_size = 2\n");
+    let vm = ctx.json(&[
+        "vm",
+        "create",
+        "sec2",
+        "--memory",
+        "128",
+        "--vcpus",
+        "1",
+        "--work-size",
+        "64M",
+        "--no-wait",
+        "--json",
+    ]);
+    let id = vm["id"].as_str().unwrap().to_owned();
+    let ip = vm["ip"].as_str().unwrap().to_owned();
+    let tap = format!("bg-{id}");
+
+    // The sidecar started with the VM: its DNS sockets, UDP and TCP, are
+    // bound to the bridge address and nothing else listens on IP.
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            listeners(&ctx, "-lnu")
+                .iter()
+                .any(|(addr, _)| addr.ends_with(":53"))
+        }),
+        "no DNS listener: {:?}",
+        listeners(&ctx, "-lnu")
+    );
+    for flags in ["-lnu", "-lnt"] {
+        let found = listeners(&ctx, flags);
+        assert!(!found.is_empty(), "{flags}: no listener");
+        for (addr, owner) in &found {
+            assert_eq!(addr, "172.30.0.1:53", "{flags}: {owner} listens on {addr}");
+        }
+    }
+    let answer = ctx.sh(&["dig", "+short", "+time=2", "@172.30.0.1", "sec2.vm"]);
+    assert_eq!(answer.trim(), ip);
+
+    // NAT: the only table is banger's, and each of its rules names the VM.
+    let ruleset: Value = serde_json::from_str(&ctx.sh(&["nft", "-j", "list", "ruleset"])).unwrap();
+    let objects = ruleset["nftables"].as_array().unwrap();
+    let tables: Vec<String> = objects
+        .iter()
+        .filter_map(|o| o.get("table"))
+        .map(|t| {
+            format!(
+                "{} {}",
+                t["family"].as_str().unwrap(),
+                t["name"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(tables, vec!["inet banger"], "{ruleset}");
+    let rules: Vec<&Value> = objects.iter().filter_map(|o| o.get("rule")).collect();
+    assert!(!rules.is_empty(), "no NAT rules: {ruleset}");
+    for rule in &rules {
+        let text = rule.to_string();
+        assert!(
+            text.contains(&ip) || text.contains(&tap),
+            "rule names neither {ip} nor {tap}: {text}"
+        );
+    }
+    let masquerade: Vec<String> = rules
+        .iter()
+        .map(|r| r.to_string())
+        .filter(|t| t.contains("masquerade"))
+        .collect();
+    assert_eq!(masquerade.len(), 1, "{ruleset}");
+    assert!(masquerade[0].contains(&ip), "{}", masquerade[0]);
+
+    // Stopping removes the VM's rules and leaves the table's other contents alone.
+    ctx.ok(&["vm", "stop", "sec2", "--force"]);
+    let after = ctx.sh(&["nft", "list", "ruleset"]);
+    assert!(
+        !after.contains(&ip) && !after.contains(&tap),
+        "rules outlived the VM:\n{after}"
+    );
+    ctx.ok(&["vm", "rm", "sec2"]);
+}
+
+/// A throwaway sshd in the test's namespace, killed on drop.
+struct Sshd(Child);
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        self.0.kill().ok();
+        self.0.wait().ok();
+    }
+}
+
+fn keygen(path: &Path) -> String {
+    let status = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    std::fs::read_to_string(path.with_extension("pub")).unwrap()
+}
+
+#[test]
+fn a_changed_guest_host_key_is_refused() {
+    const SSHD: &str = "/usr/sbin/sshd";
+    if skip_unless("host", &[Path::new(SSHD)]) {
+        eprintln!("(sshd comes from the openssh-server package)");
+        return;
+    }
+    let ctx = TestContext::new(&firecracker());
+    let dir = ctx.dir.path();
+    let pinned = keygen(&dir.join("pinned_host_key"));
+    let presented = keygen(&dir.join("presented_host_key"));
+    let client_key = dir.join("id_ed25519");
+    let client_public = banger::host::ssh::ensure_key(&client_key).unwrap();
+    let authorized = dir.join("authorized_keys");
+    std::fs::write(&authorized, format!("{client_public}\n")).unwrap();
+    // sshd insists on its privilege-separation directory.
+    std::fs::create_dir_all("/run/sshd").unwrap();
+
+    let host = "127.0.0.7";
+    let sshd = Sshd(
+        Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &ctx.netns,
+                SSHD,
+                "-D",
+                "-e",
+                "-f",
+                "/dev/null",
+            ])
+            .arg("-h")
+            .arg(dir.join("presented_host_key"))
+            .args(["-o", &format!("ListenAddress={host}:22")])
+            .args([
+                "-o",
+                &format!("AuthorizedKeysFile={}", authorized.display()),
+            ])
+            .args(["-o", "StrictModes=no", "-o", "PidFile=none"])
+            .args(["-o", "PermitRootLogin=prohibit-password", "-o", "UsePAM=no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || listeners(&ctx, "-lnt")
+            .iter()
+            .any(|(addr, _)| addr == &format!("{host}:22"))),
+        "sshd did not start"
+    );
+
+    let known_hosts = dir.join("known_hosts");
+    let ssh = |expect_ok: bool| {
+        let args =
+            banger::host::ssh::ssh_args(&client_key, &known_hosts, host, false, &["true".into()]);
+        let out = Command::new("ip")
+            .args(["netns", "exec", &ctx.netns, "ssh"])
+            .args(&args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.success(), expect_ok, "ssh {args:?}: {stderr}");
+        stderr
+    };
+    let pin = |key: &str| {
+        banger::host::ssh::pin_host_key(&known_hosts, &[host.into(), "sec.vm".into()], key).unwrap()
+    };
+
+    // The guest's key as first pinned; the server now presents another.
+    pin(&pinned);
+    let before = std::fs::read(&known_hosts).unwrap();
+    let stderr = ssh(false);
+    assert!(stderr.contains("Host key verification failed"), "{stderr}");
+    assert_eq!(
+        std::fs::read(&known_hosts).unwrap(),
+        before,
+        "the pin changed"
+    );
+    // No pin at all is refused too: nothing is trusted on first use by ssh.
+    std::fs::write(&known_hosts, b"").unwrap();
+    let stderr = ssh(false);
+    assert!(stderr.contains("Host key verification failed"), "{stderr}");
+    assert!(std::fs::read(&known_hosts).unwrap().is_empty());
+    // The control: pinned to the key it presents, the same command works.
+    pin(&presented);
+    ssh(true);
+    drop(sshd);
+}

@@ -27,15 +27,24 @@ fn an_interrupted_build_registers_nothing_and_gc_sweeps_it() {
         cmd
     };
     std::fs::write(tmp.path().join("config.toml"), "").unwrap();
-    let mut build = banger(&["image", "build", "half"]).stderr(Stdio::piped()).spawn().unwrap();
+    let mut build = banger(&["image", "build", "half"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     // Kill it once it is under way (its staging directory exists).
     let images = tmp.path().join("home/images");
     let staging = || {
         std::fs::read_dir(&images)
-            .map(|d| d.flatten().any(|e| e.file_name().to_string_lossy().starts_with(".tmp-half-")))
+            .map(|d| {
+                d.flatten()
+                    .any(|e| e.file_name().to_string_lossy().starts_with(".tmp-half-"))
+            })
             .unwrap_or(false)
     };
-    assert!(eventually(Duration::from_secs(60), staging), "the build never started");
+    assert!(
+        eventually(Duration::from_secs(60), staging),
+        "the build never started"
+    );
     std::thread::sleep(Duration::from_millis(500));
     build.kill().unwrap();
     build.wait().unwrap();
@@ -44,7 +53,11 @@ fn an_interrupted_build_registers_nothing_and_gc_sweeps_it() {
     assert!(listed.status.success());
     assert_eq!(String::from_utf8_lossy(&listed.stdout), "");
     let gc = banger(&["gc"]).output().unwrap();
-    assert!(gc.status.success(), "{}", String::from_utf8_lossy(&gc.stderr));
+    assert!(
+        gc.status.success(),
+        "{}",
+        String::from_utf8_lossy(&gc.stderr)
+    );
     assert!(String::from_utf8_lossy(&gc.stdout).contains("image-staging"));
     assert!(!staging(), "gc left the staging directory");
 }

@@ -82,7 +82,10 @@ impl Shim {
         };
         assert!(
             // The file appears at bind(), before listen(): wait until it accepts.
-            eventually(Duration::from_secs(10), || UnixStream::connect(&shim.api_sock).is_ok()),
+            eventually(Duration::from_secs(10), || UnixStream::connect(
+                &shim.api_sock
+            )
+            .is_ok()),
             "API socket never accepted a connection"
         );
         shim

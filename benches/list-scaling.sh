@@ -15,7 +15,8 @@ trap 'ip netns del "$ns" 2>/dev/null || true; rm -rf "$work"' EXIT
 ip netns add "$ns"
 export BANGER_HOME="$work/home" BANGER_RUN_DIR="$work/run" BANGER_CONFIG="$work/config.toml"
 export BANGER_FIRECRACKER="$root/target/test-deps/bin/firecracker"
-: > "$BANGER_CONFIG"
+# A /16, so that 1000 VMs get addresses (the default /24 holds 253).
+echo 'subnet = "10.200.0.0/16"' > "$BANGER_CONFIG"
 b() { ip netns exec "$ns" "$banger" "$@"; }
 truncate -s 64M "$work/rootfs.ext4" && mkfs.ext4 -q -F "$work/rootfs.ext4"
 b image import bench --kernel "$root/target/test-deps/vmlinux" --rootfs "$work/rootfs.ext4" 2>/dev/null
@@ -26,7 +27,7 @@ count=0
 printf '%6s %16s %22s\n' VMs "list --json ms" "create --no-start ms"
 for target in "${sizes[@]}"; do
   while [ "$count" -lt "$target" ]; do
-    b vm create "v$count" --no-start --work-size 64M >/dev/null 2>&1
+    b vm create "v$count" --no-start --work-size 64M >/dev/null
     count=$((count + 1))
   done
   list=$(for _ in 1 2 3 4 5; do t0=$(now_ms); b vm list --json >/dev/null; echo $(( $(now_ms) - t0 )); done | median)

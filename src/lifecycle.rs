@@ -11,6 +11,7 @@ use anyhow::{Context, Result, bail};
 use crate::host::disk::{cow, dm, ext4, loopdev};
 use crate::host::firecracker::{api, process};
 use crate::host::{net, procs, ssh};
+use crate::state::StateError;
 use crate::state::config::Config;
 use crate::state::handles::{Handles, Loaded};
 use crate::state::lock::{self, LockGuard};
@@ -48,14 +49,19 @@ impl Ctx {
         })
     }
 
-    /// Locks one VM for the rest of the command.
-    pub fn lock_vm(&self, vm: &Vm) -> Result<LockGuard> {
-        Ok(lock::acquire(
+    /// Locks one VM for the rest of the command and re-reads its row, which
+    /// another command may have changed or deleted before the lock was ours.
+    pub fn lock_vm(&self, vm: &mut Vm) -> Result<LockGuard> {
+        let guard = lock::acquire(
             &self.paths.vm_lock(&vm.id),
             &format!("VM {}", vm.name),
             lock::DEFAULT_TIMEOUT,
             &say_waiting,
-        )?)
+        )?;
+        if !refresh(self, vm)? {
+            return Err(StateError::NoSuchVm(vm.name.clone()).into());
+        }
+        Ok(guard)
     }
 
     /// Locks an image while its files are read or replaced.
@@ -175,11 +181,25 @@ pub fn reconcile(ctx: &Ctx, vm: &mut Vm) -> Result<Observed> {
     Ok(Observed::default())
 }
 
+/// Re-reads a VM's row once its lock is held; false when the VM was deleted
+/// since it was read.
+pub fn refresh(ctx: &Ctx, vm: &mut Vm) -> Result<bool> {
+    match ctx.store.vm_by_id(&vm.id)? {
+        Some(fresh) => {
+            *vm = fresh;
+            Ok(true)
+        }
+        None => Ok(false),
+    }
+}
+
 /// Reconciles a VM if no other command holds it; otherwise only observes.
-pub fn reconcile_if_free(ctx: &Ctx, vm: &mut Vm) -> Result<Observed> {
+/// `None` when the VM was deleted since it was read.
+pub fn reconcile_if_free(ctx: &Ctx, vm: &mut Vm) -> Result<Option<Observed>> {
     match lock::try_acquire(&ctx.paths.vm_lock(&vm.id))? {
-        Some(_guard) => reconcile(ctx, vm),
-        None => Ok(observe(&ctx.paths, vm)),
+        Some(_guard) if !refresh(ctx, vm)? => Ok(None),
+        Some(_guard) => reconcile(ctx, vm).map(Some),
+        None => Ok(Some(observe(&ctx.paths, vm))),
     }
 }
 

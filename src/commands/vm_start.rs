@@ -10,7 +10,7 @@ pub fn run(args: StartArgs) -> Result<()> {
     let ctx = Ctx::open()?;
     for_each(&args.names, |name| {
         let mut vm = ctx.store.vm(name)?;
-        let _lock = ctx.lock_vm(&vm)?;
+        let _lock = ctx.lock_vm(&mut vm)?;
         let observed = lifecycle::reconcile(&ctx, &mut vm)?;
         if observed.pid.is_some() {
             eprintln!("VM {name} is already running");
@@ -32,7 +32,7 @@ pub fn restart(args: StartArgs) -> Result<()> {
     let ctx = Ctx::open()?;
     for_each(&args.names, |name| {
         let mut vm = ctx.store.vm(name)?;
-        let _lock = ctx.lock_vm(&vm)?;
+        let _lock = ctx.lock_vm(&mut vm)?;
         let observed = lifecycle::reconcile(&ctx, &mut vm)?;
         if observed.pid.is_some() {
             lifecycle::stop(&ctx, &mut vm, &observed, ctx.config.stop_timeout, false)?;

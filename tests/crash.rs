@@ -1,0 +1,267 @@
+//! Crash consistency through the real CLI and the real Firecracker: `vm
+//! create`, `start`, `stop` and `delete` aborted right after each of their
+//! stages (as a crash would), and `vm create` killed with SIGKILL at moments
+//! spread over its run. After each: `vm ls` works and shows the VM absent or
+//! stopped with an error, `gc` leaves nothing of it on the host, and the
+//! command can be run again. The guest never boots here; no test waits for it.
+#![cfg(feature = "fault-injection")]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+mod crash_util;
+
+use std::collections::BTreeMap;
+use std::os::unix::process::ExitStatusExt;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::TestContext;
+use crash_util::{SMALL, assert_nothing_left, context, listed, vmms_of};
+use serde_json::Value;
+
+#[derive(Debug, Clone, Copy)]
+enum Op {
+    Create,
+    Start,
+    Stop,
+    Delete,
+}
+
+impl Op {
+    /// The command line of this operation on VM `name`.
+    fn args(self, name: &str) -> Vec<String> {
+        let mut args: Vec<String> = match self {
+            Op::Create => vec!["vm", "create", name, "--no-wait"],
+            Op::Start => vec!["vm", "start", name, "--no-wait"],
+            Op::Stop => vec!["vm", "stop", name, "--force"],
+            Op::Delete => vec!["vm", "delete", name, "--force"],
+        }
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+        if let Op::Create = self {
+            args.extend(SMALL.iter().map(|a| (*a).to_owned()));
+        }
+        args
+    }
+}
+
+fn strs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
+}
+
+/// Creates VM `name` (running or not) and returns its id.
+fn create(ctx: &TestContext, name: &str, running: bool) -> String {
+    let mut args = vec!["vm", "create", name, "--json"];
+    args.push(if running { "--no-wait" } else { "--no-start" });
+    args.extend(SMALL);
+    let vm = ctx.json(&args);
+    vm["id"].as_str().unwrap().to_owned()
+}
+
+/// Runs `op` on VM `name` with a fault injected after `stage`, checks what
+/// the user and the host see afterwards, retries it, and removes the VM.
+fn crash_after(ctx: &TestContext, op: Op, stage: &str, name: &str) {
+    let what = format!("{op:?} aborted after {stage:?}");
+    match op {
+        Op::Create => {}
+        Op::Start => drop(create(ctx, name, false)),
+        Op::Stop | Op::Delete => drop(create(ctx, name, true)),
+    }
+    let out = ctx
+        .cmd(&strs(&op.args(name)))
+        .env("BANGER_FAULT", stage)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.signal(),
+        Some(libc::SIGABRT),
+        "{what}: the command did not abort ({})\n{stderr}",
+        out.status
+    );
+    assert!(
+        stderr.contains(&format!("injected fault after stage {stage:?}")),
+        "{what}: {stderr}"
+    );
+    check_after_crash(ctx, name, &what);
+    retry(ctx, op, name, &what);
+}
+
+/// After an interrupted command: the list works and shows VM `name` absent
+/// or stopped with an error; `gc` then leaves nothing on the host.
+fn check_after_crash(ctx: &TestContext, name: &str, what: &str) {
+    if let Some(vm) = listed(ctx, name) {
+        assert_eq!(vm["state"], "stopped", "{what}: {vm:#}");
+        assert_eq!(vm["pid"], Value::Null, "{what}: {vm:#}");
+        assert!(
+            vm["last_error"].is_string(),
+            "{what}: no last_error: {vm:#}"
+        );
+    }
+    ctx.ok(&["gc"]);
+    assert_nothing_left(ctx, &format!("{what}, after gc"));
+}
+
+/// Runs the interrupted command again (a create after deleting what the
+/// crash left), checks that it did its job, then deletes the VM.
+fn retry(ctx: &TestContext, op: Op, name: &str, what: &str) {
+    let again = format!("{what}, run again");
+    if let Op::Create = op
+        && listed(ctx, name).is_some()
+    {
+        ctx.ok(&["vm", "delete", name]);
+    }
+    ctx.ok(&strs(&op.args(name)));
+    let vm = listed(ctx, name);
+    match op {
+        Op::Create | Op::Start => {
+            let vm = vm.expect("listed");
+            assert_eq!(vm["state"], "running", "{again}: {vm:#}");
+            assert_eq!(vm["last_error"], Value::Null, "{again}: {vm:#}");
+            let id = vm["id"].as_str().unwrap();
+            assert_eq!(vmms_of(ctx, id).len(), 1, "{again}: one VMM");
+        }
+        Op::Stop => {
+            let vm = vm.expect("listed");
+            assert_eq!(vm["state"], "stopped", "{again}: {vm:#}");
+        }
+        Op::Delete => assert_eq!(vm, None, "{again}: still listed"),
+    }
+    if listed(ctx, name).is_some() {
+        ctx.ok(&["vm", "rm", "--force", name]);
+    }
+    assert_nothing_left(ctx, &format!("{again}, then deleted"));
+    let files: Vec<_> = std::fs::read_dir(ctx.home.join("vms"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert!(files.is_empty(), "{again}: VM files left: {files:?}");
+}
+
+fn crash_table(cases: &[(Op, &str)]) {
+    let Some(ctx) = context() else { return };
+    for (i, (op, stage)) in cases.iter().enumerate() {
+        let started = Instant::now();
+        crash_after(&ctx, *op, stage, &format!("crash{i}"));
+        eprintln!(
+            "{op:?} aborted after {stage:?}: checked in {:?}",
+            started.elapsed()
+        );
+    }
+}
+
+#[test]
+fn create_aborted_before_the_vmm_runs() {
+    crash_table(&[
+        (Op::Create, "allocate"),
+        (Op::Create, "disks"),
+        (Op::Create, "root disk"),
+        (Op::Create, "tap"),
+    ]);
+}
+
+#[test]
+fn create_aborted_while_the_vmm_runs() {
+    crash_table(&[
+        (Op::Create, "spawn"),
+        (Op::Create, "configure"),
+        (Op::Create, "sidecar"),
+    ]);
+}
+
+#[test]
+fn start_aborted_after_each_stage() {
+    crash_table(&[
+        (Op::Start, "root disk"),
+        (Op::Start, "tap"),
+        (Op::Start, "spawn"),
+        (Op::Start, "configure"),
+        (Op::Start, "sidecar"),
+    ]);
+}
+
+#[test]
+fn stop_and_delete_aborted_after_each_stage() {
+    crash_table(&[
+        (Op::Stop, "stop:vmm"),
+        (Op::Stop, "stop:teardown"),
+        (Op::Delete, "delete:stop"),
+        (Op::Delete, "delete:files"),
+    ]);
+}
+
+/// A small xorshift generator: the delays differ from run to run, and the
+/// seed is printed so a failing run can be read back.
+struct Jitter(u64);
+
+impl Jitter {
+    fn below(&mut self, bound: Duration) -> Duration {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        bound.mul_f64((self.0 % 1000) as f64 / 1000.0)
+    }
+}
+
+#[test]
+fn create_killed_at_random_moments() {
+    let Some(ctx) = context() else { return };
+    let runs = 10;
+    // Time a create once the bridge, key and sidecar exist.
+    let args = Op::Create.args("probe");
+    ctx.ok(&strs(&args));
+    ctx.ok(&["vm", "rm", "--force", "probe"]);
+    let started = Instant::now();
+    ctx.ok(&strs(&args));
+    let duration = started.elapsed();
+    ctx.ok(&["vm", "rm", "--force", "probe"]);
+
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        | 1;
+    eprintln!("a create takes {duration:?}; jitter seed {seed}");
+    let mut jitter = Jitter(seed);
+    let mut outcomes: BTreeMap<&str, u32> = BTreeMap::new();
+    for i in 0..runs {
+        let name = format!("kill{i}");
+        let slot = duration / runs;
+        let delay = slot * i + jitter.below(slot);
+        let mut child = ctx
+            .cmd(&strs(&Op::Create.args(&name)))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(delay);
+        child.kill().ok();
+        let status = child.wait().unwrap();
+        let what = format!("create killed after {delay:?} ({status})");
+        let outcome = match listed(&ctx, &name) {
+            None => "absent",
+            Some(vm) if vm["state"] == "running" => {
+                // The kill came after create had committed its work: a
+                // complete VM, as if the command had finished.
+                assert_eq!(vm["last_error"], Value::Null, "{what}: {vm:#}");
+                let id = vm["id"].as_str().unwrap();
+                assert_eq!(vmms_of(&ctx, id).len(), 1, "{what}: one VMM");
+                assert_eq!(ctx.links("bg-"), vec![format!("bg-{id}")], "{what}");
+                ctx.ok(&["vm", "rm", "--force", &name]);
+                "complete"
+            }
+            Some(_) => "stopped with an error",
+        };
+        eprintln!("{what}: {outcome}");
+        *outcomes.entry(outcome).or_default() += 1;
+        check_after_crash(&ctx, &name, &what);
+        retry(&ctx, Op::Create, &name, &what);
+    }
+    eprintln!("outcomes: {outcomes:?}");
+    assert!(
+        outcomes.get("complete").copied().unwrap_or(0) < runs,
+        "no kill landed before create finished: {outcomes:?}"
+    );
+}

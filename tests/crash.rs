@@ -16,7 +16,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::TestContext;
-use crash_util::{SMALL, assert_nothing_left, context, listed, vmms_of};
+use crash_util::{SMALL, assert_nothing_left, context, listed, vmm_instance_state, vmms_of};
 use serde_json::Value;
 
 #[derive(Debug, Clone, Copy)]
@@ -140,8 +140,26 @@ fn retry(ctx: &TestContext, op: Op, name: &str, what: &str) {
     assert!(files.is_empty(), "{again}: VM files left: {files:?}");
 }
 
+/// Aborted commands would otherwise leave core files where the tests run.
+fn no_core_dumps() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read or write the struct passed,
+    // which lives for both calls, and change only this process's limits
+    // (inherited by the commands it runs).
+    let rc = unsafe {
+        libc::getrlimit(libc::RLIMIT_CORE, &mut limit);
+        limit.rlim_cur = 0;
+        libc::setrlimit(libc::RLIMIT_CORE, &limit)
+    };
+    assert_eq!(rc, 0, "setrlimit(RLIMIT_CORE)");
+}
+
 fn crash_table(cases: &[(Op, &str)]) {
     let Some(ctx) = context() else { return };
+    no_core_dumps();
     for (i, (op, stage)) in cases.iter().enumerate() {
         let started = Instant::now();
         crash_after(&ctx, *op, stage, &format!("crash{i}"));
@@ -190,6 +208,37 @@ fn stop_and_delete_aborted_after_each_stage() {
         (Op::Delete, "delete:stop"),
         (Op::Delete, "delete:files"),
     ]);
+}
+
+#[test]
+fn start_replaces_the_vmm_of_an_aborted_start() {
+    let Some(ctx) = context() else { return };
+    no_core_dumps();
+    let id = create(&ctx, "again", false);
+    let out = ctx
+        .cmd(&["vm", "start", "again", "--no-wait"])
+        .env("BANGER_FAULT", "spawn")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.signal(), Some(libc::SIGABRT));
+    // A VMM that was never configured is left behind.
+    let orphans = vmms_of(&ctx, &id);
+    assert_eq!(orphans.len(), 1, "{orphans:?}");
+
+    // The next start, with nothing in between, replaces it.
+    let out = ctx.run(&["vm", "start", "again", "--no-wait"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("started VM again"), "{stderr}");
+    let vmms = vmms_of(&ctx, &id);
+    assert_eq!(vmms.len(), 1, "{vmms:?}");
+    assert_ne!(vmms, orphans, "the unconfigured VMM was kept");
+    let vm = listed(&ctx, "again").unwrap();
+    assert_eq!(vm["state"], "running", "{vm:#}");
+    assert_eq!(vm["pid"], vmms[0], "{vm:#}");
+    assert_eq!(vm["last_error"], Value::Null, "{vm:#}");
+    ctx.ok(&["vm", "rm", "--force", "again"]);
+    assert_nothing_left(&ctx, "after deleting the VM");
 }
 
 /// A small xorshift generator: the delays differ from run to run, and the
@@ -248,9 +297,22 @@ fn create_killed_at_random_moments() {
                 assert_eq!(vm["last_error"], Value::Null, "{what}: {vm:#}");
                 let id = vm["id"].as_str().unwrap();
                 assert_eq!(vmms_of(&ctx, id).len(), 1, "{what}: one VMM");
+                assert_eq!(vmm_instance_state(&ctx, id), "Running", "{what}");
                 assert_eq!(ctx.links("bg-"), vec![format!("bg-{id}")], "{what}");
+                let ruleset = ctx.sh(&["nft", "list", "ruleset"]);
+                assert!(
+                    ruleset.contains(&format!("\"banger:{id}\"")),
+                    "{what}: no NAT rules:\n{ruleset}"
+                );
                 ctx.ok(&["vm", "rm", "--force", &name]);
                 "complete"
+            }
+            Some(vm)
+                if vm["last_error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("creation")) =>
+            {
+                "half-created"
             }
             Some(_) => "stopped with an error",
         };

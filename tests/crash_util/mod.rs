@@ -3,7 +3,10 @@
 //! left anything on the host.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
 use std::path::Path;
+use std::time::Duration;
 
 use crate::common::{self, TestContext, firecracker, skip_unless, vmlinux};
 
@@ -48,6 +51,43 @@ pub fn vmms_of(ctx: &TestContext, id: &str) -> Vec<i32> {
         .filter(|(_, s)| Path::new(s) == sock)
         .map(|(pid, _)| pid)
         .collect()
+}
+
+/// The instance state the VMM of VM `id` reports (`GET /`): `Running`
+/// once it has been configured and started, `Not started` before.
+pub fn vmm_instance_state(ctx: &TestContext, id: &str) -> String {
+    let sock = ctx.run_dir.join("vms").join(id).join("api.sock");
+    let mut stream = UnixStream::connect(&sock).expect("connect to the API socket");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nAccept: application/json\r\n\r\n")
+        .unwrap();
+    let mut response = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let body = loop {
+        let n = stream.read(&mut chunk).expect("an API response");
+        assert!(n > 0, "the API closed the connection early");
+        response.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&response).into_owned();
+        let Some((head, body)) = text.split_once("\r\n\r\n") else {
+            continue;
+        };
+        let length = head
+            .lines()
+            .find_map(|l| {
+                let (key, value) = l.split_once(':')?;
+                key.eq_ignore_ascii_case("content-length")
+                    .then(|| value.trim().parse::<usize>().ok())?
+            })
+            .unwrap_or(0);
+        if body.len() >= length {
+            break body[..length].to_owned();
+        }
+    };
+    let info: serde_json::Value = serde_json::from_str(&body).expect("instance info JSON");
+    info["state"].as_str().unwrap_or_default().to_owned()
 }
 
 /// Asserts that no VM of this context holds anything on the host: no VM

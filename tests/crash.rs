@@ -241,6 +241,40 @@ fn start_replaces_the_vmm_of_an_aborted_start() {
     assert_nothing_left(&ctx, "after deleting the VM");
 }
 
+#[test]
+fn a_killed_stop_leaves_a_live_vmm_for_the_next_stop() {
+    let Some(ctx) = context() else { return };
+    let id = create(&ctx, "halt", true);
+    // No guest answers Ctrl-Alt-Del here: this stop waits out its timeout.
+    let mut stop = ctx
+        .cmd(&["vm", "stop", "halt", "--timeout", "60s"])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stopping = common::eventually(Duration::from_secs(10), || {
+        listed(&ctx, "halt").is_some_and(|vm| vm["last_error"].as_str().is_some())
+    });
+    stop.kill().unwrap();
+    stop.wait().unwrap();
+    assert!(stopping, "the stop never recorded that it was stopping");
+
+    // The guest may be shutting down: its VMM is not killed behind its back.
+    let vm = listed(&ctx, "halt").unwrap();
+    assert_eq!(vm["state"], "running", "{vm:#}");
+    let error = vm["last_error"].as_str().unwrap_or_default();
+    assert!(error.contains("banger vm stop halt"), "{vm:#}");
+    assert_eq!(vmms_of(&ctx, &id).len(), 1);
+    ctx.ok(&["gc"]);
+    assert_eq!(vmms_of(&ctx, &id).len(), 1, "gc killed the VMM");
+
+    ctx.ok(&["vm", "stop", "halt", "--force"]);
+    let vm = listed(&ctx, "halt").unwrap();
+    assert_eq!(vm["state"], "stopped", "{vm:#}");
+    assert_eq!(vm["last_error"], Value::Null, "{vm:#}");
+    ctx.ok(&["vm", "rm", "halt"]);
+    assert_nothing_left(&ctx, "after deleting the VM");
+}
+
 /// A small xorshift generator: the delays differ from run to run, and the
 /// seed is printed so a failing run can be read back.
 struct Jitter(u64);

@@ -3,7 +3,9 @@
 //! stages (as a crash would), and `vm create` killed with SIGKILL at moments
 //! spread over its run. After each: `vm ls` works and shows the VM absent or
 //! stopped with an error, `gc` leaves nothing of it on the host, and the
-//! command can be run again. The guest never boots here; no test waits for it.
+//! command can be run again. Also: the next start replaces the VMM an
+//! aborted start left, and a killed stop leaves a live VMM to the next stop.
+//! The guest never boots here; no test waits for it.
 #![cfg(feature = "fault-injection")]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 

@@ -11,6 +11,7 @@ use anyhow::{Context, Result, bail};
 use crate::host::disk::{cow, dm, ext4, loopdev};
 use crate::host::firecracker::{api, process};
 use crate::host::{net, procs, ssh};
+use crate::state::StateError;
 use crate::state::config::Config;
 use crate::state::handles::{Handles, Loaded};
 use crate::state::lock::{self, LockGuard};
@@ -48,14 +49,19 @@ impl Ctx {
         })
     }
 
-    /// Locks one VM for the rest of the command.
-    pub fn lock_vm(&self, vm: &Vm) -> Result<LockGuard> {
-        Ok(lock::acquire(
+    /// Locks one VM for the rest of the command and re-reads its row, which
+    /// another command may have changed or deleted before the lock was ours.
+    pub fn lock_vm(&self, vm: &mut Vm) -> Result<LockGuard> {
+        let guard = lock::acquire(
             &self.paths.vm_lock(&vm.id),
             &format!("VM {}", vm.name),
             lock::DEFAULT_TIMEOUT,
             &say_waiting,
-        )?)
+        )?;
+        if !refresh(self, vm)? {
+            return Err(StateError::NoSuchVm(vm.name.clone()).into());
+        }
+        Ok(guard)
     }
 
     /// Locks an image while its files are read or replaced.
@@ -150,6 +156,13 @@ fn find_vmm(paths: &Paths, vm: &Vm, hint: Option<u32>) -> Option<u32> {
 
 /// Reconciles one VM (caller holds its lock): if its VMM is gone, tears down
 /// whatever its handles (or the host) show and records it as stopped.
+///
+/// Holding the lock means no command is midway through this VM, so an
+/// intent still recorded ([`record_intent`]) names a command that died. A
+/// start that died may have left a VMM it never configured: that VMM is
+/// killed, the runtime torn down, and the start's message kept. A stop that
+/// died left the desired state `stopped` and its message; a VMM still alive
+/// is left running (its guest may be shutting down) for `vm stop` to finish.
 pub fn reconcile(ctx: &Ctx, vm: &mut Vm) -> Result<Observed> {
     let vm_dir = ctx.paths.vm_dir(&vm.id);
     let (mut handles, trustworthy) = match Handles::load(&vm_dir) {
@@ -157,57 +170,89 @@ pub fn reconcile(ctx: &Ctx, vm: &mut Vm) -> Result<Observed> {
         Loaded::Missing => (Handles::default(), false),
         Loaded::Corrupt(_) => (Handles::default(), false),
     };
-    let mut pid = find_vmm(&ctx.paths, vm, handles.pid);
-    let interrupted = trustworthy && handles.starting;
-    if let Some(stray) = pid
-        && interrupted
-    {
-        // The command that spawned this VMM died before finishing the start.
-        procs::signal(stray, nix::sys::signal::Signal::SIGKILL).ok();
-        procs::wait_exit(stray, Duration::from_secs(5));
-        pid = None;
-    }
-    if let Some(pid) = pid {
-        if handles.pid != Some(pid) || !trustworthy {
-            handles.pid = Some(pid);
-            handles.tap.get_or_insert_with(|| tap_name(vm));
-            handles.nat |= vm.nat;
-            handles.save(&vm_dir)?;
+    let api_sock = ctx.paths.api_sock(&vm.id);
+    let pid = find_vmm(&ctx.paths, vm, handles.pid);
+    let start_interrupted = vm.desired == VmState::Running && vm.last_error.is_some();
+    match pid {
+        Some(pid) if !start_interrupted => {
+            if handles.pid != Some(pid) || !trustworthy {
+                handles.pid = Some(pid);
+                handles.tap.get_or_insert_with(|| tap_name(vm));
+                handles.nat |= vm.nat;
+                handles.save(&vm_dir)?;
+            }
+            return Ok(Observed {
+                pid: Some(pid),
+                handles,
+            });
         }
-        return Ok(Observed {
-            pid: Some(pid),
-            handles,
-        });
+        Some(pid) => {
+            process::stop_vmm(&api::ApiClient::new(&api_sock), pid, Duration::ZERO, true)?;
+        }
+        None => {}
     }
-    let leftovers = !handles.is_empty() || !trustworthy && ctx.paths.vm_run_dir(&vm.id).exists();
+    let leftovers = pid.is_some()
+        || !handles.is_empty()
+        || !trustworthy && ctx.paths.vm_run_dir(&vm.id).exists();
     if leftovers {
         teardown(ctx, vm, &handles)?;
     }
     if vm.desired == VmState::Running {
-        let message = if interrupted {
-            format!(
-                "its start was interrupted; `banger vm start {}` starts it again",
-                vm.name
-            )
-        } else {
+        let message = vm.last_error.clone().unwrap_or_else(|| {
             format!(
                 "the VMM exited unexpectedly; see `banger vm logs {} --vmm`",
                 vm.name
             )
-        };
-        ctx.store.set_desired(&vm.id, VmState::Stopped)?;
-        ctx.store.set_last_error(&vm.id, Some(&message))?;
-        vm.desired = VmState::Stopped;
-        vm.last_error = Some(message);
+        });
+        set_state(ctx, vm, VmState::Stopped, Some(message))?;
     }
     Ok(Observed::default())
 }
 
+/// Records a VM's desired state and last error, in its row and in `vm`.
+fn set_state(ctx: &Ctx, vm: &mut Vm, desired: VmState, last_error: Option<String>) -> Result<()> {
+    ctx.store
+        .set_state(&vm.id, desired, last_error.as_deref())?;
+    vm.desired = desired;
+    vm.last_error = last_error;
+    Ok(())
+}
+
+/// Records what a command is about to do to a VM: the state it wants, and
+/// as `last_error` what to say should the command die midway. A start or
+/// stop that finishes clears the error; [`reconcile`] reads one that remains.
+fn record_intent(ctx: &Ctx, vm: &mut Vm, desired: VmState, interrupted: String) -> Result<()> {
+    set_state(ctx, vm, desired, Some(interrupted))
+}
+
+/// Records the intent to start this VM (see [`record_intent`]).
+pub fn record_start_intent(ctx: &Ctx, vm: &mut Vm) -> Result<()> {
+    let message = format!(
+        "its start was interrupted; `banger vm start {0}` starts it again",
+        vm.name
+    );
+    record_intent(ctx, vm, VmState::Running, message)
+}
+
+/// Re-reads a VM's row once its lock is held; false when the VM was deleted
+/// since it was read.
+pub fn refresh(ctx: &Ctx, vm: &mut Vm) -> Result<bool> {
+    match ctx.store.vm_by_id(&vm.id)? {
+        Some(fresh) => {
+            *vm = fresh;
+            Ok(true)
+        }
+        None => Ok(false),
+    }
+}
+
 /// Reconciles a VM if no other command holds it; otherwise only observes.
-pub fn reconcile_if_free(ctx: &Ctx, vm: &mut Vm) -> Result<Observed> {
+/// `None` when the VM was deleted since it was read.
+pub fn reconcile_if_free(ctx: &Ctx, vm: &mut Vm) -> Result<Option<Observed>> {
     match lock::try_acquire(&ctx.paths.vm_lock(&vm.id))? {
-        Some(_guard) => reconcile(ctx, vm),
-        None => Ok(observe(&ctx.paths, vm)),
+        Some(_guard) if !refresh(ctx, vm)? => Ok(None),
+        Some(_guard) => reconcile(ctx, vm).map(Some),
+        None => Ok(Some(observe(&ctx.paths, vm))),
     }
 }
 
@@ -324,9 +369,9 @@ pub fn boot_args(vm: &Vm, config: &Config) -> String {
 /// On failure everything done is torn down, the VM stays stopped with
 /// `last_error` set, and the error is returned.
 pub fn start(ctx: &Ctx, vm: &mut Vm, timings: &mut Timings) -> Result<u32> {
-    // Intent first: if banger dies midway, reconcile sees a VM that should
-    // run but does not, tears down what its handles name and says so.
-    ctx.store.set_desired(&vm.id, VmState::Running)?;
+    // Intent first: if banger dies midway, reconcile stops the VMM it may
+    // have left, tears down what the handles name and says so.
+    record_start_intent(ctx, vm)?;
     let mut handles = Handles {
         cow_strategy: vm.cow_strategy.clone(),
         ..Handles::default()
@@ -334,10 +379,7 @@ pub fn start(ctx: &Ctx, vm: &mut Vm, timings: &mut Timings) -> Result<u32> {
     let result = start_inner(ctx, vm, &mut handles, timings);
     match result {
         Ok(pid) => {
-            ctx.store.set_desired(&vm.id, VmState::Running)?;
-            ctx.store.set_last_error(&vm.id, None)?;
-            vm.desired = VmState::Running;
-            vm.last_error = None;
+            set_state(ctx, vm, VmState::Running, None)?;
             Ok(pid)
         }
         Err(err) => {
@@ -347,10 +389,7 @@ pub fn start(ctx: &Ctx, vm: &mut Vm, timings: &mut Timings) -> Result<u32> {
             }
             let teardown_result = teardown(ctx, vm, &handles);
             let message = format!("{err:#}");
-            ctx.store.set_desired(&vm.id, VmState::Stopped)?;
-            ctx.store.set_last_error(&vm.id, Some(&message))?;
-            vm.desired = VmState::Stopped;
-            vm.last_error = Some(message);
+            set_state(ctx, vm, VmState::Stopped, Some(message))?;
             teardown_result.context("cleaning up after a failed start")?;
             Err(err)
         }
@@ -362,8 +401,6 @@ fn start_inner(ctx: &Ctx, vm: &Vm, handles: &mut Handles, timings: &mut Timings)
     let image_files = ImageFiles::of(&ctx.paths, &image);
     let files = VmFiles::of(&ctx.paths, vm);
     let vm_dir = &files.dir;
-    handles.starting = true;
-    handles.save(vm_dir)?;
     let root_disk = timings.time("root disk", || {
         root_device(vm, &image_files, &files, handles)
     })?;
@@ -447,8 +484,6 @@ fn start_inner(ctx: &Ctx, vm: &Vm, handles: &mut Handles, timings: &mut Timings)
         result.context("cannot add the VM's NAT rules")?;
     }
     timings.time("sidecar", || crate::commands::sidecar::ensure_running(ctx))?;
-    handles.starting = false;
-    handles.save(vm_dir)?;
     Ok(pid)
 }
 
@@ -568,6 +603,11 @@ pub fn stop(
     timeout: Duration,
     force: bool,
 ) -> Result<StopOutcome> {
+    let interrupted = format!(
+        "stopping VM {0} did not finish; `banger vm stop {0}` finishes it",
+        vm.name
+    );
+    record_intent(ctx, vm, VmState::Stopped, interrupted)?;
     let outcome = match observed.pid {
         Some(pid) => {
             let client = api::ApiClient::new(&ctx.paths.api_sock(&vm.id));
@@ -578,10 +618,7 @@ pub fn stop(
     crate::fault::point("stop:vmm");
     teardown(ctx, vm, &observed.handles)?;
     crate::fault::point("stop:teardown");
-    ctx.store.set_desired(&vm.id, VmState::Stopped)?;
-    ctx.store.set_last_error(&vm.id, None)?;
-    vm.desired = VmState::Stopped;
-    vm.last_error = None;
+    set_state(ctx, vm, VmState::Stopped, None)?;
     Ok(outcome)
 }
 

@@ -530,21 +530,18 @@ fn handles() -> impl Strategy<Value = Handles> {
         any::<Option<String>>(),
         path(),
         any::<Option<String>>(),
-        (any::<bool>(), any::<bool>()),
+        any::<bool>(),
     )
         .prop_map(
-            |(pid, tap, base_loop, cow_loop, dm_name, dm_dev, cow_strategy, (nat, starting))| {
-                Handles {
-                    pid,
-                    tap,
-                    base_loop,
-                    cow_loop,
-                    dm_name,
-                    dm_dev,
-                    cow_strategy,
-                    nat,
-                    starting,
-                }
+            |(pid, tap, base_loop, cow_loop, dm_name, dm_dev, cow_strategy, nat)| Handles {
+                pid,
+                tap,
+                base_loop,
+                cow_loop,
+                dm_name,
+                dm_dev,
+                cow_strategy,
+                nat,
             },
         )
 }

@@ -52,7 +52,7 @@ pub fn create(args: BenchCreateArgs) -> Result<()> {
                 super::vm_run::wait_ready(&ctx, vm, spec.no_wait, spec.timeout, &mut timings)
             });
         if let Some(mut vm) = ctx.store.find_vm(&name)? {
-            let _lock = ctx.lock_vm(&vm)?;
+            let _lock = ctx.lock_vm(&mut vm)?;
             super::vm_delete::delete(&ctx, &mut vm, true)
                 .with_context(|| format!("cannot delete {name}"))?;
         }

@@ -66,6 +66,11 @@ pub fn collect(ctx: &Ctx, dry_run: bool) -> Result<Vec<Removal>> {
             live.add_vm(&vm.id, &Handles::load_or_default(&ctx.paths.vm_dir(&vm.id)));
             continue;
         };
+        if !lifecycle::refresh(ctx, &mut vm)? {
+            // Deleted since the list was read; leftovers are swept below.
+            known_ids.remove(&vm.id);
+            continue;
+        }
         let expired = vm.expires_at.is_some_and(|t| t <= now());
         if expired || vm.creating {
             let reason = if expired {

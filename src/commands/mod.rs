@@ -83,14 +83,15 @@ impl VmView {
             cow_strategy: vm.cow_strategy.clone(),
             created_at: rfc3339(vm.created_at),
             expires_at: vm.expires_at.map(rfc3339),
-            last_error: vm.last_error.clone().or_else(|| {
-                vm.creating.then(|| {
-                    format!(
-                        "creation did not finish; `banger vm delete {}` removes it",
-                        vm.name
-                    )
-                })
-            }),
+            // A half-created VM can only be deleted, whatever else it recorded.
+            last_error: if vm.creating {
+                Some(format!(
+                    "creation did not finish; `banger vm delete {}` removes it",
+                    vm.name
+                ))
+            } else {
+                vm.last_error.clone()
+            },
             timings: None,
         }
     }

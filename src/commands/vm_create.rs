@@ -86,6 +86,9 @@ pub fn create(
             .store
             .insert_vm(&new, &id, &ctx.config.subnet, &generated_name)?)
     })?;
+    if start {
+        lifecycle::record_start_intent(ctx, &mut vm)?;
+    }
     let prepared = {
         let _image_lock = ctx.lock_image(&image.name)?;
         timings.time("disks", || lifecycle::prepare_disks(ctx, &vm, &image_files))

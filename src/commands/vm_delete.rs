@@ -10,7 +10,7 @@ pub fn run(args: DeleteArgs) -> Result<()> {
     let ctx = Ctx::open()?;
     for_each(&args.names, |name| {
         let mut vm = ctx.store.vm(name)?;
-        let _lock = ctx.lock_vm(&vm)?;
+        let _lock = ctx.lock_vm(&mut vm)?;
         delete(&ctx, &mut vm, args.force)?;
         eprintln!("deleted VM {name}");
         Ok(())

@@ -10,8 +10,10 @@ pub fn run(args: ListArgs) -> Result<()> {
     let ctx = Ctx::open()?;
     let mut views = Vec::new();
     for mut vm in ctx.store.list_vms()? {
-        let observed = lifecycle::reconcile_if_free(&ctx, &mut vm)?;
-        views.push(VmView::new(&ctx, &vm, &observed));
+        // A VM deleted since the listing was read is no longer shown.
+        if let Some(observed) = lifecycle::reconcile_if_free(&ctx, &mut vm)? {
+            views.push(VmView::new(&ctx, &vm, &observed));
+        }
     }
     if args.json {
         return print_json(&views);

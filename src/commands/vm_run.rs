@@ -22,7 +22,7 @@ pub fn run(args: RunArgs) -> Result<i32> {
     };
     let vm = match existing {
         Some(mut vm) => {
-            let _lock = ctx.lock_vm(&vm)?;
+            let _lock = ctx.lock_vm(&mut vm)?;
             if lifecycle::reconcile(&ctx, &mut vm)?.pid.is_none() {
                 lifecycle::start(&ctx, &mut vm, &mut timings)?;
             }
@@ -40,7 +40,7 @@ pub fn run(args: RunArgs) -> Result<i32> {
     });
     if args.rm {
         let mut vm = ctx.store.vm(&vm.name)?;
-        let _lock = ctx.lock_vm(&vm)?;
+        let _lock = ctx.lock_vm(&mut vm)?;
         super::vm_delete::delete(&ctx, &mut vm, true)
             .with_context(|| format!("cannot delete VM {}", vm.name))?;
     }

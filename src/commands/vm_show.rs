@@ -5,12 +5,14 @@ use anyhow::Result;
 use super::{VmView, print_json};
 use crate::cli::ShowArgs;
 use crate::lifecycle::{self, Ctx};
+use crate::state::StateError;
 use crate::state::parse::format_size;
 
 pub fn run(args: ShowArgs) -> Result<()> {
     let ctx = Ctx::open()?;
     let mut vm = ctx.store.vm(&args.name)?;
-    let observed = lifecycle::reconcile_if_free(&ctx, &mut vm)?;
+    let observed = lifecycle::reconcile_if_free(&ctx, &mut vm)?
+        .ok_or_else(|| StateError::NoSuchVm(args.name.clone()))?;
     let view = VmView::new(&ctx, &vm, &observed);
     if args.json {
         return print_json(&view);

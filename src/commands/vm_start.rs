@@ -19,7 +19,7 @@ fn start_each(args: StartArgs, restart: bool) -> Result<()> {
     let ctx = Ctx::open()?;
     for_each(&args.names, |name| {
         let mut vm = ctx.store.vm(name)?;
-        let _lock = ctx.lock_vm(&vm)?;
+        let _lock = ctx.lock_vm(&mut vm)?;
         let observed = lifecycle::reconcile(&ctx, &mut vm)?;
         match (observed.pid.is_some(), restart) {
             (true, false) => {

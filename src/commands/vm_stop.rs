@@ -11,7 +11,7 @@ pub fn run(args: StopArgs) -> Result<()> {
     let timeout = args.timeout.unwrap_or(ctx.config.stop_timeout);
     for_each(&args.names, |name| {
         let mut vm = ctx.store.vm(name)?;
-        let _lock = ctx.lock_vm(&vm)?;
+        let _lock = ctx.lock_vm(&mut vm)?;
         let observed = lifecycle::reconcile(&ctx, &mut vm)?;
         if observed.pid.is_none() {
             eprintln!("VM {name} is already stopped");

@@ -27,10 +27,6 @@ pub struct Handles {
     pub cow_strategy: Option<String>,
     /// Whether NAT rules may exist for this VM.
     pub nat: bool,
-    /// Set from the beginning of a start until it has finished (guest, NAT,
-    /// sidecar): a live VMM with this set belongs to a start banger did not
-    /// finish, which reconcile undoes.
-    pub starting: bool,
 }
 
 /// How reading `handles.json` went.
@@ -112,7 +108,6 @@ impl Handles {
             && self.cow_loop.is_none()
             && self.dm_name.is_none()
             && !self.nat
-            && !self.starting
     }
 }
 

@@ -296,11 +296,17 @@ impl Store {
             .map_err(self.db())
     }
 
-    pub fn set_desired(&self, id: &str, desired: VmState) -> Result<(), StateError> {
+    /// Sets the desired state and the last error in one write.
+    pub fn set_state(
+        &self,
+        id: &str,
+        desired: VmState,
+        last_error: Option<&str>,
+    ) -> Result<(), StateError> {
         self.conn
             .execute(
-                "UPDATE vms SET desired = ?2 WHERE id = ?1",
-                params![id, desired.as_str()],
+                "UPDATE vms SET desired = ?2, last_error = ?3 WHERE id = ?1",
+                params![id, desired.as_str(), last_error],
             )
             .map(drop)
             .map_err(self.db())

@@ -27,7 +27,7 @@ count=0
 printf '%6s %16s %22s\n' VMs "list --json ms" "create --no-start ms"
 for target in "${sizes[@]}"; do
   while [ "$count" -lt "$target" ]; do
-    b vm create "v$count" --no-start --work-size 64M >/dev/null
+    b vm create "v$count" --no-start --work-size 64M >/dev/null 2>"$work/err" || { cat "$work/err" >&2; exit 1; }
     count=$((count + 1))
   done
   list=$(for _ in 1 2 3 4 5; do t0=$(now_ms); b vm list --json >/dev/null; echo $(( $(now_ms) - t0 )); done | median)

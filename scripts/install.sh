@@ -10,7 +10,9 @@ apt-get update -q
 DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${packages[@]}"
 
 target=x86_64-unknown-linux-gnu
-RUSTFLAGS='-C target-feature=+crt-static' cargo install --locked --path . --target "$target" --root /usr/local
+for package in . src/agent; do
+  RUSTFLAGS='-C target-feature=+crt-static' cargo install --locked --path "$package" --target "$target" --root /usr/local
+done
 
 if ! command -v firecracker >/dev/null; then
   version=v1.12.1

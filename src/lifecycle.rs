@@ -434,20 +434,26 @@ fn start_inner(ctx: &Ctx, vm: &Vm, handles: &mut Handles, timings: &mut Timings)
         Ok(pid)
     })?;
 
-    // NAT rules do not depend on the VMM: add them while it is configured.
+    // Firewall rules do not depend on the VMM: add them while it is
+    // configured. A VM with NAT gets its rules and the host fence in one
+    // transaction; one without gets the host fence alone.
     if vm.nat {
         handles.nat = true;
         handles.save(vm_dir)?;
     }
     let (configured, nat) = std::thread::scope(|scope| {
         let (paths, bridge) = (&ctx.paths, &ctx.config.bridge);
-        let nat = vm.nat.then(|| {
-            scope.spawn(move || {
-                let started = Instant::now();
-                let result = lock_net(paths)
-                    .and_then(|_net| Ok(net::nat::add_vm_rules(&vm.id, vm.ip, bridge)?));
-                (result, started.elapsed())
-            })
+        let nat = scope.spawn(move || {
+            let started = Instant::now();
+            let result = lock_net(paths).and_then(|_net| {
+                if vm.nat {
+                    net::nat::add_vm_rules(&vm.id, vm.ip, bridge)?;
+                } else {
+                    net::nat::ensure_host_fence(bridge)?;
+                }
+                Ok(())
+            });
+            (result, started.elapsed())
         });
         let configured = timings.time("configure", || {
             let config = api::VmmConfig {
@@ -468,21 +474,18 @@ fn start_inner(ctx: &Ctx, vm: &Vm, handles: &mut Handles, timings: &mut Timings)
             api::configure_and_start(&api::ApiClient::new(&api_sock), &config)
                 .with_context(|| format!("the VMM refused the configuration of VM {}", vm.name))
         });
-        let nat = nat.map(|thread| {
-            thread.join().unwrap_or_else(|_| {
-                (
-                    Err(anyhow::anyhow!("the NAT setup thread panicked")),
-                    Duration::ZERO,
-                )
-            })
+        let nat = nat.join().unwrap_or_else(|_| {
+            (
+                Err(anyhow::anyhow!("the firewall setup thread panicked")),
+                Duration::ZERO,
+            )
         });
         (configured, nat)
     });
     configured?;
-    if let Some((result, elapsed)) = nat {
-        timings.1.push(("nat", elapsed));
-        result.context("cannot add the VM's NAT rules")?;
-    }
+    let (result, elapsed) = nat;
+    timings.1.push(("firewall", elapsed));
+    result.context("cannot add the VM's firewall rules")?;
     timings.time("sidecar", || crate::commands::sidecar::ensure_running(ctx))?;
     Ok(pid)
 }

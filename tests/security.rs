@@ -188,7 +188,8 @@ fn dns_listens_on_the_bridge_only_and_nat_stays_in_its_table() {
     let answer = ctx.sh(&["dig", "+short", "+time=2", "@172.30.0.1", "sec2.vm"]);
     assert_eq!(answer.trim(), ip);
 
-    // NAT: the only table is banger's, and each of its rules names the VM.
+    // NAT: the only table is banger's, and each of its rules names the VM
+    // (or, for the host fence, the bridge).
     let ruleset: Value = serde_json::from_str(&ctx.sh(&["nft", "-j", "list", "ruleset"])).unwrap();
     let objects = ruleset["nftables"].as_array().unwrap();
     let tables: Vec<String> = objects
@@ -207,6 +208,10 @@ fn dns_listens_on_the_bridge_only_and_nat_stays_in_its_table() {
     assert!(!rules.is_empty(), "no NAT rules: {ruleset}");
     for rule in &rules {
         let text = rule.to_string();
+        if rule["comment"] == "banger host fence" {
+            assert!(text.contains("banger0"), "{text}");
+            continue;
+        }
         assert!(
             text.contains(&ip) || text.contains(&tap),
             "rule names neither {ip} nor {tap}: {text}"
@@ -228,6 +233,126 @@ fn dns_listens_on_the_bridge_only_and_nat_stays_in_its_table() {
         "rules outlived the VM:\n{after}"
     );
     ctx.ok(&["vm", "rm", "sec2"]);
+}
+
+/// A stand-in guest: a namespace whose veth is a port of banger's bridge.
+struct FakeGuest {
+    netns: String,
+}
+
+impl FakeGuest {
+    fn attach(ctx: &TestContext, address: &str) -> Self {
+        let netns = format!("{}-g", ctx.netns);
+        let ip = |args: &[&str]| {
+            assert!(
+                Command::new("ip").args(args).status().unwrap().success(),
+                "ip {args:?}"
+            )
+        };
+        ip(&["netns", "add", &netns]);
+        let guest = Self { netns };
+        ip(&[
+            "link",
+            "add",
+            "vguest",
+            "netns",
+            &ctx.netns,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            &guest.netns,
+        ]);
+        ctx.sh(&["ip", "link", "set", "vguest", "master", "banger0", "up"]);
+        ip(&["-n", &guest.netns, "addr", "add", address, "dev", "eth0"]);
+        ip(&["-n", &guest.netns, "link", "set", "eth0", "up"]);
+        guest
+    }
+
+    /// Whether a TCP connection to `addr` succeeds from the guest within 2 s.
+    fn connects(&self, addr: &str) -> bool {
+        let (host, port) = addr.split_once(':').unwrap();
+        let script =
+            format!("import socket; socket.create_connection(('{host}', {port}), timeout=2)");
+        Command::new("ip")
+            .args(["netns", "exec", &self.netns, "python3", "-c", &script])
+            .stderr(Stdio::null())
+            .status()
+            .unwrap()
+            .success()
+    }
+}
+
+impl Drop for FakeGuest {
+    fn drop(&mut self) {
+        Command::new("ip")
+            .args(["netns", "del", &self.netns])
+            .status()
+            .ok();
+    }
+}
+
+#[test]
+fn guests_reach_only_dns_on_the_host() {
+    let Some(ctx) = context() else { return };
+    ctx.set_config("tap_pool_size = 0\n");
+    ctx.ok(&[
+        "vm",
+        "create",
+        "fenced",
+        "--no-nat",
+        "--memory",
+        "128",
+        "--vcpus",
+        "1",
+        "--work-size",
+        "64M",
+        "--no-wait",
+    ]);
+    // A host service listening on every address, as many do.
+    let script = "import socket\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n\
+                  s.bind(('0.0.0.0',2222))\ns.listen()\nwhile True: s.accept()[0].close()\n";
+    let mut service = Command::new("ip")
+        .args(["netns", "exec", &ctx.netns, "python3", "-c", script])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let guest = FakeGuest::attach(&ctx, "172.30.0.200/24");
+    let reached = guest.connects("172.30.0.1:2222");
+    let dns = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &guest.netns,
+            "dig",
+            "+short",
+            "+time=2",
+            "+tries=2",
+            "@172.30.0.1",
+            "fenced.vm",
+        ])
+        .output()
+        .unwrap();
+    // The host itself still reaches its own service at that address.
+    let from_host = ctx.sh(&[
+        "python3",
+        "-c",
+        "import socket; socket.create_connection(('172.30.0.1', 2222), timeout=2); print('ok')",
+    ]);
+    service.kill().ok();
+    service.wait().ok();
+    assert!(
+        !reached,
+        "a guest reached a host service on the bridge address"
+    );
+    assert!(
+        !String::from_utf8_lossy(&dns.stdout).trim().is_empty(),
+        "DNS from a guest failed"
+    );
+    assert_eq!(from_host.trim(), "ok");
+    ctx.ok(&["vm", "rm", "--force", "fenced"]);
 }
 
 /// A throwaway sshd in the test's namespace, killed on drop.

@@ -30,6 +30,10 @@ const NAT_PRIORITY: i32 = 100;
 /// `filter`: the usual forward priority; other tables' chains still apply.
 const FORWARD_PRIORITY: i32 = 0;
 const COMMENT_PREFIX: &str = "banger:";
+/// `filter` on the host's own input: what guests may reach on the host.
+const INPUT_CHAIN: &str = "input";
+/// Marks the host fence's rules (no `banger:` prefix: they belong to no VM).
+const FENCE_COMMENT: &str = "banger host fence";
 
 /// Adds VM `vm_id`'s NAT rules: masquerade traffic from `guest_ip` leaving
 /// through any interface but `bridge`, accept forwarding from the guest, and
@@ -43,6 +47,82 @@ pub fn add_vm_rules(vm_id: &str, guest_ip: Ipv4Addr, bridge: &str) -> Result<(),
     };
     let batch = vm_rules_batch(vm_id, guest_ip, bridge, &stale);
     helper::apply_ruleset(&batch).map_err(|err| nft_error("add rules", err))
+}
+
+/// Sets the host fence on `bridge`: from guests, the host itself accepts
+/// only DNS (UDP and TCP port 53, the sidecar), ICMP, and replies to
+/// connections the host opened (SSH to guests); everything else arriving
+/// on the bridge for the host is dropped. Forwarded traffic (NAT) is not
+/// affected. Idempotent: the chain is flushed and refilled in one transaction.
+pub fn ensure_host_fence(bridge: &str) -> Result<(), NetError> {
+    validate_ifname(bridge)?;
+    let mut batch = Batch::new();
+    fence_into(&mut batch, bridge);
+    helper::apply_ruleset(&batch.to_nftables()).map_err(|err| nft_error("set the host fence", err))
+}
+
+fn fence_into(batch: &mut Batch<'static>, bridge: &str) {
+    let rule = |expr: Vec<Statement<'static>>| {
+        NfListObject::Rule(Rule {
+            family: NfFamily::INet,
+            table: TABLE.into(),
+            chain: INPUT_CHAIN.into(),
+            expr: Cow::Owned(expr),
+            handle: None,
+            index: None,
+            comment: Some(Cow::Borrowed(FENCE_COMMENT)),
+        })
+    };
+    let from_guests = || matches(meta(MetaKey::Iifname), Operator::EQ, text(bridge));
+    let input = base_chain(
+        INPUT_CHAIN,
+        NfChainType::Filter,
+        NfHook::Input,
+        FORWARD_PRIORITY,
+    );
+    batch.add(NfListObject::Table(Table {
+        family: NfFamily::INet,
+        name: TABLE.into(),
+        handle: None,
+    }));
+    batch.add(NfListObject::Chain(input.clone()));
+    batch.add_cmd(nftables::schema::NfCmd::Flush(
+        nftables::schema::FlushObject::Chain(input),
+    ));
+    for protocol in ["udp", "tcp"] {
+        batch.add(rule(vec![
+            from_guests(),
+            matches(
+                payload(protocol, "dport"),
+                Operator::EQ,
+                Expression::Number(53),
+            ),
+            Statement::Accept(None),
+        ]));
+    }
+    batch.add(rule(vec![
+        from_guests(),
+        matches(meta(MetaKey::L4proto), Operator::EQ, text("icmp")),
+        Statement::Accept(None),
+    ]));
+    batch.add(rule(vec![
+        from_guests(),
+        established_or_related(),
+        Statement::Accept(None),
+    ]));
+    batch.add(rule(vec![from_guests(), Statement::Drop(None)]));
+}
+
+fn established_or_related() -> Statement<'static> {
+    matches(
+        Expression::Named(NamedExpression::CT(CT {
+            key: "state".into(),
+            family: None,
+            dir: None,
+        })),
+        Operator::IN,
+        Expression::List(vec![text("established"), text("related")]),
+    )
 }
 
 /// Removes VM `vm_id`'s rules by handle. `Ok` when the table or the rules are
@@ -158,9 +238,13 @@ fn meta(key: MetaKey) -> Expression<'static> {
 }
 
 fn ip_field(field: &'static str) -> Expression<'static> {
+    payload("ip", field)
+}
+
+fn payload(protocol: &'static str, field: &'static str) -> Expression<'static> {
     Expression::Named(NamedExpression::Payload(Payload::PayloadField(
         PayloadField {
-            protocol: "ip".into(),
+            protocol: protocol.into(),
             field: field.into(),
         },
     )))
@@ -210,6 +294,7 @@ fn vm_rules_batch(
         NfHook::Forward,
         FORWARD_PRIORITY,
     )));
+    fence_into(&mut batch, bridge);
     for (chain, handle) in stale {
         batch.delete(NfListObject::Rule(rule_ref(chain.clone(), *handle)));
     }
@@ -234,15 +319,7 @@ fn vm_rules_batch(
         vec![
             matches(meta(MetaKey::Oifname), Operator::EQ, text(bridge)),
             matches(ip_field("daddr"), Operator::EQ, text(guest)),
-            matches(
-                Expression::Named(NamedExpression::CT(CT {
-                    key: "state".into(),
-                    family: None,
-                    dir: None,
-                })),
-                Operator::IN,
-                Expression::List(vec![text("established"), text("related")]),
-            ),
+            established_or_related(),
             Statement::Accept(None),
         ],
     ));
@@ -297,7 +374,9 @@ mod tests {
             .iter()
             .filter_map(|c| c["add"].get("chain"))
             .collect();
-        assert_eq!(chains.len(), 2);
+        assert_eq!(chains.len(), 3);
+        assert_eq!(chains[2]["hook"], "input");
+        assert_eq!(chains[2]["type"], "filter");
         assert_eq!(chains[0]["hook"], "postrouting");
         assert_eq!(chains[0]["type"], "nat");
         assert_eq!(chains[0]["prio"], 100);
@@ -306,6 +385,36 @@ mod tests {
         for chain in chains {
             assert_eq!(chain["policy"], "accept");
         }
+        // The host fence is refilled, not duplicated: its chain is flushed first.
+        assert!(
+            commands(&value)
+                .iter()
+                .any(|c| c["flush"]["chain"]["name"] == "input")
+        );
+    }
+
+    #[test]
+    fn the_host_fence_lets_guests_reach_only_dns_icmp_and_replies() {
+        let value = batch_json(&[]);
+        let fence: Vec<&Value> = commands(&value)
+            .iter()
+            .filter_map(|c| c["add"].get("rule"))
+            .filter(|rule| rule["chain"] == "input")
+            .collect();
+        assert_eq!(fence.len(), 5);
+        for rule in &fence {
+            assert_eq!(rule["comment"], FENCE_COMMENT);
+            assert_eq!(
+                rule["expr"][0],
+                json!({"match": {"op": "==", "left": {"meta": {"key": "iifname"}}, "right": "banger0"}})
+            );
+        }
+        assert_eq!(
+            fence[0]["expr"][1]["match"]["left"]["payload"]["protocol"],
+            "udp"
+        );
+        assert_eq!(fence[1]["expr"][1]["match"]["right"], 53);
+        assert_eq!(fence[4]["expr"][1], json!({"drop": null}));
     }
 
     #[test]
@@ -314,6 +423,7 @@ mod tests {
         let rules: Vec<&Value> = commands(&value)
             .iter()
             .filter_map(|c| c["add"].get("rule"))
+            .filter(|rule| rule["chain"] != "input")
             .collect();
         assert_eq!(rules.len(), 3);
         for rule in &rules {

@@ -34,10 +34,23 @@ fn sidecars(ctx: &TestContext) -> Vec<i32> {
         .collect()
 }
 
+/// `dig` in the test's namespace; its output even when it gets no answer
+/// (the sidecar may still be starting).
 fn dig(ctx: &TestContext, args: &[&str]) -> String {
-    let mut argv = vec!["dig", "@172.30.0.1", "+time=2", "+tries=1"];
-    argv.extend_from_slice(args);
-    ctx.sh(&argv)
+    let out = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ctx.netns,
+            "dig",
+            "@172.30.0.1",
+            "+time=2",
+            "+tries=1",
+        ])
+        .args(args)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[test]

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{TestContext, firecracker, skip_unless, vmlinux};
+use common::{TestContext, vmlinux};
 
 /// Shell payloads: any shell that sees one of these creates a file named
 /// `pwned*` in the command's working directory.
@@ -26,15 +26,7 @@ const PAYLOADS: [&str; 4] = [
 ];
 
 fn context() -> Option<TestContext> {
-    if skip_unless(
-        "firecracker",
-        &[&firecracker(), &vmlinux(), Path::new("/dev/kvm")],
-    ) {
-        return None;
-    }
-    let ctx = TestContext::new(&firecracker());
-    ctx.import_image("base");
-    Some(ctx)
+    common::firecracker_context()
 }
 
 fn entries(dir: &Path) -> Vec<String> {

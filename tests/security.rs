@@ -12,19 +12,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{TestContext, eventually, firecracker, skip_unless, vmlinux};
+use common::{TestContext, eventually, firecracker, skip_unless};
 use serde_json::Value;
 
 fn context() -> Option<TestContext> {
-    if skip_unless(
-        "firecracker",
-        &[&firecracker(), &vmlinux(), Path::new("/dev/kvm")],
-    ) {
-        return None;
-    }
-    let ctx = TestContext::new(&firecracker());
-    ctx.import_image("base");
-    Some(ctx)
+    common::firecracker_context()
 }
 
 fn mode(path: &Path) -> u32 {

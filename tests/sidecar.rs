@@ -9,18 +9,11 @@ mod common;
 
 use std::time::Duration;
 
-use common::{TestContext, eventually, firecracker, skip_unless, vmlinux};
+use common::{TestContext, eventually};
 
 fn context() -> Option<TestContext> {
-    if skip_unless(
-        "firecracker",
-        &[&firecracker(), &vmlinux(), std::path::Path::new("/dev/kvm")],
-    ) {
-        return None;
-    }
-    let ctx = TestContext::new(&firecracker());
+    let ctx = common::firecracker_context()?;
     ctx.set_config("tap_pool_size = 2\n");
-    ctx.import_image("base");
     Some(ctx)
 }
 

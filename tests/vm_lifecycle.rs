@@ -8,19 +8,11 @@ mod common;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use common::{TestContext, eventually, firecracker, pid_alive, skip_unless, vmlinux};
+use common::{TestContext, eventually, pid_alive, vmlinux};
 use serde_json::Value;
 
 fn context() -> Option<TestContext> {
-    if skip_unless(
-        "firecracker",
-        &[&firecracker(), &vmlinux(), std::path::Path::new("/dev/kvm")],
-    ) {
-        return None;
-    }
-    let ctx = TestContext::new(&firecracker());
-    ctx.import_image("base");
-    Some(ctx)
+    common::firecracker_context()
 }
 
 fn show(ctx: &TestContext, name: &str) -> Value {

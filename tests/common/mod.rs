@@ -36,6 +36,20 @@ pub fn skip_unless(tier: &str, needs: &[&Path]) -> bool {
     false
 }
 
+/// A context on the real Firecracker with a small image `base` imported,
+/// or `None` (after saying why) when this host cannot run Firecracker.
+pub fn firecracker_context() -> Option<TestContext> {
+    if skip_unless(
+        "firecracker",
+        &[&firecracker(), &vmlinux(), Path::new("/dev/kvm")],
+    ) {
+        return None;
+    }
+    let ctx = TestContext::new(&firecracker());
+    ctx.import_image("base");
+    Some(ctx)
+}
+
 pub fn firecracker() -> PathBuf {
     deps().join("bin/firecracker")
 }

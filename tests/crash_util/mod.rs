@@ -8,7 +8,7 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::common::{self, TestContext, firecracker, skip_unless, vmlinux};
+use crate::common::{self, TestContext};
 
 /// Flags that keep a test VM small and quick to create.
 pub const SMALL: [&str; 6] = ["--vcpus", "1", "--memory", "256", "--work-size", "64M"];
@@ -16,15 +16,7 @@ pub const SMALL: [&str; 6] = ["--vcpus", "1", "--memory", "256", "--work-size", 
 /// A context with the image `base`, or `None` (after saying why) when this
 /// host cannot run Firecracker.
 pub fn context() -> Option<TestContext> {
-    if skip_unless(
-        "firecracker",
-        &[&firecracker(), &vmlinux(), Path::new("/dev/kvm")],
-    ) {
-        return None;
-    }
-    let ctx = TestContext::new(&firecracker());
-    ctx.import_image("base");
-    Some(ctx)
+    common::firecracker_context()
 }
 
 /// Live VMM processes of this context: (pid, API socket path).

@@ -72,6 +72,13 @@ fn create_stop_kill_start_delete() {
         "{table}"
     );
 
+    // Logs: the console (the VMM's own output before its logger is set up)
+    // and, with --vmm, the VMM's log of the configuration banger sent.
+    let console = ctx.ok(&["vm", "logs", "dev1"]);
+    assert!(console.contains("Running Firecracker"), "{console}");
+    let vmm_log = ctx.ok(&["vm", "logs", "dev1", "--vmm"]);
+    assert!(vmm_log.contains("InstanceStart"), "{vmm_log}");
+
     // The work disk exists at the requested size and carries banger's key.
     let id = created["id"].as_str().unwrap().to_owned();
     let work = ctx.home.join("vms").join(&id).join("work.ext4");

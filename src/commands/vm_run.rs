@@ -36,7 +36,7 @@ pub fn run(args: RunArgs) -> Result<i32> {
         if args.spec.timings {
             super::print_timings(&timings);
         }
-        run_ssh(&ctx, &vm, &args.command)
+        super::vm_ssh::run_ssh(&ctx, &vm, &args.command)
     });
     if args.rm {
         let mut vm = ctx.store.vm(&vm.name)?;
@@ -45,43 +45,6 @@ pub fn run(args: RunArgs) -> Result<i32> {
             .with_context(|| format!("cannot delete VM {}", vm.name))?;
     }
     outcome
-}
-
-/// Runs `command` (or a login shell) in a running VM with the user's OpenSSH,
-/// passing stdin/stdout/stderr through; returns its exit code. Ctrl-C reaches
-/// the remote side while banger itself keeps going, so `--rm` still cleans up.
-fn run_ssh(ctx: &Ctx, vm: &Vm, command: &[String]) -> Result<i32> {
-    let tty = command.is_empty() && std::io::stdin().is_terminal();
-    let args = ssh::ssh_args(
-        &ctx.paths.ssh_key(),
-        &ctx.paths.known_hosts(),
-        &vm.ip.to_string(),
-        tty,
-        command,
-    );
-    ignore_interrupts_while_child_runs();
-    let status = std::process::Command::new("ssh")
-        .args(&args)
-        .status()
-        .context("cannot run `ssh` (install OpenSSH's client)")?;
-    Ok(status.code().unwrap_or(130))
-}
-
-extern "C" fn on_interrupt(_: libc::c_int) {}
-
-/// Installs a no-op SIGINT/SIGQUIT handler (reset to default in the exec'd
-/// child, unlike SIG_IGN) so banger outlives a Ctrl-C aimed at ssh.
-fn ignore_interrupts_while_child_runs() {
-    use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
-    let action = SigAction::new(
-        SigHandler::Handler(on_interrupt),
-        SaFlags::SA_RESTART,
-        SigSet::empty(),
-    );
-    for signal in [Signal::SIGINT, Signal::SIGQUIT] {
-        // SAFETY: the handler does nothing, so it is async-signal-safe.
-        unsafe { sigaction(signal, &action) }.ok();
-    }
 }
 
 /// Waits until the guest agent answers over vsock and port 22 accepts, then

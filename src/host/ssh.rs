@@ -83,6 +83,17 @@ pub fn forget_hosts(known_hosts: &Path, hosts: &[String]) -> Result<(), SshError
     write_private(known_hosts, text.as_bytes())
 }
 
+/// Whether `known_hosts` pins a key for `host`.
+pub fn is_pinned(known_hosts: &Path, host: &str) -> bool {
+    fs::read_to_string(known_hosts).is_ok_and(|text| {
+        text.lines().any(|line| {
+            line.split_whitespace()
+                .next()
+                .is_some_and(|names| names.split(',').any(|n| n == host))
+        })
+    })
+}
+
 /// The lines of `known_hosts` (empty if missing) that name none of `hosts`.
 fn entries_without(known_hosts: &Path, hosts: &[String]) -> Result<String, SshError> {
     let existing = match fs::read_to_string(known_hosts) {
@@ -215,6 +226,9 @@ mod tests {
         assert_eq!(
             text,
             "other ssh-ed25519 AAAAother\n10.0.0.2,a.vm ssh-ed25519 AAAAnew\n"
+        );
+        assert!(
+            is_pinned(&kh, "a.vm") && is_pinned(&kh, "10.0.0.2") && !is_pinned(&kh, "10.0.0.3")
         );
         forget_hosts(&kh, &["a.vm".into()]).unwrap();
         assert_eq!(

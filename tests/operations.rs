@@ -169,6 +169,23 @@ fn gc_removes_planted_leaks_and_only_those() {
         "\"banger:00000000aa\"",
     ]);
     std::fs::create_dir_all(ctx.run_dir.join("vms/00000000bb")).unwrap();
+    std::fs::write(ctx.run_dir.join("locks/vm-00000000dd.lock"), "").unwrap();
+    // A VMM whose VM is gone: its API socket lies under the run dir.
+    let orphan_dir = ctx.run_dir.join("vms/00000000cc");
+    std::fs::create_dir_all(&orphan_dir).unwrap();
+    let mut orphan = Command::new("ip")
+        .args(["netns", "exec", &ctx.netns])
+        .arg(firecracker())
+        .arg("--api-sock")
+        .arg(orphan_dir.join("api.sock"))
+        .env("BANGER_RUN_DIR", &ctx.run_dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(common::eventually(Duration::from_secs(5), || orphan_dir
+        .join("api.sock")
+        .exists()));
     // Foreign things beside them.
     ctx.sh(&["ip", "tuntap", "add", "user-tap0", "mode", "tap"]);
     let foreign_file = ctx.dir.path().join("foreign.img");
@@ -223,6 +240,12 @@ fn gc_removes_planted_leaks_and_only_those() {
     assert!(common::loops_under(&ctx.home).contains(&leaked_loop));
 
     let done = ctx.ok(&["gc"]);
+    assert!(done.contains("removed process"), "{done}");
+    assert!(
+        orphan.wait().is_ok_and(|status| !status.success()),
+        "the orphaned VMM survived gc"
+    );
+    assert!(!ctx.run_dir.join("locks/vm-00000000dd.lock").exists());
     assert!(done.contains("removed tap bg-00000000aa"), "{done}");
     assert!(ctx.links("bg-").is_empty());
     assert!(ctx.links("bgpool").is_empty());

@@ -205,11 +205,7 @@ fn device_mapper() -> Check {
 }
 
 fn reflink(paths: &Paths) -> Check {
-    let base = if paths.home.exists() {
-        paths.home.clone()
-    } else {
-        std::env::temp_dir()
-    };
+    let base = existing_ancestor(&paths.home).to_owned();
     let src = base.join(".doctor-reflink-src");
     let dst = base.join(".doctor-reflink-dst");
     let result = std::fs::write(&src, b"banger")
@@ -331,6 +327,7 @@ fn bridge(config: &Config) -> Check {
 fn resolved(config: &Config) -> Check {
     let active = Command::new("systemctl")
         .args(["is-active", "--quiet", "systemd-resolved"])
+        .stderr(std::process::Stdio::null())
         .status()
         .is_ok_and(|s| s.success());
     let gateway = config.subnet.gateway();
@@ -365,11 +362,17 @@ fn resolved(config: &Config) -> Check {
     }
 }
 
-fn free_space(paths: &Paths) -> Check {
-    let mut dir = paths.home.as_path();
+/// `path`, or its nearest ancestor that exists (BANGER_HOME before first use).
+fn existing_ancestor(path: &Path) -> &Path {
+    let mut dir = path;
     while !dir.exists() {
         dir = dir.parent().unwrap_or(Path::new("/"));
     }
+    dir
+}
+
+fn free_space(paths: &Paths) -> Check {
+    let dir = existing_ancestor(&paths.home);
     match nix::sys::statvfs::statvfs(dir) {
         Ok(s) => {
             let free = s.blocks_available() * s.fragment_size();

@@ -53,7 +53,7 @@ pub trait VmDirectory: NameLookup {
 /// at once, doing nothing, when another sidecar holds the lock.
 pub fn run(opts: &SidecarOptions, vms: Arc<dyn VmDirectory>) -> anyhow::Result<()> {
     loop {
-        let Some(lock) = take_lock(&opts.lock_path)? else {
+        let Some(lock) = take_lock_patiently(&opts.lock_path)? else {
             log("another sidecar is running; exiting");
             return Ok(());
         };
@@ -76,6 +76,18 @@ pub fn is_alive(lock_path: &Path) -> bool {
         return false;
     };
     matches!(file.try_lock(), Err(TryLockError::WouldBlock))
+}
+
+/// [`take_lock`], retried for a moment: [`is_alive`] probes by taking the
+/// lock briefly, and such a probe must not make a starting sidecar give up.
+fn take_lock_patiently(path: &Path) -> anyhow::Result<Option<File>> {
+    for _ in 0..10 {
+        if let Some(lock) = take_lock(path)? {
+            return Ok(Some(lock));
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    Ok(None)
 }
 
 /// Takes the sidecar lock and records our pid in it; `None` if it is held.

@@ -340,3 +340,42 @@ fn run_rm_leaves_nothing_behind() {
     };
     assert!(eventually(Duration::from_secs(5), || !vmm_alive()));
 }
+
+#[test]
+fn the_first_vm_on_a_fresh_host_builds_the_default_image() {
+    if skip_unless("guest", &[&vmlinux(), Path::new("/usr/sbin/debootstrap")]) {
+        return;
+    }
+    let Some(agent) = agent() else {
+        eprintln!("skipping: needs BANGER_AGENT (run scripts/test.sh)");
+        return;
+    };
+    // Reuse the downloads and base system cached by the shared guest image's build.
+    let shared_cache = built_image()
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("cache");
+    let mut ctx = TestContext::new(&shim());
+    ctx.extra_env
+        .push(("BANGER_AGENT".into(), agent.display().to_string()));
+    assert_eq!(ctx.ok(&["image", "ls", "-q"]), "");
+    std::os::unix::fs::symlink(&shared_cache, ctx.home.join("cache")).unwrap();
+
+    let out = ctx.run(&["vm", "create", "first", "--no-start"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("no image yet: building"), "{stderr}");
+    assert_eq!(ctx.ok(&["image", "ls", "-q"]), "default\n");
+    assert_eq!(ctx.ok(&["vm", "ls", "-q"]), "first\n");
+    let image = ctx.json(&["image", "show", "default", "--json"]);
+    assert_eq!(image["default"], true);
+    assert!(
+        image["manifest"]["files"]["rootfs.ext4"]["sha256"].is_string(),
+        "{image}"
+    );
+    // Once is enough: the next VM uses it.
+    let again = ctx.run(&["vm", "create", "second", "--no-start"]);
+    assert!(!String::from_utf8_lossy(&again.stderr).contains("building"));
+}

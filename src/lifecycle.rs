@@ -64,9 +64,20 @@ impl Ctx {
         Ok(guard)
     }
 
-    /// Locks an image while its files are read or replaced.
+    /// Locks an image while its files are replaced or deleted.
     pub fn lock_image(&self, name: &str) -> Result<LockGuard> {
         Ok(lock::acquire(
+            &self.paths.image_lock(name),
+            &format!("image {name}"),
+            lock::DEFAULT_TIMEOUT,
+            &say_waiting,
+        )?)
+    }
+
+    /// Locks an image against replacement while its files are read; any
+    /// number of readers at once.
+    pub fn lock_image_shared(&self, name: &str) -> Result<LockGuard> {
+        Ok(lock::acquire_shared(
             &self.paths.image_lock(name),
             &format!("image {name}"),
             lock::DEFAULT_TIMEOUT,

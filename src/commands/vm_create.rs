@@ -90,7 +90,7 @@ pub fn create(
         lifecycle::record_start_intent(ctx, &mut vm)?;
     }
     let prepared = {
-        let _image_lock = ctx.lock_image(&image.name)?;
+        let _image_lock = ctx.lock_image_shared(&image.name)?;
         timings.time("disks", || lifecycle::prepare_disks(ctx, &vm, &image_files))
     };
     match prepared {

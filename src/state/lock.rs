@@ -26,11 +26,33 @@ pub fn acquire(
     timeout: Duration,
     on_wait: &dyn Fn(&str, &Path),
 ) -> Result<LockGuard, StateError> {
+    acquire_with(path, resource, timeout, on_wait, File::try_lock)
+}
+
+/// Takes a shared lock on `path`: any number of readers at once, none while
+/// someone holds it exclusively (e.g. VMs reading an image while it is not
+/// being replaced or deleted).
+pub fn acquire_shared(
+    path: &Path,
+    resource: &str,
+    timeout: Duration,
+    on_wait: &dyn Fn(&str, &Path),
+) -> Result<LockGuard, StateError> {
+    acquire_with(path, resource, timeout, on_wait, File::try_lock_shared)
+}
+
+fn acquire_with(
+    path: &Path,
+    resource: &str,
+    timeout: Duration,
+    on_wait: &dyn Fn(&str, &Path),
+    try_lock: fn(&File) -> Result<(), TryLockError>,
+) -> Result<LockGuard, StateError> {
     let file = open(path)?;
     let start = Instant::now();
     let mut told = false;
     loop {
-        match file.try_lock() {
+        match try_lock(&file) {
             Ok(()) => {
                 return Ok(LockGuard {
                     _file: file,
@@ -111,6 +133,16 @@ mod tests {
             "{text}"
         );
         assert!(try_acquire(&path).unwrap().is_none());
+    }
+
+    #[test]
+    fn shared_locks_coexist_and_exclude_an_exclusive_one() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("image-x.lock");
+        let quick = Duration::from_millis(100);
+        let _a = acquire_shared(&path, "image x", quick, &|_, _| {}).unwrap();
+        let _b = acquire_shared(&path, "image x", quick, &|_, _| {}).unwrap();
+        assert!(acquire(&path, "image x", quick, &|_, _| {}).is_err());
     }
 
     #[test]

@@ -225,6 +225,26 @@ fn concurrent_creates_get_distinct_addresses() {
         let distinct: HashSet<String> = vms.iter().map(|v| v[field].to_string()).collect();
         assert_eq!(distinct.len(), 8, "duplicate {field}");
     }
+    // The first creates raced to make banger's SSH key: all VMs got the same one.
+    let public = std::fs::read_to_string(ctx.home.join("ssh/id_ed25519.pub")).unwrap();
+    for vm in vms {
+        let work = ctx
+            .home
+            .join("vms")
+            .join(vm["id"].as_str().unwrap())
+            .join("work.ext4");
+        let key = std::process::Command::new("debugfs")
+            .args(["-R", "cat /.ssh/authorized_keys"])
+            .arg(&work)
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&key.stdout).trim(),
+            public.trim(),
+            "{}",
+            vm["name"]
+        );
+    }
 }
 
 #[test]

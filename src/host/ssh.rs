@@ -36,6 +36,8 @@ fn io(path: &Path) -> impl Fn(std::io::Error) -> SshError + '_ {
 /// public key line (`ssh-ed25519 AAAA... banger`).
 pub fn ensure_key(key: &Path) -> Result<String, SshError> {
     let public = key.with_extension("pub");
+    // Concurrent first creates must agree on one key: make it under a lock.
+    let _lock = lock_beside(key)?;
     if key.exists() {
         let text = fs::read_to_string(&public).map_err(io(&public))?;
         return Ok(text.trim().to_owned());
@@ -68,6 +70,7 @@ pub fn ensure_key(key: &Path) -> Result<String, SshError> {
 /// Replaces every `known_hosts` entry for `hosts` with one line pinning `key`
 /// (`ssh-ed25519 AAAA...`). The file is written atomically with mode 0600.
 pub fn pin_host_key(known_hosts: &Path, hosts: &[String], key: &str) -> Result<(), SshError> {
+    let _lock = lock_beside(known_hosts)?;
     let mut text = entries_without(known_hosts, hosts)?;
     let key_part: Vec<&str> = key.split_whitespace().take(2).collect();
     text.push_str(&format!("{} {}\n", hosts.join(","), key_part.join(" ")));
@@ -79,6 +82,7 @@ pub fn forget_hosts(known_hosts: &Path, hosts: &[String]) -> Result<(), SshError
     if !known_hosts.exists() {
         return Ok(());
     }
+    let _lock = lock_beside(known_hosts)?;
     let text = entries_without(known_hosts, hosts)?;
     write_private(known_hosts, text.as_bytes())
 }
@@ -109,6 +113,21 @@ fn entries_without(known_hosts: &Path, hosts: &[String]) -> Result<String, SshEr
         })
         .map(|line| format!("{line}\n"))
         .collect())
+}
+
+/// Holds an exclusive flock on `<path>.lock` until dropped, so that
+/// read-modify-write updates of `path` from concurrent commands do not race.
+fn lock_beside(path: &Path) -> Result<fs::File, SshError> {
+    let lock_path = path.with_extension("lock");
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&lock_path)
+        .map_err(io(&lock_path))?;
+    file.lock().map_err(io(&lock_path))?;
+    Ok(file)
 }
 
 /// Writes `bytes` to `path` with mode 0600 through a synced temp file and a

@@ -341,3 +341,33 @@ fn bad_input_is_refused_before_any_side_effect() {
     assert!(entries.is_empty(), "files left behind: {entries:?}");
     assert!(ctx.links("bg-").is_empty());
 }
+
+#[test]
+fn create_waits_for_the_guest_and_says_where_to_look_on_timeout() {
+    let Some(ctx) = context() else { return };
+    // The guest never answers on this tier's hosts: the wait runs out.
+    let started = std::time::Instant::now();
+    let stderr = ctx.fails(
+        1,
+        &[
+            "vm",
+            "create",
+            "slow",
+            "--timeout",
+            "2s",
+            "--vcpus",
+            "1",
+            "--memory",
+            "128",
+        ],
+    );
+    assert!(started.elapsed() >= Duration::from_secs(2), "did not wait");
+    assert!(
+        stderr.contains("did not become ready within 2s"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("banger vm logs slow"), "{stderr}");
+    // The VM is left running for the user to inspect.
+    assert_eq!(show(&ctx, "slow")["state"], "running");
+    ctx.ok(&["vm", "rm", "--force", "slow"]);
+}

@@ -12,6 +12,15 @@ pub fn run(args: CreateArgs) -> Result<()> {
     let ctx = Ctx::open()?;
     let mut timings = Timings::default();
     let (vm, observed) = create(&ctx, args.name, &args.spec, !args.no_start, &mut timings)?;
+    if !args.no_start {
+        super::vm_run::wait_ready(
+            &ctx,
+            &vm,
+            args.spec.no_wait,
+            args.spec.timeout,
+            &mut timings,
+        )?;
+    }
     if args.spec.timings {
         print_timings(&timings);
     }

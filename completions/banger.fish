@@ -85,7 +85,7 @@ complete -c banger -n "__fish_banger_using_subcommand vm; and __fish_seen_subcom
 complete -c banger -n "__fish_banger_using_subcommand vm; and __fish_seen_subcommand_from run" -s h -l help -d 'Print help'
 complete -c banger -n "__fish_banger_using_subcommand vm; and __fish_seen_subcommand_from run" -s V -l version -d 'Print version'
 complete -c banger -n "__fish_banger_using_subcommand vm; and __fish_seen_subcommand_from start" -l timeout -d 'How long to wait for the guest [default: 5m]' -r
-complete -c banger -n "__fish_banger_using_subcommand vm; and __fish_seen_subcommand_from start" -l no-wait -d 'Do not wait for the guest to answer'
+complete -c banger -n "__fish_banger_using_subcommand vm; and __fish_seen_subcommand_from start" -l no-wait -d 'Do not wait for the guest to answer (agent and SSH)'
 complete -c banger -n "__fish_banger_using_subcommand vm; and __fish_seen_subcommand_from start" -l timings -d 'Print how long each stage took'
 complete -c banger -n "__fish_banger_using_subcommand vm; and __fish_seen_subcommand_from start" -s v -l verbose -d 'Say more on stderr (repeat for more)'
 complete -c banger -n "__fish_banger_using_subcommand vm; and __fish_seen_subcommand_from start" -s h -l help -d 'Print help'
@@ -96,7 +96,7 @@ complete -c banger -n "__fish_banger_using_subcommand vm; and __fish_seen_subcom
 complete -c banger -n "__fish_banger_using_subcommand vm; and __fish_seen_subcommand_from stop" -s h -l help -d 'Print help'
 complete -c banger -n "__fish_banger_using_subcommand vm; and __fish_seen_subcommand_from stop" -s V -l version -d 'Print version'
 complete -c banger -n "__fish_banger_using_subcommand vm; and __fish_seen_subcommand_from restart" -l timeout -d 'How long to wait for the guest [default: 5m]' -r
-complete -c banger -n "__fish_banger_using_subcommand vm; and __fish_seen_subcommand_from restart" -l no-wait -d 'Do not wait for the guest to answer'
+complete -c banger -n "__fish_banger_using_subcommand vm; and __fish_seen_subcommand_from restart" -l no-wait -d 'Do not wait for the guest to answer (agent and SSH)'
 complete -c banger -n "__fish_banger_using_subcommand vm; and __fish_seen_subcommand_from restart" -l timings -d 'Print how long each stage took'
 complete -c banger -n "__fish_banger_using_subcommand vm; and __fish_seen_subcommand_from restart" -s v -l verbose -d 'Say more on stderr (repeat for more)'
 complete -c banger -n "__fish_banger_using_subcommand vm; and __fish_seen_subcommand_from restart" -s h -l help -d 'Print help'

@@ -102,6 +102,13 @@ pub struct VmSpec {
     /// Delete the VM after this long (`banger gc` enforces it), e.g. 2h
     #[arg(long, value_parser = parse::duration, allow_hyphen_values = true)]
     pub ttl: Option<Duration>,
+    #[command(flatten)]
+    pub wait: WaitArgs,
+}
+
+/// How `vm create`, `vm run`, `vm start` and `vm restart` wait for the guest.
+#[derive(Debug, Clone, Args)]
+pub struct WaitArgs {
     /// Do not wait for the guest to answer (agent and SSH)
     #[arg(long)]
     pub no_wait: bool,
@@ -147,15 +154,8 @@ pub struct RunArgs {
 pub struct StartArgs {
     #[arg(required = true, value_parser = parse::vm_name)]
     pub names: Vec<String>,
-    /// Do not wait for the guest to answer
-    #[arg(long)]
-    pub no_wait: bool,
-    /// How long to wait for the guest [default: 5m]
-    #[arg(long, value_parser = parse::duration, allow_hyphen_values = true)]
-    pub timeout: Option<Duration>,
-    /// Print how long each stage took
-    #[arg(long)]
-    pub timings: bool,
+    #[command(flatten)]
+    pub wait: WaitArgs,
 }
 
 #[derive(Debug, Args)]

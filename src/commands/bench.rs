@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 
 use super::print_json;
-use crate::cli::{BenchCreateArgs, VmSpec};
+use crate::cli::{BenchCreateArgs, VmSpec, WaitArgs};
 use crate::lifecycle::{Ctx, Timings};
 
 #[derive(Debug, Serialize)]
@@ -36,9 +36,11 @@ pub fn create(args: BenchCreateArgs) -> Result<()> {
         work_size: Some(256 << 20),
         no_nat: false,
         ttl: Some(Duration::from_secs(3600)),
-        no_wait: !args.wait,
-        timeout: None,
-        timings: false,
+        wait: WaitArgs {
+            no_wait: !args.wait,
+            timeout: None,
+            timings: false,
+        },
     };
     let mut samples: Vec<Timings> = Vec::new();
     for run in 0..args.runs {
@@ -49,7 +51,13 @@ pub fn create(args: BenchCreateArgs) -> Result<()> {
             .as_ref()
             .map_err(|e| anyhow::anyhow!("{e:#}"))
             .and_then(|(vm, _)| {
-                super::vm_run::wait_ready(&ctx, vm, spec.no_wait, spec.timeout, &mut timings)
+                super::vm_run::wait_ready(
+                    &ctx,
+                    vm,
+                    spec.wait.no_wait,
+                    spec.wait.timeout,
+                    &mut timings,
+                )
             });
         if let Some(mut vm) = ctx.store.find_vm(&name)? {
             let _lock = ctx.lock_vm(&mut vm)?;

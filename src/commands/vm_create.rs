@@ -16,17 +16,17 @@ pub fn run(args: CreateArgs) -> Result<()> {
         super::vm_run::wait_ready(
             &ctx,
             &vm,
-            args.spec.no_wait,
-            args.spec.timeout,
+            args.spec.wait.no_wait,
+            args.spec.wait.timeout,
             &mut timings,
         )?;
     }
-    if args.spec.timings {
+    if args.spec.wait.timings {
         print_timings(&timings);
     }
     let view = VmView::new(&ctx, &vm, &observed);
     if args.json {
-        let view = if args.spec.timings {
+        let view = if args.spec.wait.timings {
             view.with_timings(&timings)
         } else {
             view

@@ -32,12 +32,13 @@ pub fn run(args: RunArgs) -> Result<i32> {
             super::vm_create::create(&ctx, args.name.clone(), &args.spec, true, &mut timings)?.0
         }
     };
-    let outcome = wait_ready(&ctx, &vm, false, args.spec.timeout, &mut timings).and_then(|()| {
-        if args.spec.timings {
-            super::print_timings(&timings);
-        }
-        super::vm_ssh::run_ssh(&ctx, &vm, &args.command)
-    });
+    let outcome =
+        wait_ready(&ctx, &vm, false, args.spec.wait.timeout, &mut timings).and_then(|()| {
+            if args.spec.wait.timings {
+                super::print_timings(&timings);
+            }
+            super::vm_ssh::run_ssh(&ctx, &vm, &args.command)
+        });
     if args.rm {
         let mut vm = ctx.store.vm(&vm.name)?;
         let _lock = ctx.lock_vm(&mut vm)?;

@@ -33,8 +33,14 @@ fn start_each(args: StartArgs, restart: bool) -> Result<()> {
         }
         let mut timings = Timings::default();
         lifecycle::start(&ctx, &mut vm, &mut timings)?;
-        super::vm_run::wait_ready(&ctx, &vm, args.no_wait, args.timeout, &mut timings)?;
-        if args.timings {
+        super::vm_run::wait_ready(
+            &ctx,
+            &vm,
+            args.wait.no_wait,
+            args.wait.timeout,
+            &mut timings,
+        )?;
+        if args.wait.timings {
             print_timings(&timings);
         }
         let verb = if restart { "restarted" } else { "started" };

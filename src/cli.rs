@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::state::model::VmName;
 use crate::state::parse;
 
 #[derive(Debug, Parser)]
@@ -106,6 +107,22 @@ pub struct VmSpec {
     pub wait: WaitArgs,
 }
 
+impl VmSpec {
+    /// The flags as what `ops` creates.
+    pub fn resolve(&self, name: Option<VmName>) -> crate::ops::create::Spec {
+        crate::ops::create::Spec {
+            name,
+            image: self.image.clone(),
+            vcpus: self.vcpus,
+            memory_mib: self.memory,
+            disk_size: self.disk_size,
+            work_size: self.work_size,
+            nat: !self.no_nat,
+            ttl: self.ttl,
+        }
+    }
+}
+
 /// How `vm create`, `vm run`, `vm start` and `vm restart` wait for the guest.
 #[derive(Debug, Clone, Args)]
 pub struct WaitArgs {
@@ -123,8 +140,8 @@ pub struct WaitArgs {
 #[derive(Debug, Args)]
 pub struct CreateArgs {
     /// VM name (a DNS label); generated when omitted
-    #[arg(value_parser = parse::vm_name)]
-    pub name: Option<String>,
+    #[arg(value_parser = VmName::parse)]
+    pub name: Option<VmName>,
     #[command(flatten)]
     pub spec: VmSpec,
     /// Create the VM and its disks without starting it
@@ -138,8 +155,8 @@ pub struct CreateArgs {
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// VM to use: created if missing, started if stopped
-    #[arg(long, value_parser = parse::vm_name)]
-    pub name: Option<String>,
+    #[arg(long, value_parser = VmName::parse)]
+    pub name: Option<VmName>,
     #[command(flatten)]
     pub spec: VmSpec,
     /// Delete the VM afterwards, also when the command fails
@@ -152,16 +169,16 @@ pub struct RunArgs {
 
 #[derive(Debug, Args)]
 pub struct StartArgs {
-    #[arg(required = true, value_parser = parse::vm_name)]
-    pub names: Vec<String>,
+    #[arg(required = true, value_parser = VmName::parse)]
+    pub names: Vec<VmName>,
     #[command(flatten)]
     pub wait: WaitArgs,
 }
 
 #[derive(Debug, Args)]
 pub struct StopArgs {
-    #[arg(required = true, value_parser = parse::vm_name)]
-    pub names: Vec<String>,
+    #[arg(required = true, value_parser = VmName::parse)]
+    pub names: Vec<VmName>,
     /// Kill at once instead of asking the guest to shut down
     #[arg(long)]
     pub force: bool,
@@ -172,8 +189,8 @@ pub struct StopArgs {
 
 #[derive(Debug, Args)]
 pub struct DeleteArgs {
-    #[arg(required = true, value_parser = parse::vm_name)]
-    pub names: Vec<String>,
+    #[arg(required = true, value_parser = VmName::parse)]
+    pub names: Vec<VmName>,
     /// Kill running VMs at once instead of shutting them down
     #[arg(long, short)]
     pub force: bool,
@@ -191,8 +208,8 @@ pub struct ListArgs {
 
 #[derive(Debug, Args)]
 pub struct ShowArgs {
-    #[arg(value_parser = parse::vm_name)]
-    pub name: String,
+    #[arg(value_parser = VmName::parse)]
+    pub name: VmName,
     /// Print JSON
     #[arg(long)]
     pub json: bool,
@@ -200,8 +217,8 @@ pub struct ShowArgs {
 
 #[derive(Debug, Args)]
 pub struct SshArgs {
-    #[arg(value_parser = parse::vm_name)]
-    pub name: String,
+    #[arg(value_parser = VmName::parse)]
+    pub name: VmName,
     /// Command to run instead of a login shell
     #[arg(last = true)]
     pub command: Vec<String>,
@@ -209,8 +226,8 @@ pub struct SshArgs {
 
 #[derive(Debug, Args)]
 pub struct LogsArgs {
-    #[arg(value_parser = parse::vm_name)]
-    pub name: String,
+    #[arg(value_parser = VmName::parse)]
+    pub name: VmName,
     /// Keep printing as the log grows
     #[arg(short, long)]
     pub follow: bool,

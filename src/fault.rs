@@ -8,7 +8,7 @@
 /// Aborts here if `BANGER_FAULT` names `stage` (fault-injection builds only).
 pub fn point(stage: &str) {
     #[cfg(feature = "fault-injection")]
-    if std::env::var("BANGER_FAULT").is_ok_and(|s| s == stage) {
+    if crate::env::Env::get().fault.as_deref() == Some(stage) {
         eprintln!("banger: injected fault after stage {stage:?}");
         std::process::abort();
     }

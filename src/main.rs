@@ -1,11 +1,11 @@
-//! The `banger` binary: parse, set up logging, dispatch, map errors to exit codes.
+//! The `banger` binary: parse, dispatch, map errors to exit codes.
 
 use std::process::ExitCode;
 
 use clap::Parser;
 
 use banger::cli::{BenchCommand, Cli, Command, ImageCommand, VmCommand};
-use banger::commands::{self, UsageError};
+use banger::commands::{self, Global, UsageError};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -28,33 +28,36 @@ fn main() -> ExitCode {
 /// Runs the command; the `i32` is the exit code (the remote one for `vm run`/`vm ssh`).
 fn dispatch(cli: Cli) -> anyhow::Result<i32> {
     let done = |r: anyhow::Result<()>| r.map(|()| 0);
+    let global = &Global {
+        verbose: cli.verbose,
+    };
     match cli.command {
         Command::Vm(cmd) => match cmd {
-            VmCommand::Create(args) => done(commands::vm_create::run(args)),
-            VmCommand::Run(args) => commands::vm_run::run(args),
-            VmCommand::Start(args) => done(commands::vm_start::run(args)),
-            VmCommand::Stop(args) => done(commands::vm_stop::run(args)),
-            VmCommand::Restart(args) => done(commands::vm_start::restart(args)),
-            VmCommand::Delete(args) => done(commands::vm_delete::run(args)),
-            VmCommand::List(args) => done(commands::vm_list::run(args)),
-            VmCommand::Show(args) => done(commands::vm_show::run(args)),
-            VmCommand::Ssh(args) => commands::vm_ssh::run(args),
-            VmCommand::Logs(args) => done(commands::vm_logs::run(args)),
+            VmCommand::Create(args) => done(commands::vm_create::run(args, global)),
+            VmCommand::Run(args) => commands::vm_run::run(args, global),
+            VmCommand::Start(args) => done(commands::vm_start::run(args, global)),
+            VmCommand::Stop(args) => done(commands::vm_stop::run(args, global)),
+            VmCommand::Restart(args) => done(commands::vm_start::restart(args, global)),
+            VmCommand::Delete(args) => done(commands::vm_delete::run(args, global)),
+            VmCommand::List(args) => done(commands::vm_list::run(args, global)),
+            VmCommand::Show(args) => done(commands::vm_show::run(args, global)),
+            VmCommand::Ssh(args) => commands::vm_ssh::run(args, global),
+            VmCommand::Logs(args) => done(commands::vm_logs::run(args, global)),
         },
         Command::Image(cmd) => match cmd {
-            ImageCommand::Build(args) => done(commands::image_build::run(args)),
-            ImageCommand::Import(args) => done(commands::image_import::run(args)),
-            ImageCommand::List(args) => done(commands::image_list::list(args)),
-            ImageCommand::Show(args) => done(commands::image_list::show(args)),
-            ImageCommand::Delete(args) => done(commands::image_delete::run(args)),
-            ImageCommand::Default(args) => done(commands::image_list::set_default(args)),
+            ImageCommand::Build(args) => done(commands::image_build::run(args, global)),
+            ImageCommand::Import(args) => done(commands::image_import::run(args, global)),
+            ImageCommand::List(args) => done(commands::image_list::list(args, global)),
+            ImageCommand::Show(args) => done(commands::image_list::show(args, global)),
+            ImageCommand::Delete(args) => done(commands::image_delete::run(args, global)),
+            ImageCommand::Default(args) => done(commands::image_list::set_default(args, global)),
         },
-        Command::Doctor(args) => commands::doctor::run(args),
-        Command::Gc(args) => done(commands::gc::run(args, cli.verbose)),
+        Command::Doctor(args) => commands::doctor::run(args, global),
+        Command::Gc(args) => done(commands::gc::run(args, global)),
         Command::Completions(args) => done(commands::completions::run(args)),
         Command::Man => done(commands::completions::man()),
-        Command::Bench(BenchCommand::Create(args)) => done(commands::bench::create(args)),
-        Command::Sidecar => done(commands::sidecar::run()),
+        Command::Bench(BenchCommand::Create(args)) => done(commands::bench::create(args, global)),
+        Command::Sidecar => done(commands::sidecar::run(global)),
         Command::Complete { kind } => done(commands::completions::names(&kind)),
     }
 }

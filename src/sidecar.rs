@@ -70,6 +70,57 @@ pub fn run(opts: &SidecarOptions, vms: Arc<dyn VmDirectory>) -> anyhow::Result<(
     }
 }
 
+/// Starts and probes the sidecar for VM lifecycles (`vm::host::Sidecar`).
+pub struct Control {
+    lock_path: PathBuf,
+    log_path: PathBuf,
+}
+
+impl Control {
+    pub fn new(paths: &crate::state::paths::Paths) -> Self {
+        Self {
+            lock_path: paths.sidecar_lock(),
+            log_path: paths.sidecar_log(),
+        }
+    }
+}
+
+impl crate::vm::host::Sidecar for Control {
+    fn is_alive(&self) -> bool {
+        is_alive(&self.lock_path)
+    }
+
+    /// Starts `banger sidecar` detached in its own session, its output
+    /// appended to the sidecar log, unless one is alive.
+    fn ensure_running(&self) -> anyhow::Result<()> {
+        use std::os::unix::process::CommandExt;
+        if is_alive(&self.lock_path) {
+            return Ok(());
+        }
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .with_context(|| format!("cannot open {}", self.log_path.display()))?;
+        let exe = std::env::current_exe().context("cannot find banger's own executable")?;
+        let mut cmd = std::process::Command::new(exe);
+        cmd.arg("sidecar")
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().context("sidecar log")?)
+            .stderr(log);
+        // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
+        unsafe {
+            cmd.pre_exec(|| {
+                nix::unistd::setsid()
+                    .map(drop)
+                    .map_err(std::io::Error::from)
+            });
+        }
+        cmd.spawn().context("cannot start the sidecar")?;
+        Ok(())
+    }
+}
+
 /// Whether a sidecar holds the lock at `lock_path`.
 pub fn is_alive(lock_path: &Path) -> bool {
     let Ok(file) = File::open(lock_path) else {

@@ -13,9 +13,9 @@ use crate::host::disk::{cow, dm};
 use crate::host::firecracker::process;
 use crate::host::image::{Manifest, ManifestFile};
 use crate::host::net;
-use crate::lifecycle::Ctx;
 use crate::state::config::Config;
 use crate::state::paths::Paths;
+use crate::vm::Ctx;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -59,7 +59,7 @@ fn fail(check: &'static str, detail: impl Into<String>, hint: impl Into<String>)
     }
 }
 
-pub fn run(args: DoctorArgs) -> Result<i32> {
+pub fn run(args: DoctorArgs, global: &super::Global) -> Result<i32> {
     let paths = Paths::from_env();
     let config = Config::load()?;
     let mut checks = vec![
@@ -93,7 +93,7 @@ pub fn run(args: DoctorArgs) -> Result<i32> {
         free_space(&paths),
     ];
     // Checks that need banger's state (skipped when it cannot be opened).
-    match Ctx::open() {
+    match global.ctx() {
         Ok(ctx) => {
             checks.push(default_image(&ctx));
             checks.push(sidecar(&ctx));
@@ -413,8 +413,9 @@ fn default_image(ctx: &Ctx) -> Check {
         }
         Err(e) => return fail("image", e.to_string(), "see the error"),
     };
-    let dir = ctx.paths.image_dir(&image.name);
-    let manifest = match Manifest::read(&dir.join("image.json")) {
+    let files = crate::vm::ImageFiles::of(&ctx.paths, &image);
+    let dir = &files.dir;
+    let manifest = match Manifest::read(&files.manifest) {
         Ok(m) => m,
         Err(e) => {
             return fail(
@@ -444,7 +445,7 @@ fn default_image(ctx: &Ctx) -> Check {
 }
 
 fn sidecar(ctx: &Ctx) -> Check {
-    if crate::sidecar::is_alive(&ctx.paths.sidecar_lock()) {
+    if ctx.host.sidecar.is_alive() {
         pass("sidecar", "running (DNS for VM names, TAP pool)")
     } else {
         pass("sidecar", "not running (starts with the first VM)")
@@ -452,7 +453,7 @@ fn sidecar(ctx: &Ctx) -> Check {
 }
 
 fn leftovers(ctx: &Ctx) -> Check {
-    match super::gc::collect(ctx, true) {
+    match crate::ops::gc::collect(ctx, true) {
         Ok(found) if found.is_empty() => pass("leftovers", "none"),
         Ok(found) => warn(
             "leftovers",

@@ -2,18 +2,15 @@
 
 use std::fs;
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
-use super::UsageError;
+use super::{Global, UsageError};
 use crate::cli::ImageImportArgs;
-use crate::host::disk::{cow, ext4};
-use crate::host::image::{self, Manifest, ManifestFile};
-use crate::lifecycle::{Ctx, remove_dir_if_present};
-use crate::state::model::{Image, now, rfc3339};
+use crate::ops::images;
 
-pub fn run(args: ImageImportArgs) -> Result<()> {
+pub fn run(args: ImageImportArgs, global: &Global) -> Result<()> {
     check_file("--kernel", &args.kernel, Kind::Elf)?;
     check_file("--rootfs", &args.rootfs, Kind::Ext4)?;
     if let Some(initrd) = &args.initrd {
@@ -22,88 +19,15 @@ pub fn run(args: ImageImportArgs) -> Result<()> {
     if let Some(seed) = &args.work_seed {
         check_file("--work-seed", seed, Kind::Ext4)?;
     }
-    let ctx = Ctx::open()?;
-    let _lock = ctx.lock_image(&args.name)?;
-    if ctx.store.find_image(&args.name)?.is_some() {
-        return Err(UsageError(format!(
-            "an image named {:?} already exists (delete it first)",
-            args.name
-        ))
-        .into());
-    }
-    let staging = staging_dir(&ctx, &args.name);
-    let result = copy_in(&args, &staging);
-    if let Err(err) = result {
-        remove_dir_if_present(&staging)?;
-        return Err(err);
-    }
-    let final_dir = ctx.paths.image_dir(&args.name);
-    remove_dir_if_present(&final_dir)?;
-    fs::rename(&staging, &final_dir)
-        .with_context(|| format!("cannot move the image into {}", final_dir.display()))?;
-    let image = Image {
-        name: args.name.clone(),
-        source: "import".into(),
-        has_initrd: args.initrd.is_some(),
-        is_default: args.default,
-        created_at: now(),
+    let ctx = global.ctx()?;
+    let files = images::ImportFiles {
+        kernel: args.kernel.clone(),
+        rootfs: args.rootfs.clone(),
+        initrd: args.initrd.clone(),
+        work_seed: args.work_seed.clone(),
     };
-    if let Err(err) = ctx.store.insert_image(&image) {
-        remove_dir_if_present(&final_dir)?;
-        return Err(err.into());
-    }
+    images::import(&ctx, &args.name, &files, args.default)?;
     eprintln!("imported image {}", args.name);
-    Ok(())
-}
-
-/// A temp directory beside the final one; `gc` removes leftovers.
-pub fn staging_dir(ctx: &Ctx, name: &str) -> PathBuf {
-    ctx.paths
-        .images_dir()
-        .join(format!(".tmp-{name}-{}", std::process::id()))
-}
-
-fn copy_in(args: &ImageImportArgs, dir: &Path) -> Result<()> {
-    crate::state::paths::ensure_private_dir(dir)?;
-    let copy = |src: &Path, name: &str| -> Result<()> {
-        let size = fs::metadata(src)
-            .with_context(|| format!("cannot read {}", src.display()))?
-            .len();
-        cow::clone_file(src, &dir.join(name), size)
-            .with_context(|| format!("cannot copy {}", src.display()))?;
-        Ok(())
-    };
-    copy(&args.kernel, "vmlinux")?;
-    copy(&args.rootfs, "rootfs.ext4")?;
-    if let Some(initrd) = &args.initrd {
-        copy(initrd, "initrd.img")?;
-    }
-    match &args.work_seed {
-        Some(seed) => copy(seed, "work-seed.ext4")?,
-        None => ext4::make_work_seed(&dir.join("work-seed.ext4"))?,
-    }
-    write_manifest(dir)
-}
-
-/// `image.json` for an imported image: sizes and checksums of its files.
-fn write_manifest(dir: &Path) -> Result<()> {
-    let mut files = std::collections::BTreeMap::new();
-    for entry in fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))? {
-        let entry = entry?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        files.insert(name, ManifestFile::of(&entry.path())?);
-    }
-    let kernel = fs::read(dir.join("vmlinux")).context("cannot read the imported kernel")?;
-    let manifest = Manifest {
-        kernel_version: image::kernel_release(&kernel).unwrap_or_else(|| "unknown".into()),
-        suite: String::new(),
-        packages: Vec::new(),
-        files,
-        agent_version: String::new(),
-        agent_sha256: String::new(),
-        created_at: rfc3339(now()),
-    };
-    manifest.write(&dir.join(image::MANIFEST))?;
     Ok(())
 }
 

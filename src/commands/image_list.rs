@@ -3,10 +3,10 @@
 use anyhow::{Context, Result};
 use serde::Serialize;
 
-use super::{print_json, print_table};
+use super::{Global, print_json, print_table};
 use crate::cli::{ImageNameArg, ImageShowArgs, ListArgs};
-use crate::lifecycle::Ctx;
 use crate::state::model::{Image, rfc3339};
+use crate::vm::{Ctx, ImageFiles};
 
 #[derive(Serialize)]
 struct ImageView {
@@ -21,9 +21,9 @@ struct ImageView {
 }
 
 fn view(ctx: &Ctx, image: &Image, with_manifest: bool) -> ImageView {
-    let dir = ctx.paths.image_dir(&image.name);
+    let files = ImageFiles::of(&ctx.paths, image);
     let manifest = with_manifest
-        .then(|| std::fs::read(dir.join("image.json")).ok())
+        .then(|| std::fs::read(&files.manifest).ok())
         .flatten()
         .and_then(|bytes| serde_json::from_slice(&bytes).ok());
     ImageView {
@@ -32,13 +32,13 @@ fn view(ctx: &Ctx, image: &Image, with_manifest: bool) -> ImageView {
         default: image.is_default,
         has_initrd: image.has_initrd,
         created_at: rfc3339(image.created_at),
-        dir: dir.display().to_string(),
+        dir: files.dir.display().to_string(),
         manifest,
     }
 }
 
-pub fn list(args: ListArgs) -> Result<()> {
-    let ctx = Ctx::open()?;
+pub fn list(args: ListArgs, global: &Global) -> Result<()> {
+    let ctx = global.ctx()?;
     let images = ctx.store.list_images()?;
     if args.quiet {
         images.iter().for_each(|i| println!("{}", i.name));
@@ -63,8 +63,8 @@ pub fn list(args: ListArgs) -> Result<()> {
     Ok(())
 }
 
-pub fn show(args: ImageShowArgs) -> Result<()> {
-    let ctx = Ctx::open()?;
+pub fn show(args: ImageShowArgs, global: &Global) -> Result<()> {
+    let ctx = global.ctx()?;
     let image = ctx.store.image(&args.name)?;
     let view = view(&ctx, &image, true);
     if args.json {
@@ -88,8 +88,8 @@ pub fn show(args: ImageShowArgs) -> Result<()> {
     Ok(())
 }
 
-pub fn set_default(args: ImageNameArg) -> Result<()> {
-    let ctx = Ctx::open()?;
+pub fn set_default(args: ImageNameArg, global: &Global) -> Result<()> {
+    let ctx = global.ctx()?;
     ctx.store.set_default_image(&args.name)?;
     eprintln!("image {} is now the default", args.name);
     Ok(())

@@ -1,5 +1,7 @@
-//! One file per command, each a `run(args) -> Result<Exit>` that reads top to
-//! bottom as the user's story. Shared presentation helpers live here.
+//! One file per command, each a `run(args, global)` that reads top to
+//! bottom as the user's story: resolve the input, call one `ops` flow or one
+//! method of a locked VM, print. Commands never import each other; what
+//! several share lives in `ops`, and presentation helpers live here.
 
 pub mod bench;
 pub mod completions;
@@ -22,21 +24,32 @@ pub mod vm_stop;
 
 use serde::Serialize;
 
-/// An error in what the user asked for, found after parsing (exit code 2).
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct UsageError(pub String);
-
-use crate::lifecycle::{Ctx, Observed, Timings};
-use crate::state::model::{Vm, VmState, rfc3339};
+pub use crate::ops::UsageError;
+use crate::state::model::{VmId, VmName, VmState, rfc3339};
 use crate::state::parse::format_size;
+use crate::vm::{Ctx, Timings, VmRead};
+
+/// Options every command shares.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Global {
+    /// `-v`: stage lines on stderr.
+    pub verbose: u8,
+}
+
+impl Global {
+    /// Opens banger's state with the real host.
+    pub fn ctx(&self) -> anyhow::Result<Ctx> {
+        Ctx::open(self.verbose > 0)
+    }
+}
 
 /// A VM as `--json` shows it (the CLI contract in the design).
 #[derive(Debug, Serialize)]
 pub struct VmView {
-    pub id: String,
-    pub name: String,
+    pub id: VmId,
+    pub name: VmName,
     pub state: VmState,
+    pub status: crate::vm::VmStatus,
     pub image: String,
     pub ip: String,
     pub mac: String,
@@ -49,7 +62,7 @@ pub struct VmView {
     pub nat: bool,
     pub pid: Option<u32>,
     pub tap: Option<String>,
-    pub cow_strategy: Option<String>,
+    pub cow_strategy: Option<crate::state::model::CowStrategy>,
     pub created_at: String,
     pub expires_at: Option<String>,
     pub last_error: Option<String>,
@@ -58,12 +71,14 @@ pub struct VmView {
 }
 
 impl VmView {
-    pub fn new(ctx: &Ctx, vm: &Vm, observed: &Observed) -> Self {
+    pub fn new(ctx: &Ctx, read: &VmRead) -> Self {
+        let (vm, observed) = (&read.vm, &read.observed);
         let running = observed.pid.is_some();
         Self {
             id: vm.id.clone(),
             name: vm.name.clone(),
             state: observed.state(),
+            status: read.status(),
             image: vm.image.clone(),
             ip: vm.ip.to_string(),
             mac: vm.mac.clone(),
@@ -72,7 +87,7 @@ impl VmView {
             memory_mib: vm.memory_mib,
             disk_size: vm.disk_size,
             work_size: vm.work_size,
-            vsock_cid: vm.cid,
+            vsock_cid: vm.vsock_cid,
             nat: vm.nat,
             pid: observed.pid,
             tap: if running {
@@ -80,27 +95,19 @@ impl VmView {
             } else {
                 None
             },
-            cow_strategy: vm.cow_strategy.clone(),
+            cow_strategy: vm.cow_strategy,
             created_at: rfc3339(vm.created_at),
             expires_at: vm.expires_at.map(rfc3339),
-            // A half-created VM can only be deleted, whatever else it recorded.
-            last_error: if vm.creating {
-                Some(format!(
-                    "creation did not finish; `banger vm delete {}` removes it",
-                    vm.name
-                ))
-            } else {
-                vm.last_error.clone()
-            },
+            last_error: read.last_error(),
             timings: None,
         }
     }
 
     pub fn with_timings(mut self, timings: &Timings) -> Self {
         let map = timings
-            .0
+            .stages
             .iter()
-            .chain(&timings.1)
+            .chain(&timings.overlapped)
             .map(|(stage, d)| {
                 (
                     (*stage).to_owned(),
@@ -115,7 +122,7 @@ impl VmView {
 
 /// Prints stage timings to stderr, one line each, and the total.
 pub fn print_timings(timings: &Timings) {
-    for (stage, duration) in &timings.0 {
+    for (stage, duration) in &timings.stages {
         eprintln!("  {stage:<12} {:>8.1} ms", duration.as_secs_f64() * 1000.0);
     }
     eprintln!(
@@ -123,7 +130,7 @@ pub fn print_timings(timings: &Timings) {
         "total",
         timings.total().as_secs_f64() * 1000.0
     );
-    for (stage, duration) in &timings.1 {
+    for (stage, duration) in &timings.overlapped {
         eprintln!(
             "  {stage:<12} {:>8.1} ms (alongside configure)",
             duration.as_secs_f64() * 1000.0
@@ -159,7 +166,7 @@ pub fn print_table(header: &[&str], rows: &[Vec<String>]) {
 /// The one-line human summary of a VM in `vm ls`.
 pub fn vm_row(view: &VmView) -> Vec<String> {
     vec![
-        view.name.clone(),
+        view.name.to_string(),
         view.state.as_str().to_owned(),
         view.ip.clone(),
         view.image.clone(),
@@ -173,4 +180,42 @@ pub fn vm_row(view: &VmView) -> Vec<String> {
 pub fn print_json(value: &impl Serialize) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    /// The command modules declared above.
+    fn commands() -> Vec<String> {
+        include_str!("mod.rs")
+            .lines()
+            .filter_map(|l| l.strip_prefix("pub mod ")?.strip_suffix(';'))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    #[test]
+    fn no_command_imports_another() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/commands");
+        let commands = commands();
+        assert!(commands.len() > 10, "{commands:?}");
+        let mut offences = Vec::new();
+        for command in &commands {
+            let text =
+                std::fs::read_to_string(dir.join(format!("{command}.rs"))).unwrap_or_default();
+            for other in commands.iter().filter(|c| *c != command) {
+                for path in [format!("super::{other}"), format!("commands::{other}")] {
+                    let hit = text.match_indices(&path).any(|(i, _)| {
+                        !text[i + path.len()..]
+                            .starts_with(|c: char| c.is_alphanumeric() || c == '_')
+                    });
+                    if hit {
+                        offences.push(format!("{command}.rs uses {path}"));
+                    }
+                }
+            }
+        }
+        assert!(offences.is_empty(), "{offences:#?}");
+    }
 }

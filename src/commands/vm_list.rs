@@ -2,19 +2,16 @@
 
 use anyhow::Result;
 
-use super::{VmView, print_json, print_table, vm_row};
+use super::{Global, VmView, print_json, print_table, vm_row};
 use crate::cli::ListArgs;
-use crate::lifecycle::{self, Ctx};
+use crate::vm::VmRead;
 
-pub fn run(args: ListArgs) -> Result<()> {
-    let ctx = Ctx::open()?;
-    let mut views = Vec::new();
-    for mut vm in ctx.store.list_vms()? {
-        // A VM deleted since the listing was read is no longer shown.
-        if let Some(observed) = lifecycle::reconcile_if_free(&ctx, &mut vm)? {
-            views.push(VmView::new(&ctx, &vm, &observed));
-        }
-    }
+pub fn run(args: ListArgs, global: &Global) -> Result<()> {
+    let ctx = global.ctx()?;
+    let views: Vec<_> = VmRead::list(&ctx)?
+        .iter()
+        .map(|read| VmView::new(&ctx, read))
+        .collect();
     if args.json {
         return print_json(&views);
     }

@@ -5,12 +5,13 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
+use super::Global;
 use crate::cli::LogsArgs;
-use crate::lifecycle::{Ctx, VmFiles, observe};
+use crate::vm::{VmFiles, VmRead};
 
-pub fn run(args: LogsArgs) -> Result<()> {
-    let ctx = Ctx::open()?;
-    let vm = ctx.store.vm(&args.name)?;
+pub fn run(args: LogsArgs, global: &Global) -> Result<()> {
+    let ctx = global.ctx()?;
+    let vm = ctx.store.vm(args.name.as_str())?;
     let files = VmFiles::of(&ctx.paths, &vm);
     let path = if args.vmm {
         files.vmm_log
@@ -46,7 +47,7 @@ pub fn run(args: LogsArgs) -> Result<()> {
             stdout.flush()?;
             continue;
         }
-        if observe(&ctx.paths, &vm).pid.is_none() {
+        if VmRead::observe(&ctx, vm.clone()).observed.pid.is_none() {
             return Ok(());
         }
         std::thread::sleep(Duration::from_millis(200));

@@ -2,25 +2,25 @@
 
 use anyhow::Result;
 
-use super::{VmView, print_json};
+use super::{Global, VmView, print_json};
 use crate::cli::ShowArgs;
-use crate::lifecycle::{self, Ctx};
 use crate::state::StateError;
 use crate::state::parse::format_size;
+use crate::vm::VmRead;
 
-pub fn run(args: ShowArgs) -> Result<()> {
-    let ctx = Ctx::open()?;
-    let mut vm = ctx.store.vm(&args.name)?;
-    let observed = lifecycle::reconcile_if_free(&ctx, &mut vm)?
-        .ok_or_else(|| StateError::NoSuchVm(args.name.clone()))?;
-    let view = VmView::new(&ctx, &vm, &observed);
+pub fn run(args: ShowArgs, global: &Global) -> Result<()> {
+    let ctx = global.ctx()?;
+    let vm = ctx.store.vm(args.name.as_str())?;
+    let read =
+        VmRead::reconciled(&ctx, vm)?.ok_or_else(|| StateError::NoSuchVm(args.name.to_string()))?;
+    let view = VmView::new(&ctx, &read);
     if args.json {
         return print_json(&view);
     }
     let dash = || "-".to_owned();
     let lines = [
-        ("name", view.name.clone()),
-        ("id", view.id.clone()),
+        ("name", view.name.to_string()),
+        ("id", view.id.to_string()),
         ("state", view.state.as_str().to_owned()),
         ("image", view.image.clone()),
         ("ip", view.ip.clone()),
@@ -32,7 +32,7 @@ pub fn run(args: ShowArgs) -> Result<()> {
         ("work disk", format_size(view.work_size)),
         (
             "cow strategy",
-            view.cow_strategy.clone().unwrap_or_else(dash),
+            view.cow_strategy.map_or_else(dash, |s| s.to_string()),
         ),
         ("nat", if view.nat { "on" } else { "off" }.to_owned()),
         ("vsock cid", view.vsock_cid.to_string()),

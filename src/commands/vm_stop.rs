@@ -2,22 +2,23 @@
 
 use anyhow::Result;
 
-use super::vm_start::for_each;
+use super::Global;
 use crate::cli::StopArgs;
-use crate::lifecycle::{self, Ctx, StopOutcome};
+use crate::ops;
+use crate::vm::LockedVm;
+use crate::vm::host::StopOutcome;
+use crate::vm::status::Next;
 
-pub fn run(args: StopArgs) -> Result<()> {
-    let ctx = Ctx::open()?;
+pub fn run(args: StopArgs, global: &Global) -> Result<()> {
+    let ctx = global.ctx()?;
     let timeout = args.timeout.unwrap_or(ctx.config.stop_timeout);
-    for_each(&args.names, |name| {
-        let mut vm = ctx.store.vm(name)?;
-        let _lock = ctx.lock_vm(&mut vm)?;
-        let observed = lifecycle::reconcile(&ctx, &mut vm)?;
-        if observed.pid.is_none() {
+    ops::for_each(&args.names, |name| {
+        let mut vm = LockedVm::open(&ctx, name)?;
+        if vm.status().can_stop() == Next::AlreadyThere {
             eprintln!("VM {name} is already stopped");
             return Ok(());
         }
-        let how = match lifecycle::stop(&ctx, &mut vm, &observed, timeout, args.force)? {
+        let how = match vm.stop(timeout, args.force)? {
             StopOutcome::CtrlAltDel => "shut down",
             StopOutcome::Term => "terminated (the guest did not shut down in time)",
             StopOutcome::Kill => "killed",

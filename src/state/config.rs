@@ -94,7 +94,8 @@ impl Config {
     /// Loads `BANGER_CONFIG` or the default path; a missing file means defaults.
     /// `BANGER_SIDECAR_GRACE` overrides the sidecar grace period.
     pub fn load() -> Result<Self, StateError> {
-        let explicit = std::env::var_os("BANGER_CONFIG").map(PathBuf::from);
+        let env = crate::env::Env::get();
+        let explicit = env.config.clone();
         let path = explicit.clone().unwrap_or_else(|| DEFAULT_CONFIG.into());
         let mut config = match read_config(&path) {
             Ok(text) => Self::parse(&path, &text)?,
@@ -103,12 +104,8 @@ impl Config {
             }
             Err(source) => return Err(StateError::Io { path, source }),
         };
-        if let Some(grace) = std::env::var_os("BANGER_SIDECAR_GRACE") {
-            let grace = grace.to_string_lossy();
-            config.sidecar_grace = parse::duration(&grace).map_err(|e| StateError::Config {
-                path: "BANGER_SIDECAR_GRACE".into(),
-                message: e.to_string(),
-            })?;
+        if let Some(grace) = env.sidecar_grace()? {
+            config.sidecar_grace = grace;
         }
         Ok(config)
     }

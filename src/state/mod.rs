@@ -2,6 +2,8 @@
 
 pub mod config;
 pub mod handles;
+pub mod ids;
+pub mod layout;
 pub mod lock;
 pub mod model;
 pub mod parse;

@@ -1,14 +1,17 @@
-//! The durable records: a VM row and an image row.
+//! The durable records: a VM row and an image row, and the enums they store.
 
+use std::fmt;
 use std::net::Ipv4Addr;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+
+pub use super::ids::{VmId, VmName};
 
 /// What a VM is, as stored. Never holds a PID, TAP, loop or dm name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Vm {
-    pub id: String,
-    pub name: String,
+    pub id: VmId,
+    pub name: VmName,
     pub image: String,
     pub vcpus: u8,
     pub memory_mib: u32,
@@ -18,15 +21,18 @@ pub struct Vm {
     pub work_size: u64,
     pub ip: Ipv4Addr,
     pub mac: String,
-    pub cid: u32,
+    pub vsock_cid: u32,
     pub nat: bool,
     /// How the root disk is kept copy-on-write; fixed when its files are made.
-    pub cow_strategy: Option<String>,
-    /// True until its disks are made; `gc` deletes VMs whose creation died.
-    pub creating: bool,
+    pub cow_strategy: Option<CowStrategy>,
+    /// The operation a command recorded before touching the host and clears
+    /// when it finishes. Found set while nobody holds the VM's lock, it names
+    /// a command that died midway (see `vm::status`).
+    pub pending: Option<Pending>,
     /// What the user last asked for: running or stopped.
     pub desired: VmState,
     pub expires_at: Option<i64>,
+    /// Why the last operation on this VM failed, if it did.
     pub last_error: Option<String>,
     pub created_at: i64,
 }
@@ -53,6 +59,68 @@ impl VmState {
         } else {
             Self::Stopped
         }
+    }
+}
+
+/// An operation under way on a VM, recorded before its first side effect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Pending {
+    /// Allocating the row and making the disks; the VM is not usable yet.
+    Create,
+    Start,
+    Stop,
+    Delete,
+}
+
+impl Pending {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Create => "create",
+            Self::Start => "start",
+            Self::Stop => "stop",
+            Self::Delete => "delete",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        [Self::Create, Self::Start, Self::Stop, Self::Delete]
+            .into_iter()
+            .find(|p| p.as_str() == text)
+    }
+}
+
+/// How a VM's root disk shares blocks with its image, best first.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[serde(rename_all = "kebab-case")]
+pub enum CowStrategy {
+    /// A device-mapper snapshot over a read-only loop device of the image.
+    DmSnapshot,
+    /// A `FICLONE` clone sharing extents with the image (XFS, btrfs).
+    Reflink,
+    /// A sparse copy of the image's data extents.
+    Copy,
+}
+
+impl CowStrategy {
+    /// The name used in the database, `handles.json`, JSON output and `vm show`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::DmSnapshot => "dm-snapshot",
+            Self::Reflink => "reflink",
+            Self::Copy => "copy",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        [Self::DmSnapshot, Self::Reflink, Self::Copy]
+            .into_iter()
+            .find(|s| s.as_str() == text)
+    }
+}
+
+impl fmt::Display for CowStrategy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

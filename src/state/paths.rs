@@ -6,6 +6,8 @@ use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use super::StateError;
+use super::ids::VmId;
+use super::layout;
 
 /// Default durable state directory.
 pub const DEFAULT_HOME: &str = "/var/lib/banger";
@@ -22,10 +24,12 @@ pub struct Paths {
 impl Paths {
     /// Roots from `BANGER_HOME` and `BANGER_RUN_DIR`, else the defaults.
     pub fn from_env() -> Self {
-        let home =
-            std::env::var_os("BANGER_HOME").map_or_else(|| DEFAULT_HOME.into(), PathBuf::from);
-        let run_dir = std::env::var_os("BANGER_RUN_DIR")
-            .map_or_else(|| DEFAULT_RUN_DIR.into(), PathBuf::from);
+        let env = crate::env::Env::get();
+        let home = env.home.clone().unwrap_or_else(|| DEFAULT_HOME.into());
+        let run_dir = env
+            .run_dir
+            .clone()
+            .unwrap_or_else(|| DEFAULT_RUN_DIR.into());
         Self { home, run_dir }
     }
 
@@ -45,7 +49,7 @@ impl Paths {
             &self.ssh_dir(),
             &self.run_dir,
             &self.locks_dir(),
-            &self.run_dir.join("vms"),
+            &self.vm_run_dirs(),
         ] {
             ensure_private_dir(dir)?;
         }
@@ -65,17 +69,21 @@ impl Paths {
         self.home.join("vms")
     }
     /// Durable per-VM files: COW file, work disk, logs, `handles.json`.
-    pub fn vm_dir(&self, id: &str) -> PathBuf {
-        self.vms_dir().join(id)
+    pub fn vm_dir(&self, id: &VmId) -> PathBuf {
+        self.vms_dir().join(id.as_str())
+    }
+    /// Where every VM's socket directory lives.
+    pub fn vm_run_dirs(&self) -> PathBuf {
+        self.run_dir.join("vms")
     }
     /// Per-VM sockets.
-    pub fn vm_run_dir(&self, id: &str) -> PathBuf {
-        self.run_dir.join("vms").join(id)
+    pub fn vm_run_dir(&self, id: &VmId) -> PathBuf {
+        self.vm_run_dirs().join(id.as_str())
     }
-    pub fn api_sock(&self, id: &str) -> PathBuf {
+    pub fn api_sock(&self, id: &VmId) -> PathBuf {
         self.vm_run_dir(id).join("api.sock")
     }
-    pub fn vsock_uds(&self, id: &str) -> PathBuf {
+    pub fn vsock_uds(&self, id: &VmId) -> PathBuf {
         self.vm_run_dir(id).join("vsock.sock")
     }
     pub fn ssh_dir(&self) -> PathBuf {
@@ -93,11 +101,15 @@ impl Paths {
     pub fn locks_dir(&self) -> PathBuf {
         self.run_dir.join("locks")
     }
-    pub fn vm_lock(&self, id: &str) -> PathBuf {
-        self.locks_dir().join(format!("vm-{id}.lock"))
+    pub fn vm_lock(&self, id: &VmId) -> PathBuf {
+        self.locks_dir().join(layout::vm_lock(id))
     }
     pub fn image_lock(&self, name: &str) -> PathBuf {
-        self.locks_dir().join(format!("image-{name}.lock"))
+        self.locks_dir().join(layout::image_lock(name))
+    }
+    /// A staging directory for an image being built or imported by `pid`.
+    pub fn image_staging(&self, name: &str, pid: u32) -> PathBuf {
+        self.images_dir().join(layout::staging(name, pid))
     }
     pub fn net_lock(&self) -> PathBuf {
         self.locks_dir().join("net.lock")
@@ -144,6 +156,7 @@ mod tests {
     #[test]
     fn sockets_fit_sun_path_with_default_roots() {
         let paths = Paths::new(DEFAULT_HOME, DEFAULT_RUN_DIR);
-        assert!(paths.vsock_uds("0123456789").as_os_str().len() < 108);
+        let id = VmId::parse("0123456789").unwrap();
+        assert!(paths.vsock_uds(&id).as_os_str().len() < 108);
     }
 }

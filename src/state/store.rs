@@ -15,10 +15,11 @@ use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehav
 
 use super::StateError;
 use super::config::Subnet;
-use super::model::{Image, Vm, VmState, mac_for, now};
+use super::model::{CowStrategy, Image, Pending, Vm, VmId, VmName, VmState, mac_for, now};
 
 /// Schema migrations; `user_version` is the number applied.
-const MIGRATIONS: &[&str] = &[r"
+const MIGRATIONS: &[&str] = &[
+    r"
     CREATE TABLE images (
         name        TEXT PRIMARY KEY,
         source      TEXT NOT NULL,
@@ -45,28 +46,35 @@ const MIGRATIONS: &[&str] = &[r"
         creating     INTEGER NOT NULL DEFAULT 1,
         created_at   INTEGER NOT NULL
     );
-"];
+",
+    r"
+    -- An operation under way is recorded as itself, not as a last error.
+    ALTER TABLE vms ADD COLUMN pending TEXT;
+    UPDATE vms SET pending = 'create' WHERE creating = 1;
+    UPDATE vms SET pending = 'start', last_error = NULL
+        WHERE pending IS NULL AND desired = 'running' AND last_error IS NOT NULL;
+    UPDATE vms SET pending = 'stop', last_error = NULL
+        WHERE pending IS NULL AND last_error LIKE 'stopping VM % did not finish%';
+    UPDATE vms SET pending = 'delete', last_error = NULL
+        WHERE pending IS NULL AND last_error LIKE 'deletion did not finish%';
+    ALTER TABLE vms DROP COLUMN creating;
+",
+];
 
 /// How long a command waits for another's write transaction, unless
 /// `BANGER_BUSY_TIMEOUT` (a duration such as `2s`) says otherwise.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn busy_timeout() -> Result<Duration, StateError> {
-    match std::env::var_os("BANGER_BUSY_TIMEOUT") {
-        None => Ok(BUSY_TIMEOUT),
-        Some(value) => {
-            super::parse::duration(&value.to_string_lossy()).map_err(|e| StateError::Config {
-                path: "BANGER_BUSY_TIMEOUT".into(),
-                message: e.to_string(),
-            })
-        }
-    }
+    Ok(crate::env::Env::get()
+        .busy_timeout()?
+        .unwrap_or(BUSY_TIMEOUT))
 }
 
 /// Everything about a VM chosen before its row exists.
 #[derive(Debug, Clone)]
 pub struct NewVm {
-    pub name: Option<String>,
+    pub name: Option<VmName>,
     pub image: String,
     pub vcpus: u8,
     pub memory_mib: u32,
@@ -161,22 +169,22 @@ impl Store {
     pub fn insert_vm(
         &self,
         new: &NewVm,
-        id: &str,
+        id: &VmId,
         subnet: &Subnet,
-        pick_name: &dyn Fn(u32) -> String,
+        pick_name: &dyn Fn(u32) -> VmName,
     ) -> Result<Vm, StateError> {
         let path = self.path.clone();
         let db = |e| StateError::db(&path, e);
         let tx =
             Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate).map_err(db)?;
-        let taken = |name: &str| -> Result<bool, StateError> {
+        let taken = |name: &VmName| -> Result<bool, StateError> {
             tx.query_row("SELECT 1 FROM vms WHERE name = ?1", [name], |_| Ok(()))
                 .optional()
                 .map(|r| r.is_some())
                 .map_err(db)
         };
         let name = match &new.name {
-            Some(name) if taken(name)? => return Err(StateError::NameTaken(name.clone())),
+            Some(name) if taken(name)? => return Err(StateError::NameTaken(name.to_string())),
             Some(name) => name.clone(),
             None => {
                 let mut attempt = 0;
@@ -201,7 +209,7 @@ impl Store {
             .find(|ip| !used_ips.iter().any(|u| u == &ip.to_string()))
             .ok_or_else(|| StateError::SubnetFull(subnet.to_string()))?;
         let used_cids: Vec<u32> = {
-            let mut stmt = tx.prepare("SELECT cid FROM vms ORDER BY cid").map_err(db)?;
+            let mut stmt = tx.prepare("SELECT vsock_cid FROM vms ORDER BY vsock_cid").map_err(db)?;
             stmt.query_map([], |r| r.get(0))
                 .map_err(db)?
                 .collect::<Result<_, _>>()
@@ -212,7 +220,7 @@ impl Store {
             .find(|c| used_cids.binary_search(c).is_err())
             .unwrap_or(u32::MAX);
         let vm = Vm {
-            id: id.to_owned(),
+            id: id.clone(),
             name,
             image: new.image.clone(),
             vcpus: new.vcpus,
@@ -221,19 +229,19 @@ impl Store {
             work_size: new.work_size,
             ip,
             mac: mac_for(ip),
-            cid,
+            vsock_cid: cid,
             nat: new.nat,
             cow_strategy: None,
-            creating: true,
+            pending: Some(Pending::Create),
             desired: VmState::Stopped,
             expires_at: new.expires_at,
             last_error: None,
             created_at: now(),
         };
         tx.execute(
-            "INSERT INTO vms (id, name, image, vcpus, memory_mib, disk_size, work_size, ip, mac, cid,
-                              nat, cow_strategy, desired, expires_at, last_error, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+            "INSERT INTO vms (id, name, image, vcpus, memory_mib, disk_size, work_size, ip, mac, vsock_cid,
+                              nat, cow_strategy, desired, expires_at, last_error, created_at, pending)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
             params![
                 vm.id,
                 vm.name,
@@ -244,13 +252,14 @@ impl Store {
                 vm.work_size as i64,
                 vm.ip.to_string(),
                 vm.mac,
-                vm.cid,
+                vm.vsock_cid,
                 vm.nat,
-                vm.cow_strategy,
+                vm.cow_strategy.map(CowStrategy::as_str),
                 vm.desired.as_str(),
                 vm.expires_at,
                 vm.last_error,
-                vm.created_at
+                vm.created_at,
+                vm.pending.map(Pending::as_str),
             ],
         )
         .map_err(db)?;
@@ -289,51 +298,72 @@ impl Store {
             .ok_or_else(|| StateError::NoSuchVm(name.to_owned()))
     }
 
-    pub fn vm_by_id(&self, id: &str) -> Result<Option<Vm>, StateError> {
+    pub fn vm_by_id(&self, id: &VmId) -> Result<Option<Vm>, StateError> {
         self.conn
             .query_row("SELECT * FROM vms WHERE id = ?1", [id], vm_from_row)
             .optional()
             .map_err(self.db())
     }
 
-    /// Sets the desired state and the last error in one write.
+    /// Records the desired state, the operation under way and the last
+    /// error in one write.
     pub fn set_state(
         &self,
-        id: &str,
+        id: &VmId,
         desired: VmState,
+        pending: Option<Pending>,
         last_error: Option<&str>,
     ) -> Result<(), StateError> {
         self.conn
             .execute(
-                "UPDATE vms SET desired = ?2, last_error = ?3 WHERE id = ?1",
-                params![id, desired.as_str(), last_error],
+                "UPDATE vms SET desired = ?2, pending = ?3, last_error = ?4 WHERE id = ?1",
+                params![
+                    id,
+                    desired.as_str(),
+                    pending.map(Pending::as_str),
+                    last_error
+                ],
             )
             .map(drop)
             .map_err(self.db())
     }
 
-    pub fn set_last_error(&self, id: &str, error: Option<&str>) -> Result<(), StateError> {
+    /// Records the finished disks: the VM is now complete, and `then` is
+    /// the operation that follows at once (a start), if any.
+    pub fn finish_creating(
+        &self,
+        id: &VmId,
+        strategy: CowStrategy,
+        then: Option<Pending>,
+        desired: VmState,
+    ) -> Result<(), StateError> {
         self.conn
             .execute(
-                "UPDATE vms SET last_error = ?2 WHERE id = ?1",
-                params![id, error],
+                "UPDATE vms SET cow_strategy = ?2, pending = ?3, desired = ?4 WHERE id = ?1",
+                params![
+                    id,
+                    strategy.as_str(),
+                    then.map(Pending::as_str),
+                    desired.as_str()
+                ],
             )
             .map(drop)
             .map_err(self.db())
     }
 
-    /// Records the finished disks: the VM is now complete.
-    pub fn finish_creating(&self, id: &str, strategy: &str) -> Result<(), StateError> {
+    /// Sets a VM's expiry time (tests of `gc`).
+    #[cfg(test)]
+    pub fn set_expiry_for_test(&self, id: &VmId, expires_at: i64) {
         self.conn
             .execute(
-                "UPDATE vms SET cow_strategy = ?2, creating = 0 WHERE id = ?1",
-                params![id, strategy],
+                "UPDATE vms SET expires_at = ?2 WHERE id = ?1",
+                params![id, expires_at],
             )
             .map(drop)
-            .map_err(self.db())
+            .unwrap_or_default();
     }
 
-    pub fn delete_vm(&self, id: &str) -> Result<(), StateError> {
+    pub fn delete_vm(&self, id: &VmId) -> Result<(), StateError> {
         self.conn
             .execute("DELETE FROM vms WHERE id = ?1", [id])
             .map(drop)
@@ -461,14 +491,32 @@ fn vm_from_row(row: &Row<'_>) -> rusqlite::Result<Vm> {
         work_size: row.get::<_, i64>("work_size")? as u64,
         ip: ip.parse().unwrap_or(Ipv4Addr::UNSPECIFIED),
         mac: row.get("mac")?,
-        cid: row.get("cid")?,
+        vsock_cid: row.get("vsock_cid")?,
         nat: row.get("nat")?,
-        cow_strategy: row.get("cow_strategy")?,
-        creating: row.get("creating")?,
+        cow_strategy: text_enum(row, "cow_strategy", CowStrategy::parse)?,
+        pending: text_enum(row, "pending", Pending::parse)?,
         desired: VmState::parse(&row.get::<_, String>("desired")?),
         expires_at: row.get("expires_at")?,
         last_error: row.get("last_error")?,
         created_at: row.get("created_at")?,
+    })
+}
+
+/// A nullable TEXT column holding one of an enum's names.
+fn text_enum<T>(
+    row: &Row<'_>,
+    column: &str,
+    parse: fn(&str) -> Option<T>,
+) -> rusqlite::Result<Option<T>> {
+    let Some(text) = row.get::<_, Option<String>>(column)? else {
+        return Ok(None);
+    };
+    parse(&text).map(Some).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            0,
+            rusqlite::types::Type::Text,
+            format!("column {column}: unknown value {text:?}").into(),
+        )
     })
 }
 
@@ -486,9 +534,18 @@ fn image_from_row(row: &Row<'_>) -> rusqlite::Result<Image> {
 mod tests {
     use super::*;
 
-    fn new_vm(name: Option<&str>) -> NewVm {
+    /// A VM id from a small number.
+    fn id(n: u32) -> VmId {
+        VmId::parse(&format!("{n:010x}")).unwrap()
+    }
+
+    fn name(text: &str) -> VmName {
+        VmName::parse(text).unwrap()
+    }
+
+    fn new_vm(vm_name: Option<&str>) -> NewVm {
         NewVm {
-            name: name.map(str::to_owned),
+            name: vm_name.map(name),
             image: "base".into(),
             vcpus: 2,
             memory_mib: 512,
@@ -508,23 +565,25 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let store = Store::open(&tmp.path().join("db")).unwrap();
         let a = store
-            .insert_vm(&new_vm(Some("a")), "id-a", &subnet(), &|_| unreachable!())
+            .insert_vm(&new_vm(Some("a")), &id(0xa), &subnet(), &|_| unreachable!())
             .unwrap();
         let b = store
-            .insert_vm(&new_vm(None), "id-b", &subnet(), &|n| format!("gen-{n}"))
+            .insert_vm(&new_vm(None), &id(0xb), &subnet(), &|n| {
+                name(&format!("gen-{n}"))
+            })
             .unwrap();
-        assert_eq!((a.ip.to_string(), a.cid), ("10.1.0.2".to_string(), 3));
+        assert_eq!((a.ip.to_string(), a.vsock_cid), ("10.1.0.2".to_string(), 3));
         assert_eq!(
-            (b.name.as_str(), b.ip.to_string(), b.cid),
+            (b.name.as_str(), b.ip.to_string(), b.vsock_cid),
             ("gen-0", "10.1.0.3".to_string(), 4)
         );
         assert_eq!(b.mac, "06:00:0a:01:00:03");
         // A freed address and CID are reused.
-        store.delete_vm("id-a").unwrap();
+        store.delete_vm(&id(0xa)).unwrap();
         let c = store
-            .insert_vm(&new_vm(Some("c")), "id-c", &subnet(), &|_| unreachable!())
+            .insert_vm(&new_vm(Some("c")), &id(0xc), &subnet(), &|_| unreachable!())
             .unwrap();
-        assert_eq!((c.ip, c.cid), (a.ip, a.cid));
+        assert_eq!((c.ip, c.vsock_cid), (a.ip, a.vsock_cid));
     }
 
     #[test]
@@ -532,21 +591,23 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let store = Store::open(&tmp.path().join("db")).unwrap();
         store
-            .insert_vm(&new_vm(Some("a")), "1", &subnet(), &|_| unreachable!())
+            .insert_vm(&new_vm(Some("a")), &id(1), &subnet(), &|_| unreachable!())
             .unwrap();
         let err = store
-            .insert_vm(&new_vm(Some("a")), "2", &subnet(), &|_| unreachable!())
+            .insert_vm(&new_vm(Some("a")), &id(2), &subnet(), &|_| unreachable!())
             .unwrap_err();
         assert!(matches!(err, StateError::NameTaken(_)));
         for i in 0..4 {
             store
-                .insert_vm(&new_vm(None), &format!("x{i}"), &subnet(), &|n| {
-                    format!("n{i}-{n}")
+                .insert_vm(&new_vm(None), &id(0x100 + i), &subnet(), &|n| {
+                    name(&format!("n{i}-{n}"))
                 })
                 .unwrap();
         }
         let err = store
-            .insert_vm(&new_vm(None), "full", &subnet(), &|n| format!("f{n}"))
+            .insert_vm(&new_vm(None), &id(0xf), &subnet(), &|n| {
+                name(&format!("f{n}"))
+            })
             .unwrap_err();
         assert!(err.to_string().contains("no free guest address"), "{err}");
     }
@@ -556,12 +617,19 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let store = Store::open(&tmp.path().join("db")).unwrap();
         store
-            .insert_vm(&new_vm(Some("gen-0")), "1", &subnet(), &|_| unreachable!())
+            .insert_vm(
+                &new_vm(Some("gen-0")),
+                &id(1),
+                &subnet(),
+                &|_| unreachable!(),
+            )
             .unwrap();
         let vm = store
-            .insert_vm(&new_vm(None), "2", &subnet(), &|n| format!("gen-{n}"))
+            .insert_vm(&new_vm(None), &id(2), &subnet(), &|n| {
+                name(&format!("gen-{n}"))
+            })
             .unwrap();
-        assert_eq!(vm.name, "gen-1");
+        assert_eq!(vm.name.as_str(), "gen-1");
     }
 
     #[test]
@@ -596,12 +664,98 @@ mod tests {
         let path = tmp.path().join("db");
         Store::open(&path)
             .unwrap()
-            .insert_vm(&new_vm(Some("keep")), "k", &subnet(), &|_| unreachable!())
+            .insert_vm(
+                &new_vm(Some("keep")),
+                &id(0x6b),
+                &subnet(),
+                &|_| unreachable!(),
+            )
             .unwrap();
         let store = Store::open(&path).unwrap();
-        assert_eq!(store.vm("keep").unwrap().id, "k");
+        assert_eq!(store.vm("keep").unwrap().id, id(0x6b));
         assert_eq!(store.integrity_check().unwrap(), "ok");
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
+    }
+
+    #[test]
+    fn schema_one_intents_become_pending_operations() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(MIGRATIONS[0]).unwrap();
+            conn.pragma_update(None, "user_version", 1).unwrap();
+            let insert = |n: u32, desired: &str, last_error: Option<&str>, creating: bool| {
+                conn.execute(
+                    "INSERT INTO vms (id, name, image, vcpus, memory_mib, disk_size, work_size,
+                                      ip, mac, cid, nat, cow_strategy, desired, last_error,
+                                      creating, created_at)
+                     VALUES (?1, ?2, 'base', 1, 128, 1, 1, ?3, ?4, ?5, 1, 'copy', ?6, ?7, ?8, 0)",
+                    params![
+                        id(n),
+                        format!("vm{n}"),
+                        format!("10.0.0.{n}"),
+                        format!("06:00:0a:00:00:{n:02x}"),
+                        n + 2,
+                        desired,
+                        last_error,
+                        creating
+                    ],
+                )
+                .unwrap();
+            };
+            insert(1, "running", None, false);
+            insert(2, "running", Some("its start was interrupted; ..."), false);
+            insert(
+                3,
+                "stopped",
+                Some("stopping VM vm3 did not finish; ..."),
+                false,
+            );
+            insert(
+                4,
+                "stopped",
+                Some("deletion did not finish; run ..."),
+                false,
+            );
+            insert(5, "running", Some("its start was interrupted; ..."), true);
+            insert(
+                6,
+                "stopped",
+                Some("the VMM refused the configuration"),
+                false,
+            );
+        }
+        let store = Store::open(&path).unwrap();
+        let got: Vec<_> = store
+            .list_vms()
+            .unwrap()
+            .into_iter()
+            .map(|vm| (vm.name.to_string(), vm.pending, vm.last_error))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("vm1".to_owned(), None, None),
+                ("vm2".to_owned(), Some(Pending::Start), None),
+                ("vm3".to_owned(), Some(Pending::Stop), None),
+                ("vm4".to_owned(), Some(Pending::Delete), None),
+                (
+                    "vm5".to_owned(),
+                    Some(Pending::Create),
+                    Some("its start was interrupted; ...".to_owned())
+                ),
+                (
+                    "vm6".to_owned(),
+                    None,
+                    Some("the VMM refused the configuration".to_owned())
+                ),
+            ]
+        );
+        assert_eq!(
+            store.vm("vm1").unwrap().cow_strategy,
+            Some(CowStrategy::Copy)
+        );
     }
 }

@@ -1,6 +1,5 @@
 //! Copy-on-write clones of disk images: reflink where the filesystem can, sparse copy otherwise.
 
-use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::ops::Range;
@@ -10,41 +9,13 @@ use std::path::Path;
 
 use nix::errno::Errno;
 use nix::unistd::{Whence, lseek};
-use serde::{Deserialize, Serialize};
 
 use super::{DiskError, TempFile, io_err};
 
 /// Bytes read and written per step of a sparse copy.
 const COPY_CHUNK: usize = 1 << 20;
 
-/// How a VM's root disk shares blocks with its image, best first.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case")]
-pub enum CowStrategy {
-    /// A device-mapper snapshot over a read-only loop device of the image.
-    DmSnapshot,
-    /// A `FICLONE` clone sharing extents with the image (XFS, btrfs).
-    Reflink,
-    /// A sparse copy of the image's data extents.
-    Copy,
-}
-
-impl CowStrategy {
-    /// The name used in `handles.json`, JSON output and `vm show`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CowStrategy::DmSnapshot => "dm-snapshot",
-            CowStrategy::Reflink => "reflink",
-            CowStrategy::Copy => "copy",
-        }
-    }
-}
-
-impl fmt::Display for CowStrategy {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use crate::state::model::CowStrategy;
 
 mod sys {
     nix::ioctl_write_int!(ficlone, 0x94, 9);

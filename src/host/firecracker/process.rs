@@ -79,7 +79,10 @@ pub enum FcError {
 pub fn find_binary(configured: Option<&Path>) -> Result<PathBuf, FcError> {
     locate(
         configured,
-        std::env::var_os("BANGER_FIRECRACKER"),
+        crate::env::Env::get()
+            .firecracker
+            .clone()
+            .map(OsString::from),
         std::env::var_os("PATH"),
     )
 }

@@ -1,0 +1,122 @@
+//! Creating a VM: allocate its row (name, IP, MAC, CID) under a fresh lock,
+//! make its disks, and start it.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+
+use super::UsageError;
+use crate::state::model::{VmName, now};
+use crate::state::parse::format_size;
+use crate::state::store::NewVm;
+use crate::vm::locked::{file_size, lock_new_id};
+use crate::vm::{Ctx, ImageFiles, LockedVm, Timings, VmRead};
+
+/// What a new VM should be; `None` takes the config's default.
+#[derive(Debug, Clone, Default)]
+pub struct Spec {
+    pub name: Option<VmName>,
+    pub image: Option<String>,
+    pub vcpus: Option<u8>,
+    pub memory_mib: Option<u32>,
+    pub disk_size: Option<u64>,
+    pub work_size: Option<u64>,
+    pub nat: bool,
+    pub ttl: Option<Duration>,
+}
+
+/// Creates a VM and, when `start` is set, starts it (without waiting for
+/// the guest). A VM whose disks could not be made is deleted again; one
+/// that failed to start is left stopped with its `last_error`.
+pub fn create(ctx: &Ctx, spec: &Spec, start: bool, timings: &mut Timings) -> Result<VmRead> {
+    if start {
+        // A missing VMM is known now: refuse before making anything.
+        ctx.host.vmm.binary()?;
+    }
+    let image = match &spec.image {
+        Some(name) => ctx.store.image(name)?,
+        None => timings.time("image", || super::images::ensure_default(ctx))?,
+    };
+    let image_files = ImageFiles::of(&ctx.paths, &image);
+    let rootfs_size = file_size(&image_files.rootfs)?;
+    let disk_size = spec.disk_size.unwrap_or(rootfs_size);
+    if disk_size < rootfs_size {
+        return Err(UsageError(format!(
+            "--disk-size {} is smaller than image {}'s root filesystem ({})",
+            format_size(disk_size),
+            image.name,
+            format_size(rootfs_size)
+        ))
+        .into());
+    }
+    let new = NewVm {
+        name: spec.name.clone(),
+        image: image.name.clone(),
+        vcpus: spec.vcpus.unwrap_or(ctx.config.vcpus),
+        memory_mib: spec.memory_mib.unwrap_or(ctx.config.memory_mib),
+        disk_size,
+        work_size: spec.work_size.unwrap_or(ctx.config.work_size),
+        nat: spec.nat,
+        expires_at: spec.ttl.map(|ttl| now() + ttl.as_secs() as i64),
+    };
+    let (id, guard) = lock_new_id(ctx)?;
+    let vm = timings.time("allocate", || {
+        Ok(ctx
+            .store
+            .insert_vm(&new, &id, &ctx.config.subnet, &generated_name)?)
+    })?;
+    let mut vm = LockedVm::new_row(ctx, vm, guard);
+    let prepared = {
+        let _image_lock = ctx.lock_image_shared(&image.name)?;
+        timings.time("disks", || vm.prepare_disks(&image_files, start))
+    };
+    if let Err(err) = prepared {
+        let name = vm.vm().name.clone();
+        vm.delete(true).context("cleaning up the half-created VM")?;
+        return Err(err.context(format!("cannot make the disks of VM {name}")));
+    }
+    if start {
+        let name = vm.vm().name.clone();
+        vm.start(timings).with_context(|| {
+            format!("VM {name} was created but did not start; it is left stopped")
+        })?;
+    }
+    Ok(vm.read())
+}
+
+const ADJECTIVES: &[&str] = &[
+    "amber", "brave", "calm", "dusty", "eager", "fuzzy", "gentle", "happy", "icy", "jolly", "keen",
+    "lucky", "mellow", "nimble", "odd", "proud", "quick", "rusty", "shy", "tidy", "vivid", "witty",
+    "young", "zesty",
+];
+const NOUNS: &[&str] = &[
+    "badger", "comet", "dingo", "ember", "falcon", "gecko", "heron", "ibis", "jackal", "koala",
+    "lemur", "moose", "newt", "otter", "panda", "quail", "raven", "seal", "tapir", "urchin",
+    "viper", "walrus", "yak", "zebra",
+];
+
+/// A readable name for the n-th attempt: `brave-otter`, then with a number.
+fn generated_name(attempt: u32) -> VmName {
+    let seed = u32::from_str_radix(&crate::state::model::VmId::random().as_str()[..8], 16)
+        .unwrap_or(attempt);
+    let adjective = ADJECTIVES[seed as usize % ADJECTIVES.len()];
+    let noun = NOUNS[(seed / 97) as usize % NOUNS.len()];
+    let text = if attempt < 8 {
+        format!("{adjective}-{noun}")
+    } else {
+        format!("{adjective}-{noun}-{attempt}")
+    };
+    VmName::generated(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_names_are_valid() {
+        for attempt in [0, 9, 100] {
+            crate::state::parse::vm_name(generated_name(attempt).as_str()).unwrap();
+        }
+    }
+}

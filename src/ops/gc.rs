@@ -1,0 +1,125 @@
+//! `gc`'s sweep, for cron: delete expired and abandoned VMs, reconcile the
+//! rest, then release every runtime resource no live VM owns (the same list
+//! teardown walks), and remove leftover lock files and image staging
+//! directories. Only names banger could have made are touched, and never
+//! anything of a VM another command holds.
+
+use std::path::Path;
+
+use anyhow::Result;
+
+use crate::host::procs;
+use crate::state::handles::Handles;
+use crate::state::layout::Name;
+use crate::state::lock;
+use crate::state::model::now;
+use crate::vm::resources::{self, Live, Removal, remove_dir_if_present};
+use crate::vm::{Ctx, LockedVm, VmRead};
+
+/// Finds (and unless `dry_run`, removes) everything gc is responsible for.
+pub fn collect(ctx: &Ctx, dry_run: bool) -> Result<Vec<Removal>> {
+    let mut removals = Vec::new();
+    let mut live = Live::default();
+    for vm in ctx.store.list_vms()? {
+        let Some(guard) = lock::try_acquire(&ctx.paths.vm_lock(&vm.id))? else {
+            // Another command holds it: it owns whatever it may have made.
+            let handles = Handles::load_or_default(&ctx.paths.vm_dir(&vm.id));
+            live.known.insert(vm.id.clone());
+            live.add_running(&vm.id, &handles);
+            continue;
+        };
+        let Some(fresh) = ctx.store.vm_by_id(&vm.id)? else {
+            // Deleted since the list was read; leftovers are swept below.
+            continue;
+        };
+        let read = if dry_run {
+            VmRead::observe(ctx, fresh)
+        } else {
+            let locked = LockedVm::with_guard(ctx, fresh, guard)?;
+            let read = locked.read();
+            if let Some(reason) = why_delete(&read) {
+                let name = read.vm.name.to_string();
+                locked.delete(true)?;
+                removals.push(Removal::new("vm", name, reason));
+                continue;
+            }
+            read
+        };
+        if dry_run && let Some(reason) = why_delete(&read) {
+            removals.push(Removal::new("vm", read.vm.name.to_string(), reason));
+            continue;
+        }
+        live.known.insert(read.vm.id.clone());
+        if read.observed.pid.is_some() {
+            live.add_running(&read.vm.id, &read.observed.handles);
+        }
+    }
+    removals.extend(resources::sweep(ctx, &live, dry_run)?);
+    removals.extend(sweep_lock_files(ctx, &live, dry_run)?);
+    removals.extend(sweep_staging(ctx, dry_run)?);
+    Ok(removals)
+}
+
+/// Why gc deletes this VM, if it does: its TTL expired, or its create died
+/// midway and no VMM runs it.
+fn why_delete(read: &VmRead) -> Option<&'static str> {
+    if read.vm.expires_at.is_some_and(|t| t <= now()) {
+        return Some("its --ttl expired");
+    }
+    read.status()
+        .is_abandoned(read.observed.pid.is_some())
+        .then_some("its creation did not finish")
+}
+
+/// Lock files of VMs that no longer exist (and that nobody holds).
+fn sweep_lock_files(ctx: &Ctx, live: &Live, dry_run: bool) -> Result<Vec<Removal>> {
+    let mut removals = Vec::new();
+    for entry in read_dir(&ctx.paths.locks_dir()) {
+        let Some(Name::VmLock(id)) = entry.file_name().to_str().and_then(Name::parse) else {
+            continue;
+        };
+        if live.known.contains(&id) || live.running.contains(&id) {
+            continue;
+        }
+        if let Some(_guard) = lock::try_acquire(&entry.path())? {
+            if !dry_run {
+                std::fs::remove_file(entry.path()).ok();
+            }
+            removals.push(Removal::new(
+                "lock-file",
+                entry.path().display().to_string(),
+                "VM deleted",
+            ));
+        }
+    }
+    Ok(removals)
+}
+
+/// Half-written images from interrupted builds or imports.
+fn sweep_staging(ctx: &Ctx, dry_run: bool) -> Result<Vec<Removal>> {
+    let mut removals = Vec::new();
+    for entry in read_dir(&ctx.paths.images_dir()) {
+        let Some(Name::Staging { pid, .. }) = entry.file_name().to_str().and_then(Name::parse)
+        else {
+            continue;
+        };
+        if procs::is_alive(pid) {
+            continue;
+        }
+        if !dry_run {
+            remove_dir_if_present(&entry.path())?;
+        }
+        removals.push(Removal::new(
+            "image-staging",
+            entry.path().display().to_string(),
+            "interrupted image build or import",
+        ));
+    }
+    Ok(removals)
+}
+
+fn read_dir(dir: &Path) -> Vec<std::fs::DirEntry> {
+    std::fs::read_dir(dir)
+        .map(|d| d.flatten().collect())
+        .unwrap_or_default()
+}

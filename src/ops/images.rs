@@ -1,0 +1,313 @@
+//! Images: building one from packages, importing one, deleting one, and the
+//! single commit protocol both use — files are made in a staging directory
+//! beside the final one, then moved into place and registered.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use super::UsageError;
+use crate::host::disk::{cow, ext4};
+use crate::host::image::{self, BuildOptions, Manifest, ManifestFile, Progress};
+use crate::state::model::{Image, now, rfc3339};
+use crate::vm::resources::remove_dir_if_present;
+use crate::vm::{Ctx, ImageFiles};
+
+/// Name of the image `vm create`/`vm run` build when there is none.
+pub const DEFAULT_IMAGE: &str = "default";
+
+/// What to do when the image already exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IfExists {
+    Fail,
+    Replace,
+    /// Keep it (someone else built it meanwhile) and return its manifest.
+    Keep,
+}
+
+/// How an image came to be (`source` in its row).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Build,
+    Import,
+}
+
+impl Source {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Build => "build",
+            Self::Import => "import",
+        }
+    }
+}
+
+/// Build options for the default image, or any image built from packages.
+pub fn build_options(ctx: &Ctx) -> Result<BuildOptions> {
+    Ok(BuildOptions {
+        suite: "bookworm".into(),
+        kernel: None,
+        initrd: None,
+        size: None,
+        packages: Vec::new(),
+        agent_binary: agent_binary()?,
+        cache_dir: ctx.paths.cache_dir(),
+    })
+}
+
+/// The default image, built first when there is none: so on a fresh host
+/// `banger vm run` is the whole set-up.
+pub fn ensure_default(ctx: &Ctx) -> Result<Image> {
+    if let Some(image) = ctx.store.default_image()? {
+        return Ok(image);
+    }
+    eprintln!(
+        "no image yet: building {DEFAULT_IMAGE:?} from Debian packages (once; a few minutes)"
+    );
+    build(
+        ctx,
+        DEFAULT_IMAGE,
+        &build_options(ctx)?,
+        true,
+        IfExists::Keep,
+    )?;
+    Ok(ctx.store.image(DEFAULT_IMAGE)?)
+}
+
+/// Builds `name` into a staging directory, then commits it. A failed or
+/// interrupted build registers nothing.
+pub fn build(
+    ctx: &Ctx,
+    name: &str,
+    options: &BuildOptions,
+    default: bool,
+    if_exists: IfExists,
+) -> Result<Manifest> {
+    let _lock = ctx.lock_image(name)?;
+    let exists = ctx.store.find_image(name)?.is_some();
+    if exists && if_exists == IfExists::Keep {
+        return Ok(Manifest::read(
+            &ImageFiles::in_dir(ctx.paths.image_dir(name)).manifest,
+        )?);
+    }
+    if exists && if_exists == IfExists::Fail {
+        return Err(UsageError(format!(
+            "image {name:?} already exists; pass --force to replace it"
+        ))
+        .into());
+    }
+    if exists {
+        refuse_if_used(ctx, name, "before replacing it")?;
+    }
+    let staging = fresh_staging(ctx, name)?;
+    let started = Instant::now();
+    let progress = StageProgress::new();
+    let built = image::build(options, &staging, &progress);
+    progress.finish();
+    let manifest = match built {
+        Ok(manifest) => manifest,
+        Err(err) => {
+            remove_dir_if_present(&staging)?;
+            return Err(err).with_context(|| format!("building image {name} failed"));
+        }
+    };
+    commit(ctx, name, &staging, Source::Build, default, exists)?;
+    eprintln!(
+        "built image {name} in {:.0}s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(manifest)
+}
+
+/// The files `image import` takes.
+#[derive(Debug, Clone)]
+pub struct ImportFiles {
+    pub kernel: PathBuf,
+    pub rootfs: PathBuf,
+    pub initrd: Option<PathBuf>,
+    pub work_seed: Option<PathBuf>,
+}
+
+/// Copies the given files into a staging directory (reflinked where the
+/// filesystem can), makes a work seed unless one is given, and commits.
+pub fn import(ctx: &Ctx, name: &str, files: &ImportFiles, default: bool) -> Result<()> {
+    let _lock = ctx.lock_image(name)?;
+    if ctx.store.find_image(name)?.is_some() {
+        return Err(UsageError(format!(
+            "an image named {name:?} already exists (delete it first)"
+        ))
+        .into());
+    }
+    let staging = fresh_staging(ctx, name)?;
+    if let Err(err) = copy_in(files, &staging) {
+        remove_dir_if_present(&staging)?;
+        return Err(err);
+    }
+    commit(ctx, name, &staging, Source::Import, default, false)
+}
+
+/// Deletes an image no VM uses.
+pub fn delete(ctx: &Ctx, name: &str) -> Result<()> {
+    let _lock = ctx.lock_image(name)?;
+    ctx.store.image(name)?;
+    refuse_if_used(ctx, name, "first")?;
+    ctx.store.delete_image(name)?;
+    remove_dir_if_present(&ctx.paths.image_dir(name))
+}
+
+fn refuse_if_used(ctx: &Ctx, name: &str, when: &str) -> Result<()> {
+    let users = ctx.store.vms_using_image(name)?;
+    if !users.is_empty() {
+        bail!(
+            "image {name} is used by VM(s) {}; delete them {when}",
+            users.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// An empty staging directory for `name`, private to this process; `gc`
+/// removes those whose process is gone.
+fn fresh_staging(ctx: &Ctx, name: &str) -> Result<PathBuf> {
+    let staging = ctx.paths.image_staging(name, std::process::id());
+    remove_dir_if_present(&staging)?;
+    crate::state::paths::ensure_private_dir(&staging)?;
+    Ok(staging)
+}
+
+/// The one commit point of an image (its lock held): the staging directory
+/// is moved into place, then the row is written. A crash between the two
+/// leaves the directory without a row — nothing is registered — which the
+/// next build or import of that name replaces and `gc` removes.
+fn commit(
+    ctx: &Ctx,
+    name: &str,
+    staging: &Path,
+    source: Source,
+    default: bool,
+    replace: bool,
+) -> Result<()> {
+    let final_dir = ctx.paths.image_dir(name);
+    if replace {
+        ctx.store.delete_image(name)?;
+    }
+    remove_dir_if_present(&final_dir)?;
+    std::fs::rename(staging, &final_dir)
+        .with_context(|| format!("cannot move the image into {}", final_dir.display()))?;
+    crate::fault::point("image:commit");
+    let image = Image {
+        name: name.to_owned(),
+        source: source.as_str().into(),
+        has_initrd: final_dir.join(image::INITRD).exists(),
+        is_default: default,
+        created_at: now(),
+    };
+    if let Err(err) = ctx.store.insert_image(&image) {
+        remove_dir_if_present(&final_dir)?;
+        return Err(err.into());
+    }
+    Ok(())
+}
+
+fn copy_in(files: &ImportFiles, dir: &Path) -> Result<()> {
+    let dest = ImageFiles::in_dir(dir.to_owned());
+    let copy = |src: &Path, dst: &Path| -> Result<()> {
+        let size = std::fs::metadata(src)
+            .with_context(|| format!("cannot read {}", src.display()))?
+            .len();
+        cow::clone_file(src, dst, size)
+            .with_context(|| format!("cannot copy {}", src.display()))?;
+        Ok(())
+    };
+    copy(&files.kernel, &dest.kernel)?;
+    copy(&files.rootfs, &dest.rootfs)?;
+    if let (Some(initrd), Some(dst)) = (&files.initrd, &dest.initrd) {
+        copy(initrd, dst)?;
+    }
+    match &files.work_seed {
+        Some(seed) => copy(seed, &dest.work_seed)?,
+        None => ext4::make_work_seed(&dest.work_seed)?,
+    }
+    write_import_manifest(&dest)
+}
+
+/// `image.json` for an imported image: sizes and checksums of its files.
+fn write_import_manifest(dest: &ImageFiles) -> Result<()> {
+    let mut files = std::collections::BTreeMap::new();
+    let listing = std::fs::read_dir(&dest.dir)
+        .with_context(|| format!("cannot list {}", dest.dir.display()))?;
+    for entry in listing {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        files.insert(name, ManifestFile::of(&entry.path())?);
+    }
+    let kernel = std::fs::read(&dest.kernel).context("cannot read the imported kernel")?;
+    let manifest = Manifest {
+        kernel_version: image::kernel_release(&kernel).unwrap_or_else(|| "unknown".into()),
+        suite: String::new(),
+        packages: Vec::new(),
+        files,
+        agent_version: String::new(),
+        agent_sha256: String::new(),
+        created_at: rfc3339(now()),
+    };
+    manifest.write(&dest.manifest)?;
+    Ok(())
+}
+
+/// The `banger-agent` binary to put in images: `BANGER_AGENT`, else next to
+/// this executable.
+pub fn agent_binary() -> Result<PathBuf> {
+    if let Some(path) = &crate::env::Env::get().agent {
+        return Ok(path.clone());
+    }
+    let exe = std::env::current_exe().context("cannot find banger's own executable")?;
+    let agent = exe.with_file_name("banger-agent");
+    if !agent.is_file() {
+        bail!(
+            "banger-agent not found next to {} (install both binaries with `cargo install --path .`, or set {})",
+            exe.display(),
+            crate::env::AGENT
+        );
+    }
+    Ok(agent)
+}
+
+/// Shows build stages: a spinner on a terminal, plain lines otherwise.
+struct StageProgress {
+    bar: Option<indicatif::ProgressBar>,
+}
+
+impl StageProgress {
+    fn new() -> Self {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = indicatif::ProgressBar::new_spinner();
+            bar.enable_steady_tick(Duration::from_millis(120));
+            bar
+        });
+        Self { bar }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+impl Progress for StageProgress {
+    fn stage(&self, name: &str) {
+        match &self.bar {
+            Some(bar) => bar.set_message(format!("image build: {name}")),
+            None => eprintln!("image build: {name}"),
+        }
+    }
+
+    fn detail(&self, msg: &str) {
+        match &self.bar {
+            Some(bar) => bar.set_message(msg.to_owned()),
+            None => eprintln!("  {msg}"),
+        }
+    }
+}

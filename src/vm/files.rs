@@ -1,0 +1,69 @@
+//! The files of an image and of a VM, named once.
+
+use std::path::PathBuf;
+
+use crate::host::image::{INITRD, MANIFEST, ROOTFS, VMLINUX, WORK_SEED};
+use crate::state::model::{Image, Vm};
+use crate::state::paths::Paths;
+
+/// The image's files.
+#[derive(Debug, Clone)]
+pub struct ImageFiles {
+    pub dir: PathBuf,
+    pub kernel: PathBuf,
+    pub initrd: Option<PathBuf>,
+    pub rootfs: PathBuf,
+    pub work_seed: PathBuf,
+    pub manifest: PathBuf,
+}
+
+impl ImageFiles {
+    pub fn of(paths: &Paths, image: &Image) -> Self {
+        let mut files = Self::in_dir(paths.image_dir(&image.name));
+        if !image.has_initrd {
+            files.initrd = None;
+        }
+        files
+    }
+
+    /// The files an image directory holds (or will hold, while staging).
+    pub fn in_dir(dir: PathBuf) -> Self {
+        Self {
+            kernel: dir.join(VMLINUX),
+            initrd: Some(dir.join(INITRD)),
+            rootfs: dir.join(ROOTFS),
+            work_seed: dir.join(WORK_SEED),
+            manifest: dir.join(MANIFEST),
+            dir,
+        }
+    }
+}
+
+/// Per-VM durable files.
+#[derive(Debug, Clone)]
+pub struct VmFiles {
+    pub dir: PathBuf,
+    /// Sparse COW store (dm-snapshot).
+    pub cow: PathBuf,
+    /// The root disk: a full clone of the image's rootfs (reflink or copy).
+    pub root: PathBuf,
+    pub work: PathBuf,
+    pub console_log: PathBuf,
+    pub vmm_log: PathBuf,
+    pub metrics: PathBuf,
+}
+
+impl VmFiles {
+    pub fn of(paths: &Paths, vm: &Vm) -> Self {
+        let dir = paths.vm_dir(&vm.id);
+        Self {
+            cow: dir.join("root.cow"),
+            root: dir.join("root.ext4"),
+            work: dir.join("work.ext4"),
+            console_log: dir.join("console.log"),
+            vmm_log: dir.join("firecracker.log"),
+            metrics: dir.join("metrics.json"),
+            dir,
+        }
+    }
+}

@@ -1,0 +1,251 @@
+//! The seam between the VM lifecycle and the machine: three narrow traits
+//! (disks, network, VMM processes) with the real implementation over
+//! `crate::host`, picked once in [`Host::real`]. Unit tests swap in the
+//! recording fake of `vm::fake`.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Result;
+
+use crate::host::disk::{cow, dm, ext4, loopdev};
+use crate::host::firecracker::{api, process};
+use crate::host::{net, procs};
+use crate::state::model::CowStrategy;
+
+pub use crate::host::firecracker::api::VmmConfig;
+pub use crate::host::firecracker::process::StopOutcome;
+
+/// Disk images, loop devices and device-mapper.
+pub trait Disks: Send + Sync {
+    /// Whether device-mapper snapshots can be made on this host.
+    fn dm_available(&self) -> bool;
+    /// A copy-on-write clone of `src` at `dst` (reflink, else sparse copy),
+    /// `size` bytes long; says which it did.
+    fn clone_file(&self, src: &Path, dst: &Path, size: u64) -> Result<CowStrategy>;
+    /// Grows an ext4 image file and its filesystem to `size` bytes.
+    fn grow_ext4(&self, image: &Path, size: u64) -> Result<()>;
+    /// Writes one file into an ext4 image without mounting it.
+    fn write_ext4_file(&self, image: &Path, guest_path: &str, data: &[u8], mode: u32)
+    -> Result<()>;
+    fn attach_loop(&self, file: &Path, read_only: bool) -> Result<PathBuf>;
+    /// Detaches a loop device; already gone is fine.
+    fn detach_loop(&self, dev: &Path) -> Result<()>;
+    fn loops_backed_by(&self, file: &Path) -> Result<Vec<PathBuf>>;
+    /// A snapshot `name` of `base` with `cow` as its store, `size` bytes.
+    fn create_snapshot(&self, name: &str, base: &Path, cow: &Path, size: u64) -> Result<PathBuf>;
+    /// Removes a snapshot and its base device; already gone is fine.
+    fn remove_snapshot(&self, name: &str) -> Result<()>;
+    /// Names of device-mapper devices that may be banger's.
+    fn list_snapshots(&self) -> Result<Vec<String>>;
+    /// Every loop device with its backing file.
+    fn list_loops(&self) -> Result<Vec<(PathBuf, PathBuf)>>;
+}
+
+/// The bridge, TAP devices and nftables rules.
+pub trait Network: Send + Sync {
+    fn ensure_bridge(&self, bridge: &str, gateway: Ipv4Addr, prefix_len: u8) -> Result<()>;
+    fn link_exists(&self, name: &str) -> Result<bool>;
+    /// Renames an idle pool TAP to `tap`; false when the pool is empty.
+    fn claim_pool_tap(&self, tap: &str) -> Result<bool>;
+    fn create_tap(&self, tap: &str, bridge: &str) -> Result<()>;
+    /// Gives a TAP back to the pool (up to `pool_size`), else deletes it.
+    fn return_tap(&self, tap: &str, pool_size: usize) -> Result<()>;
+    /// The VM's NAT and forward rules, and the host fence, in one go.
+    fn add_vm_rules(&self, id: &str, ip: Ipv4Addr, bridge: &str) -> Result<()>;
+    fn ensure_host_fence(&self, bridge: &str) -> Result<()>;
+    /// Removes the VM's rules; none left is fine.
+    fn remove_vm_rules(&self, id: &str) -> Result<()>;
+    /// The VM ids named by rules in banger's table.
+    fn vms_with_rules(&self) -> Result<Vec<String>>;
+    /// Network interfaces whose names may be banger's TAPs.
+    fn list_links(&self) -> Result<Vec<String>>;
+    fn delete_link(&self, name: &str) -> Result<()>;
+}
+
+/// VMM processes and their API.
+pub trait Vmm: Send + Sync {
+    /// The VMM binary this host uses (refused early when missing).
+    fn binary(&self) -> Result<PathBuf>;
+    /// Spawns the VMM detached, serving its API on `api_sock`.
+    fn spawn(&self, binary: &Path, api_sock: &Path, id: &str, console_log: &Path) -> Result<u32>;
+    fn wait_for_socket(&self, api_sock: &Path, pid: u32, timeout: Duration) -> Result<()>;
+    fn configure_and_start(&self, api_sock: &Path, config: &VmmConfig) -> Result<()>;
+    /// Ctrl-Alt-Del, then SIGTERM, then SIGKILL (`force`: SIGKILL at once).
+    fn stop(
+        &self,
+        api_sock: &Path,
+        pid: u32,
+        timeout: Duration,
+        force: bool,
+    ) -> Result<StopOutcome>;
+    /// The live VMM serving `api_sock`: `hint` if it still does, else one
+    /// found among the host's processes.
+    fn find(&self, hint: Option<u32>, api_sock: &Path) -> Option<u32>;
+    /// SIGKILLs a process and waits briefly for it to go.
+    fn kill(&self, pid: u32);
+    /// Every VMM whose API socket lies under `run_dir`, with that socket.
+    fn list(&self, run_dir: &Path) -> Vec<(u32, PathBuf)>;
+}
+
+/// Whether the sidecar runs, and starting it.
+pub trait Sidecar: Send + Sync {
+    fn is_alive(&self) -> bool;
+    fn ensure_running(&self) -> Result<()>;
+}
+
+/// The machine as the lifecycle sees it.
+pub struct Host {
+    pub disks: Box<dyn Disks>,
+    pub net: Box<dyn Network>,
+    pub vmm: Box<dyn Vmm>,
+    pub sidecar: Box<dyn Sidecar>,
+}
+
+impl Host {
+    /// The real machine. `vmm_binary` is the configured VMM, if any;
+    /// `sidecar` starts and probes the sidecar.
+    pub fn real(vmm_binary: Option<PathBuf>, sidecar: Box<dyn Sidecar>) -> Self {
+        Self {
+            disks: Box::new(RealDisks),
+            net: Box::new(RealNetwork),
+            vmm: Box::new(RealVmm {
+                configured: vmm_binary,
+            }),
+            sidecar,
+        }
+    }
+}
+
+struct RealDisks;
+
+impl Disks for RealDisks {
+    fn dm_available(&self) -> bool {
+        dm::available()
+    }
+    fn clone_file(&self, src: &Path, dst: &Path, size: u64) -> Result<CowStrategy> {
+        Ok(cow::clone_file(src, dst, size)?)
+    }
+    fn grow_ext4(&self, image: &Path, size: u64) -> Result<()> {
+        Ok(ext4::grow(image, size)?)
+    }
+    fn write_ext4_file(
+        &self,
+        image: &Path,
+        guest_path: &str,
+        data: &[u8],
+        mode: u32,
+    ) -> Result<()> {
+        Ok(ext4::write_file(image, guest_path, data, mode)?)
+    }
+    fn attach_loop(&self, file: &Path, read_only: bool) -> Result<PathBuf> {
+        Ok(loopdev::attach(file, read_only)?)
+    }
+    fn detach_loop(&self, dev: &Path) -> Result<()> {
+        Ok(loopdev::detach(dev)?)
+    }
+    fn loops_backed_by(&self, file: &Path) -> Result<Vec<PathBuf>> {
+        Ok(loopdev::find_by_backing(file)?)
+    }
+    fn create_snapshot(&self, name: &str, base: &Path, cow: &Path, size: u64) -> Result<PathBuf> {
+        Ok(dm::create_snapshot(name, base, cow, size)?)
+    }
+    fn remove_snapshot(&self, name: &str) -> Result<()> {
+        Ok(dm::remove(name)?)
+    }
+    fn list_snapshots(&self) -> Result<Vec<String>> {
+        Ok(dm::list(crate::state::layout::DM_PREFIX)?)
+    }
+    fn list_loops(&self) -> Result<Vec<(PathBuf, PathBuf)>> {
+        Ok(loopdev::list()?)
+    }
+}
+
+struct RealNetwork;
+
+impl Network for RealNetwork {
+    fn ensure_bridge(&self, bridge: &str, gateway: Ipv4Addr, prefix_len: u8) -> Result<()> {
+        Ok(net::bridge::ensure_bridge(bridge, gateway, prefix_len)?)
+    }
+    fn link_exists(&self, name: &str) -> Result<bool> {
+        Ok(net::bridge::link_exists(name)?)
+    }
+    fn claim_pool_tap(&self, tap: &str) -> Result<bool> {
+        Ok(net::tap::claim_pool_tap(
+            crate::state::layout::POOL_PREFIX,
+            tap,
+        )?)
+    }
+    fn create_tap(&self, tap: &str, bridge: &str) -> Result<()> {
+        Ok(net::tap::create_tap(tap, bridge)?)
+    }
+    fn return_tap(&self, tap: &str, pool_size: usize) -> Result<()> {
+        net::tap::return_to_pool(tap, crate::state::layout::POOL_PREFIX, pool_size)?;
+        Ok(())
+    }
+    fn add_vm_rules(&self, id: &str, ip: Ipv4Addr, bridge: &str) -> Result<()> {
+        Ok(net::nat::add_vm_rules(id, ip, bridge)?)
+    }
+    fn ensure_host_fence(&self, bridge: &str) -> Result<()> {
+        Ok(net::nat::ensure_host_fence(bridge)?)
+    }
+    fn remove_vm_rules(&self, id: &str) -> Result<()> {
+        Ok(net::nat::remove_vm_rules(id)?)
+    }
+    fn vms_with_rules(&self) -> Result<Vec<String>> {
+        Ok(net::nat::vms_with_rules()?)
+    }
+    fn list_links(&self) -> Result<Vec<String>> {
+        Ok(net::bridge::list_links("bg")?)
+    }
+    fn delete_link(&self, name: &str) -> Result<()> {
+        Ok(net::bridge::delete_link(name)?)
+    }
+}
+
+struct RealVmm {
+    configured: Option<PathBuf>,
+}
+
+impl Vmm for RealVmm {
+    fn binary(&self) -> Result<PathBuf> {
+        Ok(process::find_binary(self.configured.as_deref())?)
+    }
+    fn spawn(&self, binary: &Path, api_sock: &Path, id: &str, console_log: &Path) -> Result<u32> {
+        Ok(process::spawn(binary, api_sock, id, console_log)?)
+    }
+    fn wait_for_socket(&self, api_sock: &Path, pid: u32, timeout: Duration) -> Result<()> {
+        Ok(process::wait_for_socket(api_sock, pid, timeout)?)
+    }
+    fn configure_and_start(&self, api_sock: &Path, config: &VmmConfig) -> Result<()> {
+        Ok(api::configure_and_start(
+            &api::ApiClient::new(api_sock),
+            config,
+        )?)
+    }
+    fn stop(
+        &self,
+        api_sock: &Path,
+        pid: u32,
+        timeout: Duration,
+        force: bool,
+    ) -> Result<StopOutcome> {
+        Ok(process::stop_vmm(
+            &api::ApiClient::new(api_sock),
+            pid,
+            timeout,
+            force,
+        )?)
+    }
+    fn find(&self, hint: Option<u32>, api_sock: &Path) -> Option<u32> {
+        procs::vmm_pid(hint, api_sock)
+    }
+    fn kill(&self, pid: u32) {
+        procs::signal(pid, nix::sys::signal::Signal::SIGKILL).ok();
+        procs::wait_exit(pid, Duration::from_secs(5));
+    }
+    fn list(&self, run_dir: &Path) -> Vec<(u32, PathBuf)> {
+        procs::vmms_under(run_dir)
+    }
+}

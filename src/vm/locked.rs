@@ -1,0 +1,514 @@
+//! [`LockedVm`]: a VM under its lock, reconciled with the host, and the only
+//! value through which a VM changes (prepare disks, start, stop, delete).
+//! [`VmRead`]: a VM as observed, for commands that only look.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+
+use super::host::{StopOutcome, VmmConfig};
+use super::resources::{self, Journal};
+use super::status::{self, Next, VmStatus};
+use super::{Ctx, ImageFiles, Timings, VmFiles};
+use crate::host::ssh;
+use crate::state::StateError;
+use crate::state::handles::{Handles, Loaded};
+use crate::state::lock::{self, LockGuard};
+use crate::state::model::{CowStrategy, Pending, Vm, VmId, VmState};
+
+/// A VM as observed on the host right now.
+#[derive(Debug, Clone, Default)]
+pub struct Observed {
+    /// The live VMM, if one serves this VM.
+    pub pid: Option<u32>,
+    pub handles: Handles,
+}
+
+impl Observed {
+    pub fn state(&self) -> VmState {
+        if self.pid.is_some() {
+            VmState::Running
+        } else {
+            VmState::Stopped
+        }
+    }
+}
+
+/// A VM as it is, for commands that do not change it.
+#[derive(Debug, Clone)]
+pub struct VmRead {
+    pub vm: Vm,
+    pub observed: Observed,
+}
+
+impl VmRead {
+    /// Looks at the host without changing anything.
+    pub fn observe(ctx: &Ctx, vm: Vm) -> Self {
+        let handles = Handles::load_or_default(&ctx.paths.vm_dir(&vm.id));
+        let pid = resources::find_vmm(ctx, &vm.id, handles.pid);
+        Self {
+            vm,
+            observed: Observed { pid, handles },
+        }
+    }
+
+    /// The named VM, observed without reconciling.
+    pub fn observe_named(ctx: &Ctx, name: &str) -> Result<Self> {
+        Ok(Self::observe(ctx, ctx.store.vm(name)?))
+    }
+
+    /// Reconciles the VM if no other command holds it, else only observes
+    /// it. `None` when it was deleted since `vm` was read.
+    pub fn reconciled(ctx: &Ctx, vm: Vm) -> Result<Option<Self>> {
+        match lock::try_acquire(&ctx.paths.vm_lock(&vm.id))? {
+            Some(guard) => match LockedVm::with_guard(ctx, vm, guard) {
+                Ok(locked) => Ok(Some(locked.read())),
+                Err(e) if is_no_such_vm(&e) => Ok(None),
+                Err(e) => Err(e),
+            },
+            None => Ok(Some(Self::observe(ctx, vm))),
+        }
+    }
+
+    /// Every VM, each reconciled if free.
+    pub fn list(ctx: &Ctx) -> Result<Vec<Self>> {
+        let mut views = Vec::new();
+        for vm in ctx.store.list_vms()? {
+            views.extend(Self::reconciled(ctx, vm)?);
+        }
+        Ok(views)
+    }
+
+    pub fn status(&self) -> VmStatus {
+        VmStatus::of(&self.vm, self.observed.pid.is_some())
+    }
+
+    /// The error users see: the operation found under way, else the last
+    /// failure.
+    pub fn last_error(&self) -> Option<String> {
+        self.status()
+            .pending_message(self.vm.name.as_str())
+            .or_else(|| self.vm.last_error.clone())
+    }
+}
+
+fn is_no_such_vm(err: &anyhow::Error) -> bool {
+    matches!(
+        err.downcast_ref::<StateError>(),
+        Some(StateError::NoSuchVm(_))
+    )
+}
+
+/// A VM whose lock this value holds, reconciled when it was opened.
+pub struct LockedVm<'c> {
+    ctx: &'c Ctx,
+    vm: Vm,
+    observed: Observed,
+    _lock: LockGuard,
+}
+
+impl<'c> LockedVm<'c> {
+    /// Locks the named VM, re-reads its row and reconciles it.
+    pub fn open(ctx: &'c Ctx, name: &str) -> Result<Self> {
+        Self::lock(ctx, ctx.store.vm(name)?)
+    }
+
+    /// Locks `vm` (waiting, with a message, up to the lock timeout), then
+    /// re-reads its row, which another command may have changed or deleted
+    /// meanwhile, and reconciles it.
+    pub fn lock(ctx: &'c Ctx, vm: Vm) -> Result<Self> {
+        let guard = lock::acquire(
+            &ctx.paths.vm_lock(&vm.id),
+            &format!("VM {}", vm.name),
+            lock::DEFAULT_TIMEOUT,
+            &super::ctx::say_waiting,
+        )?;
+        Self::with_guard(ctx, vm, guard)
+    }
+
+    /// Locks `vm` only if no other command holds it.
+    pub fn try_lock(ctx: &'c Ctx, vm: Vm) -> Result<Option<Self>> {
+        match lock::try_acquire(&ctx.paths.vm_lock(&vm.id))? {
+            Some(guard) => match Self::with_guard(ctx, vm, guard) {
+                Ok(locked) => Ok(Some(locked)),
+                Err(e) if is_no_such_vm(&e) => Ok(None),
+                Err(e) => Err(e),
+            },
+            None => Ok(None),
+        }
+    }
+
+    /// Like [`LockedVm::lock`] with the lock already taken.
+    pub(crate) fn with_guard(ctx: &'c Ctx, vm: Vm, guard: LockGuard) -> Result<Self> {
+        let mut vm = ctx
+            .store
+            .vm_by_id(&vm.id)?
+            .ok_or_else(|| StateError::NoSuchVm(vm.name.to_string()))?;
+        let observed = reconcile(ctx, &mut vm)?;
+        Ok(Self {
+            ctx,
+            vm,
+            observed,
+            _lock: guard,
+        })
+    }
+
+    /// A VM whose row this command just inserted under a lock it took
+    /// first: nothing to reconcile yet.
+    pub(crate) fn new_row(ctx: &'c Ctx, vm: Vm, guard: LockGuard) -> Self {
+        Self {
+            ctx,
+            vm,
+            observed: Observed::default(),
+            _lock: guard,
+        }
+    }
+
+    pub fn vm(&self) -> &Vm {
+        &self.vm
+    }
+
+    pub fn observed(&self) -> &Observed {
+        &self.observed
+    }
+
+    pub fn status(&self) -> VmStatus {
+        VmStatus::of(&self.vm, self.observed.pid.is_some())
+    }
+
+    /// The VM as a read-only view (the lock is kept by `self`).
+    pub fn read(&self) -> VmRead {
+        VmRead {
+            vm: self.vm.clone(),
+            observed: self.observed.clone(),
+        }
+    }
+
+    /// Records the desired state, the operation under way and the last error.
+    fn set_state(
+        &mut self,
+        desired: VmState,
+        pending: Option<Pending>,
+        last_error: Option<String>,
+    ) -> Result<()> {
+        self.ctx
+            .store
+            .set_state(&self.vm.id, desired, pending, last_error.as_deref())?;
+        self.vm.desired = desired;
+        self.vm.pending = pending;
+        self.vm.last_error = last_error;
+        Ok(())
+    }
+
+    /// Makes the VM's root and work disks, once, while it is being created.
+    /// The image's files are only read. `then_start` records the start to
+    /// come in the same write that finishes the creation, so a crash in
+    /// between reads as an interrupted start.
+    pub fn prepare_disks(&mut self, image: &ImageFiles, then_start: bool) -> Result<CowStrategy> {
+        if self.status() != VmStatus::Creating {
+            bail!("VM {} already has its disks", self.vm.name);
+        }
+        let strategy = make_disks(self.ctx, &self.vm, image)?;
+        let pending = then_start.then_some(Pending::Start);
+        let desired = if then_start {
+            VmState::Running
+        } else {
+            VmState::Stopped
+        };
+        self.ctx
+            .store
+            .finish_creating(&self.vm.id, strategy, pending, desired)?;
+        self.vm.cow_strategy = Some(strategy);
+        self.vm.pending = pending;
+        self.vm.desired = desired;
+        Ok(strategy)
+    }
+
+    /// Starts a stopped VM's runtime: root device, TAP, VMM, firewall,
+    /// sidecar. On failure everything made is released, the VM stays
+    /// stopped with `last_error` set, and the error is returned.
+    pub fn start(&mut self, timings: &mut Timings) -> Result<u32> {
+        let name = self.vm.name.to_string();
+        match self.status() {
+            // Only `prepare_disks(.., then_start)` leaves a start pending here.
+            VmStatus::Starting if self.observed.pid.is_none() => {}
+            status => match status.can_start(&name)? {
+                Next::Go => {}
+                Next::AlreadyThere => bail!("VM {name} is already running"),
+            },
+        }
+        // Intent first: if banger dies midway, reconcile kills the VMM it
+        // may have left, releases what the journal names and says so.
+        self.set_state(VmState::Running, Some(Pending::Start), None)?;
+        let mut journal = Journal::new(
+            &self.ctx.paths.vm_dir(&self.vm.id),
+            Handles {
+                cow_strategy: self.vm.cow_strategy.map(|s| s.as_str().to_owned()),
+                ..Handles::default()
+            },
+        );
+        match start_runtime(self.ctx, &self.vm, &mut journal, timings) {
+            Ok(pid) => {
+                self.set_state(VmState::Running, None, None)?;
+                self.observed = Observed {
+                    pid: Some(pid),
+                    handles: journal.handles().clone(),
+                };
+                Ok(pid)
+            }
+            Err(err) => {
+                let released = resources::teardown(self.ctx, &self.vm, journal.handles());
+                self.set_state(VmState::Stopped, None, Some(format!("{err:#}")))?;
+                self.observed = Observed::default();
+                released.context("cleaning up after a failed start")?;
+                Err(err)
+            }
+        }
+    }
+
+    /// Stops the VM's VMM (Ctrl-Alt-Del, up to `timeout`, then SIGTERM,
+    /// then SIGKILL; `force`: SIGKILL at once) and releases its runtime.
+    pub fn stop(&mut self, timeout: Duration, force: bool) -> Result<StopOutcome> {
+        if self.status().can_stop() == Next::AlreadyThere {
+            return Ok(StopOutcome::AlreadyGone);
+        }
+        self.set_state(VmState::Stopped, Some(Pending::Stop), None)?;
+        let outcome = match self.observed.pid {
+            Some(pid) => {
+                let sock = self.ctx.paths.api_sock(&self.vm.id);
+                self.ctx.host.vmm.stop(&sock, pid, timeout, force)?
+            }
+            None => StopOutcome::AlreadyGone,
+        };
+        crate::fault::point("stop:vmm");
+        resources::teardown(self.ctx, &self.vm, &self.observed.handles)?;
+        self.observed = Observed::default();
+        crate::fault::point("stop:teardown");
+        self.set_state(VmState::Stopped, None, None)?;
+        Ok(outcome)
+    }
+
+    /// Stops the VM if it runs, then removes its files, pinned host keys and
+    /// row. Works on a VM in any state, including a half-made one.
+    pub fn delete(mut self, force: bool) -> Result<()> {
+        if self.status().can_delete() != Next::Go {
+            bail!("VM {} cannot be deleted now", self.vm.name);
+        }
+        if self.observed.pid.is_some() {
+            self.stop(self.ctx.config.stop_timeout, force)?;
+        } else {
+            resources::teardown(self.ctx, &self.vm, &self.observed.handles)?;
+        }
+        // Shown if this deletion is interrupted; the row is gone otherwise.
+        // A half-made VM already says it is only to be deleted (and when its
+        // disk filled up, the files must go before the database can grow).
+        if self.vm.pending != Some(Pending::Create) {
+            let (desired, last_error) = (self.vm.desired, self.vm.last_error.clone());
+            self.set_state(desired, Some(Pending::Delete), last_error)?;
+        }
+        crate::fault::point("delete:stop");
+        let ctx = self.ctx;
+        resources::remove_dir_if_present(&ctx.paths.vm_dir(&self.vm.id))?;
+        resources::remove_dir_if_present(&ctx.paths.vm_run_dir(&self.vm.id))?;
+        crate::fault::point("delete:files");
+        ssh::forget_hosts(
+            &ctx.paths.known_hosts(),
+            &[self.vm.ip.to_string(), ctx.dns_name(&self.vm)],
+        )?;
+        ctx.store.delete_vm(&self.vm.id)?;
+        Ok(())
+    }
+}
+
+/// Reconciles one VM (its lock is held): if its VMM is gone, releases
+/// whatever its journal (or the host) shows and records it as stopped.
+///
+/// Holding the lock means no command is midway through this VM, so an
+/// operation still recorded as pending names a command that died. A start
+/// that died may have left a VMM it never configured: that VMM is killed,
+/// the runtime released, and the VM shows the interrupted start. A stop
+/// that died leaves a VMM still alive to the next `vm stop` (its guest may
+/// be shutting down). A create or delete that died stays pending: only a
+/// delete (or `gc`) finishes it.
+fn reconcile(ctx: &Ctx, vm: &mut Vm) -> Result<Observed> {
+    let vm_dir = ctx.paths.vm_dir(&vm.id);
+    let (mut handles, trustworthy) = match Handles::load(&vm_dir) {
+        Loaded::Found(handles) => (handles, true),
+        Loaded::Missing | Loaded::Corrupt(_) => (Handles::default(), false),
+    };
+    let pid = resources::find_vmm(ctx, &vm.id, handles.pid);
+    let start_interrupted = vm.pending == Some(Pending::Start);
+    match pid {
+        Some(pid) if !start_interrupted => {
+            if handles.pid != Some(pid) || !trustworthy {
+                handles.pid = Some(pid);
+                handles
+                    .tap
+                    .get_or_insert_with(|| crate::state::layout::tap(&vm.id));
+                handles.nat |= vm.nat;
+                handles.save(&vm_dir)?;
+            }
+            return Ok(Observed {
+                pid: Some(pid),
+                handles,
+            });
+        }
+        Some(pid) => ctx.host.vmm.kill(pid),
+        None => {}
+    }
+    let leftovers = pid.is_some()
+        || !handles.is_empty()
+        || !trustworthy && ctx.paths.vm_run_dir(&vm.id).exists();
+    if leftovers {
+        resources::teardown(ctx, vm, &handles)?;
+    }
+    let message = match vm.pending {
+        Some(Pending::Start) => Some(status::start_interrupted(vm.name.as_str())),
+        Some(Pending::Stop) => Some(format!(
+            "stopping VM {} was interrupted; it is stopped now",
+            vm.name
+        )),
+        None if vm.desired == VmState::Running => Some(format!(
+            "the VMM exited unexpectedly; see `banger vm logs {} --vmm`",
+            vm.name
+        )),
+        // An unfinished create or delete stays as it is.
+        Some(Pending::Create | Pending::Delete) | None => None,
+    };
+    if let Some(message) = message {
+        ctx.store
+            .set_state(&vm.id, VmState::Stopped, None, Some(&message))?;
+        vm.desired = VmState::Stopped;
+        vm.pending = None;
+        vm.last_error = Some(message);
+    }
+    Ok(Observed::default())
+}
+
+/// The root disk (a sparse COW store for dm-snapshot, else a clone of the
+/// image's rootfs) and the work disk (a clone of the image's seed, grown,
+/// with banger's public key).
+fn make_disks(ctx: &Ctx, vm: &Vm, image: &ImageFiles) -> Result<CowStrategy> {
+    let disks = &ctx.host.disks;
+    let files = VmFiles::of(&ctx.paths, vm);
+    crate::state::paths::ensure_private_dir(&files.dir)?;
+    let strategy = if disks.dm_available() {
+        let cow = std::fs::File::create(&files.cow)
+            .with_context(|| format!("cannot create {}", files.cow.display()))?;
+        cow.set_len(vm.disk_size)
+            .with_context(|| format!("cannot size {}", files.cow.display()))?;
+        CowStrategy::DmSnapshot
+    } else {
+        let rootfs_size = file_size(&image.rootfs)?;
+        let strategy = disks.clone_file(&image.rootfs, &files.root, rootfs_size)?;
+        if vm.disk_size > rootfs_size {
+            disks.grow_ext4(&files.root, vm.disk_size)?;
+        }
+        strategy
+    };
+    let seed_size = file_size(&image.work_seed)?;
+    disks.clone_file(&image.work_seed, &files.work, seed_size)?;
+    disks.grow_ext4(&files.work, vm.work_size.max(seed_size))?;
+    let public_key = ssh::ensure_key(&ctx.paths.ssh_key())?;
+    disks.write_ext4_file(
+        &files.work,
+        "/.ssh/authorized_keys",
+        format!("{public_key}\n").as_bytes(),
+        0o600,
+    )?;
+    Ok(strategy)
+}
+
+pub fn file_size(path: &std::path::Path) -> Result<u64> {
+    Ok(std::fs::metadata(path)
+        .with_context(|| format!("cannot read {}", path.display()))?
+        .len())
+}
+
+/// Kernel command line for a VM.
+pub fn boot_args(vm: &Vm, config: &crate::state::config::Config) -> String {
+    let gateway = config.subnet.gateway();
+    format!(
+        "console=ttyS0 reboot=k panic=1 pci=off ip={}::{}:{}:{}:eth0:off:{}",
+        vm.ip,
+        gateway,
+        config.subnet.netmask(),
+        vm.name,
+        gateway
+    )
+}
+
+/// The stages of a start, each recorded in the journal before it acts.
+fn start_runtime(ctx: &Ctx, vm: &Vm, journal: &mut Journal, timings: &mut Timings) -> Result<u32> {
+    let image = ctx.store.image(&vm.image)?;
+    let image_files = ImageFiles::of(&ctx.paths, &image);
+    let files = VmFiles::of(&ctx.paths, vm);
+    let root_disk = timings.time("root disk", || {
+        resources::attach_root_device(ctx, vm, &image_files, journal)
+    })?;
+    let tap = timings.time("tap", || resources::acquire_tap(ctx, vm, journal))?;
+    let pid = timings.time("spawn", || resources::spawn_vmm(ctx, vm, journal))?;
+
+    // Firewall rules do not depend on the VMM: add them while it is
+    // configured. A VM with NAT gets its rules and the host fence in one
+    // transaction; one without gets the host fence alone.
+    if vm.nat {
+        journal.record(|h| h.nat = true)?;
+    }
+    let api_sock = ctx.paths.api_sock(&vm.id);
+    let config = VmmConfig {
+        vcpus: vm.vcpus,
+        memory_mib: vm.memory_mib,
+        kernel: image_files.kernel.clone(),
+        initrd: image_files.initrd.clone(),
+        boot_args: boot_args(vm, &ctx.config),
+        rootfs: root_disk,
+        work_disk: files.work.clone(),
+        tap,
+        mac: vm.mac.clone(),
+        vsock_cid: vm.vsock_cid,
+        vsock_uds: ctx.paths.vsock_uds(&vm.id),
+        log_path: files.vmm_log.clone(),
+        metrics_path: files.metrics.clone(),
+    };
+    let (paths, net, bridge) = (&ctx.paths, ctx.host.net.as_ref(), &ctx.config.bridge);
+    let (configured, firewall) = std::thread::scope(|scope| {
+        let firewall = scope.spawn(move || {
+            let started = Instant::now();
+            let result = resources::add_firewall(paths, net, bridge, vm);
+            (result, started.elapsed())
+        });
+        let configured = timings.time("configure", || {
+            ctx.host
+                .vmm
+                .configure_and_start(&api_sock, &config)
+                .with_context(|| format!("the VMM refused the configuration of VM {}", vm.name))
+        });
+        let firewall = firewall.join().unwrap_or_else(|_| {
+            (
+                Err(anyhow!("the firewall setup thread panicked")),
+                Duration::ZERO,
+            )
+        });
+        (configured, firewall)
+    });
+    configured?;
+    let (result, elapsed) = firewall;
+    timings.overlapped("firewall", elapsed);
+    result.context("cannot add the VM's firewall rules")?;
+    timings.time("sidecar", || ctx.host.sidecar.ensure_running())?;
+    Ok(pid)
+}
+
+/// The id of a VM about to be created, with its lock already held (so no
+/// one can touch the row between its insert and its first use).
+pub(crate) fn lock_new_id(ctx: &Ctx) -> Result<(VmId, LockGuard)> {
+    let id = VmId::random();
+    let guard = lock::acquire(
+        &ctx.paths.vm_lock(&id),
+        "new VM",
+        lock::DEFAULT_TIMEOUT,
+        &|_, _| {},
+    )?;
+    Ok((id, guard))
+}

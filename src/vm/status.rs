@@ -1,0 +1,213 @@
+//! A VM's status, computed from its row (the operation under way) and what
+//! reconcile observed (a live VMM or not), and what each status allows next.
+
+use serde::Serialize;
+
+use crate::state::model::{Pending, Vm, VmState};
+
+/// Where a VM is in its life, finer than the `running`/`stopped` users see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VmStatus {
+    /// Its row exists but its disks are not finished: only delete it.
+    Creating,
+    Stopped,
+    /// A start is under way (or died midway and is not reconciled yet).
+    Starting,
+    Running,
+    /// A stop is under way, or died with the VMM still alive.
+    Stopping,
+    /// A delete is under way or died midway: only delete it (again).
+    Deleting,
+}
+
+/// Why a VM cannot do what was asked.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    #[error(
+        "VM {0}'s creation did not finish, so it cannot be started; `banger vm delete {0}` (or `banger gc`) removes it"
+    )]
+    Unfinished(String),
+    #[error("VM {0}'s deletion did not finish; run `banger vm delete {0}` again")]
+    BeingDeleted(String),
+}
+
+/// What a guard says about an operation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Next {
+    /// Go ahead.
+    Go,
+    /// Nothing to do: the VM already is where the operation would take it.
+    AlreadyThere,
+}
+
+impl VmStatus {
+    /// The status of `vm` given whether a VMM serves it right now.
+    pub fn of(vm: &Vm, vmm_alive: bool) -> Self {
+        match (vm.pending, vmm_alive) {
+            (Some(Pending::Create), _) => Self::Creating,
+            (Some(Pending::Delete), _) => Self::Deleting,
+            (Some(Pending::Start), _) => Self::Starting,
+            (Some(Pending::Stop), true) => Self::Stopping,
+            (Some(Pending::Stop), false) | (None, false) => Self::Stopped,
+            (None, true) => Self::Running,
+        }
+    }
+
+    /// What users see in `vm ls` and `state` in JSON.
+    pub fn state(self, vmm_alive: bool) -> VmState {
+        if vmm_alive {
+            VmState::Running
+        } else {
+            VmState::Stopped
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Creating => "creating",
+            Self::Stopped => "stopped",
+            Self::Starting => "starting",
+            Self::Running => "running",
+            Self::Stopping => "stopping",
+            Self::Deleting => "deleting",
+        }
+    }
+
+    /// Whether `vm start` may start this VM.
+    pub fn can_start(self, name: &str) -> Result<Next, Refused> {
+        match self {
+            Self::Stopped => Ok(Next::Go),
+            Self::Running | Self::Starting | Self::Stopping => Ok(Next::AlreadyThere),
+            Self::Creating => Err(Refused::Unfinished(name.to_owned())),
+            Self::Deleting => Err(Refused::BeingDeleted(name.to_owned())),
+        }
+    }
+
+    /// Whether `vm stop` has a VMM to stop.
+    pub fn can_stop(self) -> Next {
+        match self {
+            Self::Running | Self::Starting | Self::Stopping => Next::Go,
+            Self::Stopped | Self::Creating | Self::Deleting => Next::AlreadyThere,
+        }
+    }
+
+    /// Whether `vm delete` may proceed: always; a running VM is stopped first.
+    pub fn can_delete(self) -> Next {
+        Next::Go
+    }
+
+    /// Whether `gc` may delete this VM for being half-made: never while a
+    /// VMM runs it. (An interrupted delete is left for `vm delete`, whose
+    /// message says to run it again.)
+    pub fn is_abandoned(self, vmm_alive: bool) -> bool {
+        self == Self::Creating && !vmm_alive
+    }
+
+    /// The message shown as `last_error` for an operation found under way.
+    pub fn pending_message(self, name: &str) -> Option<String> {
+        match self {
+            Self::Creating => Some(format!(
+                "creation did not finish; `banger vm delete {name}` removes it"
+            )),
+            Self::Deleting => Some(format!(
+                "deletion did not finish; run `banger vm delete {name}` again"
+            )),
+            Self::Starting => Some(start_interrupted(name)),
+            Self::Stopping => Some(format!(
+                "stopping VM {name} did not finish; `banger vm stop {name}` finishes it"
+            )),
+            Self::Stopped | Self::Running => None,
+        }
+    }
+}
+
+/// What an interrupted start leaves as the VM's last error.
+pub fn start_interrupted(name: &str) -> String {
+    format!("its start was interrupted; `banger vm start {name}` starts it again")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::model::{VmId, VmName};
+
+    fn vm(pending: Option<Pending>) -> Vm {
+        Vm {
+            id: VmId::parse("0123456789").unwrap(),
+            name: VmName::parse("a").unwrap(),
+            image: "base".into(),
+            vcpus: 1,
+            memory_mib: 128,
+            disk_size: 1,
+            work_size: 1,
+            ip: std::net::Ipv4Addr::new(10, 0, 0, 2),
+            mac: String::new(),
+            vsock_cid: 3,
+            nat: false,
+            cow_strategy: None,
+            pending,
+            desired: VmState::Stopped,
+            expires_at: None,
+            last_error: None,
+            created_at: 0,
+        }
+    }
+
+    #[test]
+    fn status_follows_the_pending_operation_and_the_vmm() {
+        use Pending::*;
+        let cases = [
+            (None, false, VmStatus::Stopped),
+            (None, true, VmStatus::Running),
+            (Some(Create), false, VmStatus::Creating),
+            (Some(Create), true, VmStatus::Creating),
+            (Some(Start), false, VmStatus::Starting),
+            (Some(Start), true, VmStatus::Starting),
+            (Some(Stop), true, VmStatus::Stopping),
+            (Some(Stop), false, VmStatus::Stopped),
+            (Some(Delete), false, VmStatus::Deleting),
+            (Some(Delete), true, VmStatus::Deleting),
+        ];
+        for (pending, alive, want) in cases {
+            assert_eq!(
+                VmStatus::of(&vm(pending), alive),
+                want,
+                "{pending:?} {alive}"
+            );
+        }
+    }
+
+    #[test]
+    fn guards_say_what_may_happen_next() {
+        assert_eq!(VmStatus::Stopped.can_start("a"), Ok(Next::Go));
+        assert_eq!(VmStatus::Running.can_start("a"), Ok(Next::AlreadyThere));
+        let unfinished = VmStatus::Creating.can_start("a").unwrap_err();
+        assert!(
+            unfinished.to_string().contains("`banger vm delete a`"),
+            "{unfinished}"
+        );
+        assert_eq!(
+            VmStatus::Deleting.can_start("a"),
+            Err(Refused::BeingDeleted("a".into()))
+        );
+        assert_eq!(VmStatus::Running.can_stop(), Next::Go);
+        assert_eq!(VmStatus::Stopping.can_stop(), Next::Go);
+        assert_eq!(VmStatus::Stopped.can_stop(), Next::AlreadyThere);
+        for status in [VmStatus::Creating, VmStatus::Running, VmStatus::Deleting] {
+            assert_eq!(status.can_delete(), Next::Go);
+        }
+        assert!(VmStatus::Creating.is_abandoned(false));
+        assert!(!VmStatus::Creating.is_abandoned(true));
+        assert!(!VmStatus::Stopped.is_abandoned(false));
+        assert!(!VmStatus::Deleting.is_abandoned(false));
+    }
+
+    #[test]
+    fn only_operations_under_way_carry_a_message() {
+        assert_eq!(VmStatus::Running.pending_message("a"), None);
+        assert_eq!(VmStatus::Stopped.pending_message("a"), None);
+        let stopping = VmStatus::Stopping.pending_message("a").unwrap();
+        assert!(stopping.contains("`banger vm stop a`"), "{stopping}");
+    }
+}

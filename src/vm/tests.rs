@@ -1,0 +1,404 @@
+//! The lifecycle against the fake host: every stage of a start failing and
+//! rolled back, reconcile of every interrupted operation, teardown of
+//! resources already gone, status guards, and gc's sweep.
+
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use super::fake::TestBed;
+use super::{LockedVm, VmRead, VmStatus};
+use crate::ops;
+use crate::state::handles::{Handles, Loaded};
+use crate::state::model::{CowStrategy, Pending, Vm, VmName, VmState};
+
+fn spec(name: &str) -> ops::create::Spec {
+    ops::create::Spec {
+        name: Some(VmName::parse(name).unwrap()),
+        image: Some("base".into()),
+        work_size: Some(1 << 20),
+        nat: true,
+        ..ops::create::Spec::default()
+    }
+}
+
+fn create(bed: &TestBed, name: &str, start: bool) -> anyhow::Result<Vm> {
+    let mut timings = bed.ctx.timings();
+    ops::create::create(&bed.ctx, &spec(name), start, &mut timings).map(|read| read.vm)
+}
+
+fn row(bed: &TestBed, name: &str) -> Vm {
+    bed.ctx.store.vm(name).unwrap()
+}
+
+fn handles(bed: &TestBed, vm: &Vm) -> Loaded {
+    Handles::load(&bed.ctx.paths.vm_dir(&vm.id))
+}
+
+/// Marks a row as if a command had died midway through `pending`.
+fn interrupt(bed: &TestBed, vm: &Vm, desired: VmState, pending: Pending) {
+    bed.ctx
+        .store
+        .set_state(&vm.id, desired, Some(pending), None)
+        .unwrap();
+}
+
+#[test]
+fn a_started_vm_holds_every_resource_in_its_journal() {
+    let bed = TestBed::new().unwrap();
+    let vm = create(&bed, "a", true).unwrap();
+    let world = bed.fake.world();
+    let tap = format!("bg-{}", vm.id);
+    assert!(world.links.contains(&tap), "{:?}", world.links);
+    assert!(world.rules.contains(vm.id.as_str()));
+    assert_eq!(world.vmms.len(), 1);
+    assert_eq!(world.configured.len(), 1);
+    assert!(world.sidecar_alive);
+    drop(world);
+    let Loaded::Found(journal) = handles(&bed, &vm) else {
+        panic!("no handles.json");
+    };
+    assert_eq!(journal.tap.as_deref(), Some(tap.as_str()));
+    assert!(journal.pid.is_some() && journal.nat);
+    let vm = row(&bed, "a");
+    assert_eq!(
+        (vm.desired, vm.pending, vm.last_error),
+        (VmState::Running, None, None)
+    );
+    assert_eq!(vm.cow_strategy, Some(CowStrategy::Copy));
+}
+
+/// Every operation a start makes, as the fake logs it.
+const START_STAGES: &[&str] = &[
+    "ensure_bridge",
+    "claim_pool_tap",
+    "create_tap",
+    "binary",
+    "spawn",
+    "wait_for_socket",
+    "configure_and_start",
+    "add_vm_rules",
+    "ensure_sidecar",
+];
+
+#[test]
+fn a_start_failing_at_any_stage_releases_everything_and_says_why() {
+    for &stage in START_STAGES {
+        let bed = TestBed::new().unwrap();
+        create(&bed, "a", false).unwrap();
+        bed.fake.world().fail = Some(stage);
+        let mut vm = LockedVm::open(&bed.ctx, "a").unwrap();
+        let err = vm.start(&mut bed.ctx.timings()).unwrap_err();
+        assert!(format!("{err:#}").contains(stage), "{stage}: {err:#}");
+        assert_eq!(vm.status(), VmStatus::Stopped, "{stage}");
+        drop(vm);
+        let world = bed.fake.world();
+        assert!(world.is_clean(), "{stage}: {world:#?}");
+        drop(world);
+        let vm = row(&bed, "a");
+        assert_eq!(vm.desired, VmState::Stopped, "{stage}");
+        assert_eq!(vm.pending, None, "{stage}");
+        let last_error = vm.last_error.clone().unwrap_or_default();
+        assert!(last_error.contains(stage), "{stage}: {last_error}");
+        assert!(matches!(handles(&bed, &vm), Loaded::Missing), "{stage}");
+
+        // Once the host behaves, the same VM starts.
+        bed.fake.world().fail = None;
+        let mut vm = LockedVm::open(&bed.ctx, "a").unwrap();
+        vm.start(&mut bed.ctx.timings()).unwrap();
+        assert_eq!(vm.status(), VmStatus::Running, "{stage}");
+    }
+}
+
+#[test]
+fn a_dm_snapshot_start_failing_releases_its_devices() {
+    for stage in [
+        "attach_loop",
+        "create_snapshot",
+        "spawn",
+        "configure_and_start",
+    ] {
+        let bed = TestBed::new().unwrap();
+        bed.fake.world().dm = true;
+        create(&bed, "a", false).unwrap();
+        assert_eq!(row(&bed, "a").cow_strategy, Some(CowStrategy::DmSnapshot));
+        bed.fake.world().fail = Some(stage);
+        let mut vm = LockedVm::open(&bed.ctx, "a").unwrap();
+        vm.start(&mut bed.ctx.timings()).unwrap_err();
+        let world = bed.fake.world();
+        assert!(world.is_clean(), "{stage}: {world:#?}");
+    }
+}
+
+#[test]
+fn disks_failing_at_create_leave_no_vm() {
+    for stage in ["clone_file", "grow_ext4", "write_ext4_file"] {
+        let bed = TestBed::new().unwrap();
+        bed.fake.world().fail = Some(stage);
+        let err = create(&bed, "a", true).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("cannot make the disks of VM a"),
+            "{err:#}"
+        );
+        assert!(bed.ctx.store.find_vm("a").unwrap().is_none(), "{stage}");
+        assert!(bed.fake.world().is_clean());
+        let vms: Vec<_> = std::fs::read_dir(bed.ctx.paths.vms_dir())
+            .unwrap()
+            .collect();
+        assert!(vms.is_empty(), "{stage}: {vms:?}");
+    }
+}
+
+#[test]
+fn a_failed_start_at_create_leaves_the_vm_stopped_with_its_error() {
+    let bed = TestBed::new().unwrap();
+    bed.fake.world().fail = Some("configure_and_start");
+    let err = create(&bed, "a", true).unwrap_err();
+    assert!(
+        format!("{err:#}").contains("VM a was created but did not start; it is left stopped"),
+        "{err:#}"
+    );
+    let vm = row(&bed, "a");
+    assert_eq!(vm.pending, None);
+    assert!(vm.last_error.is_some());
+}
+
+#[test]
+fn reconcile_kills_the_vmm_of_an_interrupted_start() {
+    let bed = TestBed::new().unwrap();
+    let vm = create(&bed, "a", true).unwrap();
+    interrupt(&bed, &vm, VmState::Running, Pending::Start);
+    let vm = LockedVm::open(&bed.ctx, "a").unwrap();
+    assert_eq!(vm.status(), VmStatus::Stopped);
+    let message = vm.vm().last_error.clone().unwrap_or_default();
+    assert!(message.contains("its start was interrupted"), "{message}");
+    assert!(message.contains("`banger vm start a`"), "{message}");
+    drop(vm);
+    assert!(bed.fake.world().is_clean());
+}
+
+#[test]
+fn reconcile_leaves_the_live_vmm_of_an_interrupted_stop() {
+    let bed = TestBed::new().unwrap();
+    let vm = create(&bed, "a", true).unwrap();
+    interrupt(&bed, &vm, VmState::Stopped, Pending::Stop);
+    let read = VmRead::reconciled(&bed.ctx, row(&bed, "a"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(read.status(), VmStatus::Stopping);
+    assert_eq!(read.observed.state(), VmState::Running);
+    let message = read.last_error().unwrap_or_default();
+    assert!(
+        message.contains("`banger vm stop a` finishes it"),
+        "{message}"
+    );
+    assert_eq!(bed.fake.world().vmms.len(), 1, "the VMM was killed");
+
+    // The next stop finishes it.
+    let mut vm = LockedVm::open(&bed.ctx, "a").unwrap();
+    vm.stop(Duration::from_secs(1), true).unwrap();
+    assert_eq!(vm.status(), VmStatus::Stopped);
+    assert_eq!(vm.vm().last_error, None);
+    drop(vm);
+    assert!(bed.fake.world().is_clean());
+}
+
+#[test]
+fn reconcile_finishes_an_interrupted_stop_whose_vmm_is_gone() {
+    let bed = TestBed::new().unwrap();
+    let vm = create(&bed, "a", true).unwrap();
+    interrupt(&bed, &vm, VmState::Stopped, Pending::Stop);
+    bed.fake.world().vmms.clear();
+    let read = VmRead::reconciled(&bed.ctx, row(&bed, "a"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(read.status(), VmStatus::Stopped);
+    let message = read.last_error().unwrap_or_default();
+    assert!(
+        message.contains("was interrupted; it is stopped now"),
+        "{message}"
+    );
+    assert!(bed.fake.world().is_clean());
+}
+
+#[test]
+fn a_vmm_that_died_on_its_own_is_reported_and_released() {
+    let bed = TestBed::new().unwrap();
+    create(&bed, "a", true).unwrap();
+    bed.fake.world().vmms.clear();
+    let read = VmRead::reconciled(&bed.ctx, row(&bed, "a"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(read.status(), VmStatus::Stopped);
+    let message = read.last_error().unwrap_or_default();
+    assert!(message.contains("the VMM exited unexpectedly"), "{message}");
+    assert!(bed.fake.world().is_clean());
+}
+
+#[test]
+fn an_unfinished_create_can_only_be_deleted() {
+    let bed = TestBed::new().unwrap();
+    let vm = create(&bed, "a", false).unwrap();
+    interrupt(&bed, &vm, VmState::Stopped, Pending::Create);
+    let mut locked = LockedVm::open(&bed.ctx, "a").unwrap();
+    assert_eq!(locked.status(), VmStatus::Creating);
+    let err = locked.start(&mut bed.ctx.timings()).unwrap_err();
+    assert!(err.to_string().contains("creation did not finish"), "{err}");
+    assert!(err.to_string().contains("`banger vm delete a`"), "{err}");
+    assert!(
+        bed.fake.world().vmms.is_empty(),
+        "a half-made VM was started"
+    );
+    locked.delete(false).unwrap();
+    assert!(bed.ctx.store.find_vm("a").unwrap().is_none());
+    assert!(!bed.ctx.paths.vm_dir(&vm.id).exists());
+}
+
+#[test]
+fn an_interrupted_delete_is_finished_by_the_next() {
+    let bed = TestBed::new().unwrap();
+    let vm = create(&bed, "a", true).unwrap();
+    let mut locked = LockedVm::open(&bed.ctx, "a").unwrap();
+    locked.stop(Duration::from_secs(1), false).unwrap();
+    drop(locked);
+    interrupt(&bed, &vm, VmState::Stopped, Pending::Delete);
+    let locked = LockedVm::open(&bed.ctx, "a").unwrap();
+    assert_eq!(locked.status(), VmStatus::Deleting);
+    let read = locked.read();
+    assert!(
+        read.last_error()
+            .unwrap_or_default()
+            .contains("run `banger vm delete a` again")
+    );
+    locked.delete(false).unwrap();
+    assert!(bed.ctx.store.find_vm("a").unwrap().is_none());
+}
+
+#[test]
+fn teardown_tolerates_resources_already_gone() {
+    let bed = TestBed::new().unwrap();
+    bed.fake.world().dm = true;
+    let vm = create(&bed, "a", true).unwrap();
+    // Everything the journal names vanishes behind banger's back.
+    {
+        let mut world = bed.fake.world();
+        world.vmms.clear();
+        world.links.clear();
+        world.rules.clear();
+        world.loops.clear();
+        world.snapshots.clear();
+    }
+    let mut locked = LockedVm::open(&bed.ctx, "a").unwrap();
+    assert_eq!(locked.status(), VmStatus::Stopped);
+    assert!(matches!(handles(&bed, &vm), Loaded::Missing));
+    locked.stop(Duration::from_secs(1), false).unwrap();
+    locked.delete(false).unwrap();
+}
+
+#[test]
+fn a_failed_release_keeps_the_journal_and_names_the_resource() {
+    let bed = TestBed::new().unwrap();
+    let vm = create(&bed, "a", true).unwrap();
+    bed.fake.world().fail = Some("remove_vm_rules");
+    let mut locked = LockedVm::open(&bed.ctx, "a").unwrap();
+    let err = locked.stop(Duration::from_secs(1), false).unwrap_err();
+    let text = format!("{err:#}");
+    assert!(
+        text.contains("NAT rules") && text.contains("`banger gc` retries"),
+        "{text}"
+    );
+    assert!(matches!(handles(&bed, &vm), Loaded::Found(_)));
+    // The other kinds were still released.
+    let world = bed.fake.world();
+    assert!(world.vmms.is_empty());
+    assert!(!world.links.contains(&format!("bg-{}", vm.id)));
+}
+
+#[test]
+fn a_released_tap_returns_to_the_pool_while_the_sidecar_runs() {
+    let bed = TestBed::new().unwrap();
+    create(&bed, "a", true).unwrap();
+    let mut locked = LockedVm::open(&bed.ctx, "a").unwrap();
+    locked.stop(Duration::from_secs(1), false).unwrap();
+    assert!(bed.fake.world().links.contains("bgpool0"));
+    drop(locked);
+    // Without a sidecar the next VM's TAP is deleted instead.
+    create(&bed, "b", true).unwrap();
+    bed.fake.world().sidecar_alive = false;
+    let mut locked = LockedVm::open(&bed.ctx, "b").unwrap();
+    locked.stop(Duration::from_secs(1), false).unwrap();
+    let links = bed.fake.world().links.clone();
+    assert_eq!(links.into_iter().collect::<Vec<_>>(), Vec::<String>::new());
+}
+
+#[test]
+fn gc_sweeps_what_no_live_vm_owns_and_nothing_else() {
+    let bed = TestBed::new().unwrap();
+    let keep = create(&bed, "keep", true).unwrap();
+    let gone = create(&bed, "gone", true).unwrap();
+    // "gone" is deleted behind banger's back: only its row disappears.
+    bed.ctx.store.delete_vm(&gone.id).unwrap();
+    {
+        let mut world = bed.fake.world();
+        world.links.insert("eth0".into());
+        world.links.insert("bg-xyz".into());
+        world.rules.insert("not-an-id".into());
+    }
+    let dry = ops::gc::collect(&bed.ctx, true).unwrap();
+    let kinds: Vec<_> = dry.iter().map(|r| r.kind).collect();
+    assert!(
+        kinds.contains(&"process") && kinds.contains(&"tap") && kinds.contains(&"nat-rules"),
+        "{dry:#?}"
+    );
+    assert!(
+        bed.fake.world().rules.contains(gone.id.as_str()),
+        "a dry run removed rules"
+    );
+
+    let removed = ops::gc::collect(&bed.ctx, false).unwrap();
+    assert_eq!(removed, dry);
+    let world = bed.fake.world();
+    assert!(world.rules.contains(keep.id.as_str()));
+    assert!(!world.rules.contains(gone.id.as_str()));
+    assert!(world.links.contains(&format!("bg-{}", keep.id)));
+    assert!(!world.links.contains(&format!("bg-{}", gone.id)));
+    for foreign in ["eth0", "bg-xyz"] {
+        assert!(world.links.contains(foreign), "gc removed {foreign}");
+    }
+    assert!(world.rules.contains("not-an-id"));
+    assert_eq!(world.vmms.len(), 1);
+}
+
+#[test]
+fn gc_deletes_abandoned_and_expired_vms_but_not_running_ones() {
+    let bed = TestBed::new().unwrap();
+    let half = create(&bed, "half", false).unwrap();
+    interrupt(&bed, &half, VmState::Stopped, Pending::Create);
+    let old = create(&bed, "old", true).unwrap();
+    bed.ctx
+        .store
+        .set_expiry_for_test(&old.id, crate::state::model::now() - 1);
+    create(&bed, "fine", true).unwrap();
+    let removed = ops::gc::collect(&bed.ctx, false).unwrap();
+    let vms: Vec<_> = removed
+        .iter()
+        .filter(|r| r.kind == "vm")
+        .map(|r| (r.target.as_str(), r.reason.as_str()))
+        .collect();
+    assert_eq!(
+        vms,
+        [
+            ("half", "its creation did not finish"),
+            ("old", "its --ttl expired")
+        ]
+    );
+    let names: Vec<_> = bed
+        .ctx
+        .store
+        .list_vms()
+        .unwrap()
+        .into_iter()
+        .map(|vm| vm.name.to_string())
+        .collect();
+    assert_eq!(names, ["fine"]);
+}

@@ -2,12 +2,11 @@
 //! before each resource is created so teardown always knows what may exist.
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::StateError;
+use super::{StateError, atomic};
 
 /// What a running (or half-started) VM holds on the host.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,28 +65,14 @@ impl Handles {
         }
     }
 
-    /// Writes the file atomically: temp file, fsync, rename, fsync dir.
+    /// Writes the file atomically (see [`atomic::write`]).
     pub fn save(&self, vm_dir: &Path) -> Result<(), StateError> {
         let path = Self::path(vm_dir);
-        let tmp = vm_dir.join(".handles.json.tmp");
-        let io = |source| StateError::Io {
+        let bytes = serde_json::to_vec_pretty(self).map_err(|e| StateError::Io {
             path: path.clone(),
-            source,
-        };
-        let bytes = serde_json::to_vec_pretty(self).map_err(|e| io(std::io::Error::other(e)))?;
-        let mut file = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)
-            .map_err(io)?;
-        file.write_all(&bytes)
-            .and_then(|()| file.sync_all())
-            .map_err(io)?;
-        fs::rename(&tmp, &path).map_err(io)?;
-        fs::File::open(vm_dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io)
+            source: std::io::Error::other(e),
+        })?;
+        atomic::write(&path, &bytes, 0o644)
     }
 
     pub fn remove(vm_dir: &Path) -> Result<(), StateError> {

@@ -6,13 +6,14 @@ pub mod ext4;
 pub mod loopdev;
 
 use std::ffi::OsStr;
-use std::fs::{self, File};
+use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Output, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use nix::errno::Errno;
+
+use crate::state::{StateError, atomic};
 
 /// What went wrong with a disk operation, naming the file, device or image involved.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +51,8 @@ pub enum DiskError {
         status: ExitStatus,
         stderr: String,
     },
+    #[error(transparent)]
+    State(#[from] StateError),
     #[error(
         "no space left on the filesystem holding {} ({free} bytes free) to grow it to {requested} bytes; free space there or ask for a smaller size",
         path.display()
@@ -160,33 +163,16 @@ struct TempFile {
 impl TempFile {
     /// Reserves a fresh hidden name in `dst`'s directory; nothing is created yet.
     fn beside(dst: &Path) -> TempFile {
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let name = dst.file_name().unwrap_or(OsStr::new("disk"));
-        let mut tmp_name = std::ffi::OsString::from(".");
-        tmp_name.push(name);
-        tmp_name.push(format!(
-            ".tmp-{}-{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
         TempFile {
-            path: dst.with_file_name(tmp_name),
+            path: atomic::temp_path(dst),
             persisted: false,
         }
     }
 
     /// Flushes the file, renames it to `dst` and flushes the directory entry.
     fn persist(mut self, dst: &Path) -> Result<(), DiskError> {
-        File::open(&self.path)
-            .and_then(|f| f.sync_all())
-            .map_err(io_err("flush", &self.path))?;
-        fs::rename(&self.path, dst).map_err(io_err("rename into place", dst))?;
+        atomic::persist(&self.path, dst)?;
         self.persisted = true;
-        if let Some(dir) = dst.parent().filter(|d| !d.as_os_str().is_empty()) {
-            File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(io_err("flush directory", dir))?;
-        }
         Ok(())
     }
 }

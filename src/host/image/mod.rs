@@ -106,6 +106,8 @@ pub enum ImageError {
     },
     #[error(transparent)]
     Disk(#[from] crate::host::disk::DiskError),
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
     #[error("{op} image manifest {path}")]
     Manifest {
         op: &'static str,

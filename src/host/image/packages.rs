@@ -6,6 +6,7 @@ use std::process::Command;
 
 use super::ImageError;
 use super::scratch::{ScratchDir, run};
+use crate::state::atomic;
 
 /// The metapackage whose dependency names the current cloud kernel.
 pub(crate) const KERNEL_METAPACKAGE: &str = "linux-image-cloud-amd64";
@@ -77,7 +78,7 @@ pub(crate) fn fetch_deb(package: &str, cache_dir: &Path) -> Result<(PathBuf, boo
         .args(["download", "-q", package])
         .current_dir(partial.path()))?;
     let downloaded = partial.path().join(&file_name);
-    fs::rename(&downloaded, &cached).map_err(ImageError::io("move download", &downloaded))?;
+    atomic::persist(&downloaded, &cached)?;
     Ok((cached, false))
 }
 

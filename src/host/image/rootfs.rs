@@ -10,6 +10,7 @@ use sha2::{Digest, Sha256};
 use super::manifest::hex;
 use super::scratch::{ScratchDir, run};
 use super::{ImageError, Progress};
+use crate::state::atomic;
 
 /// Packages every image has, before the user's `--packages`.
 pub(crate) const BASE_PACKAGES: &[&str] = &[
@@ -183,7 +184,7 @@ pub(crate) fn debootstrap(
         cmd.arg(format!("--make-tarball={}", partial.display()));
         common(&mut cmd);
         run(cmd.arg(work.path().join("target")).arg(&mirror))?;
-        fs::rename(&partial, &cache.packages).map_err(ImageError::io("move tarball", &partial))?;
+        atomic::persist(&partial, &cache.packages)?;
     }
 
     progress.stage("packages");
@@ -208,7 +209,7 @@ pub(crate) fn debootstrap(
         .arg("-C")
         .arg(target)
         .arg("."))?;
-    fs::rename(&partial, &cache.tree).map_err(ImageError::io("move tarball", &partial))
+    Ok(atomic::persist(&partial, &cache.tree)?)
 }
 
 /// Bytes the tree at `dir` occupies on disk.

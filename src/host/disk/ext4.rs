@@ -1,11 +1,12 @@
 //! ext4 images built, grown, read and written with e2fsprogs, without mounting.
 
-use std::ffi::OsStr;
 use std::fs::{self, DirBuilder, OpenOptions};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::Path;
+use std::process::Command;
 
-use super::{DiskError, TempFile, io_err, run_tool, run_tool_unchecked};
+use super::{DiskError, TempFile, io_err};
+use crate::host::run::{self, RunError};
 
 const MKFS: &str = "mkfs.ext4";
 const E2FSCK: &str = "e2fsck";
@@ -54,21 +55,11 @@ pub fn mkfs_from_dir(
         .open(&tmp.path)
         .and_then(|f| f.set_len(size_bytes))
         .map_err(io_err("create", &tmp.path))?;
-    run_tool(
-        MKFS,
-        &[
-            OsStr::new("-q"),
-            OsStr::new("-F"),
-            OsStr::new("-m"),
-            OsStr::new("0"),
-            OsStr::new("-L"),
-            OsStr::new(label),
-            OsStr::new("-d"),
-            dir.as_os_str(),
-            tmp.path.as_os_str(),
-        ],
-        None,
-        out,
+    run::run(
+        Command::new(MKFS)
+            .args(["-q", "-F", "-m", "0", "-L", label, "-d"])
+            .arg(dir)
+            .arg(&tmp.path),
     )?;
     // mke2fs copies the modes of everything below `dir` but not of `dir` itself.
     let dir_mode = fs::metadata(dir).map_err(io_err("stat", dir))?.mode();
@@ -96,24 +87,27 @@ pub fn grow(image: &Path, size_bytes: u64) -> Result<(), DiskError> {
     }
     file.set_len(size_bytes).map_err(io_err("extend", image))?;
     drop(file);
-    let check = run_tool_unchecked(E2FSCK, &[OsStr::new("-fp"), image.as_os_str()], None)?;
+    let mut e2fsck = Command::new(E2FSCK);
+    e2fsck.arg("-fp").arg(image);
+    let check = run::output(&mut e2fsck, None)?;
     // 0: clean, 1: errors fixed, 2: fixed (reboot advised, moot for an image).
     if !matches!(check.status.code(), Some(0..=2)) {
-        return Err(super::tool_failure(E2FSCK, image, &check));
+        return Err(RunError::failed(&e2fsck, &check).into());
     }
-    run_tool(RESIZE2FS, &[image.as_os_str()], None, image)
-        .map(drop)
-        .map_err(|err| out_of_space(image, size_bytes, err))
+    match run::run(Command::new(RESIZE2FS).arg(image)) {
+        Ok(_) => Ok(()),
+        Err(err) => Err(out_of_space(image, size_bytes, err)),
+    }
 }
 
 /// Names a full filesystem as the cause when resize2fs reports a failed
 /// write: it prints "short write" (or the ENOSPC text) rather than an errno.
-fn out_of_space(image: &Path, requested: u64, err: DiskError) -> DiskError {
-    let DiskError::Tool { stderr, .. } = &err else {
-        return err;
+fn out_of_space(image: &Path, requested: u64, err: RunError) -> DiskError {
+    let RunError::Failed { stderr, .. } = &err else {
+        return err.into();
     };
     if !stderr.contains("short write") && !stderr.contains("No space left on device") {
-        return err;
+        return err.into();
     }
     let dir = image.parent().unwrap_or(image);
     let free = nix::sys::statvfs::statvfs(dir)
@@ -123,7 +117,7 @@ fn out_of_space(image: &Path, requested: u64, err: DiskError) -> DiskError {
         path: image.to_path_buf(),
         free,
         requested,
-        source: Box::new(err),
+        source: Box::new(err.into()),
     }
 }
 
@@ -219,15 +213,11 @@ pub fn read_file(image: &Path, guest_path: &str) -> Result<Vec<u8>, DiskError> {
             expected: "regular file",
         });
     }
-    let output = run_tool(
-        DEBUGFS,
-        &[
-            OsStr::new("-R"),
-            OsStr::new(&format!("cat {guest_path}")),
-            image.as_os_str(),
-        ],
-        None,
-        image,
+    let output = run::run(
+        Command::new(DEBUGFS)
+            .arg("-R")
+            .arg(format!("cat {guest_path}"))
+            .arg(image),
     )?;
     check_debugfs_stderr(image, &output.stderr, false)?;
     Ok(output.stdout)
@@ -327,12 +317,12 @@ fn lookup(image: &Path, paths: &[String]) -> Result<Vec<Option<u32>>, DiskError>
 /// stdout. debugfs exits 0 even when commands fail, so any stderr line other
 /// than its banner (and, for read-only lookups, "not found") is an error.
 fn debugfs(image: &Path, script: &str, write: bool) -> Result<String, DiskError> {
-    let mut args = vec![OsStr::new("-f"), OsStr::new("-")];
+    let mut cmd = Command::new(DEBUGFS);
     if write {
-        args.insert(0, OsStr::new("-w"));
+        cmd.arg("-w");
     }
-    args.push(image.as_os_str());
-    let output = run_tool(DEBUGFS, &args, Some(script.as_bytes()), image)?;
+    cmd.args(["-f", "-"]).arg(image);
+    let output = run::run_with_input(&mut cmd, script.as_bytes())?;
     check_debugfs_stderr(image, &output.stderr, !write)?;
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }

@@ -5,14 +5,13 @@ pub mod dm;
 pub mod ext4;
 pub mod loopdev;
 
-use std::ffi::OsStr;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Output, Stdio};
 
 use nix::errno::Errno;
 
+use crate::host::run::RunError;
 use crate::state::{StateError, atomic};
 
 /// What went wrong with a disk operation, naming the file, device or image involved.
@@ -37,20 +36,8 @@ pub enum DiskError {
         file.display()
     )]
     LoopBusy { file: PathBuf, attempts: u32 },
-    #[error("cannot run {program}; is it installed (Debian package {package})?")]
-    Spawn {
-        program: &'static str,
-        package: &'static str,
-        #[source]
-        source: io::Error,
-    },
-    #[error("{program} failed on {} ({status}): {stderr}", path.display())]
-    Tool {
-        program: &'static str,
-        path: PathBuf,
-        status: ExitStatus,
-        stderr: String,
-    },
+    #[error(transparent)]
+    Run(#[from] RunError),
     #[error(transparent)]
     State(#[from] StateError),
     #[error(
@@ -91,65 +78,6 @@ fn io_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> DiskEr
         action,
         path,
         source,
-    }
-}
-
-/// Runs `program` with `args`, `stdin` fed in full, in the C locale; fails on a non-zero exit.
-fn run_tool(
-    program: &'static str,
-    args: &[&OsStr],
-    stdin: Option<&[u8]>,
-    path: &Path,
-) -> Result<Output, DiskError> {
-    let output = run_tool_unchecked(program, args, stdin)?;
-    if !output.status.success() {
-        return Err(tool_failure(program, path, &output));
-    }
-    Ok(output)
-}
-
-/// Runs `program` like [`run_tool`] but leaves the exit status to the caller.
-fn run_tool_unchecked(
-    program: &'static str,
-    args: &[&OsStr],
-    stdin: Option<&[u8]>,
-) -> Result<Output, DiskError> {
-    let package = if program == "dmsetup" {
-        "dmsetup"
-    } else {
-        "e2fsprogs"
-    };
-    let spawn_err = |source| DiskError::Spawn {
-        program,
-        package,
-        source,
-    };
-    let mut child = Command::new(program)
-        .args(args)
-        .env("LC_ALL", "C")
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(spawn_err)?;
-    if let (Some(data), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        // The child may exit early; its status and stderr explain why, so a
-        // broken pipe here is not the error to report.
-        let _ = io::Write::write_all(&mut pipe, data);
-    }
-    child.wait_with_output().map_err(spawn_err)
-}
-
-fn tool_failure(program: &'static str, path: &Path, output: &Output) -> DiskError {
-    DiskError::Tool {
-        program,
-        path: path.to_path_buf(),
-        status: output.status,
-        stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
     }
 }
 

@@ -14,6 +14,7 @@ use nix::sys::signal::Signal;
 
 use super::api::{self, ApiClient};
 use crate::host::procs::{self, ProcError};
+use crate::host::run::{self, RunError};
 
 /// Where Firecracker releases are published.
 pub const RELEASES_URL: &str = "https://github.com/firecracker-microvm/firecracker/releases";
@@ -32,12 +33,8 @@ pub enum FcError {
          `firecracker` in the config, BANGER_FIRECRACKER, or put it on PATH"
     )]
     NotFound { looked: String },
-    #[error("cannot run `{} --version`", bin.display())]
-    Version {
-        bin: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    #[error(transparent)]
+    Version(#[from] RunError),
     #[error("unexpected output from `{} --version`: {output:?}", bin.display())]
     VersionOutput { bin: PathBuf, output: String },
     #[error("cannot remove the stale API socket {}", path.display())]
@@ -123,14 +120,7 @@ fn locate(
 
 /// `(major, minor, patch)` from the first line of `firecracker --version`.
 pub fn version(bin: &Path) -> Result<(u32, u32, u32), FcError> {
-    let output = Command::new(bin)
-        .arg("--version")
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|source| FcError::Version {
-            bin: bin.to_owned(),
-            source,
-        })?;
+    let output = run::output(Command::new(bin).arg("--version"), None)?;
     let stdout = String::from_utf8_lossy(&output.stdout);
     parse_version(&stdout).ok_or_else(|| FcError::VersionOutput {
         bin: bin.to_owned(),

@@ -9,8 +9,9 @@ use std::process::Command;
 use chrono::{SecondsFormat, Utc};
 
 use super::manifest::{Manifest, ManifestFile};
-use super::scratch::{self, ScratchDir, run};
+use super::scratch::{self, ScratchDir};
 use crate::host::disk::ext4;
+use crate::host::run::run;
 
 use super::{BuildOptions, INITRD, ImageError, MANIFEST, Progress, ROOTFS, VMLINUX, WORK_SEED};
 use super::{guest, initramfs, kernel, packages, rootfs};

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::Command;
 
 use super::ImageError;
-use super::scratch::run;
+use crate::host::run::run;
 
 /// Guest files, embedded from `scripts/guest/`.
 const NET_SCRIPT: &str = include_str!("../../../scripts/guest/banger-net");
@@ -92,7 +92,8 @@ pub(crate) fn install_modules(
     let parent = root.join(lib).join("modules");
     fs::create_dir_all(&parent).map_err(ImageError::io("create directory", &parent))?;
     let _ = fs::remove_dir_all(&dest);
-    run(Command::new("cp").arg("-a").arg(modules_dir).arg(&dest)).map(drop)
+    run(Command::new("cp").arg("-a").arg(modules_dir).arg(&dest))?;
+    Ok(())
 }
 
 /// Installs the agent and banger's guest configuration into the debootstrap tree `root`.

@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use super::ImageError;
-use super::scratch::{ScratchDir, run};
+use super::scratch::ScratchDir;
+use crate::host::run::run;
 use crate::state::atomic;
 
 /// The metapackage whose dependency names the current cloud kernel.
@@ -84,7 +85,8 @@ pub(crate) fn fetch_deb(package: &str, cache_dir: &Path) -> Result<(PathBuf, boo
 
 /// Unpacks `deb`'s files into `dir` with `dpkg-deb -x` (no maintainer scripts run).
 pub(crate) fn extract_deb(deb: &Path, dir: &Path) -> Result<(), ImageError> {
-    run(Command::new("dpkg-deb").arg("-x").arg(deb).arg(dir)).map(drop)
+    run(Command::new("dpkg-deb").arg("-x").arg(deb).arg(dir))?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -8,8 +8,9 @@ use std::process::Command;
 use sha2::{Digest, Sha256};
 
 use super::manifest::hex;
-use super::scratch::{ScratchDir, run};
+use super::scratch::ScratchDir;
 use super::{ImageError, Progress};
+use crate::host::run::run;
 use crate::state::atomic;
 
 /// Packages every image has, before the user's `--packages`.
@@ -169,7 +170,8 @@ pub(crate) fn debootstrap(
         ));
         progress.stage("packages");
         fs::create_dir_all(target).map_err(ImageError::io("create directory", target))?;
-        return run(tar().arg("-xpf").arg(&cache.tree).arg("-C").arg(target)).map(drop);
+        run(tar().arg("-xpf").arg(&cache.tree).arg("-C").arg(target))?;
+        return Ok(());
     }
     if cache.packages.is_file() {
         progress.detail(&format!(

@@ -5,9 +5,8 @@ use std::ffi::OsString;
 use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
@@ -49,12 +48,8 @@ pub enum FcError {
         #[source]
         source: io::Error,
     },
-    #[error("cannot start {}", bin.display())]
-    Spawn {
-        bin: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    #[error(transparent)]
+    Spawn(#[from] ProcError),
     #[error(
         "Firecracker (pid {pid}) exited before its API socket {} appeared; its console log says why",
         sock.display()
@@ -171,24 +166,8 @@ pub fn spawn(bin: &Path, api_sock: &Path, id: &str, console_log: &Path) -> Resul
         .map_err(console_error)?;
     let stderr = stdout.try_clone().map_err(console_error)?;
     let mut command = Command::new(bin);
-    command
-        .arg("--api-sock")
-        .arg(api_sock)
-        .arg("--id")
-        .arg(id)
-        .stdin(Stdio::null())
-        .stdout(stdout)
-        .stderr(stderr);
-    // SAFETY: the closure runs in the forked child before exec and only calls
-    // setsid(2), which is async-signal-safe and touches no shared memory.
-    unsafe {
-        command.pre_exec(|| nix::unistd::setsid().map(drop).map_err(io::Error::from));
-    }
-    let child = command.spawn().map_err(|source| FcError::Spawn {
-        bin: bin.to_owned(),
-        source,
-    })?;
-    Ok(child.id())
+    command.arg("--api-sock").arg(api_sock).arg("--id").arg(id);
+    Ok(procs::spawn_detached(&mut command, stdout, stderr)?)
 }
 
 /// Waits until Firecracker (`pid`) accepts connections on `sock`. Fails as

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::ImageError;
+use crate::host::procs;
 
 /// A directory that is removed, with everything in it, when dropped.
 #[derive(Debug)]
@@ -50,7 +51,7 @@ pub(crate) fn sweep_stale(parent: &Path) {
             .and_then(|n| n.split('-').nth(1))
             .and_then(|p| p.parse::<u32>().ok());
         if let Some(pid) = pid
-            && !Path::new("/proc").join(pid.to_string()).exists()
+            && !procs::is_alive(pid)
         {
             // Best effort: what cannot be removed now is retried by the next build.
             let _ = fs::remove_dir_all(entry.path());

@@ -22,6 +22,16 @@ const S_IFMT: u32 = 0o170_000;
 const S_IFDIR: u32 = 0o040_000;
 const S_IFREG: u32 = 0o100_000;
 
+/// The skeleton of `/root` in every work seed, parents first: the path, the
+/// contents (`None` for a directory) and the mode.
+const WORK_SKELETON: &[(&str, Option<&str>, u32)] = &[
+    ("", None, 0o700),
+    (".bashrc", Some(BASHRC), 0o644),
+    (".profile", Some(PROFILE), 0o644),
+    (".ssh", None, 0o700),
+    (".ssh/authorized_keys", Some(""), 0o600),
+];
+
 const BASHRC: &str = r#"# ~/.bashrc: executed by bash for interactive non-login shells.
 [ -z "$PS1" ] && return
 HISTCONTROL=ignoredups:ignorespace
@@ -237,30 +247,24 @@ pub fn stat_mode(image: &Path, guest_path: &str) -> Result<u32, DiskError> {
 
 /// Builds a work seed at `out`: a small ext4 labelled [`WORK_LABEL`] whose
 /// root is the guest's `/root` (mode 0700) holding `.bashrc`, `.profile` and
-/// `.ssh/` (0700) with an empty `authorized_keys` (0600).
+/// `.ssh/` (0700) with an empty `authorized_keys` (0600). Every image gets its seed from here, built or imported, so every VM's
+/// work disk starts from the same skeleton.
 pub fn make_work_seed(out: &Path) -> Result<(), DiskError> {
     let staging = TempFile::beside(out);
     let root = &staging.path;
-    let mut dirs = DirBuilder::new();
-    dirs.mode(0o700);
-    dirs.create(root).map_err(io_err("create", root))?;
-    let ssh = root.join(".ssh");
-    dirs.create(&ssh).map_err(io_err("create", &ssh))?;
-    for (path, content, mode) in [
-        (root.join(".bashrc"), BASHRC, 0o644),
-        (root.join(".profile"), PROFILE, 0o644),
-        (ssh.join("authorized_keys"), "", 0o600),
-    ] {
-        OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&path)
-            .and_then(|mut f| std::io::Write::write_all(&mut f, content.as_bytes()))
-            .map_err(io_err("write", &path))?;
-    }
-    // DirBuilder and open() honour the umask; the seed's modes must not.
-    for (path, mode) in [(root.clone(), 0o700), (ssh, 0o700)] {
+    for &(rel, content, mode) in WORK_SKELETON {
+        let path = root.join(rel);
+        let made = match content {
+            None => DirBuilder::new().mode(mode).create(&path),
+            Some(text) => OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(mode)
+                .open(&path)
+                .and_then(|mut f| std::io::Write::write_all(&mut f, text.as_bytes())),
+        };
+        made.map_err(io_err("create", &path))?;
+        // The umask narrowed what was just made; the seed's modes must not depend on it.
         fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(mode))
             .map_err(io_err("set permissions on", &path))?;
     }

@@ -58,13 +58,9 @@ pub fn mkfs_from_dir(
     label: &str,
 ) -> Result<(), DiskError> {
     let tmp = TempFile::beside(out);
-    OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp.path)
-        .and_then(|f| f.set_len(size_bytes))
-        .map_err(io_err("create", &tmp.path))?;
+    tmp.create()?
+        .set_len(size_bytes)
+        .map_err(io_err("set the size of", &tmp.path))?;
     run::run(
         Command::new(MKFS)
             .args(["-q", "-F", "-m", "0", "-L", label, "-d"])
@@ -178,12 +174,7 @@ pub fn write_file(image: &Path, guest_path: &str, data: &[u8], mode: u32) -> Res
     }
 
     let staged = TempFile::beside(image);
-    OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&staged.path)
-        .and_then(|mut f| std::io::Write::write_all(&mut f, data))
+    std::io::Write::write_all(&mut staged.create()?, data)
         .map_err(io_err("write", &staged.path))?;
     let host = staged.path.to_str().filter(|p| !p.contains(['"', '\n']));
     let Some(host) = host else {

@@ -7,6 +7,7 @@ pub mod loopdev;
 
 use std::fs;
 use std::io;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
@@ -95,6 +96,17 @@ impl TempFile {
             path: atomic::temp_path(dst),
             persisted: false,
         }
+    }
+
+    /// Creates the temporary as a new, empty file only root can read.
+    fn create(&self) -> Result<fs::File, DiskError> {
+        fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&self.path)
+            .map_err(io_err("create", &self.path))
     }
 
     /// Flushes the file, renames it to `dst` and flushes the directory entry.

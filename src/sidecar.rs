@@ -93,7 +93,6 @@ impl crate::vm::host::Sidecar for Control {
     /// Starts `banger sidecar` detached in its own session, its output
     /// appended to the sidecar log, unless one is alive.
     fn ensure_running(&self) -> anyhow::Result<()> {
-        use std::os::unix::process::CommandExt;
         if is_alive(&self.lock_path) {
             return Ok(());
         }
@@ -104,29 +103,17 @@ impl crate::vm::host::Sidecar for Control {
             .with_context(|| format!("cannot open {}", self.log_path.display()))?;
         let exe = std::env::current_exe().context("cannot find banger's own executable")?;
         let mut cmd = std::process::Command::new(exe);
-        cmd.arg("sidecar")
-            .stdin(std::process::Stdio::null())
-            .stdout(log.try_clone().context("sidecar log")?)
-            .stderr(log);
-        // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
-        unsafe {
-            cmd.pre_exec(|| {
-                nix::unistd::setsid()
-                    .map(drop)
-                    .map_err(std::io::Error::from)
-            });
-        }
-        cmd.spawn().context("cannot start the sidecar")?;
+        cmd.arg("sidecar");
+        let stdout = log.try_clone().context("sidecar log")?;
+        crate::host::procs::spawn_detached(&mut cmd, stdout, log)
+            .context("cannot start the sidecar")?;
         Ok(())
     }
 }
 
 /// Whether a sidecar holds the lock at `lock_path`.
 pub fn is_alive(lock_path: &Path) -> bool {
-    let Ok(file) = File::open(lock_path) else {
-        return false;
-    };
-    matches!(file.try_lock(), Err(TryLockError::WouldBlock))
+    crate::state::lock::is_held(lock_path)
 }
 
 /// [`take_lock`], retried for a moment: [`is_alive`] probes by taking the

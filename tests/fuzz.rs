@@ -25,6 +25,7 @@ use banger::host::firecracker::http::{ReadError, Response, read_response};
 use banger::host::vsock::{self, VsockError};
 use banger::state::config::Config;
 use banger::state::handles::{Handles, Loaded};
+use banger::state::model::CowStrategy;
 use banger::state::parse;
 use proptest::collection::vec;
 use proptest::prelude::*;
@@ -529,7 +530,11 @@ fn handles() -> impl Strategy<Value = Handles> {
         path(),
         any::<Option<String>>(),
         path(),
-        any::<Option<String>>(),
+        proptest::option::of(proptest::sample::select(vec![
+            CowStrategy::DmSnapshot,
+            CowStrategy::Reflink,
+            CowStrategy::Copy,
+        ])),
         any::<bool>(),
     )
         .prop_map(

@@ -385,6 +385,65 @@ fn work_seed_clone_grow_and_authorize_key() {
     );
 }
 
+/// Every entry below `dir` in `image` as `path mode uid:gid size`, sorted,
+/// walked with `debugfs ls -p` (lines `/inode/mode/uid/gid/name/size/`).
+fn tree(image: &Path, dir: &str) -> Vec<String> {
+    let out = Command::new("debugfs")
+        .arg("-R")
+        .arg(format!("ls -p {dir}"))
+        .arg(image)
+        .output()
+        .expect("debugfs");
+    let mut entries = Vec::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let fields: Vec<&str> = line.split('/').collect();
+        let [_, _inode, mode, uid, gid, name, size, ..] = fields[..] else {
+            continue;
+        };
+        if matches!(name, "." | ".." | "lost+found") {
+            continue;
+        }
+        let path = format!("{}/{name}", dir.trim_end_matches('/'));
+        entries.push(
+            format!("{path} {mode} {uid}:{gid} {size}")
+                .trim_end()
+                .to_string(),
+        );
+        if mode.starts_with("04") {
+            entries.extend(tree(image, &path));
+        }
+    }
+    entries.sort();
+    entries
+}
+
+#[test]
+fn work_seed_is_the_skeleton_of_root_whatever_the_umask() {
+    if !have_root() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let seed = dir.path().join("work-seed.ext4");
+    // This test binary's other tests do not depend on the umask.
+    let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+    let made = ext4::make_work_seed(&seed);
+    nix::sys::stat::umask(old);
+    made.expect("work seed");
+    let bashrc = ext4::read_file(&seed, "/.bashrc").expect(".bashrc").len();
+    let profile = ext4::read_file(&seed, "/.profile").expect(".profile").len();
+    assert_eq!(
+        tree(&seed, "/"),
+        [
+            format!("/.bashrc 100644 0:0 {bashrc}"),
+            format!("/.profile 100644 0:0 {profile}"),
+            "/.ssh 040700 0:0".to_string(),
+            "/.ssh/authorized_keys 100600 0:0 0".to_string(),
+        ]
+    );
+    assert_eq!(ext4::stat_mode(&seed, "/").expect("root"), 0o040_700);
+    assert_eq!(file_names(dir.path()), ["work-seed.ext4"]);
+}
+
 #[test]
 fn write_file_creates_parents_and_replaces_files() {
     if !have_root() {

@@ -72,7 +72,7 @@ fn input_key(opts: &BuildOptions) -> String {
         opts.suite, opts.packages, opts.size
     ));
     hasher.update(fs::read(&opts.agent_binary).unwrap());
-    for dir in ["src/host/image", "scripts/guest"] {
+    for dir in ["src/host/image", "src/host/disk", "scripts/guest"] {
         let mut paths: Vec<PathBuf> = fs::read_dir(root.join(dir))
             .unwrap()
             .map(|e| e.unwrap().path())
@@ -375,6 +375,35 @@ fn work_seed_is_roots_skeleton_with_a_private_ssh_dir() {
     assert!(debugfs(&seed, "stat /.ssh").contains("User:     0"));
     let label = Command::new("e2label").arg(&seed).output().unwrap();
     assert_eq!(String::from_utf8_lossy(&label.stdout).trim(), "banger-work");
+}
+
+#[test]
+fn built_and_imported_images_get_the_same_work_seed() {
+    if skip_unless_root("built_and_imported_images_get_the_same_work_seed") {
+        return;
+    }
+    let (dir, _) = built_image();
+    let built = dir.join(image::WORK_SEED);
+    let tmp = tempfile::tempdir().unwrap();
+    let imported = tmp.path().join(image::WORK_SEED);
+    banger::host::disk::ext4::make_work_seed(&imported).unwrap();
+    // `ls -p` lines are `/inode/mode/uid/gid/name/size/`; inodes may differ.
+    let listing = |seed: &Path, dir: &str| {
+        let mut entries: Vec<String> = debugfs(seed, &format!("ls -p {dir}"))
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(|l| l.split('/').skip(2).collect::<Vec<_>>().join("/"))
+            .collect();
+        entries.sort();
+        entries
+    };
+    for dir in ["/", "/.ssh"] {
+        assert_eq!(listing(&built, dir), listing(&imported, dir), "{dir}");
+    }
+    for file in ["/.bashrc", "/.profile", "/.ssh/authorized_keys"] {
+        let cat = format!("cat {file}");
+        assert_eq!(debugfs(&built, &cat), debugfs(&imported, &cat), "{file}");
+    }
 }
 
 #[test]

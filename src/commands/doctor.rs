@@ -12,7 +12,8 @@ use crate::cli::DoctorArgs;
 use crate::host::disk::{cow, dm};
 use crate::host::firecracker::process;
 use crate::host::image::{Manifest, ManifestFile};
-use crate::host::net;
+use crate::host::run::{self as host_run, RunError};
+use crate::host::{dns, net};
 use crate::state::config::Config;
 use crate::state::paths::Paths;
 use crate::vm::Ctx;
@@ -242,7 +243,7 @@ fn device(check: &'static str, path: &str, hint: &str) -> Check {
 }
 
 fn tool(check: &'static str, program: &str, args: &[&str], hint: &str) -> Check {
-    match Command::new(program).args(args).output() {
+    match host_run::output(Command::new(program).args(args), None) {
         Ok(out) if out.status.success() => {
             let text = if out.stdout.is_empty() {
                 out.stderr
@@ -264,15 +265,23 @@ fn tool(check: &'static str, program: &str, args: &[&str], hint: &str) -> Check 
             format!("`{program}` exited with {}", out.status),
             hint,
         ),
-        Err(e) => fail(check, format!("`{program}`: {e}"), hint),
+        Err(e) => fail(check, format!("`{program}`: {}", not_started(&e)), hint),
+    }
+}
+
+/// Why a program did not start, as the system puts it.
+fn not_started(e: &RunError) -> String {
+    match e {
+        RunError::Spawn { source, .. } => source.to_string(),
+        RunError::Failed { .. } => e.to_string(),
     }
 }
 
 fn e2fsprogs() -> Check {
     let hint = "install e2fsprogs 1.43 or newer (apt install e2fsprogs)";
-    let out = match Command::new("mke2fs").arg("-V").output() {
+    let out = match host_run::output(Command::new("mke2fs").arg("-V"), None) {
         Ok(out) => out,
-        Err(e) => return fail("e2fsprogs", format!("mke2fs: {e}"), hint),
+        Err(e) => return fail("e2fsprogs", format!("mke2fs: {}", not_started(&e)), hint),
     };
     let text = String::from_utf8_lossy(&out.stderr).into_owned();
     let version = text.split_whitespace().nth(1).unwrap_or("");
@@ -325,11 +334,7 @@ fn bridge(config: &Config) -> Check {
 }
 
 fn resolved(config: &Config) -> Check {
-    let active = Command::new("systemctl")
-        .args(["is-active", "--quiet", "systemd-resolved"])
-        .stderr(std::process::Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
+    let active = dns::resolved_active();
     let gateway = config.subnet.gateway();
     if !active {
         return warn(
@@ -344,10 +349,11 @@ fn resolved(config: &Config) -> Check {
             ),
         );
     }
-    let routed = Command::new("resolvectl")
-        .args(["domain", &config.bridge])
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(&format!("~{}", config.domain)));
+    let routed = host_run::output(
+        Command::new("resolvectl").args(["domain", &config.bridge]),
+        None,
+    )
+    .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(&format!("~{}", config.domain)));
     if routed {
         pass(
             "vm names",

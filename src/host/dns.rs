@@ -4,7 +4,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::{self, JoinHandle};
@@ -15,6 +15,7 @@ use simple_dns::{CLASS, OPCODE, Packet, PacketFlag, QCLASS, QTYPE, RCODE, Resour
 
 use crate::host::net::bridge::interface_addresses;
 use crate::host::net::{NetError, validate_ifname};
+use crate::host::run::run;
 
 /// The port guests and the host query by default.
 pub const DEFAULT_PORT: u16 = 53;
@@ -517,13 +518,7 @@ fn parse_resolvectl_dns(text: &str) -> Vec<IpAddr> {
 }
 
 fn resolvectl_dns() -> Vec<IpAddr> {
-    Command::new("resolvectl")
-        .arg("dns")
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .output()
-        .ok()
-        .filter(|output| output.status.success())
+    run(Command::new("resolvectl").arg("dns"))
         .map(|output| parse_resolvectl_dns(&String::from_utf8_lossy(&output.stdout)))
         .unwrap_or_default()
 }
@@ -568,33 +563,14 @@ pub fn route_domain_via_resolved(
     Ok(true)
 }
 
-fn resolved_active() -> bool {
-    Command::new("systemctl")
-        .args(["is-active", "--quiet", "systemd-resolved"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|status| status.success())
+/// Whether systemd-resolved is running on this host.
+pub fn resolved_active() -> bool {
+    run(Command::new("systemctl").args(["is-active", "--quiet", "systemd-resolved"])).is_ok()
 }
 
 fn resolvectl(args: &[&str]) -> Result<(), NetError> {
-    let failed = |detail: String| NetError::Resolvectl {
-        args: args.join(" "),
-        detail,
-    };
-    let output = Command::new("resolvectl")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|err| failed(err.to_string()))?;
-    if output.status.success() {
-        Ok(())
-    } else {
-        Err(failed(
-            String::from_utf8_lossy(&output.stderr).trim().to_string(),
-        ))
-    }
+    run(Command::new("resolvectl").args(args))?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -6,5 +6,6 @@ pub mod firecracker;
 pub mod image;
 pub mod net;
 pub mod procs;
+pub mod run;
 pub mod ssh;
 pub mod vsock;

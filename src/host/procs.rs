@@ -1,11 +1,15 @@
-//! Processes as `/proc` shows them: which process is the VMM behind an API
-//! socket, signalling it, and waiting for it to exit.
+//! Processes: starting one detached, and as `/proc` shows them: which process
+//! is the VMM behind an API socket, signalling it, and waiting for it to exit.
 //!
 //! A VMM is recognised by the `--api-sock <path>` in its command line, not by
 //! its binary name (tests stand a different VMM in for Firecracker), which
 //! also guards against a recorded PID having been reused.
 
+use std::fs::File;
+use std::io;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
@@ -30,6 +34,29 @@ pub enum ProcError {
     },
     #[error("process {pid} is still alive after SIGKILL")]
     StillAlive { pid: u32 },
+    #[error("cannot start {}", program.display())]
+    Spawn {
+        program: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Starts `cmd` detached: in a session of its own (so it outlives banger and
+/// no terminal signal reaches it), stdin from `/dev/null`, stdout and stderr
+/// to the given files. Returns its PID; it is not waited for.
+pub fn spawn_detached(cmd: &mut Command, stdout: File, stderr: File) -> Result<u32, ProcError> {
+    cmd.stdin(Stdio::null()).stdout(stdout).stderr(stderr);
+    // SAFETY: the closure runs in the forked child before exec and only calls
+    // setsid(2), which is async-signal-safe and touches no shared memory.
+    unsafe {
+        cmd.pre_exec(|| nix::unistd::setsid().map(drop).map_err(io::Error::from));
+    }
+    let child = cmd.spawn().map_err(|source| ProcError::Spawn {
+        program: PathBuf::from(cmd.get_program()),
+        source,
+    })?;
+    Ok(child.id())
 }
 
 /// The `--api-sock` argument of a command line (`--api-sock PATH` or
@@ -308,6 +335,45 @@ mod tests {
         assert_eq!(vmm_pid(Some(pid), &sock), None);
         assert!(wait_exit(pid, Duration::ZERO));
         assert!(process(pid).is_none(), "wait_exit reaps its own child");
+    }
+
+    #[test]
+    fn detached_process_has_its_own_session_and_the_given_output() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("console.log");
+        let out = File::create(&log).unwrap();
+        let err = out.try_clone().unwrap();
+        let pid = spawn_detached(
+            Command::new("sh").args(["-c", "read -r line; echo \"[$line]\"; echo oops >&2"]),
+            out,
+            err,
+        )
+        .unwrap();
+        assert!(wait_exit(pid, Duration::from_secs(5)));
+        assert_eq!(fs_text(&log), "[]\noops\n", "stdin is /dev/null");
+
+        let pid = spawn_detached(
+            Command::new("sleep").arg("5"),
+            File::create(dir.path().join("o")).unwrap(),
+            File::create(dir.path().join("e")).unwrap(),
+        )
+        .unwrap();
+        let session = process(pid).unwrap().stat().unwrap().session;
+        signal(pid, Signal::SIGKILL).unwrap();
+        assert!(wait_exit(pid, Duration::from_secs(5)));
+        assert_eq!(u32::try_from(session).unwrap(), pid, "a session leader");
+
+        let err = spawn_detached(
+            &mut Command::new("/nonexistent/vmm"),
+            File::create(dir.path().join("o")).unwrap(),
+            File::create(dir.path().join("e")).unwrap(),
+        )
+        .unwrap_err();
+        assert_eq!(err.to_string(), "cannot start /nonexistent/vmm");
+    }
+
+    fn fs_text(path: &Path) -> String {
+        std::fs::read_to_string(path).unwrap()
     }
 
     #[test]

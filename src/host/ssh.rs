@@ -2,12 +2,18 @@
 //! line used by `vm ssh` and `vm run`.
 
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use ssh_key::rand_core::OsRng;
 use ssh_key::{Algorithm, LineEnding, PrivateKey};
+
+use crate::state::lock::{self, LockGuard};
+use crate::state::{StateError, atomic};
+
+/// How long a command waits for another to finish updating the key or
+/// `known_hosts` (each holds the lock for milliseconds).
+const LOCK_TIMEOUT: Duration = lock::DEFAULT_TIMEOUT;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SshError {
@@ -23,6 +29,9 @@ pub enum SshError {
         #[source]
         source: ssh_key::Error,
     },
+    /// Writing a file, or waiting for the lock beside it, failed.
+    #[error(transparent)]
+    State(#[from] StateError),
 }
 
 fn io(path: &Path) -> impl Fn(std::io::Error) -> SshError + '_ {
@@ -37,7 +46,7 @@ fn io(path: &Path) -> impl Fn(std::io::Error) -> SshError + '_ {
 pub fn ensure_key(key: &Path) -> Result<String, SshError> {
     let public = key.with_extension("pub");
     // Concurrent first creates must agree on one key: make it under a lock.
-    let _lock = lock_beside(key)?;
+    let _lock = lock_beside(key, "the SSH key", LOCK_TIMEOUT)?;
     if key.exists() {
         let text = fs::read_to_string(&public).map_err(io(&public))?;
         return Ok(text.trim().to_owned());
@@ -61,20 +70,19 @@ pub fn ensure_key(key: &Path) -> Result<String, SshError> {
             path: key.to_owned(),
             source,
         })?;
-    fs::write(&public, format!("{line}\n")).map_err(io(&public))?;
-    fs::set_permissions(&public, fs::Permissions::from_mode(0o644)).map_err(io(&public))?;
-    write_private(key, pem.as_bytes())?;
+    atomic::write(&public, format!("{line}\n").as_bytes(), 0o644)?;
+    atomic::write(key, pem.as_bytes(), 0o600)?;
     Ok(line)
 }
 
 /// Replaces every `known_hosts` entry for `hosts` with one line pinning `key`
 /// (`ssh-ed25519 AAAA...`). The file is written atomically with mode 0600.
 pub fn pin_host_key(known_hosts: &Path, hosts: &[String], key: &str) -> Result<(), SshError> {
-    let _lock = lock_beside(known_hosts)?;
+    let _lock = lock_beside(known_hosts, "known_hosts", LOCK_TIMEOUT)?;
     let mut text = entries_without(known_hosts, hosts)?;
     let key_part: Vec<&str> = key.split_whitespace().take(2).collect();
     text.push_str(&format!("{} {}\n", hosts.join(","), key_part.join(" ")));
-    write_private(known_hosts, text.as_bytes())
+    Ok(atomic::write(known_hosts, text.as_bytes(), 0o600)?)
 }
 
 /// Removes every `known_hosts` entry naming any of `hosts`.
@@ -82,9 +90,9 @@ pub fn forget_hosts(known_hosts: &Path, hosts: &[String]) -> Result<(), SshError
     if !known_hosts.exists() {
         return Ok(());
     }
-    let _lock = lock_beside(known_hosts)?;
+    let _lock = lock_beside(known_hosts, "known_hosts", LOCK_TIMEOUT)?;
     let text = entries_without(known_hosts, hosts)?;
-    write_private(known_hosts, text.as_bytes())
+    Ok(atomic::write(known_hosts, text.as_bytes(), 0o600)?)
 }
 
 /// Whether `known_hosts` pins a key for `host`.
@@ -115,36 +123,17 @@ fn entries_without(known_hosts: &Path, hosts: &[String]) -> Result<String, SshEr
         .collect())
 }
 
-/// Holds an exclusive flock on `<path>.lock` until dropped, so that
+/// Holds an exclusive lock on `<path>.lock` until dropped, so that
 /// read-modify-write updates of `path` from concurrent commands do not race.
-fn lock_beside(path: &Path) -> Result<fs::File, SshError> {
-    let lock_path = path.with_extension("lock");
-    let file = fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o600)
-        .open(&lock_path)
-        .map_err(io(&lock_path))?;
-    file.lock().map_err(io(&lock_path))?;
-    Ok(file)
-}
-
-/// Writes `bytes` to `path` with mode 0600 through a synced temp file and a
-/// rename, so a crash never leaves half a file.
-fn write_private(path: &Path, bytes: &[u8]) -> Result<(), SshError> {
-    let tmp = path.with_extension("tmp");
-    let mut file = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(io(&tmp))?;
-    file.write_all(bytes)
-        .and_then(|()| file.sync_all())
-        .map_err(io(&tmp))?;
-    fs::rename(&tmp, path).map_err(io(path))
+/// Waiting longer than `timeout` is [`StateError::LockTimeout`], naming
+/// `resource` and the lock file.
+fn lock_beside(path: &Path, resource: &str, timeout: Duration) -> Result<LockGuard, SshError> {
+    Ok(lock::acquire(
+        &path.with_extension("lock"),
+        resource,
+        timeout,
+        &|_, _| {},
+    )?)
 }
 
 /// Arguments for OpenSSH (`ssh ARGS`) to reach root@`host` with banger's key
@@ -207,6 +196,7 @@ pub fn shell_quote(word: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn key_is_made_once_with_private_modes() {
@@ -253,6 +243,41 @@ mod tests {
         assert_eq!(
             fs::read_to_string(&kh).unwrap(),
             "other ssh-ed25519 AAAAother\n"
+        );
+    }
+
+    #[test]
+    fn concurrent_first_calls_agree_on_one_key() {
+        let tmp = tempfile::tempdir().unwrap();
+        let key = tmp.path().join("id_ed25519");
+        let lines: Vec<String> = std::thread::scope(|scope| {
+            let calls: Vec<_> = (0..4).map(|_| scope.spawn(|| ensure_key(&key))).collect();
+            calls
+                .into_iter()
+                .map(|c| c.join().unwrap().unwrap())
+                .collect()
+        });
+        assert!(lines.iter().all(|l| *l == lines[0]), "{lines:?}");
+        let public = fs::read_to_string(key.with_extension("pub")).unwrap();
+        assert_eq!(public.trim(), lines[0]);
+        let mut names: Vec<String> = fs::read_dir(tmp.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["id_ed25519", "id_ed25519.lock", "id_ed25519.pub"]);
+    }
+
+    #[test]
+    fn a_held_lock_times_out_naming_the_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let kh = tmp.path().join("known_hosts");
+        let _held = lock_beside(&kh, "known_hosts", LOCK_TIMEOUT).unwrap();
+        let err = lock_beside(&kh, "known_hosts", Duration::from_millis(100)).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("waiting for lock on known_hosts") && text.contains("known_hosts.lock"),
+            "{text}"
         );
     }
 

@@ -2,12 +2,11 @@
 //! before each resource is created so teardown always knows what may exist.
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::StateError;
+use super::{StateError, atomic};
 
 /// What a running (or half-started) VM holds on the host.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -24,7 +23,7 @@ pub struct Handles {
     /// Device-mapper snapshot name (dm-snapshot only).
     pub dm_name: Option<String>,
     pub dm_dev: Option<PathBuf>,
-    pub cow_strategy: Option<String>,
+    pub cow_strategy: Option<super::model::CowStrategy>,
     /// Whether NAT rules may exist for this VM.
     pub nat: bool,
 }
@@ -66,28 +65,14 @@ impl Handles {
         }
     }
 
-    /// Writes the file atomically: temp file, fsync, rename, fsync dir.
+    /// Writes the file atomically (see [`atomic::write`]).
     pub fn save(&self, vm_dir: &Path) -> Result<(), StateError> {
         let path = Self::path(vm_dir);
-        let tmp = vm_dir.join(".handles.json.tmp");
-        let io = |source| StateError::Io {
+        let bytes = serde_json::to_vec_pretty(self).map_err(|e| StateError::Io {
             path: path.clone(),
-            source,
-        };
-        let bytes = serde_json::to_vec_pretty(self).map_err(|e| io(std::io::Error::other(e)))?;
-        let mut file = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)
-            .map_err(io)?;
-        file.write_all(&bytes)
-            .and_then(|()| file.sync_all())
-            .map_err(io)?;
-        fs::rename(&tmp, &path).map_err(io)?;
-        fs::File::open(vm_dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io)
+            source: std::io::Error::other(e),
+        })?;
+        atomic::write(&path, &bytes, 0o644)
     }
 
     pub fn remove(vm_dir: &Path) -> Result<(), StateError> {
@@ -122,7 +107,7 @@ mod tests {
         let handles = Handles {
             pid: Some(42),
             tap: Some("bg-0123456789".into()),
-            cow_strategy: Some("copy".into()),
+            cow_strategy: Some(crate::state::model::CowStrategy::Copy),
             nat: true,
             ..Handles::default()
         };

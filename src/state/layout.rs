@@ -44,10 +44,10 @@ impl Name {
     pub fn format(&self) -> String {
         match self {
             Self::Tap(id) => format!("{TAP_PREFIX}{id}"),
-            Self::PoolTap(n) => format!("{POOL_PREFIX}{n}"),
+            Self::PoolTap(n) => pool_tap(POOL_PREFIX, *n),
             Self::Dm(id) => format!("{DM_PREFIX}{id}"),
-            Self::DmBase(id) => format!("{DM_PREFIX}{id}{DM_BASE_SUFFIX}"),
-            Self::NatComment(id) => format!("{NAT_COMMENT_PREFIX}{id}"),
+            Self::DmBase(id) => dm_base_of(&format!("{DM_PREFIX}{id}")),
+            Self::NatComment(id) => nat_comment_for(id.as_str()),
             Self::VmLock(id) => format!("{VM_LOCK_PREFIX}{id}{LOCK_SUFFIX}"),
             Self::Staging { image, pid } => format!("{STAGING_PREFIX}{image}-{pid}"),
         }
@@ -58,8 +58,8 @@ impl Name {
         if let Some(id) = text.strip_prefix(TAP_PREFIX) {
             return VmId::parse(id).map(Self::Tap);
         }
-        if let Some(n) = text.strip_prefix(POOL_PREFIX) {
-            return decimal(n).map(Self::PoolTap);
+        if text.starts_with(POOL_PREFIX) {
+            return pool_slot(POOL_PREFIX, text).map(Self::PoolTap);
         }
         if let Some(rest) = text.strip_prefix(DM_PREFIX) {
             return match rest.strip_suffix(DM_BASE_SUFFIX) {
@@ -67,7 +67,7 @@ impl Name {
                 None => VmId::parse(rest).map(Self::Dm),
             };
         }
-        if let Some(id) = text.strip_prefix(NAT_COMMENT_PREFIX) {
+        if let Some(id) = vm_of_nat_comment(text) {
             return VmId::parse(id).map(Self::NatComment);
         }
         if let Some(rest) = text.strip_prefix(VM_LOCK_PREFIX) {
@@ -103,6 +103,32 @@ fn decimal(text: &str) -> Option<usize> {
         && text.bytes().all(|b| b.is_ascii_digit())
         && (text == "0" || !text.starts_with('0'));
     canonical.then(|| text.parse().ok()).flatten()
+}
+
+/// The comment on the nftables rules of the VM with id `id` (host tests
+/// use ids of their own; banger's are [`VmId`]s).
+pub fn nat_comment_for(id: &str) -> String {
+    format!("{NAT_COMMENT_PREFIX}{id}")
+}
+
+/// The VM id a rule comment names, if it is banger's kind of comment.
+pub fn vm_of_nat_comment(comment: &str) -> Option<&str> {
+    comment.strip_prefix(NAT_COMMENT_PREFIX)
+}
+
+/// The zero-padded origin device that goes with dm snapshot `name`.
+pub fn dm_base_of(name: &str) -> String {
+    format!("{name}{DM_BASE_SUFFIX}")
+}
+
+/// Pool TAP `<prefix><slot>` (the sidecar's prefix is [`POOL_PREFIX`]).
+pub fn pool_tap(prefix: &str, slot: usize) -> String {
+    format!("{prefix}{slot}")
+}
+
+/// The slot of pool TAP `name` under `prefix`, in its one spelling.
+pub fn pool_slot(prefix: &str, name: &str) -> Option<usize> {
+    decimal(name.strip_prefix(prefix)?)
 }
 
 /// `bg-<id>`

@@ -46,26 +46,17 @@ fn acquire_with(
     resource: &str,
     timeout: Duration,
     on_wait: &dyn Fn(&str, &Path),
-    try_lock: fn(&File) -> Result<(), TryLockError>,
+    try_lock: TryLock,
 ) -> Result<LockGuard, StateError> {
     let file = open(path)?;
     let start = Instant::now();
     let mut told = false;
     loop {
-        match try_lock(&file) {
-            Ok(()) => {
-                return Ok(LockGuard {
-                    _file: file,
-                    path: path.to_owned(),
-                });
-            }
-            Err(TryLockError::WouldBlock) => {}
-            Err(TryLockError::Error(source)) => {
-                return Err(StateError::Io {
-                    path: path.to_owned(),
-                    source,
-                });
-            }
+        if try_take(&file, path, try_lock)? {
+            return Ok(LockGuard {
+                _file: file,
+                path: path.to_owned(),
+            });
         }
         if !told {
             on_wait(resource, path);
@@ -79,6 +70,20 @@ fn acquire_with(
             });
         }
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+type TryLock = fn(&File) -> Result<(), TryLockError>;
+
+/// One attempt: `Ok(false)` when someone else holds the lock.
+fn try_take(file: &File, path: &Path, try_lock: TryLock) -> Result<bool, StateError> {
+    match try_lock(file) {
+        Ok(()) => Ok(true),
+        Err(TryLockError::WouldBlock) => Ok(false),
+        Err(TryLockError::Error(source)) => Err(StateError::Io {
+            path: path.to_owned(),
+            source,
+        }),
     }
 }
 
@@ -98,17 +103,21 @@ fn open(path: &Path) -> Result<File, StateError> {
 /// Takes the lock only if it is free right now.
 pub fn try_acquire(path: &Path) -> Result<Option<LockGuard>, StateError> {
     let file = open(path)?;
-    match file.try_lock() {
-        Ok(()) => Ok(Some(LockGuard {
-            _file: file,
-            path: path.to_owned(),
-        })),
-        Err(TryLockError::WouldBlock) => Ok(None),
-        Err(TryLockError::Error(source)) => Err(StateError::Io {
-            path: path.to_owned(),
-            source,
-        }),
-    }
+    Ok(try_take(&file, path, File::try_lock)?.then(|| LockGuard {
+        _file: file,
+        path: path.to_owned(),
+    }))
+}
+
+/// Whether some process holds an exclusive lock on `path` (e.g. a live
+/// sidecar on `sidecar.lock`). A missing file is not held, and is not created.
+///
+/// The probe takes a shared lock for an instant, so concurrent probes do not
+/// mistake each other for the holder; whoever takes the lock exclusively at
+/// that very instant finds it busy and should try again.
+pub fn is_held(path: &Path) -> bool {
+    File::open(path)
+        .is_ok_and(|file| matches!(file.try_lock_shared(), Err(TryLockError::WouldBlock)))
 }
 
 #[cfg(test)]
@@ -151,5 +160,19 @@ mod tests {
         let path = tmp.path().join("l");
         drop(acquire(&path, "l", DEFAULT_TIMEOUT, &|_, _| {}).unwrap());
         assert!(try_acquire(&path).unwrap().is_some());
+    }
+
+    #[test]
+    fn is_held_sees_an_exclusive_holder_only() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("sidecar.lock");
+        assert!(!is_held(&path));
+        assert!(!path.exists(), "probing must not create the lock file");
+        let held = acquire(&path, "sidecar", DEFAULT_TIMEOUT, &|_, _| {}).unwrap();
+        assert!(is_held(&path));
+        drop(held);
+        assert!(!is_held(&path));
+        let _reader = acquire_shared(&path, "sidecar", DEFAULT_TIMEOUT, &|_, _| {}).unwrap();
+        assert!(!is_held(&path), "a shared holder is not an exclusive one");
     }
 }

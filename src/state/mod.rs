@@ -1,5 +1,6 @@
 //! What banger knows: paths, config, the SQLite store, locks and handles.
 
+pub mod atomic;
 pub mod config;
 pub mod handles;
 pub mod ids;

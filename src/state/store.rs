@@ -58,6 +58,8 @@ const MIGRATIONS: &[&str] = &[
     UPDATE vms SET pending = 'delete', last_error = NULL
         WHERE pending IS NULL AND last_error LIKE 'deletion did not finish%';
     ALTER TABLE vms DROP COLUMN creating;
+    -- One name for one thing: the vsock CID is `vsock_cid` everywhere.
+    ALTER TABLE vms RENAME COLUMN cid TO vsock_cid;
 ",
 ];
 
@@ -209,7 +211,9 @@ impl Store {
             .find(|ip| !used_ips.iter().any(|u| u == &ip.to_string()))
             .ok_or_else(|| StateError::SubnetFull(subnet.to_string()))?;
         let used_cids: Vec<u32> = {
-            let mut stmt = tx.prepare("SELECT vsock_cid FROM vms ORDER BY vsock_cid").map_err(db)?;
+            let mut stmt = tx
+                .prepare("SELECT vsock_cid FROM vms ORDER BY vsock_cid")
+                .map_err(db)?;
             stmt.query_map([], |r| r.get(0))
                 .map_err(db)?
                 .collect::<Result<_, _>>()

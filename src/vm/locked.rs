@@ -243,7 +243,7 @@ impl<'c> LockedVm<'c> {
         let mut journal = Journal::new(
             &self.ctx.paths.vm_dir(&self.vm.id),
             Handles {
-                cow_strategy: self.vm.cow_strategy.map(|s| s.as_str().to_owned()),
+                cow_strategy: self.vm.cow_strategy,
                 ..Handles::default()
             },
         );

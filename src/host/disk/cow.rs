@@ -1,10 +1,10 @@
 //! Copy-on-write clones of disk images: reflink where the filesystem can, sparse copy otherwise.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io;
 use std::ops::Range;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use nix::errno::Errno;
@@ -47,13 +47,7 @@ pub fn clone_file(src: &Path, dst: &Path, size: u64) -> Result<CowStrategy, Disk
         });
     }
     let tmp = TempFile::beside(dst);
-    let clone = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp.path)
-        .map_err(io_err("create", &tmp.path))?;
+    let clone = tmp.create()?;
     let strategy = match ficlone(&clone, &source) {
         Ok(()) => CowStrategy::Reflink,
         Err(Errno::EOPNOTSUPP | Errno::EXDEV | Errno::EINVAL | Errno::ENOTTY | Errno::EPERM) => {

@@ -15,12 +15,13 @@
 //! Both names derive from `<name>` alone, so a caller records `<name>` before
 //! [`create_snapshot`] and [`remove`] later releases whichever of the two exist.
 
-use std::ffi::OsStr;
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
-use super::{DiskError, io_err, run_tool, run_tool_unchecked};
+use super::{DiskError, io_err};
+use crate::host::run::{self, RunError};
 
 const DMSETUP: &str = "dmsetup";
 const CONTROL: &str = "/dev/mapper/control";
@@ -35,15 +36,11 @@ mod sys {
 /// Whether this host can create device-mapper devices: the control node
 /// exists and `dmsetup` talks to the kernel driver.
 pub fn available() -> bool {
-    Path::new(CONTROL).exists()
-        && run_tool_unchecked(DMSETUP, &[OsStr::new("version")], None)
-            .is_ok_and(|o| o.status.success())
+    Path::new(CONTROL).exists() && run::run(Command::new(DMSETUP).arg("version")).is_ok()
 }
 
 /// The name of the zero-padded origin device that goes with snapshot `name`.
-pub fn base_name(name: &str) -> String {
-    format!("{name}-base")
-}
+pub use crate::state::layout::dm_base_of as base_name;
 
 /// The device node of device-mapper device `name`.
 pub fn device_path(name: &str) -> PathBuf {
@@ -135,18 +132,7 @@ pub fn list(prefix: &str) -> Result<Vec<String>, DiskError> {
     if !Path::new(CONTROL).exists() {
         return Ok(Vec::new());
     }
-    let output = run_tool(
-        DMSETUP,
-        &[
-            OsStr::new("info"),
-            OsStr::new("-c"),
-            OsStr::new("--noheadings"),
-            OsStr::new("-o"),
-            OsStr::new("name"),
-        ],
-        None,
-        Path::new(CONTROL),
-    )?;
+    let output = run::run(&mut info_names())?;
     Ok(parse_names(
         &String::from_utf8_lossy(&output.stdout),
         prefix,
@@ -165,19 +151,15 @@ fn parse_names(output: &str, prefix: &str) -> Vec<String> {
     names
 }
 
+/// `dmsetup info` listing device names only, one a line.
+fn info_names() -> Command {
+    let mut cmd = Command::new(DMSETUP);
+    cmd.args(["info", "-c", "--noheadings", "-o", "name"]);
+    cmd
+}
+
 fn exists(name: &str) -> Result<bool, DiskError> {
-    let output = run_tool_unchecked(
-        DMSETUP,
-        &[
-            OsStr::new("info"),
-            OsStr::new("-c"),
-            OsStr::new("--noheadings"),
-            OsStr::new("-o"),
-            OsStr::new("name"),
-            OsStr::new(name),
-        ],
-        None,
-    )?;
+    let output = run::output(info_names().arg(name), None)?;
     Ok(output.status.success())
 }
 
@@ -185,35 +167,23 @@ fn remove_one(name: &str) -> Result<(), DiskError> {
     if !exists(name)? {
         return Ok(());
     }
-    let output = run_tool_unchecked(
-        DMSETUP,
-        &[
-            OsStr::new("remove"),
-            OsStr::new("--retry"),
-            OsStr::new(name),
-        ],
-        None,
-    )?;
+    let mut cmd = Command::new(DMSETUP);
+    cmd.args(["remove", "--retry", name]);
+    let output = run::output(&mut cmd, None)?;
     // A concurrent remover may have won the race; only a device that is
     // still there is a failure.
     if output.status.success() || !exists(name)? {
         return Ok(());
     }
-    Err(super::tool_failure(DMSETUP, &device_path(name), &output))
+    Err(RunError::failed(&cmd, &output).into())
 }
 
 fn dmsetup_create(name: &str, table: &str) -> Result<(), DiskError> {
-    run_tool(
-        DMSETUP,
-        &[
-            OsStr::new("create"),
-            OsStr::new("--verifyudev"),
-            OsStr::new(name),
-        ],
-        Some(table.as_bytes()),
-        &device_path(name),
-    )
-    .map(drop)
+    run::run_with_input(
+        Command::new(DMSETUP).args(["create", "--verifyudev", name]),
+        table.as_bytes(),
+    )?;
+    Ok(())
 }
 
 /// Size in bytes of block device `dev`.

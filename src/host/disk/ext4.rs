@@ -1,11 +1,12 @@
 //! ext4 images built, grown, read and written with e2fsprogs, without mounting.
 
-use std::ffi::OsStr;
 use std::fs::{self, DirBuilder, OpenOptions};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::Path;
+use std::process::Command;
 
-use super::{DiskError, TempFile, io_err, run_tool, run_tool_unchecked};
+use super::{DiskError, TempFile, io_err};
+use crate::host::run::{self, RunError};
 
 const MKFS: &str = "mkfs.ext4";
 const E2FSCK: &str = "e2fsck";
@@ -20,6 +21,16 @@ pub const WORK_LABEL: &str = "banger-work";
 const S_IFMT: u32 = 0o170_000;
 const S_IFDIR: u32 = 0o040_000;
 const S_IFREG: u32 = 0o100_000;
+
+/// The skeleton of `/root` in every work seed, parents first: the path, the
+/// contents (`None` for a directory) and the mode.
+const WORK_SKELETON: &[(&str, Option<&str>, u32)] = &[
+    ("", None, 0o700),
+    (".bashrc", Some(BASHRC), 0o644),
+    (".profile", Some(PROFILE), 0o644),
+    (".ssh", None, 0o700),
+    (".ssh/authorized_keys", Some(""), 0o600),
+];
 
 const BASHRC: &str = r#"# ~/.bashrc: executed by bash for interactive non-login shells.
 [ -z "$PS1" ] && return
@@ -47,28 +58,14 @@ pub fn mkfs_from_dir(
     label: &str,
 ) -> Result<(), DiskError> {
     let tmp = TempFile::beside(out);
-    OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp.path)
-        .and_then(|f| f.set_len(size_bytes))
-        .map_err(io_err("create", &tmp.path))?;
-    run_tool(
-        MKFS,
-        &[
-            OsStr::new("-q"),
-            OsStr::new("-F"),
-            OsStr::new("-m"),
-            OsStr::new("0"),
-            OsStr::new("-L"),
-            OsStr::new(label),
-            OsStr::new("-d"),
-            dir.as_os_str(),
-            tmp.path.as_os_str(),
-        ],
-        None,
-        out,
+    tmp.create()?
+        .set_len(size_bytes)
+        .map_err(io_err("set the size of", &tmp.path))?;
+    run::run(
+        Command::new(MKFS)
+            .args(["-q", "-F", "-m", "0", "-L", label, "-d"])
+            .arg(dir)
+            .arg(&tmp.path),
     )?;
     // mke2fs copies the modes of everything below `dir` but not of `dir` itself.
     let dir_mode = fs::metadata(dir).map_err(io_err("stat", dir))?.mode();
@@ -96,24 +93,27 @@ pub fn grow(image: &Path, size_bytes: u64) -> Result<(), DiskError> {
     }
     file.set_len(size_bytes).map_err(io_err("extend", image))?;
     drop(file);
-    let check = run_tool_unchecked(E2FSCK, &[OsStr::new("-fp"), image.as_os_str()], None)?;
+    let mut e2fsck = Command::new(E2FSCK);
+    e2fsck.arg("-fp").arg(image);
+    let check = run::output(&mut e2fsck, None)?;
     // 0: clean, 1: errors fixed, 2: fixed (reboot advised, moot for an image).
     if !matches!(check.status.code(), Some(0..=2)) {
-        return Err(super::tool_failure(E2FSCK, image, &check));
+        return Err(RunError::failed(&e2fsck, &check).into());
     }
-    run_tool(RESIZE2FS, &[image.as_os_str()], None, image)
-        .map(drop)
-        .map_err(|err| out_of_space(image, size_bytes, err))
+    match run::run(Command::new(RESIZE2FS).arg(image)) {
+        Ok(_) => Ok(()),
+        Err(err) => Err(out_of_space(image, size_bytes, err)),
+    }
 }
 
 /// Names a full filesystem as the cause when resize2fs reports a failed
 /// write: it prints "short write" (or the ENOSPC text) rather than an errno.
-fn out_of_space(image: &Path, requested: u64, err: DiskError) -> DiskError {
-    let DiskError::Tool { stderr, .. } = &err else {
-        return err;
+fn out_of_space(image: &Path, requested: u64, err: RunError) -> DiskError {
+    let RunError::Failed { stderr, .. } = &err else {
+        return err.into();
     };
     if !stderr.contains("short write") && !stderr.contains("No space left on device") {
-        return err;
+        return err.into();
     }
     let dir = image.parent().unwrap_or(image);
     let free = nix::sys::statvfs::statvfs(dir)
@@ -123,7 +123,7 @@ fn out_of_space(image: &Path, requested: u64, err: DiskError) -> DiskError {
         path: image.to_path_buf(),
         free,
         requested,
-        source: Box::new(err),
+        source: Box::new(err.into()),
     }
 }
 
@@ -174,12 +174,7 @@ pub fn write_file(image: &Path, guest_path: &str, data: &[u8], mode: u32) -> Res
     }
 
     let staged = TempFile::beside(image);
-    OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&staged.path)
-        .and_then(|mut f| std::io::Write::write_all(&mut f, data))
+    std::io::Write::write_all(&mut staged.create()?, data)
         .map_err(io_err("write", &staged.path))?;
     let host = staged.path.to_str().filter(|p| !p.contains(['"', '\n']));
     let Some(host) = host else {
@@ -219,15 +214,11 @@ pub fn read_file(image: &Path, guest_path: &str) -> Result<Vec<u8>, DiskError> {
             expected: "regular file",
         });
     }
-    let output = run_tool(
-        DEBUGFS,
-        &[
-            OsStr::new("-R"),
-            OsStr::new(&format!("cat {guest_path}")),
-            image.as_os_str(),
-        ],
-        None,
-        image,
+    let output = run::run(
+        Command::new(DEBUGFS)
+            .arg("-R")
+            .arg(format!("cat {guest_path}"))
+            .arg(image),
     )?;
     check_debugfs_stderr(image, &output.stderr, false)?;
     Ok(output.stdout)
@@ -247,30 +238,24 @@ pub fn stat_mode(image: &Path, guest_path: &str) -> Result<u32, DiskError> {
 
 /// Builds a work seed at `out`: a small ext4 labelled [`WORK_LABEL`] whose
 /// root is the guest's `/root` (mode 0700) holding `.bashrc`, `.profile` and
-/// `.ssh/` (0700) with an empty `authorized_keys` (0600).
+/// `.ssh/` (0700) with an empty `authorized_keys` (0600). Every image gets its seed from here, built or imported, so every VM's
+/// work disk starts from the same skeleton.
 pub fn make_work_seed(out: &Path) -> Result<(), DiskError> {
     let staging = TempFile::beside(out);
     let root = &staging.path;
-    let mut dirs = DirBuilder::new();
-    dirs.mode(0o700);
-    dirs.create(root).map_err(io_err("create", root))?;
-    let ssh = root.join(".ssh");
-    dirs.create(&ssh).map_err(io_err("create", &ssh))?;
-    for (path, content, mode) in [
-        (root.join(".bashrc"), BASHRC, 0o644),
-        (root.join(".profile"), PROFILE, 0o644),
-        (ssh.join("authorized_keys"), "", 0o600),
-    ] {
-        OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&path)
-            .and_then(|mut f| std::io::Write::write_all(&mut f, content.as_bytes()))
-            .map_err(io_err("write", &path))?;
-    }
-    // DirBuilder and open() honour the umask; the seed's modes must not.
-    for (path, mode) in [(root.clone(), 0o700), (ssh, 0o700)] {
+    for &(rel, content, mode) in WORK_SKELETON {
+        let path = root.join(rel);
+        let made = match content {
+            None => DirBuilder::new().mode(mode).create(&path),
+            Some(text) => OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(mode)
+                .open(&path)
+                .and_then(|mut f| std::io::Write::write_all(&mut f, text.as_bytes())),
+        };
+        made.map_err(io_err("create", &path))?;
+        // The umask narrowed what was just made; the seed's modes must not depend on it.
         fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(mode))
             .map_err(io_err("set permissions on", &path))?;
     }
@@ -327,12 +312,12 @@ fn lookup(image: &Path, paths: &[String]) -> Result<Vec<Option<u32>>, DiskError>
 /// stdout. debugfs exits 0 even when commands fail, so any stderr line other
 /// than its banner (and, for read-only lookups, "not found") is an error.
 fn debugfs(image: &Path, script: &str, write: bool) -> Result<String, DiskError> {
-    let mut args = vec![OsStr::new("-f"), OsStr::new("-")];
+    let mut cmd = Command::new(DEBUGFS);
     if write {
-        args.insert(0, OsStr::new("-w"));
+        cmd.arg("-w");
     }
-    args.push(image.as_os_str());
-    let output = run_tool(DEBUGFS, &args, Some(script.as_bytes()), image)?;
+    cmd.args(["-f", "-"]).arg(image);
+    let output = run::run_with_input(&mut cmd, script.as_bytes())?;
     check_debugfs_stderr(image, &output.stderr, !write)?;
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }

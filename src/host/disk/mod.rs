@@ -5,14 +5,15 @@ pub mod dm;
 pub mod ext4;
 pub mod loopdev;
 
-use std::ffi::OsStr;
-use std::fs::{self, File};
+use std::fs;
 use std::io;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Output, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use nix::errno::Errno;
+
+use crate::host::run::RunError;
+use crate::state::{StateError, atomic};
 
 /// What went wrong with a disk operation, naming the file, device or image involved.
 #[derive(Debug, thiserror::Error)]
@@ -36,20 +37,10 @@ pub enum DiskError {
         file.display()
     )]
     LoopBusy { file: PathBuf, attempts: u32 },
-    #[error("cannot run {program}; is it installed (Debian package {package})?")]
-    Spawn {
-        program: &'static str,
-        package: &'static str,
-        #[source]
-        source: io::Error,
-    },
-    #[error("{program} failed on {} ({status}): {stderr}", path.display())]
-    Tool {
-        program: &'static str,
-        path: PathBuf,
-        status: ExitStatus,
-        stderr: String,
-    },
+    #[error(transparent)]
+    Run(#[from] RunError),
+    #[error(transparent)]
+    State(#[from] StateError),
     #[error(
         "no space left on the filesystem holding {} ({free} bytes free) to grow it to {requested} bytes; free space there or ask for a smaller size",
         path.display()
@@ -91,65 +82,6 @@ fn io_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> DiskEr
     }
 }
 
-/// Runs `program` with `args`, `stdin` fed in full, in the C locale; fails on a non-zero exit.
-fn run_tool(
-    program: &'static str,
-    args: &[&OsStr],
-    stdin: Option<&[u8]>,
-    path: &Path,
-) -> Result<Output, DiskError> {
-    let output = run_tool_unchecked(program, args, stdin)?;
-    if !output.status.success() {
-        return Err(tool_failure(program, path, &output));
-    }
-    Ok(output)
-}
-
-/// Runs `program` like [`run_tool`] but leaves the exit status to the caller.
-fn run_tool_unchecked(
-    program: &'static str,
-    args: &[&OsStr],
-    stdin: Option<&[u8]>,
-) -> Result<Output, DiskError> {
-    let package = if program == "dmsetup" {
-        "dmsetup"
-    } else {
-        "e2fsprogs"
-    };
-    let spawn_err = |source| DiskError::Spawn {
-        program,
-        package,
-        source,
-    };
-    let mut child = Command::new(program)
-        .args(args)
-        .env("LC_ALL", "C")
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(spawn_err)?;
-    if let (Some(data), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        // The child may exit early; its status and stderr explain why, so a
-        // broken pipe here is not the error to report.
-        let _ = io::Write::write_all(&mut pipe, data);
-    }
-    child.wait_with_output().map_err(spawn_err)
-}
-
-fn tool_failure(program: &'static str, path: &Path, output: &Output) -> DiskError {
-    DiskError::Tool {
-        program,
-        path: path.to_path_buf(),
-        status: output.status,
-        stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
-    }
-}
-
 /// A file (or staging directory) next to its final destination, removed on
 /// drop unless [`TempFile::persist`] renames it into place.
 struct TempFile {
@@ -160,33 +92,27 @@ struct TempFile {
 impl TempFile {
     /// Reserves a fresh hidden name in `dst`'s directory; nothing is created yet.
     fn beside(dst: &Path) -> TempFile {
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let name = dst.file_name().unwrap_or(OsStr::new("disk"));
-        let mut tmp_name = std::ffi::OsString::from(".");
-        tmp_name.push(name);
-        tmp_name.push(format!(
-            ".tmp-{}-{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
         TempFile {
-            path: dst.with_file_name(tmp_name),
+            path: atomic::temp_path(dst),
             persisted: false,
         }
     }
 
+    /// Creates the temporary as a new, empty file only root can read.
+    fn create(&self) -> Result<fs::File, DiskError> {
+        fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&self.path)
+            .map_err(io_err("create", &self.path))
+    }
+
     /// Flushes the file, renames it to `dst` and flushes the directory entry.
     fn persist(mut self, dst: &Path) -> Result<(), DiskError> {
-        File::open(&self.path)
-            .and_then(|f| f.sync_all())
-            .map_err(io_err("flush", &self.path))?;
-        fs::rename(&self.path, dst).map_err(io_err("rename into place", dst))?;
+        atomic::persist(&self.path, dst)?;
         self.persisted = true;
-        if let Some(dir) = dst.parent().filter(|d| !d.as_os_str().is_empty()) {
-            File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(io_err("flush directory", dir))?;
-        }
         Ok(())
     }
 }

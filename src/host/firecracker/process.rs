@@ -5,15 +5,15 @@ use std::ffi::OsString;
 use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
 use super::api::{self, ApiClient};
 use crate::host::procs::{self, ProcError};
+use crate::host::run::{self, RunError};
 
 /// Where Firecracker releases are published.
 pub const RELEASES_URL: &str = "https://github.com/firecracker-microvm/firecracker/releases";
@@ -32,12 +32,8 @@ pub enum FcError {
          `firecracker` in the config, BANGER_FIRECRACKER, or put it on PATH"
     )]
     NotFound { looked: String },
-    #[error("cannot run `{} --version`", bin.display())]
-    Version {
-        bin: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    #[error(transparent)]
+    Version(#[from] RunError),
     #[error("unexpected output from `{} --version`: {output:?}", bin.display())]
     VersionOutput { bin: PathBuf, output: String },
     #[error("cannot remove the stale API socket {}", path.display())]
@@ -52,12 +48,8 @@ pub enum FcError {
         #[source]
         source: io::Error,
     },
-    #[error("cannot start {}", bin.display())]
-    Spawn {
-        bin: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    #[error(transparent)]
+    Spawn(#[from] ProcError),
     #[error(
         "Firecracker (pid {pid}) exited before its API socket {} appeared; its console log says why",
         sock.display()
@@ -126,14 +118,7 @@ fn locate(
 
 /// `(major, minor, patch)` from the first line of `firecracker --version`.
 pub fn version(bin: &Path) -> Result<(u32, u32, u32), FcError> {
-    let output = Command::new(bin)
-        .arg("--version")
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|source| FcError::Version {
-            bin: bin.to_owned(),
-            source,
-        })?;
+    let output = run::output(Command::new(bin).arg("--version"), None)?;
     let stdout = String::from_utf8_lossy(&output.stdout);
     parse_version(&stdout).ok_or_else(|| FcError::VersionOutput {
         bin: bin.to_owned(),
@@ -184,24 +169,8 @@ pub fn spawn(bin: &Path, api_sock: &Path, id: &str, console_log: &Path) -> Resul
         .map_err(console_error)?;
     let stderr = stdout.try_clone().map_err(console_error)?;
     let mut command = Command::new(bin);
-    command
-        .arg("--api-sock")
-        .arg(api_sock)
-        .arg("--id")
-        .arg(id)
-        .stdin(Stdio::null())
-        .stdout(stdout)
-        .stderr(stderr);
-    // SAFETY: the closure runs in the forked child before exec and only calls
-    // setsid(2), which is async-signal-safe and touches no shared memory.
-    unsafe {
-        command.pre_exec(|| nix::unistd::setsid().map(drop).map_err(io::Error::from));
-    }
-    let child = command.spawn().map_err(|source| FcError::Spawn {
-        bin: bin.to_owned(),
-        source,
-    })?;
-    Ok(child.id())
+    command.arg("--api-sock").arg(api_sock).arg("--id").arg(id);
+    Ok(procs::spawn_detached(&mut command, stdout, stderr)?)
 }
 
 /// Waits until Firecracker (`pid`) accepts connections on `sock`. Fails as

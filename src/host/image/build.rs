@@ -9,14 +9,13 @@ use std::process::Command;
 use chrono::{SecondsFormat, Utc};
 
 use super::manifest::{Manifest, ManifestFile};
-use super::scratch::{self, ScratchDir, run};
+use super::scratch::{self, ScratchDir};
 use crate::host::disk::ext4;
+use crate::host::run::run;
 
 use super::{BuildOptions, INITRD, ImageError, MANIFEST, Progress, ROOTFS, VMLINUX, WORK_SEED};
 use super::{guest, initramfs, kernel, packages, rootfs};
 
-/// Size of `work-seed.ext4`; VMs grow their copy to the work disk size.
-const WORK_SEED_SIZE: u64 = 64 << 20;
 const BUSYBOX_PACKAGE: &str = "busybox-static";
 
 /// Builds an image into `out_dir`: `vmlinux`, `initrd.img` (unless `--kernel`
@@ -67,10 +66,8 @@ pub fn build(
     };
     progress.detail(&format!("{ROOTFS}: {} MiB", size >> 20));
     ext4::mkfs_from_dir(&tree, &out_dir.join(ROOTFS), size, "rootfs")?;
-    let seed = scratch.path().join("work-seed");
-    guest::work_seed_tree(&tree, &seed)?;
-    let seed_image = out_dir.join(WORK_SEED);
-    ext4::mkfs_from_dir(&seed, &seed_image, WORK_SEED_SIZE, ext4::WORK_LABEL)?;
+    // The same skeleton of /root as an imported image gets.
+    ext4::make_work_seed(&out_dir.join(WORK_SEED))?;
 
     progress.stage("checksum");
     let mut files = BTreeMap::new();

@@ -1,4 +1,4 @@
-//! banger's guest setup, written into a debootstrapped tree: agent, units, sshd, fstab, work seed.
+//! banger's guest setup, written into a debootstrapped tree: agent, units, sshd, fstab.
 
 use std::fs;
 use std::io::ErrorKind;
@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::Command;
 
 use super::ImageError;
-use super::scratch::run;
+use crate::host::run::run;
 
 /// Guest files, embedded from `scripts/guest/`.
 const NET_SCRIPT: &str = include_str!("../../../scripts/guest/banger-net");
@@ -92,7 +92,8 @@ pub(crate) fn install_modules(
     let parent = root.join(lib).join("modules");
     fs::create_dir_all(&parent).map_err(ImageError::io("create directory", &parent))?;
     let _ = fs::remove_dir_all(&dest);
-    run(Command::new("cp").arg("-a").arg(modules_dir).arg(&dest)).map(drop)
+    run(Command::new("cp").arg("-a").arg(modules_dir).arg(&dest))?;
+    Ok(())
 }
 
 /// Installs the agent and banger's guest configuration into the debootstrap tree `root`.
@@ -185,30 +186,6 @@ fn lock_root_password(root: &Path) -> Result<(), ImageError> {
         })
         .collect();
     write_file(root, "etc/shadow", locked.as_bytes(), 0o640)
-}
-
-/// The work seed's tree in `dir`: root's dot files from the rootfs tree and an empty `.ssh`.
-pub(crate) fn work_seed_tree(rootfs: &Path, dir: &Path) -> Result<(), ImageError> {
-    fs::create_dir_all(dir).map_err(ImageError::io("create directory", dir))?;
-    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
-        .map_err(ImageError::io("chmod", dir))?;
-    for name in [".bashrc", ".profile"] {
-        let from = [
-            rootfs.join("root").join(name),
-            rootfs.join("etc/skel").join(name),
-        ]
-        .into_iter()
-        .find(|p| p.is_file());
-        if let Some(from) = from {
-            let bytes = fs::read(&from).map_err(ImageError::io("read", &from))?;
-            write_file(dir, name, &bytes, 0o644)?;
-        }
-    }
-    let ssh = dir.join(".ssh");
-    fs::create_dir_all(&ssh).map_err(ImageError::io("create directory", &ssh))?;
-    fs::set_permissions(&ssh, fs::Permissions::from_mode(0o700))
-        .map_err(ImageError::io("chmod", &ssh))?;
-    write_file(dir, ".ssh/authorized_keys", b"", 0o600)
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use std::process::Command;
 
 use super::ImageError;
 use super::cpio::CpioWriter;
-use super::scratch::run;
+use crate::host::run::run;
 
 /// The script the kernel runs as PID 1 from the initramfs.
 const INIT_SCRIPT: &str = include_str!("../../../scripts/guest/init");

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::ImageError;
+use crate::state::atomic;
 
 /// The contents of an image's `image.json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -75,7 +76,7 @@ impl Manifest {
         })
     }
 
-    /// Writes the manifest to `path` as pretty JSON.
+    /// Writes the manifest to `path` as pretty JSON, atomically.
     pub fn write(&self, path: &Path) -> Result<(), ImageError> {
         let mut text = serde_json::to_vec_pretty(self).map_err(|source| ImageError::Manifest {
             op: "serialize",
@@ -83,7 +84,7 @@ impl Manifest {
             source,
         })?;
         text.push(b'\n');
-        fs::write(path, text).map_err(ImageError::io("write", path))
+        Ok(atomic::write(path, &text, 0o644)?)
     }
 }
 

@@ -71,18 +71,8 @@ pub enum ImageError {
         #[source]
         source: std::io::Error,
     },
-    #[error("could not run {program}; is it installed?")]
-    Spawn {
-        program: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{program} failed ({status}): {output}")]
-    Command {
-        program: String,
-        status: String,
-        output: String,
-    },
+    #[error(transparent)]
+    Run(#[from] crate::host::run::RunError),
     #[error(
         "apt knows no package {package}; run `apt-get update`, add Debian's sources, or pass --kernel"
     )]
@@ -106,6 +96,8 @@ pub enum ImageError {
     },
     #[error(transparent)]
     Disk(#[from] crate::host::disk::DiskError),
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
     #[error("{op} image manifest {path}")]
     Manifest {
         op: &'static str,

@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use super::ImageError;
-use super::scratch::{ScratchDir, run};
+use super::scratch::ScratchDir;
+use crate::host::run::run;
+use crate::state::atomic;
 
 /// The metapackage whose dependency names the current cloud kernel.
 pub(crate) const KERNEL_METAPACKAGE: &str = "linux-image-cloud-amd64";
@@ -77,13 +79,14 @@ pub(crate) fn fetch_deb(package: &str, cache_dir: &Path) -> Result<(PathBuf, boo
         .args(["download", "-q", package])
         .current_dir(partial.path()))?;
     let downloaded = partial.path().join(&file_name);
-    fs::rename(&downloaded, &cached).map_err(ImageError::io("move download", &downloaded))?;
+    atomic::persist(&downloaded, &cached)?;
     Ok((cached, false))
 }
 
 /// Unpacks `deb`'s files into `dir` with `dpkg-deb -x` (no maintainer scripts run).
 pub(crate) fn extract_deb(deb: &Path, dir: &Path) -> Result<(), ImageError> {
-    run(Command::new("dpkg-deb").arg("-x").arg(deb).arg(dir)).map(drop)
+    run(Command::new("dpkg-deb").arg("-x").arg(deb).arg(dir))?;
+    Ok(())
 }
 
 #[cfg(test)]

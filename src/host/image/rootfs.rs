@@ -8,8 +8,10 @@ use std::process::Command;
 use sha2::{Digest, Sha256};
 
 use super::manifest::hex;
-use super::scratch::{ScratchDir, run};
+use super::scratch::ScratchDir;
 use super::{ImageError, Progress};
+use crate::host::run::run;
+use crate::state::atomic;
 
 /// Packages every image has, before the user's `--packages`.
 pub(crate) const BASE_PACKAGES: &[&str] = &[
@@ -168,7 +170,8 @@ pub(crate) fn debootstrap(
         ));
         progress.stage("packages");
         fs::create_dir_all(target).map_err(ImageError::io("create directory", target))?;
-        return run(tar().arg("-xpf").arg(&cache.tree).arg("-C").arg(target)).map(drop);
+        run(tar().arg("-xpf").arg(&cache.tree).arg("-C").arg(target))?;
+        return Ok(());
     }
     if cache.packages.is_file() {
         progress.detail(&format!(
@@ -183,7 +186,7 @@ pub(crate) fn debootstrap(
         cmd.arg(format!("--make-tarball={}", partial.display()));
         common(&mut cmd);
         run(cmd.arg(work.path().join("target")).arg(&mirror))?;
-        fs::rename(&partial, &cache.packages).map_err(ImageError::io("move tarball", &partial))?;
+        atomic::persist(&partial, &cache.packages)?;
     }
 
     progress.stage("packages");
@@ -208,7 +211,7 @@ pub(crate) fn debootstrap(
         .arg("-C")
         .arg(target)
         .arg("."))?;
-    fs::rename(&partial, &cache.tree).map_err(ImageError::io("move tarball", &partial))
+    Ok(atomic::persist(&partial, &cache.tree)?)
 }
 
 /// Bytes the tree at `dir` occupies on disk.

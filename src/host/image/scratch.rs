@@ -1,11 +1,11 @@
-//! Scratch directories removed on every exit path, and running build tools.
+//! Scratch directories removed on every exit path, and swept when a killed build left them.
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::ImageError;
+use crate::host::procs;
 
 /// A directory that is removed, with everything in it, when dropped.
 #[derive(Debug)]
@@ -51,42 +51,12 @@ pub(crate) fn sweep_stale(parent: &Path) {
             .and_then(|n| n.split('-').nth(1))
             .and_then(|p| p.parse::<u32>().ok());
         if let Some(pid) = pid
-            && !Path::new("/proc").join(pid.to_string()).exists()
+            && !procs::is_alive(pid)
         {
             // Best effort: what cannot be removed now is retried by the next build.
             let _ = fs::remove_dir_all(entry.path());
         }
     }
-}
-
-/// Runs `cmd` to completion, capturing its output; a non-zero exit becomes
-/// [`ImageError::Command`] carrying the tail of what it printed.
-pub(crate) fn run(cmd: &mut Command) -> Result<Output, ImageError> {
-    let program = cmd.get_program().to_string_lossy().into_owned();
-    let output = cmd.output().map_err(|source| ImageError::Spawn {
-        program: program.clone(),
-        source,
-    })?;
-    if output.status.success() {
-        return Ok(output);
-    }
-    let mut text = String::from_utf8_lossy(&output.stderr).into_owned();
-    text.push_str(&String::from_utf8_lossy(&output.stdout));
-    Err(ImageError::Command {
-        program,
-        status: output.status.to_string(),
-        output: tail(&text, 15),
-    })
-}
-
-/// The last `n` non-empty lines of `text`, joined with "; ".
-fn tail(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect();
-    lines[lines.len().saturating_sub(n)..].join("; ")
 }
 
 #[cfg(test)]
@@ -119,19 +89,5 @@ mod tests {
         assert!(live.path().exists());
         drop(live);
         fs::remove_dir_all(&parent).unwrap();
-    }
-
-    #[test]
-    fn failed_command_reports_its_output() {
-        let err = run(Command::new("sh").args(["-c", "echo boom >&2; exit 3"])).unwrap_err();
-        let msg = err.to_string();
-        assert!(msg.contains("sh failed"), "{msg}");
-        assert!(msg.contains("boom"), "{msg}");
-    }
-
-    #[test]
-    fn missing_program_is_a_spawn_error() {
-        let err = run(&mut Command::new("/nonexistent/banger-tool")).unwrap_err();
-        assert!(matches!(err, ImageError::Spawn { .. }), "{err}");
     }
 }

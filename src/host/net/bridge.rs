@@ -7,7 +7,7 @@ use futures_util::TryStreamExt;
 use rtnetlink::packet_route::address::AddressAttribute;
 use rtnetlink::{Handle, LinkBridge, LinkUnspec};
 
-use super::netlink::{self, errno};
+use super::netlink;
 use super::{NetError, validate_ifname};
 
 const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
@@ -25,22 +25,12 @@ pub fn ensure_bridge(name: &str, gateway: Ipv4Addr, prefix_len: u8) -> Result<()
     netlink::run(|handle| async move {
         let index = bridge_index(&handle, name).await?;
         if !has_address(&handle, name, index, gateway, prefix_len).await? {
-            match handle
+            let added = handle
                 .address()
                 .add(index, IpAddr::V4(gateway), prefix_len)
                 .execute()
-                .await
-            {
-                Ok(()) => {}
-                Err(err) if errno(&err) == Some(libc::EEXIST) => {}
-                Err(source) => {
-                    return Err(NetError::Netlink {
-                        op: "add the gateway address to",
-                        name: name.to_string(),
-                        source,
-                    });
-                }
-            }
+                .await;
+            netlink::done_or_exists(added, "add the gateway address to", name)?;
         }
         handle
             .link()
@@ -67,22 +57,12 @@ async fn bridge_index(handle: &Handle, name: &str) -> Result<u32, NetError> {
             })
         };
     }
-    match handle
+    let created = handle
         .link()
         .add(LinkBridge::new(name).build())
         .execute()
-        .await
-    {
-        Ok(()) => {}
-        Err(err) if errno(&err) == Some(libc::EEXIST) => {}
-        Err(source) => {
-            return Err(NetError::Netlink {
-                op: "create bridge",
-                name: name.to_string(),
-                source,
-            });
-        }
-    }
+        .await;
+    netlink::done_or_exists(created, "create bridge", name)?;
     match netlink::link_by_name(handle, name).await? {
         Some(link) if netlink::is_bridge(&link) => Ok(link.header.index),
         Some(_) => Err(NetError::NotABridge {

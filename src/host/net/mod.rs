@@ -54,8 +54,8 @@ pub enum NetError {
     },
     #[error("nft: cannot {op} in table inet banger: {detail}")]
     Nft { op: &'static str, detail: String },
-    #[error("`resolvectl {args}` failed: {detail}")]
-    Resolvectl { args: String, detail: String },
+    #[error(transparent)]
+    Run(#[from] crate::host::run::RunError),
     #[error("cannot bind the DNS server on {addr}")]
     DnsBind {
         addr: SocketAddr,

@@ -29,7 +29,6 @@ const FORWARD_CHAIN: &str = "forward";
 const NAT_PRIORITY: i32 = 100;
 /// `filter`: the usual forward priority; other tables' chains still apply.
 const FORWARD_PRIORITY: i32 = 0;
-const COMMENT_PREFIX: &str = "banger:";
 /// `filter` on the host's own input: what guests may reach on the host.
 const INPUT_CHAIN: &str = "input";
 /// Marks the host fence's rules (no `banger:` prefix: they belong to no VM).
@@ -187,7 +186,7 @@ fn rules<'a>(ruleset: &'a Nftables<'static>) -> impl Iterator<Item = &'a Rule<'s
 
 /// The VM id a rule belongs to, from its `banger:<id>` comment.
 fn rule_owner<'a>(rule: &'a Rule<'static>) -> Option<&'a str> {
-    rule.comment.as_deref()?.strip_prefix(COMMENT_PREFIX)
+    crate::state::layout::vm_of_nat_comment(rule.comment.as_deref()?)
 }
 
 /// (chain, handle) of each rule that belongs to `vm_id`.
@@ -262,7 +261,7 @@ fn vm_rules_batch(
     bridge: &str,
     stale: &[(String, u32)],
 ) -> Nftables<'static> {
-    let comment = format!("{COMMENT_PREFIX}{vm_id}");
+    let comment = crate::state::layout::nat_comment_for(vm_id);
     let guest = guest_ip.to_string();
     let rule = |chain: &'static str, expr: Vec<Statement<'static>>| {
         NfListObject::Rule(Rule {

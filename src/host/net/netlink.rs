@@ -40,6 +40,20 @@ pub(super) fn errno(err: &rtnetlink::Error) -> Option<i32> {
     }
 }
 
+/// Success, or `EEXIST`: what `op` adds to `name` is there already (a
+/// concurrent caller added it).
+pub(super) fn done_or_exists(
+    result: Result<(), rtnetlink::Error>,
+    op: &'static str,
+    name: &str,
+) -> Result<(), NetError> {
+    match result {
+        Ok(()) => Ok(()),
+        Err(err) if errno(&err) == Some(libc::EEXIST) => Ok(()),
+        Err(err) => Err(failed(op, name, err)),
+    }
+}
+
 fn failed(op: &'static str, name: &str, source: rtnetlink::Error) -> NetError {
     NetError::Netlink {
         op,

@@ -10,6 +10,7 @@ use nix::sys::socket::{AddressFamily, SockFlag, SockType, socket};
 
 use super::netlink;
 use super::{MAX_IFNAME_LEN, NetError, validate_ifname};
+use crate::state::layout::{pool_slot as pool_index, pool_tap as pool_name};
 
 const TUN_DEVICE: &str = "/dev/net/tun";
 
@@ -125,20 +126,6 @@ pub fn create_tap(name: &str, bridge: &str) -> Result<(), NetError> {
         let _ = netlink::run(|handle| async move { netlink::delete_by_name(&handle, name).await });
     }
     attached
-}
-
-/// Pool TAP name for slot `index`.
-fn pool_name(pool_prefix: &str, index: usize) -> String {
-    format!("{pool_prefix}{index}")
-}
-
-/// The slot number of `name` if it is a pool TAP of `pool_prefix`.
-fn pool_index(pool_prefix: &str, name: &str) -> Option<usize> {
-    let digits = name.strip_prefix(pool_prefix)?;
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    digits.parse().ok()
 }
 
 /// The pool TAPs present, by ascending slot.

@@ -57,7 +57,7 @@ fc_dest=/usr/local/bin/firecracker
 
 # The version BIN reports as Firecracker (1.12.1), or nothing.
 fc_version_of() {
-  "$1" --version 2>/dev/null | sed -n '1s/^Firecracker v\([0-9][0-9.]*\).*/\1/p'
+  { "$1" --version 2>/dev/null || true; } | sed -n '1s/^Firecracker v\([0-9][0-9.]*\).*/\1/p'
 }
 # Whether VERSION is one banger runs: v1.10 or newer (doctor warns past v1.12).
 fc_usable() {
@@ -77,11 +77,11 @@ fc_describe() {
   fi
 }
 
-# Makes `sudo banger` find a Firecracker: the one in BANGER_FIRECRACKER or on
-# PATH when usable (copied to /usr/local/bin unless sudo's PATH has it),
-# else the release from GitHub.
+# Makes `sudo banger` find a Firecracker: the one in BANGER_FIRECRACKER, or on
+# PATH or sudo's PATH, when usable (copied to /usr/local/bin unless sudo's
+# PATH has it), else the release from GitHub.
 install_firecracker() {
-  local bin version seen
+  local bin="" version="" seen
   if [ -n "${BANGER_FIRECRACKER:-}" ]; then
     bin=$BANGER_FIRECRACKER
     version=$(fc_version_of "$bin")
@@ -90,13 +90,18 @@ install_firecracker() {
       return
     fi
   else
-    bin=$(command -v firecracker || true)
-    version=""
-    [ -z "$bin" ] || version=$(fc_version_of "$bin")
-    if [ -n "$bin" ] && ! fc_usable "$version"; then
-      say "not using $bin ($(fc_describe "$bin" "$version")): banger needs Firecracker v1.10 or newer"
-      bin=""
-    fi
+    # The first usable one on PATH, or on sudo's PATH.
+    local candidate found=""
+    for candidate in "$(command -v firecracker || true)" "$($sudo sh -c 'command -v firecracker' 2>/dev/null || true)"; do
+      if [ -z "$candidate" ] || [ "$candidate" = "$found" ]; then continue; fi
+      found=$candidate
+      version=$(fc_version_of "$candidate")
+      if fc_usable "$version"; then
+        bin=$candidate
+        break
+      fi
+      say "not using $candidate ($(fc_describe "$candidate" "$version")): banger needs Firecracker v1.10 or newer"
+    done
   fi
   if [ -n "$bin" ]; then
     [[ $version == 1.1[0-2].* ]] || warning "$bin is Firecracker v$version; banger is tested with v1.10 to v1.12"

@@ -4,7 +4,7 @@
 # whose failure is reported as one line saying what failed and what to do.
 
 # The script's name, prefixed to every message.
-script_name=$(basename "$0" .sh)
+script_name=$(basename "$0")
 # The checkout these scripts belong to.
 checkout=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
@@ -42,7 +42,7 @@ find_cargo() {
     home=$(sudo_user_home)
     [ -n "${CARGO_HOME:-}" ] && candidates+=("$CARGO_HOME/bin")
     [ -n "$home" ] && candidates+=("$home/.cargo/bin")
-    candidates+=("$HOME/.cargo/bin")
+    [ "$home" = "$HOME" ] || candidates+=("$HOME/.cargo/bin")
     for dir in "${candidates[@]}"; do
       [ -x "$dir/cargo" ] || continue
       export PATH="$dir:$PATH"
@@ -82,11 +82,12 @@ hand_back() {
 }
 
 # The line of a failed command's output that says why: the last error line
-# (curl, pip, apt, cargo; for cargo's chains the innermost cause), else the
-# last line, without the tool's prefix.
+# (curl, pip, apt, cargo; for cargo's chains the innermost cause; for pip's
+# retries the connection error), else the last line, without the tool's prefix.
 failure_reason() {
-  local line=""
-  grep -q '^Caused by:' "$1" ||
+  local line
+  line=$(sed -n "s/.*after connection broken by '\(.*\)': .*/\1/p" "$1" | tail -n 1)
+  [ -n "$line" ] || grep -q '^Caused by:' "$1" ||
     line=$(grep -E '^(curl: |ERROR: |E: |error: |sudo: )' "$1" | tail -n 1)
   [ -n "$line" ] || line=$(grep -v '^[[:space:]]*$' "$1" | tail -n 1)
   printf '%s' "$line" | sed -E 's/^(curl: \([0-9]+\) |ERROR: |E: |error: |sudo: )//; s/^[[:space:]]+//'
@@ -111,8 +112,9 @@ attempt() {
     done
     tool=${words[i]##*/}
     [ "$tool" = python3 ] && [ "${words[i + 1]:-}" = -m ] && tool=${words[i + 2]:-python3}
-    if [ "$(grep -c . "$log")" -gt 1 ]; then
-      tail -n 15 "$log" | sed 's/^/  | /' >&2
+    # More than the one line quoted below: show the end of it, repeats once.
+    if [ "$(grep . "$log" | uniq | wc -l)" -gt 1 ]; then
+      grep . "$log" | uniq | tail -n 15 | sed 's/^/  | /' >&2
     fi
     attempt_failure="could not $what ($tool: $(failure_reason "$log")). $hint"
     say "$attempt_failure"

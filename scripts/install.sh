@@ -14,7 +14,14 @@ cd "$root"
 . scripts/lib.sh
 
 sudo=""
-[ "$(id -u)" -eq 0 ] || sudo=sudo
+if [ "$(id -u)" -ne 0 ]; then
+  sudo=sudo
+  why="install.sh uses sudo for apt-get, /usr/local/bin and banger doctor"
+  command -v sudo >/dev/null ||
+    die "sudo not found ($why): as root, apt-get install sudo and adduser $(id -un) sudo, or run install.sh as root"
+  # Asks for the password now rather than after the build.
+  sudo -v || die "sudo does not let $(id -un) run commands as root ($why; its message is above)"
+fi
 find_cargo
 hand_back_on_exit "$root/target"
 tmp=$(mktemp -d)
@@ -142,9 +149,9 @@ doctor=0
 $sudo /usr/local/bin/banger doctor || doctor=$?
 for w in "${warnings[@]}"; do say "warning: $w"; done
 for p in "${problems[@]}"; do say "$p"; done
-[ "$doctor" -eq 0 ] || problems+=("banger doctor reported a FAIL above")
-if [ "${#problems[@]}" -gt 0 ]; then
-  say "banger is installed but cannot run a VM yet: see above"
+[ "$doctor" -eq 0 ] || say "banger doctor found what stops a VM: its FAIL lines above, each with a hint"
+if [ "${#problems[@]}" -gt 0 ] || [ "$doctor" -ne 0 ]; then
+  say "banger is installed, but cannot run a VM yet"
   exit 1
 fi
 say "ready: sudo banger vm run --rm -- uname -a (the first run builds the default image, a minute or two)"

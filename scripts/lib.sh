@@ -1,7 +1,7 @@
-# shellcheck shell=bash
 # Shared by banger's scripts (sourced, not run): messages, finding cargo
 # under sudo, handing files back to the user who ran sudo, and commands
 # whose failure is reported as one line saying what failed and what to do.
+# shellcheck shell=bash
 
 # The script's name, prefixed to every message.
 script_name=$(basename "$0")

@@ -4,6 +4,10 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
+find_cargo
+hand_back_on_exit "$root/target"
 export PATH="$root/target/test-deps/bin:$PATH"
 export BANGER_TEST_DEPS="$root/target/test-deps"
 

@@ -3,18 +3,14 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{eventually, skip_unless};
+use banger_testkit::{Need, eventually, require};
 
 #[test]
 fn an_interrupted_build_registers_nothing_and_gc_sweeps_it() {
-    if skip_unless("image", &[std::path::Path::new("/usr/sbin/debootstrap")]) {
-        return;
-    }
+    require!("image", Need::Root, Need::Program("debootstrap"));
     let tmp = tempfile::tempdir().unwrap();
     let banger = |args: &[&str]| {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_banger"));

@@ -3,12 +3,25 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::process::Command;
 use std::time::Duration;
 
-use common::{TestContext, firecracker, skip_unless, vmlinux};
+use banger_testkit::context::firecracker_context;
+use banger_testkit::{Need, TestContext, eventually, firecracker, loops_under, require, vmlinux};
+
+/// Like `firecracker_context`, for checks that start no VM and so need no
+/// `/dev/kvm`.
+#[track_caller]
+fn context_without_kvm() -> Option<TestContext> {
+    let (firecracker, kernel) = (firecracker(), vmlinux());
+    let needs = [Need::Root, Need::File(&firecracker), Need::File(&kernel)];
+    if require("firecracker", &needs).is_some() {
+        return None;
+    }
+    let ctx = TestContext::new(&firecracker);
+    ctx.import_image("base");
+    Some(ctx)
+}
 
 #[test]
 fn checked_in_completions_are_current() {
@@ -83,9 +96,7 @@ fn bash_completion_lists_vm_names() {
 
 #[test]
 fn doctor_fails_without_firecracker_and_names_it() {
-    if skip_unless("host", &[]) {
-        return;
-    }
+    require!("host", Need::Root);
     let ctx = TestContext::new(std::path::Path::new("/nonexistent/firecracker"));
     let out = ctx.run(&["doctor"]);
     assert_eq!(out.status.code(), Some(1));
@@ -107,11 +118,9 @@ fn doctor_fails_without_firecracker_and_names_it() {
 
 #[test]
 fn doctor_passes_with_firecracker() {
-    if skip_unless("firecracker", &[&firecracker(), &vmlinux()]) {
+    let Some(ctx) = context_without_kvm() else {
         return;
-    }
-    let ctx = TestContext::new(&firecracker());
-    ctx.import_image("base");
+    };
     let json: serde_json::Value =
         serde_json::from_slice(&ctx.run(&["doctor", "--json"]).stdout).unwrap();
     let status = |name: &str| {
@@ -130,9 +139,7 @@ fn doctor_passes_with_firecracker() {
 
 #[test]
 fn gc_removes_planted_leaks_and_only_those() {
-    if skip_unless("host", &[]) {
-        return;
-    }
+    require!("host", Need::Root);
     let ctx = TestContext::new(&firecracker());
     ctx.ok(&["vm", "ls"]); // creates the state directories
     // Banger's leaks: a VM TAP, a pool TAP (no sidecar), a loop device over a
@@ -173,9 +180,9 @@ fn gc_removes_planted_leaks_and_only_those() {
     // A VMM whose VM is gone: its API socket lies under the run dir.
     let orphan_dir = ctx.run_dir.join("vms/00000000cc");
     std::fs::create_dir_all(&orphan_dir).unwrap();
-    let mut orphan = Command::new("ip")
-        .args(["netns", "exec", &ctx.netns])
-        .arg(firecracker())
+    let mut orphan = ctx
+        .netns
+        .command(firecracker())
         .arg("--api-sock")
         .arg(orphan_dir.join("api.sock"))
         .env("BANGER_RUN_DIR", &ctx.run_dir)
@@ -183,7 +190,7 @@ fn gc_removes_planted_leaks_and_only_those() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    assert!(common::eventually(Duration::from_secs(5), || orphan_dir
+    assert!(eventually(Duration::from_secs(5), || orphan_dir
         .join("api.sock")
         .exists()));
     // Foreign things beside them.
@@ -237,7 +244,7 @@ fn gc_removes_planted_leaks_and_only_those() {
         ["bg-00000000aa"],
         "dry run changed something"
     );
-    assert!(common::loops_under(&ctx.home).contains(&leaked_loop));
+    assert!(loops_under(&ctx.home).contains(&leaked_loop));
 
     let done = ctx.ok(&["gc"]);
     assert!(done.contains("removed process"), "{done}");
@@ -249,7 +256,7 @@ fn gc_removes_planted_leaks_and_only_those() {
     assert!(done.contains("removed tap bg-00000000aa"), "{done}");
     assert!(ctx.links("bg-").is_empty());
     assert!(ctx.links("bgpool").is_empty());
-    assert!(!common::loops_under(&ctx.home).contains(&leaked_loop));
+    assert!(!loops_under(&ctx.home).contains(&leaked_loop));
     assert!(!ctx.run_dir.join("vms/00000000bb").exists());
     let banger_rules = ctx.sh(&["nft", "list", "table", "inet", "banger"]);
     assert!(
@@ -258,7 +265,7 @@ fn gc_removes_planted_leaks_and_only_those() {
     );
     // Foreign things untouched.
     assert_eq!(ctx.links("user-tap"), ["user-tap0"]);
-    assert!(common::loops_under(ctx.dir.path()).contains(&foreign_loop));
+    assert!(loops_under(ctx.dir.path()).contains(&foreign_loop));
     assert_eq!(
         ctx.sh(&["nft", "list", "table", "inet", "userstuff"]),
         foreign_rules
@@ -287,11 +294,9 @@ fn losetup(file: &std::path::Path) -> String {
 
 #[test]
 fn gc_deletes_expired_vms() {
-    if skip_unless("firecracker", &[&firecracker(), &vmlinux()]) {
+    let Some(ctx) = context_without_kvm() else {
         return;
-    }
-    let ctx = TestContext::new(&firecracker());
-    ctx.import_image("base");
+    };
     ctx.ok(&[
         "vm",
         "create",
@@ -328,14 +333,9 @@ fn gc_deletes_expired_vms() {
 
 #[test]
 fn bench_reports_stages() {
-    if skip_unless(
-        "firecracker",
-        &[&firecracker(), &vmlinux(), std::path::Path::new("/dev/kvm")],
-    ) {
+    let Some(ctx) = firecracker_context() else {
         return;
-    }
-    let ctx = TestContext::new(&firecracker());
-    ctx.import_image("base");
+    };
     let report = ctx.json(&["bench", "create", "--runs", "2", "--json"]);
     assert_eq!(report["runs"], 2);
     let stages = report["stages"].as_array().unwrap();

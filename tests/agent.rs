@@ -54,7 +54,8 @@ impl Agent {
             .unwrap();
         let agent = Self { child, sock, dir };
         assert!(
-            eventually(Duration::from_secs(10), || UnixStream::connect(&agent.sock).is_ok()),
+            eventually(Duration::from_secs(10), || UnixStream::connect(&agent.sock)
+                .is_ok()),
             "the agent never listened"
         );
         agent

@@ -238,7 +238,8 @@ fn a_killed_stop_leaves_a_live_vmm_for_the_next_stop() {
         .spawn()
         .unwrap();
     let stopping = eventually(Duration::from_secs(10), || {
-        ctx.listed("halt").is_some_and(|vm| vm["last_error"].as_str().is_some())
+        ctx.listed("halt")
+            .is_some_and(|vm| vm["last_error"].as_str().is_some())
     });
     stop.kill().unwrap();
     stop.wait().unwrap();

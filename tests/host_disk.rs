@@ -242,11 +242,7 @@ fn clone_file_refuses_to_shrink_and_leaves_nothing_behind() {
 
 #[test]
 fn clone_file_on_xfs_is_a_reflink() {
-    require!(
-        "xfs",
-        Need::Root,
-        Need::Program("mkfs.xfs"),
-    );
+    require!("xfs", Need::Root, Need::Program("mkfs.xfs"),);
     let dir = tempfile::tempdir().expect("tempdir");
     let image = dir.path().join("xfs.img");
     sparse_file(&image, 512 * MIB, &[], b"");

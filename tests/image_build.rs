@@ -614,7 +614,10 @@ fn image_boots_to_ssh_with_network_work_disk_and_clean_poweroff() {
     require!("image", Need::Program("qemu-system-x86_64"));
     in_new_netns(|| {
         run("ip", &["tuntap", "add", "dev", "imgtap0", "mode", "tap"]);
-        run("ip", &["addr", "add", &format!("{HOST_IP}/24"), "dev", "imgtap0"]);
+        run(
+            "ip",
+            &["addr", "add", &format!("{HOST_IP}/24"), "dev", "imgtap0"],
+        );
         run("ip", &["link", "set", "imgtap0", "up"]);
         let mut guest = Guest::boot(built);
         let started = Instant::now();

@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use banger_testkit::context::firecracker_context as context;
 use banger_testkit::netns::NamedNetns;
-use banger_testkit::{Need, TestContext, create_small, eventually, firecracker, require, ssh_keygen};
+use banger_testkit::{
+    Need, TestContext, create_small, eventually, firecracker, require, ssh_keygen,
+};
 use serde_json::Value;
 
 fn mode(path: &Path) -> u32 {

@@ -110,9 +110,7 @@ fn sidecar_serves_dns_and_the_pool_while_vms_run() {
 fn one_sidecar_under_concurrent_starts() {
     let Some(ctx) = context() else { return };
     let creates: Vec<Args> = (0..4)
-        .map(|i| {
-            create_small(&format!("p{i}")).with(&["--no-wait"])
-        })
+        .map(|i| create_small(&format!("p{i}")).with(&["--no-wait"]))
         .collect();
     for out in ctx.concurrently(&creates) {
         assert!(

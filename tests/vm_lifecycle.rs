@@ -180,7 +180,15 @@ fn concurrent_creates_get_distinct_addresses() {
     let creates: Vec<Args> = (0..8)
         .map(|i| {
             let name = format!("c{i}");
-            Args::new(&["vm", "create", &name, "--no-start", "--work-size", "64M", "--json"])
+            Args::new(&[
+                "vm",
+                "create",
+                &name,
+                "--no-start",
+                "--work-size",
+                "64M",
+                "--json",
+            ])
         })
         .collect();
     for out in ctx.concurrently(&creates) {

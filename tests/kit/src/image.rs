@@ -42,7 +42,10 @@ impl Default for Recorder {
 impl Recorder {
     /// The stages seen so far.
     pub fn stages(&self) -> Vec<String> {
-        self.stages.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.stages
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }
 

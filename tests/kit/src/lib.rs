@@ -19,10 +19,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 pub use context::{Args, TestContext, create_small};
-pub use procs::{eventually, pid_alive};
-pub use require::{Need, Skip, require};
 #[doc(hidden)]
 pub use insta;
+pub use procs::{eventually, pid_alive};
+pub use require::{Need, Skip, require};
 
 /// The workspace root: the directory holding banger's `Cargo.toml`.
 pub fn workspace_root() -> PathBuf {
@@ -90,9 +90,8 @@ pub fn banger_agent_bin() -> PathBuf {
 /// Whether `program` is found on `PATH`.
 pub fn on_path(program: &str) -> bool {
     std::env::var_os("PATH").is_some_and(|path| {
-        std::env::split_paths(&path).any(|dir| {
-            std::fs::metadata(dir.join(program)).is_ok_and(|m| m.is_file())
-        })
+        std::env::split_paths(&path)
+            .any(|dir| std::fs::metadata(dir.join(program)).is_ok_and(|m| m.is_file()))
     })
 }
 

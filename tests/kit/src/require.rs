@@ -27,9 +27,8 @@ impl Need<'_> {
         match self {
             Need::Root => (!nix::unistd::geteuid().is_root()).then(|| "needs root".to_owned()),
             Need::Kvm => (!Path::new("/dev/kvm").exists()).then(|| "no /dev/kvm".to_owned()),
-            Need::File(path) => (!path.exists()).then(|| {
-                format!("{} is missing (run scripts/test-deps.sh)", path.display())
-            }),
+            Need::File(path) => (!path.exists())
+                .then(|| format!("{} is missing (run scripts/test-deps.sh)", path.display())),
             Need::Program(name) => {
                 (!crate::on_path(name)).then(|| format!("{name} is not on PATH"))
             }
@@ -99,6 +98,9 @@ fn record(skip: &Skip) {
         .open(&path)
         .and_then(|mut file| file.write_all(line.as_bytes()));
     if let Err(err) = written {
-        eprintln!("cannot record the skip in {}: {err}", Path::new(&path).display());
+        eprintln!(
+            "cannot record the skip in {}: {err}",
+            Path::new(&path).display()
+        );
     }
 }

@@ -37,7 +37,10 @@ pub fn filters(ctx: Option<&TestContext>) -> Vec<(String, String)> {
             regex_escape(&ctx.dir.path().display().to_string()),
             "[TEMP]".to_owned(),
         ));
-        filters.push((regex_escape(&crate::vmlinux().display().to_string()), "[VMLINUX]".to_owned()));
+        filters.push((
+            regex_escape(&crate::vmlinux().display().to_string()),
+            "[VMLINUX]".to_owned(),
+        ));
     }
     for (regex, replacement) in [
         (r"/tmp/[A-Za-z0-9._-]+", "[TEMP]"),
@@ -82,13 +85,11 @@ fn regex_escape(text: &str) -> String {
 #[macro_export]
 macro_rules! assert_cmd_snapshot {
     ($name:expr, $output:expr $(,)?) => {
-        $crate::snapshot::settings(None).bind(|| {
-            $crate::insta::assert_snapshot!($name, $crate::snapshot::render(&$output))
-        })
+        $crate::snapshot::settings(None)
+            .bind(|| $crate::insta::assert_snapshot!($name, $crate::snapshot::render(&$output)))
     };
     ($name:expr, $output:expr, $ctx:expr $(,)?) => {
-        $crate::snapshot::settings(Some($ctx)).bind(|| {
-            $crate::insta::assert_snapshot!($name, $crate::snapshot::render(&$output))
-        })
+        $crate::snapshot::settings(Some($ctx))
+            .bind(|| $crate::insta::assert_snapshot!($name, $crate::snapshot::render(&$output)))
     };
 }

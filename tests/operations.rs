@@ -6,22 +6,8 @@
 use std::process::Command;
 use std::time::Duration;
 
-use banger_testkit::context::firecracker_context;
-use banger_testkit::{Need, TestContext, eventually, firecracker, loops_under, require, vmlinux};
-
-/// Like `firecracker_context`, for checks that start no VM and so need no
-/// `/dev/kvm`.
-#[track_caller]
-fn context_without_kvm() -> Option<TestContext> {
-    let (firecracker, kernel) = (firecracker(), vmlinux());
-    let needs = [Need::Root, Need::File(&firecracker), Need::File(&kernel)];
-    if require("firecracker", &needs).is_some() {
-        return None;
-    }
-    let ctx = TestContext::new(&firecracker);
-    ctx.import_image("base");
-    Some(ctx)
-}
+use banger_testkit::context::{Sandbox, context_without_kvm, firecracker_context};
+use banger_testkit::{Need, TestContext, eventually, firecracker, loops_under, require};
 
 #[test]
 fn checked_in_completions_are_current() {
@@ -77,21 +63,11 @@ fn man_page_documents_the_commands() {
 
 #[test]
 fn bash_completion_lists_vm_names() {
-    let tmp = tempfile::tempdir().unwrap();
-    let home = tmp.path().join("home");
-    let banger = |args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_banger"))
-            .args(args)
-            .env("BANGER_HOME", &home)
-            .env("BANGER_RUN_DIR", tmp.path().join("run"))
-            .env("BANGER_CONFIG", tmp.path().join("none.toml"))
-            .output()
-            .unwrap()
-    };
+    let sandbox = Sandbox::default();
     // No database yet: nothing, quietly, and nothing created.
-    let out = banger(&["__complete", "vm"]);
+    let out = sandbox.run(["__complete", "vm"]);
     assert!(out.status.success() && out.stdout.is_empty() && out.stderr.is_empty());
-    assert!(!home.exists());
+    assert!(!sandbox.home.exists());
 }
 
 #[test]

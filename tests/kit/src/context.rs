@@ -51,6 +51,63 @@ pub fn create_small(name: &str) -> Args {
     ])
 }
 
+/// Points `cmd` at the state under `home`, `run_dir` and `config`.
+fn state_env(cmd: &mut Command, home: &Path, run_dir: &Path, config: &Path) {
+    cmd.env("BANGER_HOME", home)
+        .env("BANGER_RUN_DIR", run_dir)
+        .env("BANGER_CONFIG", config)
+        .stdin(Stdio::null());
+}
+
+/// banger state in a temp dir and nothing else: for commands that touch no
+/// host resource (parsing, listing, completion, builds), so no root needed.
+pub struct Sandbox {
+    pub dir: tempfile::TempDir,
+    pub home: PathBuf,
+    pub run_dir: PathBuf,
+    pub config: PathBuf,
+}
+
+impl Default for Sandbox {
+    /// A sandbox with an empty config file.
+    fn default() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("bgs")
+            .tempdir_in("/tmp")
+            .expect("temp dir");
+        let config = dir.path().join("config.toml");
+        std::fs::write(&config, "").expect("config");
+        Self {
+            home: dir.path().join("home"),
+            run_dir: dir.path().join("run"),
+            config,
+            dir,
+        }
+    }
+}
+
+impl Sandbox {
+    /// `banger ARGS` with this sandbox's state.
+    pub fn cmd<A>(&self, args: A) -> Command
+    where
+        A: IntoIterator,
+        A::Item: AsRef<OsStr>,
+    {
+        let mut cmd = Command::new(crate::banger_bin());
+        cmd.args(os_args(args));
+        state_env(&mut cmd, &self.home, &self.run_dir, &self.config);
+        cmd
+    }
+
+    pub fn run<A>(&self, args: A) -> Output
+    where
+        A: IntoIterator,
+        A::Item: AsRef<OsStr>,
+    {
+        self.cmd(args).output().expect("run banger")
+    }
+}
+
 fn os_args<A>(args: A) -> Vec<OsString>
 where
     A: IntoIterator,
@@ -77,6 +134,20 @@ pub struct TestContext {
 #[track_caller]
 pub fn firecracker_context() -> Option<TestContext> {
     let ctx = bare_firecracker_context()?;
+    ctx.import_image("base");
+    Some(ctx)
+}
+
+/// Like [`firecracker_context`], for commands that start no VM and so need
+/// no `/dev/kvm`.
+#[track_caller]
+pub fn context_without_kvm() -> Option<TestContext> {
+    let (firecracker, vmlinux) = (crate::firecracker(), crate::vmlinux());
+    let needs = [Need::Root, Need::File(&firecracker), Need::File(&vmlinux)];
+    if require("firecracker", &needs).is_some() {
+        return None;
+    }
+    let ctx = TestContext::new(&firecracker);
     ctx.import_image("base");
     Some(ctx)
 }
@@ -137,13 +208,10 @@ impl TestContext {
         A::Item: AsRef<OsStr>,
     {
         let mut cmd = self.netns.command(crate::banger_bin());
-        cmd.args(os_args(args))
-            .env("BANGER_HOME", &self.home)
-            .env("BANGER_RUN_DIR", &self.run_dir)
-            .env("BANGER_CONFIG", &self.config)
-            .env("BANGER_FIRECRACKER", &self.vmm)
-            .env("BANGER_SIDECAR_GRACE", "3s")
-            .stdin(Stdio::null());
+        cmd.args(os_args(args));
+        state_env(&mut cmd, &self.home, &self.run_dir, &self.config);
+        cmd.env("BANGER_FIRECRACKER", &self.vmm)
+            .env("BANGER_SIDECAR_GRACE", "3s");
         for (k, v) in &self.extra_env {
             cmd.env(k, v);
         }

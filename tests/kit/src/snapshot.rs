@@ -2,9 +2,11 @@
 //! stderr together (as uv's tests do), with what changes from run to run —
 //! VM ids, addresses, times, temp paths, pids — filtered out.
 
+use std::path::PathBuf;
 use std::process::Output;
 
 use crate::TestContext;
+use crate::context::Sandbox;
 
 /// One command's output as a snapshot body.
 pub fn render(out: &Output) -> String {
@@ -20,28 +22,49 @@ pub fn render(out: &Output) -> String {
     )
 }
 
-/// The filters, most specific first: `ctx`'s own paths, then temp paths,
-/// MACs, RFC 3339 times, IPv4 addresses (with a prefix length), VM ids (10
-/// hex digits), durations (`0.1s`, `12.3 ms`) and pids.
-pub fn filters(ctx: Option<&TestContext>) -> Vec<(String, String)> {
-    let mut filters = Vec::new();
-    if let Some(ctx) = ctx {
-        for (path, name) in [
-            (&ctx.home, "[HOME]"),
-            (&ctx.run_dir, "[RUN]"),
-            (&ctx.config, "[CONFIG]"),
-        ] {
-            filters.push((regex_escape(&path.display().to_string()), name.to_owned()));
-        }
-        filters.push((
-            regex_escape(&ctx.dir.path().display().to_string()),
-            "[TEMP]".to_owned(),
-        ));
-        filters.push((
-            regex_escape(&crate::vmlinux().display().to_string()),
-            "[VMLINUX]".to_owned(),
-        ));
+/// Where a test keeps its state: those paths are filtered by name.
+pub trait StatePaths {
+    fn state_paths(&self) -> Vec<(PathBuf, &'static str)>;
+}
+
+impl StatePaths for TestContext {
+    fn state_paths(&self) -> Vec<(PathBuf, &'static str)> {
+        vec![
+            (self.home.clone(), "[HOME]"),
+            (self.run_dir.clone(), "[RUN]"),
+            (self.config.clone(), "[CONFIG]"),
+            (self.dir.path().to_owned(), "[TEMP]"),
+        ]
     }
+}
+
+impl StatePaths for Sandbox {
+    fn state_paths(&self) -> Vec<(PathBuf, &'static str)> {
+        vec![
+            (self.home.clone(), "[HOME]"),
+            (self.run_dir.clone(), "[RUN]"),
+            (self.config.clone(), "[CONFIG]"),
+            (self.dir.path().to_owned(), "[TEMP]"),
+        ]
+    }
+}
+
+/// The filters, most specific first: the test's own paths and the fixtures,
+/// then temp paths, MACs, RFC 3339 times, IPv4 addresses (with a prefix
+/// length), VM ids (10 hex digits), SHA-256 sums, Debian kernel releases,
+/// measured durations (`0.1s`, `12.3 ms`; a typed `30s` stays) and pids.
+pub fn filters(paths: &[(PathBuf, &'static str)]) -> Vec<(String, String)> {
+    let fixtures = [(crate::deps(), "[DEPS]")];
+    let mut filters: Vec<(String, String)> = paths
+        .iter()
+        .chain(&fixtures)
+        .map(|(path, name)| {
+            (
+                regex_escape(&path.display().to_string()),
+                (*name).to_owned(),
+            )
+        })
+        .collect();
     for (regex, replacement) in [
         (r"/tmp/[A-Za-z0-9._-]+", "[TEMP]"),
         (r"\b(?:[0-9a-f]{2}:){5}[0-9a-f]{2}\b", "[MAC]"),
@@ -51,7 +74,9 @@ pub fn filters(ctx: Option<&TestContext>) -> Vec<(String, String)> {
         ),
         (r"\b\d{1,3}(?:\.\d{1,3}){3}(?:/\d{1,2})?\b", "[IP]"),
         (r"\b[0-9a-f]{10}\b", "[ID]"),
-        (r"\b\d+(?:\.\d+)?\s?(?:ms|µs|us|s)\b", "[DURATION]"),
+        (r"\b[0-9a-f]{64}\b", "[SHA256]"),
+        (r"\b\d+\.\d+\.\d+-\d+-cloud-amd64\b", "[KERNEL]"),
+        (r"\b\d+\.\d+\s?(?:ms|µs|us|s)\b", "[DURATION]"),
         (r"(?i)\b(pids?:?\s+)\d+", "${1}[PID]"),
     ] {
         filters.push((regex.to_owned(), replacement.to_owned()));
@@ -60,9 +85,9 @@ pub fn filters(ctx: Option<&TestContext>) -> Vec<(String, String)> {
 }
 
 /// insta settings with [`filters`] applied.
-pub fn settings(ctx: Option<&TestContext>) -> insta::Settings {
+pub fn settings(paths: &[(PathBuf, &'static str)]) -> insta::Settings {
     let mut settings = insta::Settings::clone_current();
-    for (regex, replacement) in filters(ctx) {
+    for (regex, replacement) in filters(paths) {
         settings.add_filter(&regex, replacement);
     }
     settings
@@ -81,15 +106,15 @@ fn regex_escape(text: &str) -> String {
 
 /// Snapshots one command's output under `name`: `assert_cmd_snapshot!(name,
 /// output)` with the generic filters, `assert_cmd_snapshot!(name, output,
-/// &ctx)` with `ctx`'s paths filtered too.
+/// &ctx)` with the paths of `ctx` (a [`TestContext`] or [`Sandbox`]) too.
 #[macro_export]
 macro_rules! assert_cmd_snapshot {
     ($name:expr, $output:expr $(,)?) => {
-        $crate::snapshot::settings(None)
+        $crate::snapshot::settings(&[])
             .bind(|| $crate::insta::assert_snapshot!($name, $crate::snapshot::render(&$output)))
     };
     ($name:expr, $output:expr, $ctx:expr $(,)?) => {
-        $crate::snapshot::settings(Some($ctx))
+        $crate::snapshot::settings(&$crate::snapshot::StatePaths::state_paths($ctx))
             .bind(|| $crate::insta::assert_snapshot!($name, $crate::snapshot::render(&$output)))
     };
 }

@@ -15,6 +15,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use banger_testkit::context::firecracker_context as context;
+use banger_testkit::rng::Rng;
 use banger_testkit::{Args, TestContext, create_small, eventually};
 use serde_json::Value;
 
@@ -262,19 +263,6 @@ fn a_killed_stop_leaves_a_live_vmm_for_the_next_stop() {
     ctx.assert_nothing_left("after deleting the VM");
 }
 
-/// A small xorshift generator: the delays differ from run to run, and the
-/// seed is printed so a failing run can be read back.
-struct Jitter(u64);
-
-impl Jitter {
-    fn below(&mut self, bound: Duration) -> Duration {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        bound.mul_f64((self.0 % 1000) as f64 / 1000.0)
-    }
-}
-
 #[test]
 fn create_killed_at_random_moments() {
     let Some(ctx) = context() else { return };
@@ -288,18 +276,13 @@ fn create_killed_at_random_moments() {
     let duration = started.elapsed();
     ctx.ok(&["vm", "rm", "--force", "probe"]);
 
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
-        | 1;
-    eprintln!("a create takes {duration:?}; jitter seed {seed}");
-    let mut jitter = Jitter(seed);
+    eprintln!("a create takes {duration:?}");
+    let mut jitter = Rng::default();
     let mut outcomes: BTreeMap<&str, u32> = BTreeMap::new();
     for i in 0..runs {
         let name = format!("kill{i}");
         let slot = duration / runs;
-        let delay = slot * i + jitter.below(slot);
+        let delay = slot * i + jitter.within(slot);
         let mut child = ctx
             .cmd(&Op::Create.args(&name))
             .stdout(Stdio::null())

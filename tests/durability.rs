@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use banger_testkit::context::{bare_firecracker_context as context, entries};
 use banger_testkit::procs::is_vmm;
+use banger_testkit::rng::Rng;
 use banger_testkit::{TestContext, create_small, eventually, pid_alive};
 use serde_json::Value;
 
@@ -30,38 +31,11 @@ fn rows(ctx: &TestContext) -> i64 {
         .unwrap()
 }
 
-/// A small xorshift generator: the seed is printed so a failure can be replayed.
-struct Rng(u64);
-
-impl Rng {
-    fn new() -> Self {
-        let seed = std::env::var("BANGER_TEST_SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| {
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .unwrap()
-                    .as_nanos() as u64
-                    | 1
-            });
-        eprintln!("random seed {seed} (BANGER_TEST_SEED replays it)");
-        Self(seed)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
-}
-
 #[test]
 fn kill_9_during_creates_and_deletes_never_corrupts_the_database() {
     let Some(ctx) = context() else { return };
     ctx.import_image("base");
-    let mut rng = Rng::new();
+    let mut rng = Rng::default();
     let mut killed = 0;
     for round in 0..60 {
         let name = format!("k{}", rng.below(6));

@@ -9,7 +9,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use banger_testkit::image::guest_image;
-use banger_testkit::netns::NamedNetns;
+use banger_testkit::netns::{NamedNetns, veth};
 use banger_testkit::{Need, TestContext, require, vmlinux, vmm_shim};
 
 /// A context on the test VMM with the test image imported as `base`, or
@@ -83,23 +83,7 @@ struct Outside {
 impl Outside {
     fn new(ctx: &TestContext) -> Self {
         let netns = NamedNetns::named(format!("{}-out", ctx.netns.name));
-        banger_testkit::run(
-            "ip",
-            &[
-                "link",
-                "add",
-                "veth-out",
-                "netns",
-                &ctx.netns.name,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                "veth-in",
-                "netns",
-                &netns.name,
-            ],
-        );
+        veth(&ctx.netns.name, "veth-out", &netns.name, "veth-in");
         ctx.sh(&["ip", "addr", "add", "198.51.100.1/24", "dev", "veth-out"]);
         ctx.sh(&["ip", "link", "set", "veth-out", "up"]);
         netns.exec(&["ip", "addr", "add", "198.51.100.2/24", "dev", "veth-in"]);

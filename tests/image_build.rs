@@ -165,10 +165,6 @@ fn rootfs_has_sshd_the_agent_and_banger_guest_setup() {
         file_type_of(&rootfs, "/usr/sbin/sshd").as_deref(),
         Some("regular")
     );
-    assert_eq!(
-        file_type_of(&rootfs, "/usr/bin/less").as_deref(),
-        Some("regular")
-    );
 
     let agent = debugfs_bytes(&rootfs, "cat /usr/local/bin/banger-agent");
     assert!(
@@ -240,8 +236,7 @@ fn rootfs_has_sshd_the_agent_and_banger_guest_setup() {
     assert!(modules.contains("modules.dep"), "{modules}");
     let archives = debugfs(&rootfs, "ls /var/cache/apt/archives");
     assert!(!archives.contains(".deb"), "{archives}");
-    let label = Command::new("e2label").arg(&rootfs).output().unwrap();
-    assert_eq!(String::from_utf8_lossy(&label.stdout).trim(), "rootfs");
+    assert_eq!(run("e2label", &[rootfs.to_str().unwrap()]).trim(), "rootfs");
 }
 
 #[test]
@@ -261,8 +256,10 @@ fn work_seed_is_roots_skeleton_with_a_private_ssh_dir() {
     assert_eq!(file_type_of(&seed, "/.bashrc").as_deref(), Some("regular"));
     assert_eq!(file_type_of(&seed, "/.profile").as_deref(), Some("regular"));
     assert!(debugfs(&seed, "stat /.ssh").contains("User:     0"));
-    let label = Command::new("e2label").arg(&seed).output().unwrap();
-    assert_eq!(String::from_utf8_lossy(&label.stdout).trim(), "banger-work");
+    assert_eq!(
+        run("e2label", &[seed.to_str().unwrap()]).trim(),
+        "banger-work"
+    );
 }
 
 #[test]
@@ -280,7 +277,8 @@ fn manifest_checksums_match_the_files() {
             .as_array()
             .unwrap()
             .iter()
-            .any(|p| p == "less")
+            .any(|p| p == "openssh-server"),
+        "{json}"
     );
     let created = json["created_at"].as_str().unwrap();
     assert!(created.ends_with('Z') && created.len() == 20, "{created}");
@@ -326,10 +324,12 @@ fn a_user_kernel_and_initrd_are_used_as_given_without_modules() {
     let dir = &built.dir;
     let _guard = build_lock();
     let tmp = tempfile::tempdir().unwrap();
+    // Also a package of the user's, which must land in the rootfs.
     let opts = BuildOptions {
         kernel: Some(dir.join(image::VMLINUX)),
         initrd: Some(dir.join(image::INITRD)),
         size: Some(1 << 30),
+        packages: vec!["less".to_string()],
         ..options(&built.agent)
     };
     let out = tmp.path().join("image");
@@ -361,6 +361,21 @@ fn a_user_kernel_and_initrd_are_used_as_given_without_modules() {
         mode_of(&rootfs, "/usr/local/bin/banger-agent").as_deref(),
         Some("0755")
     );
+    assert_eq!(
+        file_type_of(&rootfs, "/usr/bin/less").as_deref(),
+        Some("regular")
+    );
+    let json: serde_json::Value =
+        serde_json::from_slice(&fs::read(out.join(image::MANIFEST)).unwrap()).unwrap();
+    assert!(
+        json["packages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p == "less"),
+        "{json}"
+    );
+    assert!(manifest.packages.iter().any(|p| p == "less"));
     assert_no_scratch(&opts.cache_dir);
 }
 

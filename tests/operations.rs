@@ -122,35 +122,8 @@ fn gc_removes_planted_leaks_and_only_those() {
     // file under BANGER_HOME, NAT rules for a VM that does not exist.
     ctx.sh(&["ip", "tuntap", "add", "bg-00000000aa", "mode", "tap"]);
     ctx.sh(&["ip", "tuntap", "add", "bgpool7", "mode", "tap"]);
-    let leaked_file = ctx.home.join("leaked.img");
-    std::fs::File::create(&leaked_file)
-        .unwrap()
-        .set_len(1 << 20)
-        .unwrap();
-    let leaked_loop = losetup(&leaked_file);
-    ctx.sh(&["nft", "add", "table", "inet", "banger"]);
-    ctx.sh(&[
-        "nft",
-        "add",
-        "chain",
-        "inet",
-        "banger",
-        "leak",
-        "{ type filter hook forward priority 0; }",
-    ]);
-    ctx.sh(&[
-        "nft",
-        "add",
-        "rule",
-        "inet",
-        "banger",
-        "leak",
-        "iifname",
-        "bg-00000000aa",
-        "accept",
-        "comment",
-        "\"banger:00000000aa\"",
-    ]);
+    let leaked_loop = loop_over(&ctx.home.join("leaked.img"));
+    rule_naming_vm_aa(&ctx, "banger", "leak");
     std::fs::create_dir_all(ctx.run_dir.join("vms/00000000bb")).unwrap();
     std::fs::write(ctx.run_dir.join("locks/vm-00000000dd.lock"), "").unwrap();
     // A VMM whose VM is gone: its API socket lies under the run dir.
@@ -171,35 +144,8 @@ fn gc_removes_planted_leaks_and_only_those() {
         .exists()));
     // Foreign things beside them.
     ctx.sh(&["ip", "tuntap", "add", "user-tap0", "mode", "tap"]);
-    let foreign_file = ctx.dir.path().join("foreign.img");
-    std::fs::File::create(&foreign_file)
-        .unwrap()
-        .set_len(1 << 20)
-        .unwrap();
-    let foreign_loop = losetup(&foreign_file);
-    ctx.sh(&["nft", "add", "table", "inet", "userstuff"]);
-    ctx.sh(&[
-        "nft",
-        "add",
-        "chain",
-        "inet",
-        "userstuff",
-        "c",
-        "{ type filter hook forward priority 0; }",
-    ]);
-    ctx.sh(&[
-        "nft",
-        "add",
-        "rule",
-        "inet",
-        "userstuff",
-        "c",
-        "iifname",
-        "bg-00000000aa",
-        "accept",
-        "comment",
-        "\"banger:00000000aa\"",
-    ]);
+    let foreign_loop = loop_over(&ctx.dir.path().join("foreign.img"));
+    rule_naming_vm_aa(&ctx, "userstuff", "c");
     let foreign_rules = ctx.sh(&["nft", "list", "table", "inet", "userstuff"]);
 
     let dry = ctx.ok(&["gc", "--dry-run"]);
@@ -254,18 +200,36 @@ fn gc_removes_planted_leaks_and_only_those() {
     assert_eq!(ctx.ok(&["gc"]), "");
 }
 
-fn losetup(file: &std::path::Path) -> String {
-    let out = Command::new("losetup")
-        .args(["--find", "--show"])
-        .arg(file)
-        .output()
+/// A 1 MiB file at `path` behind a loop device; returns the device.
+fn loop_over(path: &std::path::Path) -> String {
+    std::fs::File::create(path)
+        .unwrap()
+        .set_len(1 << 20)
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    banger_testkit::run("losetup", &["--find", "--show", path.to_str().unwrap()])
+        .trim()
+        .to_owned()
+}
+
+/// A forward-hook chain in `inet TABLE` with a rule commented as banger's
+/// for VM 00000000aa, in the context's namespace.
+fn rule_naming_vm_aa(ctx: &TestContext, table: &str, chain: &str) {
+    let hook = "{ type filter hook forward priority 0; }";
+    ctx.sh(&["nft", "add", "table", "inet", table]);
+    ctx.sh(&["nft", "add", "chain", "inet", table, chain, hook]);
+    ctx.sh(&[
+        "nft",
+        "add",
+        "rule",
+        "inet",
+        table,
+        chain,
+        "iifname",
+        "bg-00000000aa",
+        "accept",
+        "comment",
+        "\"banger:00000000aa\"",
+    ]);
 }
 
 #[test]

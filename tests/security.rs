@@ -11,7 +11,7 @@ use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use banger_testkit::context::firecracker_context as context;
-use banger_testkit::netns::NamedNetns;
+use banger_testkit::netns::{NamedNetns, veth};
 use banger_testkit::{
     Need, TestContext, create_small, eventually, firecracker, require, ssh_keygen,
 };
@@ -209,23 +209,7 @@ struct FakeGuest {
 impl FakeGuest {
     fn attach(ctx: &TestContext, address: &str) -> Self {
         let netns = NamedNetns::named(format!("{}-g", ctx.netns.name));
-        banger_testkit::run(
-            "ip",
-            &[
-                "link",
-                "add",
-                "vguest",
-                "netns",
-                &ctx.netns.name,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                "eth0",
-                "netns",
-                &netns.name,
-            ],
-        );
+        veth(&ctx.netns.name, "vguest", &netns.name, "eth0");
         ctx.sh(&["ip", "link", "set", "vguest", "master", "banger0", "up"]);
         netns.exec(&["ip", "addr", "add", address, "dev", "eth0"]);
         netns.exec(&["ip", "link", "set", "eth0", "up"]);

@@ -112,13 +112,7 @@ fn one_sidecar_under_concurrent_starts() {
     let creates: Vec<Args> = (0..4)
         .map(|i| create_small(&format!("p{i}")).with(&["--no-wait"]))
         .collect();
-    for out in ctx.concurrently(&creates) {
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    ctx.all_ok(&creates);
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(sidecars(&ctx).len(), 1);
     let taps = ctx.links("bg-");

@@ -191,13 +191,7 @@ fn concurrent_creates_get_distinct_addresses() {
             ])
         })
         .collect();
-    for out in ctx.concurrently(&creates) {
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    ctx.all_ok(&creates);
     let vms = ctx.json(&["vm", "ls", "--json"]);
     let vms = vms.as_array().unwrap();
     assert_eq!(vms.len(), 8);

@@ -51,7 +51,7 @@ pub fn create_small(name: &str) -> Args {
     ])
 }
 
-/// Points `cmd` at the state under `home`, `run_dir` and `config`.
+/// Points `cmd` at the state under `home`, `run_dir` and `config`, with no stdin.
 fn state_env(cmd: &mut Command, home: &Path, run_dir: &Path, config: &Path) {
     cmd.env("BANGER_HOME", home)
         .env("BANGER_RUN_DIR", run_dir)
@@ -116,9 +116,9 @@ where
     args.into_iter().map(|a| a.as_ref().to_owned()).collect()
 }
 
-/// Fresh banger state for one test.
-/// Fields drop in order: the namespace goes before the temp dir, as the
-/// processes in it (killed by `drop`) may have held files there.
+/// Fresh banger state for one test, run in its own network namespace. Fields
+/// drop in order: the namespace goes before the temp dir, as the processes
+/// in it (killed by `drop`) may have held files there.
 pub struct TestContext {
     pub netns: NamedNetns,
     pub dir: tempfile::TempDir,
@@ -133,43 +133,38 @@ pub struct TestContext {
 /// `None` (after saying why) when this host cannot run Firecracker.
 #[track_caller]
 pub fn firecracker_context() -> Option<TestContext> {
-    let ctx = bare_firecracker_context()?;
-    ctx.import_image("base");
-    Some(ctx)
+    with_image(on_firecracker(true)?)
+}
+
+/// Like [`firecracker_context`], without an image.
+#[track_caller]
+pub fn bare_firecracker_context() -> Option<TestContext> {
+    on_firecracker(true)
 }
 
 /// Like [`firecracker_context`], for commands that start no VM and so need
 /// no `/dev/kvm`.
 #[track_caller]
 pub fn context_without_kvm() -> Option<TestContext> {
+    with_image(on_firecracker(false)?)
+}
+
+#[track_caller]
+fn on_firecracker(kvm: bool) -> Option<TestContext> {
     let (firecracker, vmlinux) = (crate::firecracker(), crate::vmlinux());
-    let needs = [Need::Root, Need::File(&firecracker), Need::File(&vmlinux)];
+    let mut needs = vec![Need::Root, Need::File(&firecracker), Need::File(&vmlinux)];
+    if kvm {
+        needs.insert(1, Need::Kvm);
+    }
     if require("firecracker", &needs).is_some() {
         return None;
     }
-    let ctx = TestContext::new(&firecracker);
-    ctx.import_image("base");
-    Some(ctx)
+    Some(TestContext::new(&firecracker))
 }
 
-/// Like [`firecracker_context`], without an image.
-#[track_caller]
-pub fn bare_firecracker_context() -> Option<TestContext> {
-    let (firecracker, vmlinux) = (crate::firecracker(), crate::vmlinux());
-    if require(
-        "firecracker",
-        &[
-            Need::Root,
-            Need::Kvm,
-            Need::File(&firecracker),
-            Need::File(&vmlinux),
-        ],
-    )
-    .is_some()
-    {
-        return None;
-    }
-    Some(TestContext::new(&firecracker))
+fn with_image(ctx: TestContext) -> Option<TestContext> {
+    ctx.import_image("base");
+    Some(ctx)
 }
 
 impl TestContext {
@@ -300,6 +295,23 @@ impl TestContext {
         children
             .into_iter()
             .map(|child| child.wait_with_output().expect("wait for banger"))
+            .collect()
+    }
+
+    /// Runs every command at once, asserts each succeeded; stdouts in order.
+    pub fn all_ok(&self, commands: &[Args]) -> Vec<String> {
+        commands
+            .iter()
+            .zip(self.concurrently(commands))
+            .map(|(args, out)| {
+                assert!(
+                    out.status.success(),
+                    "banger {:?} failed: {}",
+                    args.0,
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                String::from_utf8_lossy(&out.stdout).into_owned()
+            })
             .collect()
     }
 

@@ -15,8 +15,6 @@ use crate::{Need, require};
 
 /// The Debian suite of the test image.
 pub const SUITE: &str = "bookworm";
-/// An extra package in the test image, to check that `packages` are installed.
-pub const EXTRA_PACKAGE: &str = "less";
 
 /// Where the test image and the download cache live.
 pub fn images_dir() -> PathBuf {
@@ -84,15 +82,16 @@ pub fn build_lock() -> BuildLock {
     }
 }
 
-/// Options of the test image with `agent` installed; the cache is shared by
-/// every build under the target dir.
+/// Options of the test image with `agent` installed: those of the default
+/// image `vm create` builds on a fresh host, so that build finds the base
+/// system in the cache. The cache is shared by every build under the target dir.
 pub fn options(agent: &Path) -> BuildOptions {
     BuildOptions {
         suite: SUITE.to_string(),
         kernel: None,
         initrd: None,
         size: None,
-        packages: vec![EXTRA_PACKAGE.to_string()],
+        packages: Vec::new(),
         agent_binary: agent.to_owned(),
         cache_dir: images_dir().join("cache"),
     }

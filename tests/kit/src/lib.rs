@@ -12,6 +12,7 @@ pub mod image;
 pub mod netns;
 pub mod procs;
 pub mod require;
+pub mod rng;
 pub mod shim;
 pub mod snapshot;
 

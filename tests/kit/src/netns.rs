@@ -43,6 +43,16 @@ pub fn link_json(name: &str) -> serde_json::Value {
     links.remove(0)
 }
 
+/// A veth pair: `a_end` in namespace `a`, `b_end` in namespace `b`.
+pub fn veth(a: &str, a_end: &str, b: &str, b_end: &str) {
+    run(
+        "ip",
+        &[
+            "link", "add", a_end, "netns", a, "type", "veth", "peer", "name", b_end, "netns", b,
+        ],
+    );
+}
+
 /// A uniquely named namespace (`ip netns add`) with `lo` up, deleted on drop.
 pub struct NamedNetns {
     pub name: String,

@@ -2,7 +2,7 @@
 //! stderr together (as uv's tests do), with what changes from run to run —
 //! VM ids, addresses, times, temp paths, pids — filtered out.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use crate::TestContext;
@@ -27,25 +27,30 @@ pub trait StatePaths {
     fn state_paths(&self) -> Vec<(PathBuf, &'static str)>;
 }
 
+/// The state paths of a test, under their names in snapshots.
+fn named_state(
+    home: &Path,
+    run_dir: &Path,
+    config: &Path,
+    dir: &Path,
+) -> Vec<(PathBuf, &'static str)> {
+    vec![
+        (home.to_owned(), "[HOME]"),
+        (run_dir.to_owned(), "[RUN]"),
+        (config.to_owned(), "[CONFIG]"),
+        (dir.to_owned(), "[TEMP]"),
+    ]
+}
+
 impl StatePaths for TestContext {
     fn state_paths(&self) -> Vec<(PathBuf, &'static str)> {
-        vec![
-            (self.home.clone(), "[HOME]"),
-            (self.run_dir.clone(), "[RUN]"),
-            (self.config.clone(), "[CONFIG]"),
-            (self.dir.path().to_owned(), "[TEMP]"),
-        ]
+        named_state(&self.home, &self.run_dir, &self.config, self.dir.path())
     }
 }
 
 impl StatePaths for Sandbox {
     fn state_paths(&self) -> Vec<(PathBuf, &'static str)> {
-        vec![
-            (self.home.clone(), "[HOME]"),
-            (self.run_dir.clone(), "[RUN]"),
-            (self.config.clone(), "[CONFIG]"),
-            (self.dir.path().to_owned(), "[TEMP]"),
-        ]
+        named_state(&self.home, &self.run_dir, &self.config, self.dir.path())
     }
 }
 

@@ -77,21 +77,15 @@ fn guest_prints_to_the_console_and_its_reboot_ends_the_shim() {
     let Some(mut shim) = configured_shim(init) else {
         return;
     };
-    shim.put_ok("/actions", r#"{"action_type":"InstanceStart"}"#);
+    shim.instance_start();
     assert_eq!(shim.state(), "Running");
     assert!(
         shim.dir.path().join("v.sock").exists(),
         "vsock socket is served while the guest runs"
     );
 
-    let status = shim.wait_exit(BOOT_TIMEOUT);
+    shim.assert_exits_cleanly(BOOT_TIMEOUT);
     let console = shim.console_text();
-    assert_eq!(
-        status.and_then(|s| s.code()),
-        Some(0),
-        "shim exit; stderr:\n{}\nconsole:\n{console}",
-        shim.stderr_text()
-    );
     assert!(
         console.contains("guest-up-42"),
         "marker missing from console:\n{console}"
@@ -110,20 +104,14 @@ fn ctrl_alt_del_reboots_the_guest_and_ends_the_shim() {
     let Some(mut shim) = configured_shim(WAITING_INIT) else {
         return;
     };
-    shim.put_ok("/actions", r#"{"action_type":"InstanceStart"}"#);
+    shim.instance_start();
     assert!(
         eventually(BOOT_TIMEOUT, || shim.console_text().contains("guest-up-42")),
         "guest never came up:\n{}",
         shim.console_text()
     );
-    shim.put_ok("/actions", r#"{"action_type":"SendCtrlAltDel"}"#);
-    let status = shim.wait_exit(Duration::from_secs(60));
-    assert_eq!(
-        status.and_then(|s| s.code()),
-        Some(0),
-        "stderr:\n{}",
-        shim.stderr_text()
-    );
+    shim.ctrl_alt_del();
+    shim.assert_exits_cleanly(Duration::from_secs(60));
     assert!(
         shim.console_text().contains("reboot"),
         "no reboot on the console"
@@ -132,7 +120,7 @@ fn ctrl_alt_del_reboots_the_guest_and_ends_the_shim() {
 
 /// QEMU and the backend, started by a running shim.
 fn started_children(shim: &Shim) -> Vec<(i32, String)> {
-    shim.put_ok("/actions", r#"{"action_type":"InstanceStart"}"#);
+    shim.instance_start();
     let mut children = shim.children();
     children.sort_by(|a, b| a.1.cmp(&b.1));
     let names: Vec<&str> = children.iter().map(|(_, name)| name.as_str()).collect();
@@ -243,7 +231,7 @@ fn host_connects_to_a_guest_vsock_port_through_the_uds() {
     extra.push(("vsock-echo".to_owned(), echo));
     let mut shim = configured_shim_with(&image.vmlinux(), &init, &extra);
 
-    shim.put_ok("/actions", r#"{"action_type":"InstanceStart"}"#);
+    shim.instance_start();
     assert!(
         eventually(BOOT_TIMEOUT, || shim
             .console_text()
@@ -269,14 +257,8 @@ fn host_connects_to_a_guest_vsock_port_through_the_uds() {
     reader.read_line(&mut line).expect("echo");
     assert_eq!(line, "ping over vsock\n");
 
-    shim.put_ok("/actions", r#"{"action_type":"SendCtrlAltDel"}"#);
-    let status = shim.wait_exit(Duration::from_secs(60));
-    assert_eq!(
-        status.and_then(|s| s.code()),
-        Some(0),
-        "stderr:\n{}",
-        shim.stderr_text()
-    );
+    shim.ctrl_alt_del();
+    shim.assert_exits_cleanly(Duration::from_secs(60));
 }
 
 #[test]
@@ -327,16 +309,10 @@ fn guest_sees_root_and_work_drives_and_reaches_the_host_over_its_tap() {
             "/network-interfaces/eth0",
             r#"{"iface_id":"eth0","host_dev_name":"shimtap0","guest_mac":"06:00:0a:4d:00:02"}"#,
         );
-        shim.put_ok("/actions", r#"{"action_type":"InstanceStart"}"#);
+        shim.instance_start();
 
-        let status = shim.wait_exit(BOOT_TIMEOUT);
+        shim.assert_exits_cleanly(BOOT_TIMEOUT);
         let console = shim.console_text();
-        assert_eq!(
-            status.and_then(|s| s.code()),
-            Some(0),
-            "stderr:\n{}\nconsole:\n{console}",
-            shim.stderr_text()
-        );
         for expected in [
             "root reads: root-marker",
             "root-refuses-writes",

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # banger's test command: unit tests everywhere; host, Firecracker and guest
 # tiers when run as root with the fixtures from scripts/test-deps.sh.
+# Ends with what was skipped and why (cargo hides it: a skipped test passes).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -16,7 +17,52 @@ RUSTFLAGS='-C target-feature=+crt-static' \
   cargo build --release -p banger-agent --target x86_64-unknown-linux-gnu
 export BANGER_AGENT="$root/target/x86_64-unknown-linux-gnu/release/banger-agent"
 
+# Each skipping test appends "<test file>::<test> — <tier> — <why>" here.
+BANGER_TEST_SKIPS=$(mktemp -t banger-skips.XXXXXX)
+export BANGER_TEST_SKIPS
+trap 'rm -f "$BANGER_TEST_SKIPS"' EXIT
+
+# Prints `skipped: N`, then one line per reason with the files it hit,
+# and under it the tests.
+summarize_skips() {
+  local count
+  count=$(grep -c . "$BANGER_TEST_SKIPS" || true)
+  echo
+  if [ "$count" -eq 0 ]; then
+    echo "skipped: none"
+    return
+  fi
+  echo "skipped: $count"
+  sort "$BANGER_TEST_SKIPS" | awk -F ' — ' '
+    {
+      test = $1
+      reason = substr($0, length($1) + length(" — ") + 1)
+      file = test
+      sub(/::.*/, "", file)
+      if (!(reason in seen)) { seen[reason] = 1; order[++n] = reason }
+      key = reason SUBSEP file
+      if (!(key in files)) { files[key] = 0; file_order[reason] = file_order[reason] SUBSEP file }
+      files[key]++
+      tests[reason] = tests[reason] "\n  " test
+    }
+    END {
+      for (i = 1; i <= n; i++) {
+        reason = order[i]
+        split(substr(file_order[reason], 2), fs, SUBSEP)
+        where = ""
+        for (j = 1; j in fs; j++) {
+          k = files[reason SUBSEP fs[j]]
+          where = where (j > 1 ? ", " : "") fs[j] ": " k (k == 1 ? " test" : " tests")
+        }
+        print "skipped: " reason " (" where ")" tests[reason]
+      }
+    }'
+}
+
 # fault-injection: the crash tests abort banger after each stage (src/fault.rs).
 features=(--features banger/fault-injection)
-cargo build --workspace --all-targets "${features[@]}"
-cargo test --workspace "${features[@]}" -- --test-threads=2
+status=0
+cargo build --workspace --all-targets "${features[@]}" &&
+  cargo test --workspace "${features[@]}" -- --test-threads=2 || status=$?
+summarize_skips
+exit "$status"

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use banger::agent_protocol::{self, PingReply};
 use banger::host::vsock::{self, VsockError};
+use banger_testkit::eventually;
 use serde_json::Value;
 
 const KEY: &str =
@@ -24,8 +25,8 @@ struct Agent {
 
 /// The agent is a workspace package of its own, built beside banger
 /// (`cargo build --workspace`, as scripts/test.sh does).
-fn agent_binary() -> std::path::PathBuf {
-    let path = std::path::Path::new(env!("CARGO_BIN_EXE_banger")).with_file_name("banger-agent");
+fn agent_binary() -> PathBuf {
+    let path = banger_testkit::banger_agent_bin();
     assert!(
         path.exists(),
         "{} is missing: run `cargo build --workspace` first",
@@ -52,11 +53,11 @@ impl Agent {
             .spawn()
             .unwrap();
         let agent = Self { child, sock, dir };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while UnixStream::connect(&agent.sock).is_err() {
-            assert!(Instant::now() < deadline, "the agent never listened");
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        assert!(
+            eventually(Duration::from_secs(10), || UnixStream::connect(&agent.sock)
+                .is_ok()),
+            "the agent never listened"
+        );
         agent
     }
 

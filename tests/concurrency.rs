@@ -4,26 +4,14 @@
 //! database stays whole, and no address is handed out twice.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-mod crash_util;
-
 use std::collections::HashSet;
-use std::process::{Child, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::TestContext;
-use crash_util::{SMALL, assert_nothing_left, context, listed, vmms_of};
+use banger_testkit::context::firecracker_context as context;
+use banger_testkit::{Args, create_small, eventually};
 use serde_json::Value;
-
-/// Starts `banger ARGS` without waiting for it.
-fn spawn(ctx: &TestContext, args: &[&str]) -> Child {
-    ctx.cmd(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
-}
 
 /// Asserts that a command either succeeded or failed the way banger fails:
 /// exit code 1 with an `error:` line, no panic, no bare SQLite message.
@@ -65,10 +53,8 @@ fn creates_deletes_and_listings_at_once() {
     let doomed: Vec<(String, String)> = (0..8)
         .map(|i| {
             let name = format!("old{i}");
-            let mut args = vec!["vm", "create", &name, "--json"];
-            args.push(if i < 2 { "--no-wait" } else { "--no-start" });
-            args.extend(SMALL);
-            let vm = ctx.json(&args);
+            let start = if i < 2 { "--no-wait" } else { "--no-start" };
+            let vm = ctx.json(&create_small(&name).with(&["--json", start]));
             (name, vm["id"].as_str().unwrap().to_owned())
         })
         .collect();
@@ -79,24 +65,25 @@ fn creates_deletes_and_listings_at_once() {
         let lister = scope.spawn(|| {
             let mut listings = Vec::new();
             while !done.load(Ordering::Relaxed) {
-                listings.push(ctx.run(&["vm", "ls", "--json"]));
+                listings.push(ctx.run(["vm", "ls", "--json"]));
             }
             listings
         });
-        let mut children = Vec::new();
+        let mut commands = Vec::new();
         for i in 0..16 {
             let name = format!("new{i}");
-            let mut args = vec!["vm", "create", &name, "--no-start", "--json"];
-            args.extend(SMALL);
-            children.push((format!("create {name}"), spawn(&ctx, &args)));
+            let args = create_small(&name).with(&["--no-start", "--json"]);
+            commands.push((format!("create {name}"), args));
             if let Some((name, _)) = doomed.get(i / 2).filter(|_| i % 2 == 0) {
-                let args = ["vm", "delete", name.as_str(), "--force"];
-                children.push((format!("delete {name}"), spawn(&ctx, &args)));
+                let args = Args::new(&["vm", "delete", name, "--force"]);
+                commands.push((format!("delete {name}"), args));
             }
         }
-        let outputs: Vec<(String, Output)> = children
+        let args: Vec<Args> = commands.iter().map(|(_, args)| args.clone()).collect();
+        let outputs: Vec<(String, Output)> = commands
             .into_iter()
-            .map(|(what, child)| (what, child.wait_with_output().unwrap()))
+            .map(|(what, _)| what)
+            .zip(ctx.concurrently(&args))
             .collect();
         done.store(true, Ordering::Relaxed);
         (outputs, lister.join().unwrap())
@@ -122,7 +109,7 @@ fn creates_deletes_and_listings_at_once() {
         assert_distinct(vms.as_array().unwrap(), &format!("listing {i}"));
     }
 
-    let vms = ctx.json(&["vm", "ls", "--json"]);
+    let vms = ctx.json(["vm", "ls", "--json"]);
     let vms = vms.as_array().unwrap();
     assert_distinct(vms, "final listing");
     let names: HashSet<&str> = vms.iter().map(|vm| vm["name"].as_str().unwrap()).collect();
@@ -138,7 +125,7 @@ fn creates_deletes_and_listings_at_once() {
             "files of deleted VM {name} left"
         );
     }
-    assert_nothing_left(&ctx, "after the deletes");
+    ctx.assert_nothing_left("after the deletes");
 
     let db = rusqlite::Connection::open(ctx.home.join("banger.db")).unwrap();
     let check: String = db
@@ -154,12 +141,11 @@ fn creates_deletes_and_listings_at_once() {
 #[test]
 fn two_starts_of_one_vm_start_one_vmm() {
     let Some(ctx) = context() else { return };
-    let mut args = vec!["vm", "create", "twin", "--no-start", "--json"];
-    args.extend(SMALL);
+    let args = create_small("twin").with(&["--no-start", "--json"]);
     let id = ctx.json(&args)["id"].as_str().unwrap().to_owned();
+    let start = Args::new(&["vm", "start", "twin", "--no-wait"]);
     for round in 0..5 {
-        let starts = [0, 1].map(|_| spawn(&ctx, &["vm", "start", "twin", "--no-wait"]));
-        let outs = starts.map(|child| child.wait_with_output().unwrap());
+        let outs = ctx.concurrently(&[start.clone(), start.clone()]);
         let stderrs = outs
             .iter()
             .map(|out| String::from_utf8_lossy(&out.stderr).into_owned())
@@ -175,32 +161,36 @@ fn two_starts_of_one_vm_start_one_vmm() {
             already, 1,
             "round {round}: one start must find it running: {stderrs:?}"
         );
-        let vmms = vmms_of(&ctx, &id);
+        let vmms = ctx.vmms_of(&id);
         assert_eq!(vmms.len(), 1, "round {round}: VMMs of the VM: {vmms:?}");
-        let vm = listed(&ctx, "twin").unwrap();
+        let vm = ctx.listed("twin").unwrap();
         assert_eq!(vm["state"], "running", "round {round}: {vm:#}");
         assert_eq!(vm["pid"], vmms[0], "round {round}: {vm:#}");
         assert_eq!(vm["last_error"], Value::Null, "round {round}: {vm:#}");
         ctx.ok(&["vm", "stop", "twin", "--force"]);
     }
     ctx.ok(&["vm", "rm", "twin"]);
-    assert_nothing_left(&ctx, "after deleting the VM");
+    ctx.assert_nothing_left("after deleting the VM");
 }
 
 #[test]
 fn delete_waits_for_a_start_holding_the_vm() {
     let Some(ctx) = context() else { return };
-    let mut args = vec!["vm", "create", "held", "--no-start", "--json"];
-    args.extend(SMALL);
+    let args = create_small("held").with(&["--no-start", "--json"]);
     let id = ctx.json(&args)["id"].as_str().unwrap().to_owned();
     // The guest never answers here, so this start holds the VM for its
     // whole readiness timeout.
-    let mut start = spawn(&ctx, &["vm", "start", "held", "--timeout", "3s"]);
+    let mut start = ctx
+        .cmd(["vm", "start", "held", "--timeout", "3s"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     assert!(
-        common::eventually(Duration::from_secs(10), || !vmms_of(&ctx, &id).is_empty()),
+        eventually(Duration::from_secs(10), || !ctx.vmms_of(&id).is_empty()),
         "the start never spawned a VMM"
     );
-    let delete = ctx.run(&["vm", "delete", "held", "--force"]);
+    let delete = ctx.run(["vm", "delete", "held", "--force"]);
     let start_ended = start.try_wait().unwrap().is_some();
     let start = start.wait_with_output().unwrap();
     assert_ends_cleanly("start", &start);
@@ -215,7 +205,7 @@ fn delete_waits_for_a_start_holding_the_vm() {
         start_ended,
         "the delete finished while the start held the VM"
     );
-    assert_eq!(listed(&ctx, "held"), None);
+    assert_eq!(ctx.listed("held"), None);
     assert!(!ctx.home.join("vms").join(&id).exists(), "VM files left");
-    assert_nothing_left(&ctx, "after the delete");
+    ctx.assert_nothing_left("after the delete");
 }

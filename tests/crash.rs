@@ -9,16 +9,14 @@
 #![cfg(feature = "fault-injection")]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-mod crash_util;
-
 use std::collections::BTreeMap;
 use std::os::unix::process::ExitStatusExt;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::TestContext;
-use crash_util::{SMALL, assert_nothing_left, context, listed, vmm_instance_state, vmms_of};
+use banger_testkit::context::firecracker_context as context;
+use banger_testkit::rng::Rng;
+use banger_testkit::{Args, TestContext, create_small, eventually};
 use serde_json::Value;
 
 #[derive(Debug, Clone, Copy)]
@@ -31,33 +29,20 @@ enum Op {
 
 impl Op {
     /// The command line of this operation on VM `name`.
-    fn args(self, name: &str) -> Vec<String> {
-        let mut args: Vec<String> = match self {
-            Op::Create => vec!["vm", "create", name, "--no-wait"],
-            Op::Start => vec!["vm", "start", name, "--no-wait"],
-            Op::Stop => vec!["vm", "stop", name, "--force"],
-            Op::Delete => vec!["vm", "delete", name, "--force"],
+    fn args(self, name: &str) -> Args {
+        match self {
+            Op::Create => create_small(name).with(&["--no-wait"]),
+            Op::Start => Args::new(&["vm", "start", name, "--no-wait"]),
+            Op::Stop => Args::new(&["vm", "stop", name, "--force"]),
+            Op::Delete => Args::new(&["vm", "delete", name, "--force"]),
         }
-        .into_iter()
-        .map(str::to_owned)
-        .collect();
-        if let Op::Create = self {
-            args.extend(SMALL.iter().map(|a| (*a).to_owned()));
-        }
-        args
     }
-}
-
-fn strs(args: &[String]) -> Vec<&str> {
-    args.iter().map(String::as_str).collect()
 }
 
 /// Creates VM `name` (running or not) and returns its id.
 fn create(ctx: &TestContext, name: &str, running: bool) -> String {
-    let mut args = vec!["vm", "create", name, "--json"];
-    args.push(if running { "--no-wait" } else { "--no-start" });
-    args.extend(SMALL);
-    let vm = ctx.json(&args);
+    let start = if running { "--no-wait" } else { "--no-start" };
+    let vm = ctx.json(&create_small(name).with(&["--json", start]));
     vm["id"].as_str().unwrap().to_owned()
 }
 
@@ -71,7 +56,7 @@ fn crash_after(ctx: &TestContext, op: Op, stage: &str, name: &str) {
         Op::Stop | Op::Delete => drop(create(ctx, name, true)),
     }
     let out = ctx
-        .cmd(&strs(&op.args(name)))
+        .cmd(&op.args(name))
         .env("BANGER_FAULT", stage)
         .output()
         .unwrap();
@@ -93,7 +78,7 @@ fn crash_after(ctx: &TestContext, op: Op, stage: &str, name: &str) {
 /// After an interrupted command: the list works and shows VM `name` absent
 /// or stopped with an error; `gc` then leaves nothing on the host.
 fn check_after_crash(ctx: &TestContext, name: &str, what: &str) {
-    if let Some(vm) = listed(ctx, name) {
+    if let Some(vm) = ctx.listed(name) {
         assert_eq!(vm["state"], "stopped", "{what}: {vm:#}");
         assert_eq!(vm["pid"], Value::Null, "{what}: {vm:#}");
         assert!(
@@ -102,7 +87,7 @@ fn check_after_crash(ctx: &TestContext, name: &str, what: &str) {
         );
     }
     ctx.ok(&["gc"]);
-    assert_nothing_left(ctx, &format!("{what}, after gc"));
+    ctx.assert_nothing_left(&format!("{what}, after gc"));
 }
 
 /// Runs the interrupted command again (a create after deleting what the
@@ -110,19 +95,19 @@ fn check_after_crash(ctx: &TestContext, name: &str, what: &str) {
 fn retry(ctx: &TestContext, op: Op, name: &str, what: &str) {
     let again = format!("{what}, run again");
     if let Op::Create = op
-        && listed(ctx, name).is_some()
+        && ctx.listed(name).is_some()
     {
         ctx.ok(&["vm", "delete", name]);
     }
-    ctx.ok(&strs(&op.args(name)));
-    let vm = listed(ctx, name);
+    ctx.ok(&op.args(name));
+    let vm = ctx.listed(name);
     match op {
         Op::Create | Op::Start => {
             let vm = vm.expect("listed");
             assert_eq!(vm["state"], "running", "{again}: {vm:#}");
             assert_eq!(vm["last_error"], Value::Null, "{again}: {vm:#}");
             let id = vm["id"].as_str().unwrap();
-            assert_eq!(vmms_of(ctx, id).len(), 1, "{again}: one VMM");
+            assert_eq!(ctx.vmms_of(id).len(), 1, "{again}: one VMM");
         }
         Op::Stop => {
             let vm = vm.expect("listed");
@@ -130,10 +115,10 @@ fn retry(ctx: &TestContext, op: Op, name: &str, what: &str) {
         }
         Op::Delete => assert_eq!(vm, None, "{again}: still listed"),
     }
-    if listed(ctx, name).is_some() {
+    if ctx.listed(name).is_some() {
         ctx.ok(&["vm", "rm", "--force", name]);
     }
-    assert_nothing_left(ctx, &format!("{again}, then deleted"));
+    ctx.assert_nothing_left(&format!("{again}, then deleted"));
     let files: Vec<_> = std::fs::read_dir(ctx.home.join("vms"))
         .unwrap()
         .flatten()
@@ -224,7 +209,7 @@ fn start_replaces_the_vmm_of_an_aborted_start() {
         .unwrap();
     assert_eq!(out.status.signal(), Some(libc::SIGABRT));
     // A VMM that was never configured is left behind.
-    let orphans = vmms_of(&ctx, &id);
+    let orphans = ctx.vmms_of(&id);
     assert_eq!(orphans.len(), 1, "{orphans:?}");
 
     // The next start, with nothing in between, replaces it.
@@ -232,15 +217,15 @@ fn start_replaces_the_vmm_of_an_aborted_start() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("started VM again"), "{stderr}");
-    let vmms = vmms_of(&ctx, &id);
+    let vmms = ctx.vmms_of(&id);
     assert_eq!(vmms.len(), 1, "{vmms:?}");
     assert_ne!(vmms, orphans, "the unconfigured VMM was kept");
-    let vm = listed(&ctx, "again").unwrap();
+    let vm = ctx.listed("again").unwrap();
     assert_eq!(vm["state"], "running", "{vm:#}");
     assert_eq!(vm["pid"], vmms[0], "{vm:#}");
     assert_eq!(vm["last_error"], Value::Null, "{vm:#}");
     ctx.ok(&["vm", "rm", "--force", "again"]);
-    assert_nothing_left(&ctx, "after deleting the VM");
+    ctx.assert_nothing_left("after deleting the VM");
 }
 
 #[test]
@@ -253,41 +238,29 @@ fn a_killed_stop_leaves_a_live_vmm_for_the_next_stop() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let stopping = common::eventually(Duration::from_secs(10), || {
-        listed(&ctx, "halt").is_some_and(|vm| vm["last_error"].as_str().is_some())
+    let stopping = eventually(Duration::from_secs(10), || {
+        ctx.listed("halt")
+            .is_some_and(|vm| vm["last_error"].as_str().is_some())
     });
     stop.kill().unwrap();
     stop.wait().unwrap();
     assert!(stopping, "the stop never recorded that it was stopping");
 
     // The guest may be shutting down: its VMM is not killed behind its back.
-    let vm = listed(&ctx, "halt").unwrap();
+    let vm = ctx.listed("halt").unwrap();
     assert_eq!(vm["state"], "running", "{vm:#}");
     let error = vm["last_error"].as_str().unwrap_or_default();
     assert!(error.contains("banger vm stop halt"), "{vm:#}");
-    assert_eq!(vmms_of(&ctx, &id).len(), 1);
+    assert_eq!(ctx.vmms_of(&id).len(), 1);
     ctx.ok(&["gc"]);
-    assert_eq!(vmms_of(&ctx, &id).len(), 1, "gc killed the VMM");
+    assert_eq!(ctx.vmms_of(&id).len(), 1, "gc killed the VMM");
 
     ctx.ok(&["vm", "stop", "halt", "--force"]);
-    let vm = listed(&ctx, "halt").unwrap();
+    let vm = ctx.listed("halt").unwrap();
     assert_eq!(vm["state"], "stopped", "{vm:#}");
     assert_eq!(vm["last_error"], Value::Null, "{vm:#}");
     ctx.ok(&["vm", "rm", "halt"]);
-    assert_nothing_left(&ctx, "after deleting the VM");
-}
-
-/// A small xorshift generator: the delays differ from run to run, and the
-/// seed is printed so a failing run can be read back.
-struct Jitter(u64);
-
-impl Jitter {
-    fn below(&mut self, bound: Duration) -> Duration {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        bound.mul_f64((self.0 % 1000) as f64 / 1000.0)
-    }
+    ctx.assert_nothing_left("after deleting the VM");
 }
 
 #[test]
@@ -296,27 +269,22 @@ fn create_killed_at_random_moments() {
     let runs = 10;
     // Time a create once the bridge, key and sidecar exist.
     let args = Op::Create.args("probe");
-    ctx.ok(&strs(&args));
+    ctx.ok(&args);
     ctx.ok(&["vm", "rm", "--force", "probe"]);
     let started = Instant::now();
-    ctx.ok(&strs(&args));
+    ctx.ok(&args);
     let duration = started.elapsed();
     ctx.ok(&["vm", "rm", "--force", "probe"]);
 
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
-        | 1;
-    eprintln!("a create takes {duration:?}; jitter seed {seed}");
-    let mut jitter = Jitter(seed);
+    eprintln!("a create takes {duration:?}");
+    let mut jitter = Rng::default();
     let mut outcomes: BTreeMap<&str, u32> = BTreeMap::new();
     for i in 0..runs {
         let name = format!("kill{i}");
         let slot = duration / runs;
-        let delay = slot * i + jitter.below(slot);
+        let delay = slot * i + jitter.within(slot);
         let mut child = ctx
-            .cmd(&strs(&Op::Create.args(&name)))
+            .cmd(&Op::Create.args(&name))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -325,15 +293,19 @@ fn create_killed_at_random_moments() {
         child.kill().ok();
         let status = child.wait().unwrap();
         let what = format!("create killed after {delay:?} ({status})");
-        let outcome = match listed(&ctx, &name) {
+        let outcome = match ctx.listed(&name) {
             None => "absent",
             Some(vm) if vm["state"] == "running" => {
                 // The kill came after create had committed its work: a
                 // complete VM, as if the command had finished.
                 assert_eq!(vm["last_error"], Value::Null, "{what}: {vm:#}");
                 let id = vm["id"].as_str().unwrap();
-                assert_eq!(vmms_of(&ctx, id).len(), 1, "{what}: one VMM");
-                assert_eq!(vmm_instance_state(&ctx, id), "Running", "{what}");
+                assert_eq!(ctx.vmms_of(id).len(), 1, "{what}: one VMM");
+                assert_eq!(
+                    banger_testkit::api::instance_state(&ctx.api_sock(id)),
+                    "Running",
+                    "{what}"
+                );
                 assert_eq!(ctx.links("bg-"), vec![format!("bg-{id}")], "{what}");
                 let ruleset = ctx.sh(&["nft", "list", "ruleset"]);
                 assert!(

@@ -5,24 +5,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{TestContext, eventually, firecracker, pid_alive, skip_unless, vmlinux};
+use banger_testkit::context::{bare_firecracker_context as context, entries};
+use banger_testkit::procs::is_vmm;
+use banger_testkit::rng::Rng;
+use banger_testkit::{TestContext, create_small, eventually, pid_alive};
 use serde_json::Value;
-
-fn context() -> Option<TestContext> {
-    if skip_unless(
-        "firecracker",
-        &[&firecracker(), &vmlinux(), Path::new("/dev/kvm")],
-    ) {
-        return None;
-    }
-    Some(TestContext::new(&firecracker()))
-}
 
 fn db(ctx: &TestContext) -> rusqlite::Connection {
     rusqlite::Connection::open(ctx.home.join("banger.db")).unwrap()
@@ -40,54 +31,11 @@ fn rows(ctx: &TestContext) -> i64 {
         .unwrap()
 }
 
-fn entries(dir: &Path) -> Vec<String> {
-    std::fs::read_dir(dir)
-        .map(|d| {
-            d.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn is_vmm(pid: i32) -> bool {
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|c| c.windows(10).any(|w| w == b"--api-sock"))
-        .unwrap_or(false)
-}
-
-/// A small xorshift generator: the seed is printed so a failure can be replayed.
-struct Rng(u64);
-
-impl Rng {
-    fn new() -> Self {
-        let seed = std::env::var("BANGER_TEST_SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| {
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .unwrap()
-                    .as_nanos() as u64
-                    | 1
-            });
-        eprintln!("random seed {seed} (BANGER_TEST_SEED replays it)");
-        Self(seed)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
-}
-
 #[test]
 fn kill_9_during_creates_and_deletes_never_corrupts_the_database() {
     let Some(ctx) = context() else { return };
     ctx.import_image("base");
-    let mut rng = Rng::new();
+    let mut rng = Rng::default();
     let mut killed = 0;
     for round in 0..60 {
         let name = format!("k{}", rng.below(6));
@@ -146,10 +94,6 @@ fn kill_9_during_creates_and_deletes_never_corrupts_the_database() {
     assert_eq!(integrity(&ctx), "ok");
 }
 
-fn show(ctx: &TestContext, name: &str) -> Value {
-    ctx.json(&["vm", "show", name, "--json"])
-}
-
 /// A way to spoil `handles.json`, and its name.
 type Damage = (&'static str, fn(&Path));
 
@@ -157,19 +101,7 @@ type Damage = (&'static str, fn(&Path));
 fn lost_or_corrupt_handles_fall_back_to_the_process_scan() {
     let Some(ctx) = context() else { return };
     ctx.import_image("base");
-    let created = ctx.json(&[
-        "vm",
-        "create",
-        "h1",
-        "--memory",
-        "128",
-        "--vcpus",
-        "1",
-        "--work-size",
-        "64M",
-        "--no-wait",
-        "--json",
-    ]);
+    let created = ctx.json(&create_small("h1").with(&["--no-wait", "--json"]));
     let pid = created["pid"].as_i64().unwrap();
     let id = created["id"].as_str().unwrap();
     let handles = ctx.home.join("vms").join(id).join("handles.json");
@@ -187,7 +119,7 @@ fn lost_or_corrupt_handles_fall_back_to_the_process_scan() {
     ];
     for (what, damage) in damage {
         damage(&handles);
-        let shown = show(&ctx, "h1");
+        let shown = ctx.show("h1");
         assert_eq!(shown["state"], "running", "{what} handles.json: {shown}");
         assert_eq!(shown["pid"], pid, "{what} handles.json");
         assert_eq!(shown["tap"], format!("bg-{id}"), "{what} handles.json");
@@ -200,7 +132,7 @@ fn lost_or_corrupt_handles_fall_back_to_the_process_scan() {
     std::fs::write(&handles, b"not json").unwrap();
     ctx.ok(&["vm", "stop", "h1", "--force"]);
     assert!(eventually(Duration::from_secs(5), || !pid_alive(pid)));
-    let stopped = show(&ctx, "h1");
+    let stopped = ctx.show("h1");
     assert_eq!(stopped["state"], "stopped");
     assert_eq!(stopped["pid"], Value::Null);
     assert_eq!(ctx.links("bg-"), Vec::<String>::new());
@@ -288,7 +220,7 @@ fn a_full_disk_fails_clearly_and_leaves_nothing_half_made() {
     let _tmpfs = Tmpfs::mount(&ctx.home, 80);
     // A small ELF stands in for the kernel: these VMs' disks are the point.
     let rootfs = ctx.dir.path().join("rootfs.ext4");
-    common::make_ext4(&rootfs, 32);
+    banger_testkit::make_ext4(&rootfs, 32);
     ctx.ok(&[
         "image",
         "import",
@@ -300,7 +232,7 @@ fn a_full_disk_fails_clearly_and_leaves_nothing_half_made() {
         "--default",
     ]);
     ctx.ok(&["vm", "create", "keep", "--no-start", "--work-size", "16M"]);
-    let keep = show(&ctx, "keep");
+    let keep = ctx.show("keep");
     let keep_dir = ctx.home.join("vms").join(keep["id"].as_str().unwrap());
     let keep_work = sha(&keep_dir.join("work.ext4"));
 
@@ -344,7 +276,7 @@ fn a_full_disk_fails_clearly_and_leaves_nothing_half_made() {
     }
     // The existing VM is untouched and still usable.
     assert_eq!(sha(&keep_dir.join("work.ext4")), keep_work);
-    assert_eq!(show(&ctx, "keep"), keep);
+    assert_eq!(ctx.show("keep"), keep);
     // Nothing for gc but the failed creates' lock files in the run dir.
     let gc = ctx.ok(&["gc", "--dry-run"]);
     assert!(
@@ -362,23 +294,7 @@ fn a_full_disk_fails_clearly_and_leaves_nothing_half_made() {
 fn a_crash_after_any_stage_leaves_a_whole_database_and_a_clean_delete() {
     let Some(mut ctx) = context() else { return };
     ctx.import_image("base");
-    let create = |name: &str| {
-        vec![
-            "vm",
-            "create",
-            name,
-            "--memory",
-            "128",
-            "--vcpus",
-            "1",
-            "--work-size",
-            "64M",
-            "--no-wait",
-        ]
-        .into_iter()
-        .map(String::from)
-        .collect::<Vec<_>>()
-    };
+    let create = |name: &str| create_small(name).with(&["--no-wait"]).0;
     let stages = [
         ("allocate", false),
         ("disks", false),

@@ -4,120 +4,46 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::OnceLock;
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{TestContext, eventually, skip_unless, vmlinux};
+use banger_testkit::image::guest_image;
+use banger_testkit::netns::{NamedNetns, veth};
+use banger_testkit::{Need, TestContext, require, vmlinux, vmm_shim};
 
-fn shim() -> PathBuf {
-    Path::new(env!("CARGO_BIN_EXE_banger")).with_file_name("vmm-shim")
-}
-
-/// The statically linked agent scripts/test.sh builds (BANGER_AGENT).
-fn agent() -> Option<PathBuf> {
-    std::env::var_os("BANGER_AGENT").map(PathBuf::from)
-}
-
-fn on_path(program: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {program}")])
-        .stdout(Stdio::null())
-        .status()
-        .unwrap()
-        .success()
-}
-
-/// Builds the image once per agent binary and image source, through the CLI,
-/// in a banger home kept under the target dir; later runs reuse it.
-fn built_image() -> &'static Path {
-    static IMAGE: OnceLock<PathBuf> = OnceLock::new();
-    IMAGE.get_or_init(|| {
-        let agent = agent().unwrap();
-        let mut key = std::fs::read(&agent).unwrap();
-        for dir in ["src/host/image", "scripts/guest"] {
-            let mut files: Vec<_> =
-                std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(dir))
-                    .unwrap()
-                    .map(|e| e.unwrap().path())
-                    .collect();
-            files.sort();
-            for file in files {
-                key.extend(std::fs::read(file).unwrap());
-            }
-        }
-        let digest = format!("{:016x}", fnv1a(&key));
-        let home = common::deps().join(format!("../test-images/guest-{digest}"));
-        let image = home.join("images/base");
-        if !image.join("image.json").exists() {
-            std::fs::create_dir_all(&home).unwrap();
-            std::fs::write(home.join("config.toml"), "").unwrap();
-            let started = Instant::now();
-            let out = Command::new(env!("CARGO_BIN_EXE_banger"))
-                .args(["image", "build", "base"])
-                .env("BANGER_HOME", &home)
-                .env("BANGER_RUN_DIR", home.join("run"))
-                .env("BANGER_CONFIG", home.join("config.toml"))
-                .env("BANGER_AGENT", &agent)
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "image build failed:\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            eprintln!(
-                "built the guest image in {:.0}s",
-                started.elapsed().as_secs_f64()
-            );
-        }
-        image
-    })
-}
-
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3)
-    })
-}
-
+/// A context on the test VMM with the test image imported as `base`, or
+/// `None` (after saying why) when this host cannot run guests.
+#[track_caller]
 fn context() -> Option<TestContext> {
-    if skip_unless(
-        "guest",
-        &[
-            &vmlinux(),
-            &shim(),
-            Path::new("/usr/bin/qemu-system-x86_64"),
-        ],
-    ) {
+    let (kernel, shim) = (vmlinux(), vmm_shim());
+    let needs = [
+        Need::Root,
+        Need::File(&kernel),
+        Need::File(&shim),
+        Need::Program("qemu-system-x86_64"),
+        Need::Env("BANGER_AGENT"),
+        Need::Program("vhost-device-vsock"),
+    ];
+    if require("guest", &needs).is_some() {
         return None;
     }
-    if agent().is_none() || !on_path("vhost-device-vsock") {
-        eprintln!(
-            "skipping guest test: needs BANGER_AGENT and vhost-device-vsock on PATH (run scripts/test.sh)"
-        );
-        return None;
-    }
-    let image = built_image();
-    let ctx = TestContext::new(&shim());
+    let image = guest_image("guest")?;
+    let ctx = TestContext::new(&shim);
     ctx.set_config("tap_pool_size = 2\n");
-    let file = |name: &str| image.join(name).to_str().unwrap().to_owned();
+    let file = |path: std::path::PathBuf| path.to_str().unwrap().to_owned();
     ctx.ok(&[
         "image",
         "import",
         "base",
         "--kernel",
-        &file("vmlinux"),
+        &file(image.vmlinux()),
         "--rootfs",
-        &file("rootfs.ext4"),
+        &file(image.rootfs()),
         "--initrd",
-        &file("initrd.img"),
+        &file(image.initrd()),
         "--work-seed",
-        &file("work-seed.ext4"),
+        &file(image.work_seed()),
     ]);
     Some(ctx)
 }
@@ -149,45 +75,31 @@ fn run_with_input(ctx: &TestContext, args: &[&str], input: &str) -> (i32, String
 /// namespace only through a veth: it answers each connection with the
 /// address it saw.
 struct Outside {
-    netns: String,
     server: std::process::Child,
+    /// Deleted on drop, after the server is killed.
+    _netns: NamedNetns,
 }
 
 impl Outside {
     fn new(ctx: &TestContext) -> Self {
-        let netns = format!("{}-out", ctx.netns);
-        let ip = |args: &[&str]| {
-            assert!(
-                Command::new("ip").args(args).status().unwrap().success(),
-                "ip {args:?}"
-            )
-        };
-        ip(&["netns", "add", &netns]);
-        ip(&[
-            "link", "add", "veth-out", "netns", &ctx.netns, "type", "veth", "peer", "name",
-            "veth-in", "netns", &netns,
-        ]);
+        let netns = NamedNetns::named(format!("{}-out", ctx.netns.name));
+        veth(&ctx.netns.name, "veth-out", &netns.name, "veth-in");
         ctx.sh(&["ip", "addr", "add", "198.51.100.1/24", "dev", "veth-out"]);
         ctx.sh(&["ip", "link", "set", "veth-out", "up"]);
-        ip(&[
-            "-n",
-            &netns,
-            "addr",
-            "add",
-            "198.51.100.2/24",
-            "dev",
-            "veth-in",
-        ]);
-        ip(&["-n", &netns, "link", "set", "veth-in", "up"]);
-        ip(&["-n", &netns, "link", "set", "lo", "up"]);
+        netns.exec(&["ip", "addr", "add", "198.51.100.2/24", "dev", "veth-in"]);
+        netns.exec(&["ip", "link", "set", "veth-in", "up"]);
         let script = "import socket\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n\
                       s.bind(('198.51.100.2',8080))\ns.listen()\nwhile True:\n c,a=s.accept()\n c.sendall((a[0]+'\\n').encode())\n c.close()\n";
-        let server = Command::new("ip")
-            .args(["netns", "exec", &netns, "python3", "-c", script])
+        let server = netns
+            .command("python3")
+            .args(["-c", script])
             .spawn()
             .unwrap();
         std::thread::sleep(Duration::from_millis(500));
-        Self { netns, server }
+        Self {
+            server,
+            _netns: netns,
+        }
     }
 }
 
@@ -195,10 +107,6 @@ impl Drop for Outside {
     fn drop(&mut self) {
         self.server.kill().ok();
         self.server.wait().ok();
-        Command::new("ip")
-            .args(["netns", "del", &self.netns])
-            .status()
-            .ok();
     }
 }
 
@@ -332,36 +240,22 @@ fn run_rm_leaves_nothing_behind() {
     assert!(ctx.links("bg-").is_empty(), "{:?}", ctx.links("bg-"));
     let rules = ctx.sh(&["nft", "list", "ruleset"]);
     assert!(!rules.contains("banger:"), "{rules}");
-    let vmm_alive = || {
-        ctx.processes().into_iter().any(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .is_ok_and(|c| c.windows(10).any(|w| w == b"--api-sock"))
-        })
-    };
-    assert!(eventually(Duration::from_secs(5), || !vmm_alive()));
+    assert!(ctx.vmms_gone(), "VMMs left: {:?}", ctx.vmms());
 }
 
 #[test]
 fn the_first_vm_on_a_fresh_host_builds_the_default_image() {
-    if skip_unless("guest", &[&vmlinux(), Path::new("/usr/sbin/debootstrap")]) {
-        return;
-    }
-    let Some(agent) = agent() else {
-        eprintln!("skipping: needs BANGER_AGENT (run scripts/test.sh)");
+    let kernel = vmlinux();
+    require!("guest", Need::Root, Need::File(&kernel));
+    // Reuse the downloads and base system cached by the shared guest image's build.
+    let Some(image) = guest_image("guest") else {
         return;
     };
-    // Reuse the downloads and base system cached by the shared guest image's build.
-    let shared_cache = built_image()
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("cache");
-    let mut ctx = TestContext::new(&shim());
+    let mut ctx = TestContext::new(&vmm_shim());
     ctx.extra_env
-        .push(("BANGER_AGENT".into(), agent.display().to_string()));
+        .push(("BANGER_AGENT".into(), image.agent.display().to_string()));
     assert_eq!(ctx.ok(&["image", "ls", "-q"]), "");
-    std::os::unix::fs::symlink(&shared_cache, ctx.home.join("cache")).unwrap();
+    std::os::unix::fs::symlink(image.cache_dir(), ctx.home.join("cache")).unwrap();
 
     let out = ctx.run(&["vm", "create", "first", "--no-start"]);
     let stderr = String::from_utf8_lossy(&out.stderr);

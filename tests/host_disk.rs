@@ -8,17 +8,9 @@ use std::process::Command;
 
 use banger::host::disk::cow::{CowStrategy, clone_file};
 use banger::host::disk::{DiskError, dm, ext4, loopdev};
+use banger_testkit::{Need, require};
 
 const MIB: u64 = 1 << 20;
-
-/// Whether the test can run; prints why not to stderr otherwise.
-fn have_root() -> bool {
-    let root = nix::unistd::Uid::effective().is_root();
-    if !root {
-        eprintln!("skipping: host disk tests need root (loop devices, debugfs on images)");
-    }
-    root
-}
 
 /// Detaches a loop device when dropped, so a failing test leaks nothing.
 struct LoopGuard(PathBuf);
@@ -85,9 +77,7 @@ fn file_names(dir: &Path) -> Vec<String> {
 
 #[test]
 fn loop_attach_find_and_detach() {
-    if !have_root() {
-        return;
-    }
+    require!("host", Need::Root);
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("disk.img");
     sparse_file(&file, 8 * MIB, &[0], b"banger-loop");
@@ -127,9 +117,7 @@ fn loop_attach_find_and_detach() {
 
 #[test]
 fn read_only_loop_refuses_writes() {
-    if !have_root() {
-        return;
-    }
+    require!("host", Need::Root);
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("base.img");
     sparse_file(&file, 4 * MIB, &[0], b"original");
@@ -154,9 +142,7 @@ fn read_only_loop_refuses_writes() {
 
 #[test]
 fn concurrent_attaches_get_distinct_devices() {
-    if !have_root() {
-        return;
-    }
+    require!("host", Need::Root);
     let dir = tempfile::tempdir().expect("tempdir");
     let files: Vec<PathBuf> = (0..4)
         .map(|i| {
@@ -218,9 +204,7 @@ fn assert_clone_behaves(dir: &Path, expected: CowStrategy) {
 
 #[test]
 fn clone_file_on_ext4_is_a_sparse_copy() {
-    if !have_root() {
-        return;
-    }
+    require!("host", Need::Root);
     let dir = tempfile::tempdir().expect("tempdir");
     let fs_type = Command::new("stat")
         .args(["-f", "-c", "%T"])
@@ -228,18 +212,19 @@ fn clone_file_on_ext4_is_a_sparse_copy() {
         .output()
         .expect("stat -f");
     let fs_type = String::from_utf8_lossy(&fs_type.stdout).trim().to_string();
-    if fs_type != "ext2/ext3" {
-        eprintln!("skipping: temp dir is on {fs_type}, not ext4");
-        return;
-    }
+    require!(
+        "ext4",
+        Need::That(
+            fs_type == "ext2/ext3",
+            &format!("the temp dir is on {fs_type}, not ext4")
+        )
+    );
     assert_clone_behaves(dir.path(), CowStrategy::Copy);
 }
 
 #[test]
 fn clone_file_refuses_to_shrink_and_leaves_nothing_behind() {
-    if !have_root() {
-        return;
-    }
+    require!("host", Need::Root);
     let dir = tempfile::tempdir().expect("tempdir");
     let src = dir.path().join("src.img");
     sparse_file(&src, 4 * MIB, &[0], b"data");
@@ -257,13 +242,7 @@ fn clone_file_refuses_to_shrink_and_leaves_nothing_behind() {
 
 #[test]
 fn clone_file_on_xfs_is_a_reflink() {
-    if !have_root() {
-        return;
-    }
-    if Command::new("mkfs.xfs").arg("-V").output().is_err() {
-        eprintln!("skipping: mkfs.xfs not installed (apt-get install xfsprogs)");
-        return;
-    }
+    require!("xfs", Need::Root, Need::Program("mkfs.xfs"),);
     let dir = tempfile::tempdir().expect("tempdir");
     let image = dir.path().join("xfs.img");
     sparse_file(&image, 512 * MIB, &[], b"");
@@ -307,9 +286,7 @@ fn clone_file_on_xfs_is_a_reflink() {
 
 #[test]
 fn work_seed_clone_grow_and_authorize_key() {
-    if !have_root() {
-        return;
-    }
+    require!("host", Need::Root);
     let dir = tempfile::tempdir().expect("tempdir");
     let seed = dir.path().join("work-seed.ext4");
     ext4::make_work_seed(&seed).expect("work seed");
@@ -419,9 +396,7 @@ fn tree(image: &Path, dir: &str) -> Vec<String> {
 
 #[test]
 fn work_seed_is_the_skeleton_of_root_whatever_the_umask() {
-    if !have_root() {
-        return;
-    }
+    require!("host", Need::Root);
     let dir = tempfile::tempdir().expect("tempdir");
     let seed = dir.path().join("work-seed.ext4");
     // This test binary's other tests do not depend on the umask.
@@ -446,9 +421,7 @@ fn work_seed_is_the_skeleton_of_root_whatever_the_umask() {
 
 #[test]
 fn write_file_creates_parents_and_replaces_files() {
-    if !have_root() {
-        return;
-    }
+    require!("host", Need::Root);
     let dir = tempfile::tempdir().expect("tempdir");
     let image = dir.path().join("work.ext4");
     ext4::make_work_seed(&image).expect("work seed");
@@ -503,9 +476,7 @@ fn write_file_creates_parents_and_replaces_files() {
 
 #[test]
 fn mkfs_from_dir_copies_the_tree_and_grow_refuses_to_shrink() {
-    if !have_root() {
-        return;
-    }
+    require!("host", Need::Root);
     let dir = tempfile::tempdir().expect("tempdir");
     let tree = dir.path().join("tree");
     fs::create_dir_all(tree.join("etc")).expect("mkdir");
@@ -525,15 +496,14 @@ fn mkfs_from_dir_copies_the_tree_and_grow_refuses_to_shrink() {
 
 #[test]
 fn dm_snapshot_pads_and_keeps_base_untouched() {
-    if !have_root() {
-        return;
-    }
-    if !dm::available() {
-        eprintln!(
-            "skipping: device-mapper unavailable (/dev/mapper/control absent or dmsetup fails)"
-        );
-        return;
-    }
+    require!(
+        "dm-snapshot",
+        Need::Root,
+        Need::That(
+            dm::available(),
+            "no device-mapper (/dev/mapper/control absent or dmsetup fails)"
+        ),
+    );
     let dir = tempfile::tempdir().expect("tempdir");
     let base_file = dir.path().join("rootfs.ext4");
     sparse_file(&base_file, 16 * MIB, &[0], b"base-image");

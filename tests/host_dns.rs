@@ -14,6 +14,7 @@ use banger::host::dns::{
     DnsConfig, DnsServer, NameLookup, route_domain_via_resolved, upstream_resolvers,
 };
 use banger::host::net::bridge::interface_addresses;
+use banger_testkit::{Need, require};
 use simple_dns::rdata::{A, RData};
 use simple_dns::{CLASS, Packet, PacketFlag, ResourceRecord};
 
@@ -245,10 +246,13 @@ fn resolved_routing_is_skipped_when_resolved_is_not_running() {
         .args(["is-active", "--quiet", "systemd-resolved"])
         .status()
         .is_ok_and(|s| s.success());
-    if active {
-        eprintln!("skipping: systemd-resolved runs here; routing would change host DNS");
-        return;
-    }
+    require!(
+        "resolved",
+        Need::That(
+            !active,
+            "systemd-resolved runs here; routing would change host DNS"
+        )
+    );
     let routed = route_domain_via_resolved("banger0", Ipv4Addr::new(172, 30, 0, 1), "vm")
         .expect("no error without resolved");
     assert!(!routed);

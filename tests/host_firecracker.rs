@@ -14,32 +14,23 @@ use std::time::Duration;
 use banger::host::firecracker::api::{self, ApiClient, ApiError, VmmConfig};
 use banger::host::firecracker::process::{self, FcError, StopOutcome};
 use banger::host::procs;
+use banger_testkit::netns::in_new_netns;
+use banger_testkit::{Need, make_ext4, require};
 use nix::sys::signal::Signal;
 use serde_json::json;
 
 const SOCKET_TIMEOUT: Duration = Duration::from_secs(10);
 
-fn test_deps() -> PathBuf {
-    std::env::var_os("BANGER_TEST_DEPS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-deps"))
-}
-
-/// The fixtures, or `None` (with the reason on stderr) where this host cannot
-/// run Firecracker.
+/// The fixtures, or `None` (after saying why) where this host cannot run
+/// Firecracker. Missing fixtures are a failure: run scripts/test-deps.sh.
+#[track_caller]
 fn fixtures() -> Option<(PathBuf, PathBuf)> {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: Firecracker tests need root");
+    if require("firecracker", &[Need::Root, Need::Kvm]).is_some() {
         return None;
     }
-    if !Path::new("/dev/kvm").exists() {
-        eprintln!("skipped: Firecracker tests need /dev/kvm");
-        return None;
-    }
-    let deps = test_deps();
-    let bin = process::find_binary(Some(&deps.join("bin/firecracker")))
+    let bin = process::find_binary(Some(&banger_testkit::firecracker()))
         .unwrap_or_else(|e| panic!("{e} (run scripts/test-deps.sh or set BANGER_TEST_DEPS)"));
-    let kernel = deps.join("vmlinux");
+    let kernel = banger_testkit::vmlinux();
     assert!(
         kernel.is_file(),
         "{} is missing: run scripts/test-deps.sh",
@@ -75,19 +66,6 @@ impl Drop for Vmm {
     }
 }
 
-fn ext4(path: &Path) {
-    std::fs::File::create(path)
-        .unwrap()
-        .set_len(16 << 20)
-        .unwrap();
-    let status = Command::new("mkfs.ext4")
-        .args(["-q", "-F"])
-        .arg(path)
-        .status()
-        .unwrap();
-    assert!(status.success(), "mkfs.ext4 {} failed", path.display());
-}
-
 fn state(client: &ApiClient) -> String {
     client.get("/").unwrap()["state"]
         .as_str()
@@ -95,30 +73,12 @@ fn state(client: &ApiClient) -> String {
         .to_owned()
 }
 
-/// Runs `work` on a thread in a fresh network namespace (which the processes
-/// it spawns inherit); the namespace and its devices vanish with the thread
-/// and those processes.
-fn in_netns<T: Send>(work: impl FnOnce() -> T + Send) -> T {
-    std::thread::scope(|scope| {
-        scope
-            .spawn(|| {
-                // SAFETY: unshare(2) with a constant flag only changes this
-                // thread's network namespace; no memory is shared with it.
-                let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
-                assert_eq!(rc, 0, "unshare: {}", std::io::Error::last_os_error());
-                work()
-            })
-            .join()
-            .unwrap()
-    })
-}
-
 #[test]
 fn vm_starts_runs_rejects_bad_requests_and_stops_by_signal() {
     let Some((bin, kernel)) = fixtures() else {
         return;
     };
-    in_netns(|| {
+    in_new_netns(|| {
         let status = Command::new("ip")
             .args(["tuntap", "add", "bgtest0", "mode", "tap"])
             .status()
@@ -141,8 +101,8 @@ fn vm_starts_runs_rejects_bad_requests_and_stops_by_signal() {
             log_path: dir.path().join("firecracker.log"),
             metrics_path: dir.path().join("metrics.json"),
         };
-        ext4(&cfg.rootfs);
-        ext4(&cfg.work_disk);
+        make_ext4(&cfg.rootfs, 16);
+        make_ext4(&cfg.work_disk, 16);
 
         let vmm = Vmm::spawn(&bin, dir.path(), "fc-start");
         let client = vmm.client();

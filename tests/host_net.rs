@@ -2,8 +2,6 @@
 //! nftables NAT, and masquerading seen from outside. Each test runs in its
 //! own network namespace; skipped (with a message) when not root.
 
-mod common_netns;
-
 use std::fs::OpenOptions;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -16,7 +14,8 @@ use banger::host::net::NetError;
 use banger::host::net::bridge::{delete_link, ensure_bridge, link_exists, list_links};
 use banger::host::net::nat::{add_vm_rules, remove_vm_rules, vms_with_rules};
 use banger::host::net::tap::{claim_pool_tap, create_tap, drain_pool, fill_pool, return_to_pool};
-use common_netns::{NamedNetns, in_new_netns, link_json, require_root, run, run_with_stdin};
+use banger_testkit::netns::{NamedNetns, in_new_netns, link_json};
+use banger_testkit::{Need, eventually, require, run, run_with_stdin};
 use serde_json::Value;
 
 const BRIDGE: &str = "bgtest0";
@@ -43,9 +42,7 @@ fn ipv4_addresses(link: &Value) -> Vec<String> {
 
 #[test]
 fn bridge_is_created_once_with_its_gateway_and_up() {
-    if !require_root("bridge_is_created_once_with_its_gateway_and_up") {
-        return;
-    }
+    require!("host", Need::Root);
     in_new_netns(|| {
         std::fs::write("/proc/sys/net/ipv4/ip_forward", "0").expect("reset ip_forward");
         ensure_bridge(BRIDGE, GATEWAY, 24).expect("create bridge");
@@ -71,9 +68,7 @@ fn bridge_is_created_once_with_its_gateway_and_up() {
 
 #[test]
 fn ensure_bridge_refuses_a_link_that_is_not_a_bridge() {
-    if !require_root("ensure_bridge_refuses_a_link_that_is_not_a_bridge") {
-        return;
-    }
+    require!("host", Need::Root);
     in_new_netns(|| {
         run(
             "ip",
@@ -112,9 +107,7 @@ fn open_like_firecracker(name: &str) -> Result<std::fs::File, nix::Error> {
 
 #[test]
 fn tap_is_persistent_attached_up_and_openable_by_firecracker() {
-    if !require_root("tap_is_persistent_attached_up_and_openable_by_firecracker") {
-        return;
-    }
+    require!("host", Need::Root);
     in_new_netns(|| {
         ensure_bridge(BRIDGE, GATEWAY, 24).expect("bridge");
         create_tap("bgtap0", BRIDGE).expect("create tap");
@@ -160,9 +153,7 @@ fn names_longer_than_ifnamsiz_are_rejected_before_any_change() {
 
 #[test]
 fn pool_fills_claims_exclusively_and_takes_taps_back() {
-    if !require_root("pool_fills_claims_exclusively_and_takes_taps_back") {
-        return;
-    }
+    require!("host", Need::Root);
     in_new_netns(|| {
         ensure_bridge(BRIDGE, GATEWAY, 24).expect("bridge");
         assert_eq!(fill_pool("bgp", BRIDGE, 4).expect("fill"), 4);
@@ -237,9 +228,7 @@ fn banger_rules() -> Vec<(String, String)> {
 
 #[test]
 fn nat_rules_come_and_go_per_vm_and_leave_other_tables_alone() {
-    if !require_root("nat_rules_come_and_go_per_vm_and_leave_other_tables_alone") {
-        return;
-    }
+    require!("host", Need::Root);
     in_new_netns(|| {
         remove_vm_rules("vm-a").expect("no table yet is fine");
         assert!(vms_with_rules().expect("no table").is_empty());
@@ -317,9 +306,7 @@ fn connect_and_read(target: SocketAddr) -> std::io::Result<String> {
 
 #[test]
 fn masquerade_lets_a_guest_reach_the_outside_as_the_host() {
-    if !require_root("masquerade_lets_a_guest_reach_the_outside_as_the_host") {
-        return;
-    }
+    require!("host", Need::Root);
     in_new_netns(|| {
         let guest = NamedNetns::new("guest");
         let outside = NamedNetns::new("outside");
@@ -399,23 +386,10 @@ impl banger::sidecar::VmDirectory for OneVm {
     }
 }
 
-fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + timeout;
-    while !done() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        thread::sleep(Duration::from_millis(100));
-    }
-}
-
 #[test]
 fn sidecar_serves_dns_keeps_the_pool_and_exits_when_idle() {
     use banger::sidecar::{SidecarOptions, is_alive, run as run_sidecar};
-    if !require_root("sidecar_serves_dns_keeps_the_pool_and_exits_when_idle") {
-        return;
-    }
+    require!("host", Need::Root);
     let dir = tempfile::tempdir().expect("tempdir");
     let opts = SidecarOptions {
         lock_path: dir.path().join("run/sidecar.lock"),
@@ -436,9 +410,12 @@ fn sidecar_serves_dns_keeps_the_pool_and_exits_when_idle() {
             let (opts, vms) = (opts.clone(), vms.clone());
             thread::spawn(move || run_sidecar(&opts, vms))
         };
-        wait_for("the pool to fill", Duration::from_secs(10), || {
-            list_links("bgsp").expect("list").len() == 2
-        });
+        assert!(
+            eventually(Duration::from_secs(10), || {
+                list_links("bgsp").expect("list").len() == 2
+            }),
+            "the pool never filled"
+        );
         assert!(is_alive(&opts.lock_path));
         assert_eq!(link_json("bgsp0")["master"], "bgside0");
 
@@ -467,17 +444,6 @@ fn sidecar_serves_dns_keeps_the_pool_and_exits_when_idle() {
     });
 }
 
-/// The Firecracker binary: `BANGER_FIRECRACKER`, else the test fixture.
-fn firecracker_binary() -> Option<std::path::PathBuf> {
-    let path = std::env::var_os("BANGER_FIRECRACKER")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| {
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("target/test-deps/bin/firecracker")
-        });
-    path.is_file().then_some(path)
-}
-
 /// Kills and reaps the child on drop.
 struct KillOnDrop(std::process::Child);
 
@@ -488,38 +454,10 @@ impl Drop for KillOnDrop {
     }
 }
 
-/// Sends one HTTP/1.1 PUT over a Unix socket; returns the status code.
-fn api_put(socket: &std::path::Path, path: &str, body: &str) -> u16 {
-    let mut stream =
-        std::os::unix::net::UnixStream::connect(socket).expect("connect to API socket");
-    let request = format!(
-        "PUT {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).expect("send request");
-    let mut reply = [0u8; 1024];
-    let len = stream.read(&mut reply).expect("read reply");
-    let status_line = String::from_utf8_lossy(&reply[..len]).into_owned();
-    status_line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or_else(|| panic!("bad reply: {status_line}"))
-}
-
 #[test]
 fn firecracker_attaches_to_a_created_tap() {
-    if !require_root("firecracker_attaches_to_a_created_tap") {
-        return;
-    }
-    let Some(firecracker) = firecracker_binary() else {
-        eprintln!(
-            "skipping firecracker_attaches_to_a_created_tap: no Firecracker \
-             (set BANGER_FIRECRACKER or run scripts/test-deps.sh)"
-        );
-        return;
-    };
+    let firecracker = banger_testkit::firecracker();
+    require!("firecracker", Need::Root, Need::File(&firecracker));
     let dir = tempfile::tempdir().expect("tempdir");
     let socket = dir.path().join("api.sock");
     in_new_netns(move || {
@@ -536,9 +474,13 @@ fn firecracker_attaches_to_a_created_tap() {
                 .spawn()
                 .expect("spawn firecracker"),
         );
-        wait_for("the API socket", Duration::from_secs(5), || socket.exists());
-        let status = api_put(
+        assert!(
+            eventually(Duration::from_secs(5), || socket.exists()),
+            "the API socket never appeared"
+        );
+        let (status, _) = banger_testkit::api::request(
             &socket,
+            "PUT",
             "/network-interfaces/eth0",
             r#"{"iface_id":"eth0","host_dev_name":"bgfc0","guest_mac":"06:00:0a:4d:00:02"}"#,
         );

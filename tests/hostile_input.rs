@@ -8,13 +8,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{TestContext, vmlinux};
+use banger_testkit::context::{entries, firecracker_context as context};
+use banger_testkit::{TestContext, make_ext4, vmlinux};
 
 /// Shell payloads: any shell that sees one of these creates a file named
 /// `pwned*` in the command's working directory.
@@ -24,22 +23,6 @@ const PAYLOADS: [&str; 4] = [
     "`touch pwned3`",
     "x|touch pwned4",
 ];
-
-fn context() -> Option<TestContext> {
-    common::firecracker_context()
-}
-
-fn entries(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .map(|d| {
-            d.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    names.sort();
-    names
-}
 
 /// What a refused command must leave as it found: rows, files, TAPs.
 #[derive(Debug, PartialEq)]
@@ -168,7 +151,7 @@ fn hostile_arguments_are_refused_by_name_and_create_nothing() {
     let before = snapshot(&ctx, &cwd);
     let (files, bad_paths) = bad_files(&ctx);
     let rootfs = ctx.dir.path().join("good-rootfs.ext4");
-    common::make_ext4(&rootfs, 16);
+    make_ext4(&rootfs, 16);
     let rootfs = rootfs.to_str().unwrap().to_owned();
     let kernel = vmlinux().to_str().unwrap().to_owned();
 
@@ -442,7 +425,7 @@ fn metacharacters_in_paths_reach_no_shell() {
     let kernel = files.join(PAYLOADS[0]);
     std::fs::copy(vmlinux(), &kernel).unwrap();
     let rootfs = files.join(PAYLOADS[2]);
-    common::make_ext4(&rootfs, 32);
+    make_ext4(&rootfs, 32);
     let run = |args: &[&str]| {
         let out = ctx.cmd(args).current_dir(&cwd).output().unwrap();
         assert!(

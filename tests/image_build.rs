@@ -1,153 +1,30 @@
-//! Image builds against the real tools: apt, dpkg-deb, debootstrap, mkfs.ext4 (root, network).
+//! Image builds against the real tools: apt, dpkg-deb, debootstrap, mkfs.ext4
+//! (root, network), and the built image booted by the test VMM.
 //!
-//! The built image is cached in `$CARGO_TARGET_DIR/test-images/<key>`, keyed
-//! by the build's inputs, so reruns only re-check it.
+//! The built image is the test kit's (`banger_testkit::image`), cached under
+//! the target dir and keyed by the build's inputs, so reruns only re-check it.
 #![allow(clippy::unwrap_used)]
 
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
-use banger::host::image::{self, BuildOptions, ImageError, Manifest, Progress};
-use sha2::{Digest, Sha256};
+use banger::host::image::{self, BuildOptions, ImageError};
+use banger_testkit::image::{
+    GuestImage, Recorder, SUITE, assert_no_scratch, build_lock, guest_image, options, sha256_hex,
+};
+use banger_testkit::netns::in_new_netns;
+use banger_testkit::shim::Shim;
+use banger_testkit::{Need, require, run};
 
-/// Stand-in agent: a static binary that runs in any guest.
-const AGENT: &str = "/bin/busybox";
-const SUITE: &str = "bookworm";
-const FIXTURE_VMLINUX: &str = "/work/main/target/test-deps/vmlinux";
+/// Stand-in agent for builds that fail before installing it.
+const STAND_IN_AGENT: &str = "/bin/busybox";
 
-/// Records the stages and prints them with their start times (seen with `--nocapture`).
-struct Recorder {
-    stages: Mutex<Vec<String>>,
-    started: std::time::Instant,
-}
-
-impl Default for Recorder {
-    fn default() -> Self {
-        Self {
-            stages: Mutex::default(),
-            started: std::time::Instant::now(),
-        }
-    }
-}
-
-impl Progress for Recorder {
-    fn stage(&self, name: &str) {
-        eprintln!("{:7.1} s  {name}", self.started.elapsed().as_secs_f64());
-        self.stages.lock().unwrap().push(name.to_string());
-    }
-    fn detail(&self, msg: &str) {
-        eprintln!("{:7.1} s    {msg}", self.started.elapsed().as_secs_f64());
-    }
-}
-
-fn skip_unless_root(test: &str) -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return false;
-    }
-    eprintln!("skipping {test}: needs root");
-    true
-}
-
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-/// A key over everything that shapes the image: options, agent, the image code and guest files.
-fn input_key(opts: &BuildOptions) -> String {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut hasher = Sha256::new();
-    hasher.update(format!(
-        "{}\n{:?}\n{:?}\n",
-        opts.suite, opts.packages, opts.size
-    ));
-    hasher.update(fs::read(&opts.agent_binary).unwrap());
-    for dir in ["src/host/image", "src/host/disk", "scripts/guest"] {
-        let mut paths: Vec<PathBuf> = fs::read_dir(root.join(dir))
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .collect();
-        paths.sort();
-        for path in paths {
-            hasher.update(path.file_name().unwrap().as_encoded_bytes());
-            hasher.update(fs::read(&path).unwrap());
-        }
-    }
-    sha256_hex(&hasher.finalize())[..16].to_string()
-}
-
-/// Builds sharing the download cache run one at a time: each checks it leaves no scratch.
-static BUILD: Mutex<()> = Mutex::new(());
-
-/// Options of the test image; the cache is shared by every build under the target dir.
-fn test_options() -> BuildOptions {
-    BuildOptions {
-        suite: SUITE.to_string(),
-        kernel: None,
-        initrd: None,
-        size: None,
-        packages: vec!["less".to_string()],
-        agent_binary: PathBuf::from(AGENT),
-        cache_dir: target_dir().join("test-images").join("cache"),
-    }
-}
-
-/// The test image, built once per set of inputs.
-fn built_image() -> (PathBuf, Manifest) {
-    let _guard = BUILD.lock().unwrap_or_else(|e| e.into_inner());
-    let base = target_dir().join("test-images");
-    let opts = test_options();
-    let dir = base.join(input_key(&opts));
-    if let Ok(manifest) = Manifest::read(&dir.join(image::MANIFEST)) {
-        return (dir, manifest);
-    }
-    let building = base.join(format!("building-{}", std::process::id()));
-    let _ = fs::remove_dir_all(&building);
-    let progress = Recorder::default();
-    let started = std::time::Instant::now();
-    let manifest = image::build(&opts, &building, &progress).unwrap();
-    eprintln!("image build took {:.1} s", started.elapsed().as_secs_f64());
-    let stages = progress.stages.lock().unwrap().clone();
-    for stage in [
-        "download",
-        "unpack",
-        "initramfs",
-        "debootstrap",
-        "packages",
-        "agent",
-        "mkfs",
-    ] {
-        assert!(
-            stages.iter().any(|s| s == stage),
-            "no {stage} stage in {stages:?}"
-        );
-    }
-    fs::rename(&building, &dir).unwrap();
-    // Images of earlier inputs are stale: keep only this one.
-    for entry in fs::read_dir(&base).unwrap().flatten() {
-        let name = entry.file_name();
-        let stale = name.len() == 16
-            && name
-                .to_string_lossy()
-                .chars()
-                .all(|c| c.is_ascii_hexdigit());
-        if stale && entry.path() != dir {
-            fs::remove_dir_all(entry.path()).unwrap();
-        }
-    }
-    let leftovers: Vec<_> = fs::read_dir(opts.cache_dir.join("tmp")).unwrap().collect();
-    assert!(leftovers.is_empty(), "scratch left behind: {leftovers:?}");
-    (dir, manifest)
+/// The test image, or `None` after saying why this host cannot build it.
+#[track_caller]
+fn built_image() -> Option<&'static GuestImage> {
+    guest_image("image")
 }
 
 /// Runs `debugfs -R request` on `fs_image` and returns stdout.
@@ -191,10 +68,11 @@ fn file_type_of(fs_image: &Path, path: &str) -> Option<String> {
 
 #[test]
 fn kernel_is_the_elf_vmlinux_with_a_pvh_note() {
-    if skip_unless_root("kernel_is_the_elf_vmlinux_with_a_pvh_note") {
+    let Some(built) = built_image() else {
         return;
-    }
-    let (dir, manifest) = built_image();
+    };
+    let dir = &built.dir;
+    let manifest = &built.manifest;
     let vmlinux = fs::read(dir.join(image::VMLINUX)).unwrap();
     image::check_pvh_note(&vmlinux, "vmlinux").unwrap();
     assert_eq!(
@@ -207,20 +85,28 @@ fn kernel_is_the_elf_vmlinux_with_a_pvh_note() {
         manifest.kernel_version
     );
     // The fixture was unpacked by the lz4 CLI from the same package, when versions agree.
-    match fs::read(FIXTURE_VMLINUX) {
+    let fixture_path = banger_testkit::vmlinux();
+    match fs::read(&fixture_path) {
         Ok(fixture) if image::kernel_release(&fixture) == image::kernel_release(&vmlinux) => {
-            assert!(fixture == vmlinux, "vmlinux differs from {FIXTURE_VMLINUX}");
+            assert!(
+                fixture == vmlinux,
+                "vmlinux differs from {}",
+                fixture_path.display()
+            );
         }
-        _ => eprintln!("not comparing with {FIXTURE_VMLINUX}: absent or another kernel version"),
+        _ => eprintln!(
+            "not comparing with {}: absent or another kernel version",
+            fixture_path.display()
+        ),
     }
 }
 
 #[test]
 fn initramfs_holds_init_busybox_and_the_modules_in_load_order() {
-    if skip_unless_root("initramfs_holds_init_busybox_and_the_modules_in_load_order") {
+    let Some(built) = built_image() else {
         return;
-    }
-    let (dir, _) = built_image();
+    };
+    let dir = &built.dir;
     let list = Command::new("cpio")
         .args(["-t", "--quiet", "-F"])
         .arg(dir.join(image::INITRD))
@@ -269,24 +155,22 @@ fn initramfs_holds_init_busybox_and_the_modules_in_load_order() {
 
 #[test]
 fn rootfs_has_sshd_the_agent_and_banger_guest_setup() {
-    if skip_unless_root("rootfs_has_sshd_the_agent_and_banger_guest_setup") {
+    let Some(built) = built_image() else {
         return;
-    }
-    let (dir, manifest) = built_image();
+    };
+    let dir = &built.dir;
+    let manifest = &built.manifest;
     let rootfs = dir.join(image::ROOTFS);
     assert_eq!(
         file_type_of(&rootfs, "/usr/sbin/sshd").as_deref(),
         Some("regular")
     );
-    assert_eq!(
-        file_type_of(&rootfs, "/usr/bin/less").as_deref(),
-        Some("regular")
-    );
 
     let agent = debugfs_bytes(&rootfs, "cat /usr/local/bin/banger-agent");
     assert!(
-        agent == fs::read(AGENT).unwrap(),
-        "the agent in the rootfs differs from {AGENT}"
+        agent == fs::read(&built.agent).unwrap(),
+        "the agent in the rootfs differs from {}",
+        built.agent.display()
     );
     assert_eq!(
         mode_of(&rootfs, "/usr/local/bin/banger-agent").as_deref(),
@@ -352,16 +236,15 @@ fn rootfs_has_sshd_the_agent_and_banger_guest_setup() {
     assert!(modules.contains("modules.dep"), "{modules}");
     let archives = debugfs(&rootfs, "ls /var/cache/apt/archives");
     assert!(!archives.contains(".deb"), "{archives}");
-    let label = Command::new("e2label").arg(&rootfs).output().unwrap();
-    assert_eq!(String::from_utf8_lossy(&label.stdout).trim(), "rootfs");
+    assert_eq!(run("e2label", &[rootfs.to_str().unwrap()]).trim(), "rootfs");
 }
 
 #[test]
 fn work_seed_is_roots_skeleton_with_a_private_ssh_dir() {
-    if skip_unless_root("work_seed_is_roots_skeleton_with_a_private_ssh_dir") {
+    let Some(built) = built_image() else {
         return;
-    }
-    let (dir, _) = built_image();
+    };
+    let dir = &built.dir;
     let seed = dir.join(image::WORK_SEED);
     assert_eq!(mode_of(&seed, "/").as_deref(), Some("0700"));
     assert_eq!(mode_of(&seed, "/.ssh").as_deref(), Some("0700"));
@@ -373,17 +256,18 @@ fn work_seed_is_roots_skeleton_with_a_private_ssh_dir() {
     assert_eq!(file_type_of(&seed, "/.bashrc").as_deref(), Some("regular"));
     assert_eq!(file_type_of(&seed, "/.profile").as_deref(), Some("regular"));
     assert!(debugfs(&seed, "stat /.ssh").contains("User:     0"));
-    let label = Command::new("e2label").arg(&seed).output().unwrap();
-    assert_eq!(String::from_utf8_lossy(&label.stdout).trim(), "banger-work");
+    assert_eq!(
+        run("e2label", &[seed.to_str().unwrap()]).trim(),
+        "banger-work"
+    );
 }
 
 #[test]
 fn built_and_imported_images_get_the_same_work_seed() {
-    if skip_unless_root("built_and_imported_images_get_the_same_work_seed") {
+    let Some(built) = built_image() else {
         return;
-    }
-    let (dir, _) = built_image();
-    let built = dir.join(image::WORK_SEED);
+    };
+    let built = built.dir.join(image::WORK_SEED);
     let tmp = tempfile::tempdir().unwrap();
     let imported = tmp.path().join(image::WORK_SEED);
     banger::host::disk::ext4::make_work_seed(&imported).unwrap();
@@ -408,10 +292,11 @@ fn built_and_imported_images_get_the_same_work_seed() {
 
 #[test]
 fn manifest_checksums_match_the_files() {
-    if skip_unless_root("manifest_checksums_match_the_files") {
+    let Some(built) = built_image() else {
         return;
-    }
-    let (dir, manifest) = built_image();
+    };
+    let dir = &built.dir;
+    let manifest = &built.manifest;
     let json: serde_json::Value =
         serde_json::from_slice(&fs::read(dir.join(image::MANIFEST)).unwrap()).unwrap();
     assert_eq!(json["suite"], SUITE);
@@ -420,7 +305,8 @@ fn manifest_checksums_match_the_files() {
             .as_array()
             .unwrap()
             .iter()
-            .any(|p| p == "less")
+            .any(|p| p == "openssh-server"),
+        "{json}"
     );
     let created = json["created_at"].as_str().unwrap();
     assert!(created.ends_with('Z') && created.len() == 20, "{created}");
@@ -452,28 +338,33 @@ fn manifest_checksums_match_the_files() {
             "{name}"
         );
     }
-    assert_eq!(manifest.agent_sha256, sha256_hex(&fs::read(AGENT).unwrap()));
+    assert_eq!(
+        manifest.agent_sha256,
+        sha256_hex(&fs::read(&built.agent).unwrap())
+    );
 }
 
 #[test]
 fn a_user_kernel_and_initrd_are_used_as_given_without_modules() {
-    if skip_unless_root("a_user_kernel_and_initrd_are_used_as_given_without_modules") {
+    let Some(built) = built_image() else {
         return;
-    }
-    let (dir, built) = built_image();
-    let _guard = BUILD.lock().unwrap_or_else(|e| e.into_inner());
+    };
+    let dir = &built.dir;
+    let _guard = build_lock();
     let tmp = tempfile::tempdir().unwrap();
+    // Also a package of the user's, which must land in the rootfs.
     let opts = BuildOptions {
         kernel: Some(dir.join(image::VMLINUX)),
         initrd: Some(dir.join(image::INITRD)),
         size: Some(1 << 30),
-        ..test_options()
+        packages: vec!["less".to_string()],
+        ..options(&built.agent)
     };
     let out = tmp.path().join("image");
     let progress = Recorder::default();
     let manifest = image::build(&opts, &out, &progress).unwrap();
 
-    let stages = progress.stages.lock().unwrap().clone();
+    let stages = progress.stages();
     assert!(
         !stages.iter().any(|s| s == "download" || s == "initramfs"),
         "{stages:?}"
@@ -483,12 +374,12 @@ fn a_user_kernel_and_initrd_are_used_as_given_without_modules() {
             fs::read(out.join(name)).unwrap() == fs::read(dir.join(name)).unwrap(),
             "{name} changed"
         );
-        assert_eq!(manifest.files[name], built.files[name], "{name}");
+        assert_eq!(manifest.files[name], built.manifest.files[name], "{name}");
     }
-    assert_eq!(manifest.kernel_version, built.kernel_version);
+    assert_eq!(manifest.kernel_version, built.manifest.kernel_version);
     let rootfs = out.join(image::ROOTFS);
     assert_eq!(fs::metadata(&rootfs).unwrap().len(), 1 << 30);
-    let modules = format!("/usr/lib/modules/{}", built.kernel_version);
+    let modules = format!("/usr/lib/modules/{}", built.manifest.kernel_version);
     assert_eq!(
         mode_of(&rootfs, &modules),
         None,
@@ -498,22 +389,36 @@ fn a_user_kernel_and_initrd_are_used_as_given_without_modules() {
         mode_of(&rootfs, "/usr/local/bin/banger-agent").as_deref(),
         Some("0755")
     );
-    let leftovers: Vec<_> = fs::read_dir(opts.cache_dir.join("tmp")).unwrap().collect();
-    assert!(leftovers.is_empty(), "scratch left behind: {leftovers:?}");
+    assert_eq!(
+        file_type_of(&rootfs, "/usr/bin/less").as_deref(),
+        Some("regular")
+    );
+    let json: serde_json::Value =
+        serde_json::from_slice(&fs::read(out.join(image::MANIFEST)).unwrap()).unwrap();
+    assert!(
+        json["packages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p == "less"),
+        "{json}"
+    );
+    assert!(manifest.packages.iter().any(|p| p == "less"));
+    assert_no_scratch(&opts.cache_dir);
 }
 
 #[test]
 fn a_size_too_small_for_the_rootfs_is_refused_and_cleaned_up() {
-    if skip_unless_root("a_size_too_small_for_the_rootfs_is_refused_and_cleaned_up") {
+    let Some(built) = built_image() else {
         return;
-    }
-    let (dir, _) = built_image();
-    let _guard = BUILD.lock().unwrap_or_else(|e| e.into_inner());
+    };
+    let dir = &built.dir;
+    let _guard = build_lock();
     let tmp = tempfile::tempdir().unwrap();
     let opts = BuildOptions {
         kernel: Some(dir.join(image::VMLINUX)),
         size: Some(100 << 20),
-        ..test_options()
+        ..options(&built.agent)
     };
     let out = tmp.path().join("image");
     let err = image::build(&opts, &out, &Recorder::default()).unwrap_err();
@@ -534,7 +439,7 @@ fn failing_build(kernel: &Path, suite: &str) -> (ImageError, PathBuf, PathBuf, t
         initrd: None,
         size: None,
         packages: Vec::new(),
-        agent_binary: PathBuf::from(AGENT),
+        agent_binary: PathBuf::from(STAND_IN_AGENT),
         cache_dir: tmp.path().join("cache"),
     };
     let out = tmp.path().join("out");
@@ -544,18 +449,12 @@ fn failing_build(kernel: &Path, suite: &str) -> (ImageError, PathBuf, PathBuf, t
 
 fn assert_nothing_left(out: &Path, cache: &Path) {
     assert!(!out.exists(), "{} left behind", out.display());
-    let scratch = cache.join("tmp");
-    if scratch.exists() {
-        let left: Vec<_> = fs::read_dir(&scratch).unwrap().collect();
-        assert!(left.is_empty(), "scratch left behind: {left:?}");
-    }
+    assert_no_scratch(cache);
 }
 
 #[test]
 fn a_failed_build_leaves_no_output_and_no_scratch() {
-    if skip_unless_root("a_failed_build_leaves_no_output_and_no_scratch") {
-        return;
-    }
+    require!("image", Need::Root);
     // A user kernel gets written to the output before debootstrap fails.
     let tmp = tempfile::tempdir().unwrap();
     let kernel = tmp.path().join("vmlinux");
@@ -567,9 +466,7 @@ fn a_failed_build_leaves_no_output_and_no_scratch() {
 
 #[test]
 fn a_user_kernel_must_be_elf() {
-    if skip_unless_root("a_user_kernel_must_be_elf") {
-        return;
-    }
+    require!("image", Need::Root);
     let tmp = tempfile::tempdir().unwrap();
     let kernel = tmp.path().join("bzImage");
     fs::write(&kernel, b"MZ\x00\x00 not an ELF kernel").unwrap();
@@ -581,9 +478,7 @@ fn a_user_kernel_must_be_elf() {
 
 #[test]
 fn guest_network_script_applies_the_ip_argument() {
-    if skip_unless_root("guest_network_script_applies_the_ip_argument") {
-        return;
-    }
+    require!("image", Need::Root);
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path();
     fs::write(
@@ -651,50 +546,44 @@ echo "uts $(cat /proc/sys/kernel/hostname)"
     assert!(!hosts.contains("old-name"), "{hosts}");
 }
 
-/// A QEMU `microvm` booted from the test image, killed when dropped.
+/// The guest's address on the TAP, and the host's.
+const GUEST_IP: &str = "10.0.2.15";
+const HOST_IP: &str = "10.0.2.2";
+
+/// The test image booted by the test VMM with Firecracker's device model:
+/// root disk (a copy), a 1 GiB copy of the work seed holding our key, and a
+/// NIC on TAP `imgtap0`, which must exist in the caller's namespace.
 struct Guest {
-    qemu: std::process::Child,
-    ssh_port: u16,
+    shim: Shim,
     key: PathBuf,
-    dir: tempfile::TempDir,
 }
 
 impl Guest {
-    /// Boots the image with Firecracker's device model under QEMU's software
-    /// CPU: root disk, a 1 GiB copy of the work seed holding our key, a NIC.
-    fn boot(image_dir: &Path) -> Guest {
-        let dir = tempfile::tempdir().unwrap();
-        let d = dir.path();
+    fn boot(built: &GuestImage) -> Guest {
+        let shim = Shim::start();
+        let d = shim.dir.path();
         let key = d.join("key");
-        let status = Command::new("ssh-keygen")
-            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-            .arg(&key)
-            .status()
-            .unwrap();
-        assert!(status.success());
+        banger_testkit::ssh_keygen(&key);
         let root = d.join("root.ext4");
         let status = Command::new("cp")
             .arg("--sparse=always")
-            .arg(image_dir.join(image::ROOTFS))
+            .arg(built.rootfs())
             .arg(&root)
             .status()
             .unwrap();
         assert!(status.success());
         let work = d.join("work.ext4");
-        fs::copy(image_dir.join(image::WORK_SEED), &work).unwrap();
+        fs::copy(built.work_seed(), &work).unwrap();
         let script = format!(
             "rm /.ssh/authorized_keys\nwrite {} /.ssh/authorized_keys\nset_inode_field /.ssh/authorized_keys mode 0100600\n",
             key.with_extension("pub").display()
         );
         fs::write(d.join("debugfs.cmds"), script).unwrap();
-        let out = Command::new("debugfs")
-            .arg("-w")
-            .arg("-f")
-            .arg(d.join("debugfs.cmds"))
-            .arg(&work)
-            .output()
-            .unwrap();
-        assert!(out.status.success());
+        let cmds = d.join("debugfs.cmds");
+        run(
+            "debugfs",
+            &["-w", "-f", cmds.to_str().unwrap(), work.to_str().unwrap()],
+        );
         fs::File::options()
             .write(true)
             .open(&work)
@@ -702,90 +591,38 @@ impl Guest {
             .set_len(1 << 30)
             .unwrap();
 
-        let ssh_port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap();
-        let mhz: f64 = cpuinfo
-            .lines()
-            .find_map(|l| {
-                l.strip_prefix("cpu MHz")?
-                    .split(':')
-                    .nth(1)?
-                    .trim()
-                    .parse()
-                    .ok()
-            })
-            .unwrap_or(2000.0);
-        let cmdline = format!(
-            "console=ttyS0 reboot=k panic=1 tsc_early_khz={} \
-             ip=10.0.2.15::10.0.2.2:255.255.255.0:imagetest:eth0:off:10.0.2.3",
-            (mhz * 1000.0) as u64
+        shim.put_ok("/machine-config", r#"{"vcpu_count":2,"mem_size_mib":1024}"#);
+        let boot_args = format!(
+            "console=ttyS0 reboot=k panic=1 \
+             ip={GUEST_IP}::{HOST_IP}:255.255.255.0:imagetest:eth0:off:10.0.2.3"
         );
-        let drive =
-            |id: &str, path: &Path| format!("id={id},file={},format=raw,if=none", path.display());
-        let qemu = Command::new("qemu-system-x86_64")
-            .args([
-                "-M",
-                "microvm,acpi=on,pit=on,pic=on,rtc=on",
-                "-accel",
-                "tcg",
-                "-cpu",
-                "max",
-            ])
-            .args([
-                "-nodefaults",
-                "-no-user-config",
-                "-nographic",
-                "-no-reboot",
-                "-m",
-                "1024",
-                "-smp",
-                "2",
-            ])
-            .arg("-kernel")
-            .arg(image_dir.join(image::VMLINUX))
-            .arg("-initrd")
-            .arg(image_dir.join(image::INITRD))
-            .args(["-append", &cmdline])
-            .arg("-chardev")
-            .arg(format!(
-                "file,id=console,path={}",
-                d.join("console.log").display()
-            ))
-            .args(["-serial", "chardev:console", "-device", "i8042"])
-            .args([
-                "-drive",
-                &drive("root", &root),
-                "-device",
-                "virtio-blk-device,drive=root",
-            ])
-            .args([
-                "-drive",
-                &drive("work", &work),
-                "-device",
-                "virtio-blk-device,drive=work",
-            ])
-            .arg("-netdev")
-            .arg(format!("user,id=n0,hostfwd=tcp:127.0.0.1:{ssh_port}-:22"))
-            .args(["-device", "virtio-net-device,netdev=n0"])
-            .arg("-qmp")
-            .arg(format!(
-                "unix:{},server=on,wait=off",
-                d.join("qmp.sock").display()
-            ))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        Guest {
-            qemu,
-            ssh_port,
-            key,
-            dir,
+        shim.put_ok(
+            "/boot-source",
+            &serde_json::json!({
+                "kernel_image_path": built.vmlinux(),
+                "initrd_path": built.initrd(),
+                "boot_args": boot_args,
+            })
+            .to_string(),
+        );
+        for (id, path, root) in [("rootfs", &root, true), ("work", &work, false)] {
+            shim.put_ok(
+                &format!("/drives/{id}"),
+                &serde_json::json!({
+                    "drive_id": id,
+                    "path_on_host": path,
+                    "is_root_device": root,
+                    "is_read_only": false,
+                })
+                .to_string(),
+            );
         }
+        shim.put_ok(
+            "/network-interfaces/eth0",
+            r#"{"iface_id":"eth0","host_dev_name":"imgtap0","guest_mac":"06:00:0a:00:02:0f"}"#,
+        );
+        shim.instance_start();
+        Guest { shim, key }
     }
 
     fn ssh(&self, command: &str) -> std::process::Output {
@@ -805,120 +642,79 @@ impl Guest {
             ])
             .arg("-i")
             .arg(&self.key)
-            .arg("-p")
-            .arg(self.ssh_port.to_string())
-            .arg("root@127.0.0.1")
+            .arg(format!("root@{GUEST_IP}"))
             .arg(command)
             .output()
             .unwrap()
-    }
-
-    /// Presses Ctrl-Alt-Del on the guest's i8042, as Firecracker's `SendCtrlAltDel` does.
-    fn send_ctrl_alt_del(&self) {
-        use std::io::{BufRead, BufReader, Write};
-        let stream =
-            std::os::unix::net::UnixStream::connect(self.dir.path().join("qmp.sock")).unwrap();
-        let mut reader = BufReader::new(stream.try_clone().unwrap());
-        let mut writer = stream;
-        let mut line = String::new();
-        reader.read_line(&mut line).unwrap(); // greeting
-        let keys = r#"{"execute":"send-key","arguments":{"keys":[{"type":"qcode","data":"ctrl"},{"type":"qcode","data":"alt"},{"type":"qcode","data":"delete"}]}}"#;
-        for command in [r#"{"execute":"qmp_capabilities"}"#, keys] {
-            writeln!(writer, "{command}").unwrap();
-            line.clear();
-            reader.read_line(&mut line).unwrap();
-            assert!(line.contains("\"return\""), "QMP {command}: {line}");
-        }
-    }
-
-    fn console(&self) -> String {
-        fs::read_to_string(self.dir.path().join("console.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for Guest {
-    fn drop(&mut self) {
-        let _ = self.qemu.kill();
-        let _ = self.qemu.wait();
     }
 }
 
 #[test]
 fn image_boots_to_ssh_with_network_work_disk_and_clean_poweroff() {
-    if skip_unless_root("image_boots_to_ssh_with_network_work_disk_and_clean_poweroff") {
+    let Some(built) = built_image() else {
         return;
-    }
-    if Command::new("qemu-system-x86_64")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        eprintln!("skipping: qemu-system-x86_64 is not installed");
-        return;
-    }
-    let (dir, _) = built_image();
-    let mut guest = Guest::boot(&dir);
-    let started = std::time::Instant::now();
-    while !guest.ssh("true").status.success() {
-        assert!(
-            started.elapsed() < std::time::Duration::from_secs(240),
-            "no SSH within 240 s; console:\n{}",
-            guest.console()
+    };
+    require!("image", Need::Program("qemu-system-x86_64"));
+    in_new_netns(|| {
+        run("ip", &["tuntap", "add", "dev", "imgtap0", "mode", "tap"]);
+        run(
+            "ip",
+            &["addr", "add", &format!("{HOST_IP}/24"), "dev", "imgtap0"],
         );
-        assert!(
-            guest.qemu.try_wait().unwrap().is_none(),
-            "QEMU exited:\n{}",
-            guest.console()
+        run("ip", &["link", "set", "imgtap0", "up"]);
+        let mut guest = Guest::boot(built);
+        let started = Instant::now();
+        while !guest.ssh("true").status.success() {
+            assert!(
+                started.elapsed() < Duration::from_secs(240),
+                "no SSH within 240 s; console:\n{}",
+                guest.shim.console_text()
+            );
+            assert!(
+                guest.shim.child.try_wait().unwrap().is_none(),
+                "the VMM exited:\n{}\n{}",
+                guest.shim.stderr_text(),
+                guest.shim.console_text()
+            );
+            std::thread::sleep(Duration::from_secs(2));
+        }
+        eprintln!(
+            "SSH answered after {:.1} s",
+            started.elapsed().as_secs_f64()
         );
-        std::thread::sleep(std::time::Duration::from_secs(2));
-    }
-    eprintln!(
-        "SSH answered after {:.1} s",
-        started.elapsed().as_secs_f64()
-    );
 
-    let out = guest.ssh(
-        "hostname; ip -4 -o addr show dev eth0 | awk '{print $4}'; ip route show default; \
-         cat /etc/resolv.conf; findmnt -n -o SOURCE /root; stat -c %a /root/.ssh; \
-         df --output=size -B1M /root | tail -1; lsmod | awk '{print $1}' | grep -c -x -e vsock -e virtio_net",
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
-    let lines: Vec<&str> = text.lines().map(str::trim).collect();
-    assert!(
-        out.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(lines[0], "imagetest", "{text}");
-    assert_eq!(lines[1], "10.0.2.15/24", "{text}");
-    assert!(
-        lines[2].starts_with("default via 10.0.2.2 dev eth0"),
-        "{text}"
-    );
-    assert_eq!(lines[3], "nameserver 10.0.2.3", "{text}");
-    assert_eq!(lines[4], "/dev/vdb", "{text}");
-    assert_eq!(lines[5], "700", "{text}");
-    let work_mib: u64 = lines[6].parse().unwrap();
-    assert!(
-        work_mib > 900,
-        "work disk not grown to the device: {work_mib} MiB"
-    );
-    assert_eq!(lines[7], "2", "{text}");
-
-    // Ctrl-Alt-Del reaches ctrl-alt-del.target, which powers the VM off.
-    guest.send_ctrl_alt_del();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while guest.qemu.try_wait().unwrap().is_none() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no poweroff:\n{}",
-            guest.console()
+        let out = guest.ssh(
+            "hostname; ip -4 -o addr show dev eth0 | awk '{print $4}'; ip route show default; \
+             cat /etc/resolv.conf; findmnt -n -o SOURCE /root; stat -c %a /root/.ssh; \
+             df --output=size -B1M /root | tail -1; lsmod | awk '{print $1}' | grep -c -x -e vsock -e virtio_net",
         );
-        std::thread::sleep(std::time::Duration::from_millis(500));
-    }
-    assert!(
-        guest.console().contains("reboot: Power down"),
-        "{}",
-        guest.console()
-    );
+        let text = String::from_utf8_lossy(&out.stdout);
+        let lines: Vec<&str> = text.lines().map(str::trim).collect();
+        assert!(
+            out.status.success(),
+            "{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(lines[0], "imagetest", "{text}");
+        assert_eq!(lines[1], format!("{GUEST_IP}/24"), "{text}");
+        assert!(
+            lines[2].starts_with(&format!("default via {HOST_IP} dev eth0")),
+            "{text}"
+        );
+        assert_eq!(lines[3], "nameserver 10.0.2.3", "{text}");
+        assert_eq!(lines[4], "/dev/vdb", "{text}");
+        assert_eq!(lines[5], "700", "{text}");
+        let work_mib: u64 = lines[6].parse().unwrap();
+        assert!(
+            work_mib > 900,
+            "work disk not grown to the device: {work_mib} MiB"
+        );
+        assert_eq!(lines[7], "2", "{text}");
+
+        // Ctrl-Alt-Del reaches ctrl-alt-del.target, which powers the VM off.
+        guest.shim.ctrl_alt_del();
+        guest.shim.assert_exits_cleanly(Duration::from_secs(60));
+        let console = guest.shim.console_text();
+        assert!(console.contains("reboot: Power down"), "{console}");
+    });
 }

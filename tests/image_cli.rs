@@ -3,36 +3,28 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
-use common::{eventually, skip_unless};
+use banger_testkit::context::Sandbox;
+use banger_testkit::{Need, eventually, require};
 
 #[test]
 fn an_interrupted_build_registers_nothing_and_gc_sweeps_it() {
-    if skip_unless("image", &[std::path::Path::new("/usr/sbin/debootstrap")]) {
-        return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
+    require!("image", Need::Root, Need::Program("debootstrap"));
+    let sandbox = Sandbox::default();
+    // Any static binary stands in for the agent here.
     let banger = |args: &[&str]| {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_banger"));
-        cmd.args(args)
-            .env("BANGER_HOME", tmp.path().join("home"))
-            .env("BANGER_RUN_DIR", tmp.path().join("run"))
-            .env("BANGER_CONFIG", tmp.path().join("config.toml"))
-            // Any static binary stands in for the agent here.
-            .env("BANGER_AGENT", "/bin/busybox");
+        let mut cmd = sandbox.cmd(args);
+        cmd.env("BANGER_AGENT", "/bin/busybox");
         cmd
     };
-    std::fs::write(tmp.path().join("config.toml"), "").unwrap();
     let mut build = banger(&["image", "build", "half"])
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     // Kill it once it is under way (its staging directory exists).
-    let images = tmp.path().join("home/images");
+    let images = sandbox.home.join("images");
     let staging = || {
         std::fs::read_dir(&images)
             .map(|d| {

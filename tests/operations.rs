@@ -3,12 +3,11 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::process::Command;
 use std::time::Duration;
 
-use common::{TestContext, firecracker, skip_unless, vmlinux};
+use banger_testkit::context::{Sandbox, context_without_kvm, firecracker_context};
+use banger_testkit::{Need, TestContext, eventually, firecracker, loops_under, require};
 
 #[test]
 fn checked_in_completions_are_current() {
@@ -64,28 +63,16 @@ fn man_page_documents_the_commands() {
 
 #[test]
 fn bash_completion_lists_vm_names() {
-    let tmp = tempfile::tempdir().unwrap();
-    let home = tmp.path().join("home");
-    let banger = |args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_banger"))
-            .args(args)
-            .env("BANGER_HOME", &home)
-            .env("BANGER_RUN_DIR", tmp.path().join("run"))
-            .env("BANGER_CONFIG", tmp.path().join("none.toml"))
-            .output()
-            .unwrap()
-    };
+    let sandbox = Sandbox::default();
     // No database yet: nothing, quietly, and nothing created.
-    let out = banger(&["__complete", "vm"]);
+    let out = sandbox.run(["__complete", "vm"]);
     assert!(out.status.success() && out.stdout.is_empty() && out.stderr.is_empty());
-    assert!(!home.exists());
+    assert!(!sandbox.home.exists());
 }
 
 #[test]
 fn doctor_fails_without_firecracker_and_names_it() {
-    if skip_unless("host", &[]) {
-        return;
-    }
+    require!("host", Need::Root);
     let ctx = TestContext::new(std::path::Path::new("/nonexistent/firecracker"));
     let out = ctx.run(&["doctor"]);
     assert_eq!(out.status.code(), Some(1));
@@ -107,11 +94,9 @@ fn doctor_fails_without_firecracker_and_names_it() {
 
 #[test]
 fn doctor_passes_with_firecracker() {
-    if skip_unless("firecracker", &[&firecracker(), &vmlinux()]) {
+    let Some(ctx) = context_without_kvm() else {
         return;
-    }
-    let ctx = TestContext::new(&firecracker());
-    ctx.import_image("base");
+    };
     let json: serde_json::Value =
         serde_json::from_slice(&ctx.run(&["doctor", "--json"]).stdout).unwrap();
     let status = |name: &str| {
@@ -130,52 +115,23 @@ fn doctor_passes_with_firecracker() {
 
 #[test]
 fn gc_removes_planted_leaks_and_only_those() {
-    if skip_unless("host", &[]) {
-        return;
-    }
+    require!("host", Need::Root);
     let ctx = TestContext::new(&firecracker());
     ctx.ok(&["vm", "ls"]); // creates the state directories
     // Banger's leaks: a VM TAP, a pool TAP (no sidecar), a loop device over a
     // file under BANGER_HOME, NAT rules for a VM that does not exist.
     ctx.sh(&["ip", "tuntap", "add", "bg-00000000aa", "mode", "tap"]);
     ctx.sh(&["ip", "tuntap", "add", "bgpool7", "mode", "tap"]);
-    let leaked_file = ctx.home.join("leaked.img");
-    std::fs::File::create(&leaked_file)
-        .unwrap()
-        .set_len(1 << 20)
-        .unwrap();
-    let leaked_loop = losetup(&leaked_file);
-    ctx.sh(&["nft", "add", "table", "inet", "banger"]);
-    ctx.sh(&[
-        "nft",
-        "add",
-        "chain",
-        "inet",
-        "banger",
-        "leak",
-        "{ type filter hook forward priority 0; }",
-    ]);
-    ctx.sh(&[
-        "nft",
-        "add",
-        "rule",
-        "inet",
-        "banger",
-        "leak",
-        "iifname",
-        "bg-00000000aa",
-        "accept",
-        "comment",
-        "\"banger:00000000aa\"",
-    ]);
+    let leaked_loop = loop_over(&ctx.home.join("leaked.img"));
+    rule_naming_vm_aa(&ctx, "banger", "leak");
     std::fs::create_dir_all(ctx.run_dir.join("vms/00000000bb")).unwrap();
     std::fs::write(ctx.run_dir.join("locks/vm-00000000dd.lock"), "").unwrap();
     // A VMM whose VM is gone: its API socket lies under the run dir.
     let orphan_dir = ctx.run_dir.join("vms/00000000cc");
     std::fs::create_dir_all(&orphan_dir).unwrap();
-    let mut orphan = Command::new("ip")
-        .args(["netns", "exec", &ctx.netns])
-        .arg(firecracker())
+    let mut orphan = ctx
+        .netns
+        .command(firecracker())
         .arg("--api-sock")
         .arg(orphan_dir.join("api.sock"))
         .env("BANGER_RUN_DIR", &ctx.run_dir)
@@ -183,40 +139,13 @@ fn gc_removes_planted_leaks_and_only_those() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    assert!(common::eventually(Duration::from_secs(5), || orphan_dir
+    assert!(eventually(Duration::from_secs(5), || orphan_dir
         .join("api.sock")
         .exists()));
     // Foreign things beside them.
     ctx.sh(&["ip", "tuntap", "add", "user-tap0", "mode", "tap"]);
-    let foreign_file = ctx.dir.path().join("foreign.img");
-    std::fs::File::create(&foreign_file)
-        .unwrap()
-        .set_len(1 << 20)
-        .unwrap();
-    let foreign_loop = losetup(&foreign_file);
-    ctx.sh(&["nft", "add", "table", "inet", "userstuff"]);
-    ctx.sh(&[
-        "nft",
-        "add",
-        "chain",
-        "inet",
-        "userstuff",
-        "c",
-        "{ type filter hook forward priority 0; }",
-    ]);
-    ctx.sh(&[
-        "nft",
-        "add",
-        "rule",
-        "inet",
-        "userstuff",
-        "c",
-        "iifname",
-        "bg-00000000aa",
-        "accept",
-        "comment",
-        "\"banger:00000000aa\"",
-    ]);
+    let foreign_loop = loop_over(&ctx.dir.path().join("foreign.img"));
+    rule_naming_vm_aa(&ctx, "userstuff", "c");
     let foreign_rules = ctx.sh(&["nft", "list", "table", "inet", "userstuff"]);
 
     let dry = ctx.ok(&["gc", "--dry-run"]);
@@ -237,7 +166,7 @@ fn gc_removes_planted_leaks_and_only_those() {
         ["bg-00000000aa"],
         "dry run changed something"
     );
-    assert!(common::loops_under(&ctx.home).contains(&leaked_loop));
+    assert!(loops_under(&ctx.home).contains(&leaked_loop));
 
     let done = ctx.ok(&["gc"]);
     assert!(done.contains("removed process"), "{done}");
@@ -249,7 +178,7 @@ fn gc_removes_planted_leaks_and_only_those() {
     assert!(done.contains("removed tap bg-00000000aa"), "{done}");
     assert!(ctx.links("bg-").is_empty());
     assert!(ctx.links("bgpool").is_empty());
-    assert!(!common::loops_under(&ctx.home).contains(&leaked_loop));
+    assert!(!loops_under(&ctx.home).contains(&leaked_loop));
     assert!(!ctx.run_dir.join("vms/00000000bb").exists());
     let banger_rules = ctx.sh(&["nft", "list", "table", "inet", "banger"]);
     assert!(
@@ -258,7 +187,7 @@ fn gc_removes_planted_leaks_and_only_those() {
     );
     // Foreign things untouched.
     assert_eq!(ctx.links("user-tap"), ["user-tap0"]);
-    assert!(common::loops_under(ctx.dir.path()).contains(&foreign_loop));
+    assert!(loops_under(ctx.dir.path()).contains(&foreign_loop));
     assert_eq!(
         ctx.sh(&["nft", "list", "table", "inet", "userstuff"]),
         foreign_rules
@@ -271,27 +200,43 @@ fn gc_removes_planted_leaks_and_only_those() {
     assert_eq!(ctx.ok(&["gc"]), "");
 }
 
-fn losetup(file: &std::path::Path) -> String {
-    let out = Command::new("losetup")
-        .args(["--find", "--show"])
-        .arg(file)
-        .output()
+/// A 1 MiB file at `path` behind a loop device; returns the device.
+fn loop_over(path: &std::path::Path) -> String {
+    std::fs::File::create(path)
+        .unwrap()
+        .set_len(1 << 20)
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    banger_testkit::run("losetup", &["--find", "--show", path.to_str().unwrap()])
+        .trim()
+        .to_owned()
+}
+
+/// A forward-hook chain in `inet TABLE` with a rule commented as banger's
+/// for VM 00000000aa, in the context's namespace.
+fn rule_naming_vm_aa(ctx: &TestContext, table: &str, chain: &str) {
+    let hook = "{ type filter hook forward priority 0; }";
+    ctx.sh(&["nft", "add", "table", "inet", table]);
+    ctx.sh(&["nft", "add", "chain", "inet", table, chain, hook]);
+    ctx.sh(&[
+        "nft",
+        "add",
+        "rule",
+        "inet",
+        table,
+        chain,
+        "iifname",
+        "bg-00000000aa",
+        "accept",
+        "comment",
+        "\"banger:00000000aa\"",
+    ]);
 }
 
 #[test]
 fn gc_deletes_expired_vms() {
-    if skip_unless("firecracker", &[&firecracker(), &vmlinux()]) {
+    let Some(ctx) = context_without_kvm() else {
         return;
-    }
-    let ctx = TestContext::new(&firecracker());
-    ctx.import_image("base");
+    };
     ctx.ok(&[
         "vm",
         "create",
@@ -328,14 +273,9 @@ fn gc_deletes_expired_vms() {
 
 #[test]
 fn bench_reports_stages() {
-    if skip_unless(
-        "firecracker",
-        &[&firecracker(), &vmlinux(), std::path::Path::new("/dev/kvm")],
-    ) {
+    let Some(ctx) = firecracker_context() else {
         return;
-    }
-    let ctx = TestContext::new(&firecracker());
-    ctx.import_image("base");
+    };
     let report = ctx.json(&["bench", "create", "--runs", "2", "--json"]);
     assert_eq!(report["runs"], 2);
     let stages = report["stages"].as_array().unwrap();

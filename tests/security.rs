@@ -5,19 +5,17 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::Duration;
 
-use common::{TestContext, eventually, firecracker, skip_unless};
+use banger_testkit::context::firecracker_context as context;
+use banger_testkit::netns::{NamedNetns, veth};
+use banger_testkit::{
+    Need, TestContext, create_small, eventually, firecracker, require, ssh_keygen,
+};
 use serde_json::Value;
-
-fn context() -> Option<TestContext> {
-    common::firecracker_context()
-}
 
 fn mode(path: &Path) -> u32 {
     std::fs::symlink_metadata(path)
@@ -59,19 +57,7 @@ fn world_accessible(root: &Path, path: &Path) -> bool {
 #[test]
 fn state_keys_database_and_sockets_are_private_after_a_real_create() {
     let Some(ctx) = context() else { return };
-    let vm = ctx.json(&[
-        "vm",
-        "create",
-        "sec1",
-        "--memory",
-        "128",
-        "--vcpus",
-        "1",
-        "--work-size",
-        "64M",
-        "--no-wait",
-        "--json",
-    ]);
+    let vm = ctx.json(&create_small("sec1").with(&["--no-wait", "--json"]));
     assert_eq!(vm["state"], "running");
     let id = vm["id"].as_str().unwrap();
 
@@ -142,19 +128,7 @@ fn listeners(ctx: &TestContext, flags: &str) -> Vec<(String, String)> {
 fn dns_listens_on_the_bridge_only_and_nat_stays_in_its_table() {
     let Some(ctx) = context() else { return };
     ctx.set_config("tap_pool_size = 2\n");
-    let vm = ctx.json(&[
-        "vm",
-        "create",
-        "sec2",
-        "--memory",
-        "128",
-        "--vcpus",
-        "1",
-        "--work-size",
-        "64M",
-        "--no-wait",
-        "--json",
-    ]);
+    let vm = ctx.json(&create_small("sec2").with(&["--no-wait", "--json"]));
     let id = vm["id"].as_str().unwrap().to_owned();
     let ip = vm["ip"].as_str().unwrap().to_owned();
     let tap = format!("bg-{id}");
@@ -229,38 +203,17 @@ fn dns_listens_on_the_bridge_only_and_nat_stays_in_its_table() {
 
 /// A stand-in guest: a namespace whose veth is a port of banger's bridge.
 struct FakeGuest {
-    netns: String,
+    netns: NamedNetns,
 }
 
 impl FakeGuest {
     fn attach(ctx: &TestContext, address: &str) -> Self {
-        let netns = format!("{}-g", ctx.netns);
-        let ip = |args: &[&str]| {
-            assert!(
-                Command::new("ip").args(args).status().unwrap().success(),
-                "ip {args:?}"
-            )
-        };
-        ip(&["netns", "add", &netns]);
-        let guest = Self { netns };
-        ip(&[
-            "link",
-            "add",
-            "vguest",
-            "netns",
-            &ctx.netns,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
-            &guest.netns,
-        ]);
+        let netns = NamedNetns::named(format!("{}-g", ctx.netns.name));
+        veth(&ctx.netns.name, "vguest", &netns.name, "eth0");
         ctx.sh(&["ip", "link", "set", "vguest", "master", "banger0", "up"]);
-        ip(&["-n", &guest.netns, "addr", "add", address, "dev", "eth0"]);
-        ip(&["-n", &guest.netns, "link", "set", "eth0", "up"]);
-        guest
+        netns.exec(&["ip", "addr", "add", address, "dev", "eth0"]);
+        netns.exec(&["ip", "link", "set", "eth0", "up"]);
+        Self { netns }
     }
 
     /// Whether a TCP connection to `addr` succeeds from the guest within 2 s.
@@ -268,8 +221,9 @@ impl FakeGuest {
         let (host, port) = addr.split_once(':').unwrap();
         let script =
             format!("import socket; socket.create_connection(('{host}', {port}), timeout=2)");
-        Command::new("ip")
-            .args(["netns", "exec", &self.netns, "python3", "-c", &script])
+        self.netns
+            .command("python3")
+            .args(["-c", &script])
             .stderr(Stdio::null())
             .status()
             .unwrap()
@@ -277,54 +231,27 @@ impl FakeGuest {
     }
 }
 
-impl Drop for FakeGuest {
-    fn drop(&mut self) {
-        Command::new("ip")
-            .args(["netns", "del", &self.netns])
-            .status()
-            .ok();
-    }
-}
-
 #[test]
 fn guests_reach_only_dns_on_the_host() {
     let Some(ctx) = context() else { return };
     ctx.set_config("tap_pool_size = 0\n");
-    ctx.ok(&[
-        "vm",
-        "create",
-        "fenced",
-        "--no-nat",
-        "--memory",
-        "128",
-        "--vcpus",
-        "1",
-        "--work-size",
-        "64M",
-        "--no-wait",
-    ]);
+    ctx.ok(&create_small("fenced").with(&["--no-nat", "--no-wait"]));
     // A host service listening on every address, as many do.
     let script = "import socket\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n\
                   s.bind(('0.0.0.0',2222))\ns.listen()\nwhile True: s.accept()[0].close()\n";
-    let mut service = Command::new("ip")
-        .args(["netns", "exec", &ctx.netns, "python3", "-c", script])
+    let mut service = ctx
+        .netns
+        .command("python3")
+        .args(["-c", script])
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(500));
     let guest = FakeGuest::attach(&ctx, "172.30.0.200/24");
     let reached = guest.connects("172.30.0.1:2222");
-    let dns = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &guest.netns,
-            "dig",
-            "+short",
-            "+time=2",
-            "+tries=2",
-            "@172.30.0.1",
-            "fenced.vm",
-        ])
+    let dns = guest
+        .netns
+        .command("dig")
+        .args(["+short", "+time=2", "+tries=2", "@172.30.0.1", "fenced.vm"])
         .output()
         .unwrap();
     // The host itself still reaches its own service at that address.
@@ -357,27 +284,21 @@ impl Drop for Sshd {
     }
 }
 
-fn keygen(path: &Path) -> String {
-    let status = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-        .arg(path)
-        .status()
-        .unwrap();
-    assert!(status.success());
-    std::fs::read_to_string(path.with_extension("pub")).unwrap()
-}
-
 #[test]
 fn a_changed_guest_host_key_is_refused() {
     const SSHD: &str = "/usr/sbin/sshd";
-    if skip_unless("host", &[Path::new(SSHD)]) {
-        eprintln!("(sshd comes from the openssh-server package)");
-        return;
-    }
+    require!(
+        "host",
+        Need::Root,
+        Need::That(
+            Path::new(SSHD).exists(),
+            "no /usr/sbin/sshd (it comes from the openssh-server package)"
+        ),
+    );
     let ctx = TestContext::new(&firecracker());
     let dir = ctx.dir.path();
-    let pinned = keygen(&dir.join("pinned_host_key"));
-    let presented = keygen(&dir.join("presented_host_key"));
+    let pinned = ssh_keygen(&dir.join("pinned_host_key"));
+    let presented = ssh_keygen(&dir.join("presented_host_key"));
     let client_key = dir.join("id_ed25519");
     let client_public = banger::host::ssh::ensure_key(&client_key).unwrap();
     let authorized = dir.join("authorized_keys");
@@ -387,17 +308,9 @@ fn a_changed_guest_host_key_is_refused() {
 
     let host = "127.0.0.7";
     let sshd = Sshd(
-        Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &ctx.netns,
-                SSHD,
-                "-D",
-                "-e",
-                "-f",
-                "/dev/null",
-            ])
+        ctx.netns
+            .command(SSHD)
+            .args(["-D", "-e", "-f", "/dev/null"])
             .arg("-h")
             .arg(dir.join("presented_host_key"))
             .args(["-o", &format!("ListenAddress={host}:22")])
@@ -423,8 +336,9 @@ fn a_changed_guest_host_key_is_refused() {
     let ssh = |expect_ok: bool| {
         let args =
             banger::host::ssh::ssh_args(&client_key, &known_hosts, host, false, &["true".into()]);
-        let out = Command::new("ip")
-            .args(["netns", "exec", &ctx.netns, "ssh"])
+        let out = ctx
+            .netns
+            .command("ssh")
             .args(&args)
             .stdin(Stdio::null())
             .output()

@@ -5,14 +5,15 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::time::Duration;
 
-use common::{TestContext, eventually};
+use banger_testkit::context::firecracker_context;
+use banger_testkit::procs::cmdline;
+use banger_testkit::{Args, TestContext, create_small, eventually};
 
+#[track_caller]
 fn context() -> Option<TestContext> {
-    let ctx = common::firecracker_context()?;
+    let ctx = firecracker_context()?;
     ctx.set_config("tap_pool_size = 2\n");
     Some(ctx)
 }
@@ -20,26 +21,17 @@ fn context() -> Option<TestContext> {
 fn sidecars(ctx: &TestContext) -> Vec<i32> {
     ctx.processes()
         .into_iter()
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .is_ok_and(|c| c.split(|b| *b == 0).any(|arg| arg == b"sidecar"))
-        })
+        .filter(|pid| cmdline(*pid).iter().any(|arg| arg == "sidecar"))
         .collect()
 }
 
 /// `dig` in the test's namespace; its output even when it gets no answer
 /// (the sidecar may still be starting).
 fn dig(ctx: &TestContext, args: &[&str]) -> String {
-    let out = std::process::Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &ctx.netns,
-            "dig",
-            "@172.30.0.1",
-            "+time=2",
-            "+tries=1",
-        ])
+    let out = ctx
+        .netns
+        .command("dig")
+        .args(["@172.30.0.1", "+time=2", "+tries=1"])
         .args(args)
         .output()
         .unwrap();
@@ -50,17 +42,7 @@ fn dig(ctx: &TestContext, args: &[&str]) -> String {
 fn sidecar_serves_dns_and_the_pool_while_vms_run() {
     let Some(ctx) = context() else { return };
     assert!(sidecars(&ctx).is_empty());
-    let a = ctx.json(&[
-        "vm",
-        "create",
-        "web",
-        "--no-wait",
-        "--json",
-        "--vcpus",
-        "1",
-        "--memory",
-        "128",
-    ]);
+    let a = ctx.json(&create_small("web").with(&["--no-wait", "--json"]));
     assert!(eventually(Duration::from_secs(5), || sidecars(&ctx).len() == 1));
 
     // DNS on the bridge address: running VM, AAAA, unknown name.
@@ -83,17 +65,7 @@ fn sidecar_serves_dns_and_the_pool_while_vms_run() {
         "{:?}",
         ctx.links("bgpool")
     );
-    let b = ctx.json(&[
-        "vm",
-        "create",
-        "db",
-        "--no-wait",
-        "--json",
-        "--vcpus",
-        "1",
-        "--memory",
-        "128",
-    ]);
+    let b = ctx.json(&create_small("db").with(&["--no-wait", "--json"]));
     assert_eq!(b["tap"], format!("bg-{}", b["id"].as_str().unwrap()));
     assert!(
         eventually(Duration::from_secs(5), || ctx.links("bgpool").len() == 2),
@@ -137,32 +109,10 @@ fn sidecar_serves_dns_and_the_pool_while_vms_run() {
 #[test]
 fn one_sidecar_under_concurrent_starts() {
     let Some(ctx) = context() else { return };
-    let children: Vec<_> = (0..4)
-        .map(|i| {
-            ctx.cmd(&[
-                "vm",
-                "create",
-                &format!("p{i}"),
-                "--no-wait",
-                "--vcpus",
-                "1",
-                "--memory",
-                "128",
-            ])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap()
-        })
+    let creates: Vec<Args> = (0..4)
+        .map(|i| create_small(&format!("p{i}")).with(&["--no-wait"]))
         .collect();
-    for child in children {
-        let out = child.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    ctx.all_ok(&creates);
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(sidecars(&ctx).len(), 1);
     let taps = ctx.links("bg-");

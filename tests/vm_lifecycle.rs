@@ -3,21 +3,13 @@
 //! start again, delete leaving nothing behind, concurrent creates.
 //! The guest never boots on this tier's hosts, so no test waits for it.
 
-mod common;
-
 use std::collections::HashSet;
 use std::time::Duration;
 
-use common::{TestContext, eventually, pid_alive, vmlinux};
+use banger_testkit::context::firecracker_context as context;
+use banger_testkit::procs::is_vmm;
+use banger_testkit::{Args, create_small, eventually, make_ext4, pid_alive, vmlinux};
 use serde_json::Value;
-
-fn context() -> Option<TestContext> {
-    common::firecracker_context()
-}
-
-fn show(ctx: &TestContext, name: &str) -> Value {
-    ctx.json(&["vm", "show", name, "--json"])
-}
 
 #[test]
 fn create_stop_kill_start_delete() {
@@ -101,7 +93,7 @@ fn create_stop_kill_start_delete() {
     );
     assert!(started.elapsed() < Duration::from_secs(15));
     assert!(!pid_alive(pid));
-    let stopped = show(&ctx, "dev1");
+    let stopped = ctx.show("dev1");
     assert_eq!(stopped["state"], "stopped");
     assert_eq!(stopped["pid"], Value::Null);
     assert_eq!(stopped["tap"], Value::Null);
@@ -110,7 +102,7 @@ fn create_stop_kill_start_delete() {
 
     // Start again, then kill -9 the VMM: the next listing reconciles.
     ctx.ok(&["vm", "start", "dev1", "--no-wait"]);
-    let running = show(&ctx, "dev1");
+    let running = ctx.show("dev1");
     assert_eq!(running["state"], "running");
     let pid = running["pid"].as_i64().unwrap();
     nix::sys::signal::kill(
@@ -148,16 +140,8 @@ fn create_stop_kill_start_delete() {
     assert!(ctx.loops().is_empty());
     assert!(!ctx.run_dir.join("vms").join(&id).exists());
     assert!(eventually(Duration::from_secs(3), || {
-        common::processes_with_env(&format!("BANGER_RUN_DIR={}", ctx.run_dir.display()))
-            .iter()
-            .all(|p| !is_vmm(*p))
+        ctx.processes().iter().all(|p| !is_vmm(*p))
     }));
-}
-
-fn is_vmm(pid: i32) -> bool {
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|c| c.windows(10).any(|w| w == b"--api-sock"))
-        .unwrap_or(false)
 }
 
 #[test]
@@ -193,31 +177,21 @@ fn no_start_creates_disks_without_a_process() {
 #[test]
 fn concurrent_creates_get_distinct_addresses() {
     let Some(ctx) = context() else { return };
-    let children: Vec<_> = (0..8)
+    let creates: Vec<Args> = (0..8)
         .map(|i| {
-            ctx.cmd(&[
+            let name = format!("c{i}");
+            Args::new(&[
                 "vm",
                 "create",
-                &format!("c{i}"),
+                &name,
                 "--no-start",
                 "--work-size",
                 "64M",
                 "--json",
             ])
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap()
         })
         .collect();
-    for child in children {
-        let out = child.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    ctx.all_ok(&creates);
     let vms = ctx.json(&["vm", "ls", "--json"]);
     let vms = vms.as_array().unwrap();
     assert_eq!(vms.len(), 8);
@@ -254,7 +228,7 @@ fn bad_input_is_refused_before_any_side_effect() {
     let not_elf = ctx.dir.path().join("bzImage");
     std::fs::write(&not_elf, b"MZ not an elf").unwrap();
     let rootfs = ctx.dir.path().join("r.ext4");
-    common::make_ext4(&rootfs, 16);
+    make_ext4(&rootfs, 16);
     let kernel = vmlinux().to_str().unwrap().to_owned();
     let cases: Vec<(Vec<&str>, i32, &str)> = vec![
         (vec!["vm", "create", "Bad_Name"], 2, "Bad_Name"),
@@ -347,20 +321,7 @@ fn create_waits_for_the_guest_and_says_where_to_look_on_timeout() {
     let Some(ctx) = context() else { return };
     // The guest never answers on this tier's hosts: the wait runs out.
     let started = std::time::Instant::now();
-    let stderr = ctx.fails(
-        1,
-        &[
-            "vm",
-            "create",
-            "slow",
-            "--timeout",
-            "2s",
-            "--vcpus",
-            "1",
-            "--memory",
-            "128",
-        ],
-    );
+    let stderr = ctx.fails(1, &create_small("slow").with(&["--timeout", "2s"]));
     assert!(started.elapsed() >= Duration::from_secs(2), "did not wait");
     assert!(
         stderr.contains("did not become ready within 2s"),
@@ -368,6 +329,6 @@ fn create_waits_for_the_guest_and_says_where_to_look_on_timeout() {
     );
     assert!(stderr.contains("banger vm logs slow"), "{stderr}");
     // The VM is left running for the user to inspect.
-    assert_eq!(show(&ctx, "slow")["state"], "running");
+    assert_eq!(ctx.show("slow")["state"], "running");
     ctx.ok(&["vm", "rm", "--force", "slow"]);
 }

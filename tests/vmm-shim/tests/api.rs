@@ -1,13 +1,12 @@
 //! The API as a Firecracker client sees it, without booting a guest.
 
-mod common;
-
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{Shim, fault};
+use banger_testkit::api::fault;
+use banger_testkit::shim::Shim;
 
 #[test]
 fn reports_identity_and_state_before_start() {
@@ -28,7 +27,7 @@ fn accepts_a_full_pre_boot_configuration() {
     for name in ["fc.log", "metrics.json", "root.ext4", "work.ext4"] {
         std::fs::write(dir.join(name), b"").expect("fixture");
     }
-    let kernel = common::deps().join("vmlinux");
+    let kernel = banger_testkit::vmlinux();
     let kernel = if kernel.exists() {
         kernel
     } else {

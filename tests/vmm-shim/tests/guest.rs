@@ -1,43 +1,53 @@
-//! Real guests under QEMU: the kernel from scripts/test-deps.sh with a busybox
+//! Real guests under QEMU: the kernel from scripts/test-deps.sh (or, where
+//! modules are needed, the test image's kernel and modules) with a busybox
 //! initramfs. Part of the root-only guest tier; skips with a message when not
 //! root or when the fixtures are missing.
 
-mod common;
-
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{Shim, eventually, pid_alive, skip_unless_root_with};
+use banger_testkit::image::{GuestImage, guest_image, write_initramfs};
+use banger_testkit::netns::in_new_netns;
+use banger_testkit::shim::Shim;
+use banger_testkit::{Need, eventually, pid_alive, require, run, vmlinux};
 
 const BOOT_TIMEOUT: Duration = Duration::from_secs(180);
 
-fn vmlinux() -> PathBuf {
-    common::deps().join("vmlinux")
-}
-
-/// A shim configured with the test kernel, an initramfs running `init`, and a vsock.
+/// A shim configured with the fixture kernel, an initramfs running `init`, and a vsock.
+#[track_caller]
 fn configured_shim(init: &str) -> Option<Shim> {
-    configured_shim_with(init, &[])
+    fixtures_present()?;
+    Some(configured_shim_with(&vmlinux(), init, &[]))
 }
 
-/// Like [`configured_shim`], with `extra` files in the initramfs.
-fn configured_shim_with(init: &str, extra: &[(String, Vec<u8>)]) -> Option<Shim> {
-    let backend = common::deps().join("bin/vhost-device-vsock");
-    if skip_unless_root_with(&[&vmlinux(), &backend, "/bin/busybox".as_ref()]) {
-        return None;
-    }
+/// `None` (after saying why) unless root with the kernel, the vsock backend and busybox.
+#[track_caller]
+fn fixtures_present() -> Option<()> {
+    let (kernel, backend) = (vmlinux(), banger_testkit::vhost_device_vsock());
+    let needs = [
+        Need::Root,
+        Need::File(&kernel),
+        Need::File(&backend),
+        Need::File(Path::new("/bin/busybox")),
+    ];
+    require("guest", &needs).is_none().then_some(())
+}
+
+/// A shim configured with `kernel`, an initramfs running `init` with `extra`
+/// files at its top, and a vsock.
+fn configured_shim_with(kernel: &Path, init: &str, extra: &[(String, Vec<u8>)]) -> Shim {
     let shim = Shim::start();
     let initrd = shim.dir.path().join("initrd.cpio");
-    common::write_initramfs(&initrd, init, extra);
+    write_initramfs(&initrd, init, extra);
     shim.put_ok("/machine-config", r#"{"vcpu_count":1,"mem_size_mib":256}"#);
     shim.put_ok(
         "/boot-source",
         &format!(
             r#"{{"kernel_image_path":"{}","boot_args":"console=ttyS0 reboot=k panic=1","initrd_path":"{}"}}"#,
-            vmlinux().display(),
+            kernel.display(),
             initrd.display()
         ),
     );
@@ -46,7 +56,15 @@ fn configured_shim_with(init: &str, extra: &[(String, Vec<u8>)]) -> Option<Shim>
         "/vsock",
         &format!(r#"{{"guest_cid":3,"uds_path":"{}"}}"#, uds.display()),
     );
-    Some(shim)
+    shim
+}
+
+/// The test image, whose kernel comes with the virtio and vsock modules its
+/// initramfs loads; `None` (after saying why) when it cannot be had.
+#[track_caller]
+fn image_with_modules() -> Option<&'static GuestImage> {
+    fixtures_present()?;
+    guest_image("guest")
 }
 
 /// An init that says it is up (the marker is computed, so it only appears
@@ -59,21 +77,15 @@ fn guest_prints_to_the_console_and_its_reboot_ends_the_shim() {
     let Some(mut shim) = configured_shim(init) else {
         return;
     };
-    shim.put_ok("/actions", r#"{"action_type":"InstanceStart"}"#);
+    shim.instance_start();
     assert_eq!(shim.state(), "Running");
     assert!(
         shim.dir.path().join("v.sock").exists(),
         "vsock socket is served while the guest runs"
     );
 
-    let status = shim.wait_exit(BOOT_TIMEOUT);
+    shim.assert_exits_cleanly(BOOT_TIMEOUT);
     let console = shim.console_text();
-    assert_eq!(
-        status.and_then(|s| s.code()),
-        Some(0),
-        "shim exit; stderr:\n{}\nconsole:\n{console}",
-        shim.stderr_text()
-    );
     assert!(
         console.contains("guest-up-42"),
         "marker missing from console:\n{console}"
@@ -92,20 +104,14 @@ fn ctrl_alt_del_reboots_the_guest_and_ends_the_shim() {
     let Some(mut shim) = configured_shim(WAITING_INIT) else {
         return;
     };
-    shim.put_ok("/actions", r#"{"action_type":"InstanceStart"}"#);
+    shim.instance_start();
     assert!(
         eventually(BOOT_TIMEOUT, || shim.console_text().contains("guest-up-42")),
         "guest never came up:\n{}",
         shim.console_text()
     );
-    shim.put_ok("/actions", r#"{"action_type":"SendCtrlAltDel"}"#);
-    let status = shim.wait_exit(Duration::from_secs(60));
-    assert_eq!(
-        status.and_then(|s| s.code()),
-        Some(0),
-        "stderr:\n{}",
-        shim.stderr_text()
-    );
+    shim.ctrl_alt_del();
+    shim.assert_exits_cleanly(Duration::from_secs(60));
     assert!(
         shim.console_text().contains("reboot"),
         "no reboot on the console"
@@ -114,7 +120,7 @@ fn ctrl_alt_del_reboots_the_guest_and_ends_the_shim() {
 
 /// QEMU and the backend, started by a running shim.
 fn started_children(shim: &Shim) -> Vec<(i32, String)> {
-    shim.put_ok("/actions", r#"{"action_type":"InstanceStart"}"#);
+    shim.instance_start();
     let mut children = shim.children();
     children.sort_by(|a, b| a.1.cmp(&b.1));
     let names: Vec<&str> = children.iter().map(|(_, name)| name.as_str()).collect();
@@ -160,88 +166,6 @@ fn sigterm_while_running_stops_the_guest_and_cleans_up() {
     assert!(!shim.dir.path().join("v.sock").exists());
 }
 
-/// The guest modules for virtio block, net and vsock devices, in load order
-/// (the Debian cloud kernel builds them all as modules).
-const GUEST_MODULES: [&str; 10] = [
-    "drivers/virtio/virtio_ring.ko",
-    "drivers/virtio/virtio.ko",
-    "drivers/virtio/virtio_mmio.ko",
-    "drivers/block/virtio_blk.ko",
-    "net/core/failover.ko",
-    "drivers/net/net_failover.ko",
-    "drivers/net/virtio_net.ko",
-    "net/vmw_vsock/vsock.ko",
-    "net/vmw_vsock/vmw_vsock_virtio_transport_common.ko",
-    "net/vmw_vsock/vmw_vsock_virtio_transport.ko",
-];
-
-/// The [`GUEST_MODULES`] matching the test kernel as (file name, contents),
-/// fetched once with `apt-get download` of its Debian package into the
-/// fixtures cache. `None` (after saying why) when they cannot be had.
-fn guest_modules() -> Option<Vec<(String, Vec<u8>)>> {
-    let kernel = std::fs::read(vmlinux()).ok()?;
-    let marker = b"Linux version ";
-    let start = kernel.windows(marker.len()).position(|w| w == marker)? + marker.len();
-    let release: String = kernel[start..]
-        .iter()
-        .take_while(|b| !b.is_ascii_whitespace())
-        .map(|&b| char::from(b))
-        .collect();
-    let cache = common::deps()
-        .join("cache")
-        .join(format!("guest-modules-{release}"));
-    if !cache.join("done").exists() {
-        let work = tempfile::tempdir().ok()?;
-        let package = format!("linux-image-{release}");
-        let fetched = Command::new("apt-get")
-            .args(["download", "-q", &package])
-            .current_dir(work.path())
-            .output()
-            .is_ok_and(|out| out.status.success());
-        let deb = std::fs::read_dir(work.path())
-            .ok()?
-            .flatten()
-            .map(|e| e.path())
-            .find(|p| p.extension().is_some_and(|e| e == "deb"));
-        let Some(deb) = deb.filter(|_| fetched) else {
-            eprintln!("skipping guest module test: cannot apt-get download {package}");
-            return None;
-        };
-        let unpacked = work.path().join("x");
-        let status = Command::new("dpkg-deb")
-            .arg("-x")
-            .arg(&deb)
-            .arg(&unpacked)
-            .status()
-            .ok()?;
-        if !status.success() {
-            eprintln!(
-                "skipping guest module test: cannot unpack {}",
-                deb.display()
-            );
-            return None;
-        }
-        std::fs::create_dir_all(&cache).ok()?;
-        let modules = unpacked.join("lib/modules").join(&release).join("kernel");
-        for module in GUEST_MODULES {
-            let name = Path::new(module).file_name()?;
-            std::fs::copy(modules.join(module), cache.join(name)).ok()?;
-        }
-        std::fs::write(cache.join("done"), b"").ok()?;
-    }
-    GUEST_MODULES
-        .iter()
-        .map(|module| {
-            let name = Path::new(module)
-                .file_name()?
-                .to_string_lossy()
-                .into_owned();
-            let data = std::fs::read(cache.join(&name)).ok()?;
-            Some((name, data))
-        })
-        .collect()
-}
-
 /// An init prologue: /dev and /sys mounted (the shell needs /dev/null for
 /// background jobs) and every module in `modules` loaded.
 fn init_loading(modules: &[(String, Vec<u8>)]) -> String {
@@ -273,6 +197,7 @@ int main(void) {
 }
 "#;
 
+#[track_caller]
 fn build_vsock_echo(dir: &Path) -> Option<Vec<u8>> {
     let source = dir.join("vsock-echo.c");
     let binary = dir.join("vsock-echo");
@@ -282,22 +207,20 @@ fn build_vsock_echo(dir: &Path) -> Option<Vec<u8>> {
         .arg(&binary)
         .arg(&source)
         .status();
-    if !built.is_ok_and(|status| status.success()) {
-        eprintln!("skipping vsock test: cannot build a static guest program with cc");
+    let built = built.is_ok_and(|status| status.success());
+    let why = "cannot build a static guest program with cc";
+    if require("guest", &[Need::That(built, why)]).is_some() {
         return None;
     }
-    std::fs::read(binary).ok()
+    Some(std::fs::read(binary).expect("the built guest program"))
 }
 
 #[test]
 fn host_connects_to_a_guest_vsock_port_through_the_uds() {
-    let backend = common::deps().join("bin/vhost-device-vsock");
-    if skip_unless_root_with(&[&vmlinux(), &backend, "/bin/busybox".as_ref()]) {
-        return;
-    }
-    let Some(modules) = guest_modules() else {
+    let Some(image) = image_with_modules() else {
         return;
     };
+    let modules = image.modules();
     let build_dir = tempfile::tempdir().expect("temp dir");
     let Some(echo) = build_vsock_echo(build_dir.path()) else {
         return;
@@ -306,11 +229,9 @@ fn host_connects_to_a_guest_vsock_port_through_the_uds() {
     init.push_str("/vsock-echo &\nwhile :; do /bin/busybox sleep 1; done\n");
     let mut extra = modules;
     extra.push(("vsock-echo".to_owned(), echo));
-    let Some(mut shim) = configured_shim_with(&init, &extra) else {
-        return;
-    };
+    let mut shim = configured_shim_with(&image.vmlinux(), &init, &extra);
 
-    shim.put_ok("/actions", r#"{"action_type":"InstanceStart"}"#);
+    shim.instance_start();
     assert!(
         eventually(BOOT_TIMEOUT, || shim
             .console_text()
@@ -336,61 +257,20 @@ fn host_connects_to_a_guest_vsock_port_through_the_uds() {
     reader.read_line(&mut line).expect("echo");
     assert_eq!(line, "ping over vsock\n");
 
-    shim.put_ok("/actions", r#"{"action_type":"SendCtrlAltDel"}"#);
-    let status = shim.wait_exit(Duration::from_secs(60));
-    assert_eq!(
-        status.and_then(|s| s.code()),
-        Some(0),
-        "stderr:\n{}",
-        shim.stderr_text()
-    );
-}
-
-/// Runs `test` on a thread inside a fresh network namespace (which goes away
-/// with the thread), propagating its panic.
-fn in_private_netns(test: impl FnOnce() + Send + 'static) {
-    let outcome = std::thread::spawn(move || {
-        // SAFETY: unshare only changes this thread's namespace membership.
-        let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
-        assert_eq!(
-            rc,
-            0,
-            "unshare(CLONE_NEWNET): {}",
-            std::io::Error::last_os_error()
-        );
-        test();
-    })
-    .join();
-    if let Err(panic) = outcome {
-        std::panic::resume_unwind(panic);
-    }
-}
-
-fn run(argv: &[&str]) {
-    let status = Command::new(argv[0])
-        .args(&argv[1..])
-        .status()
-        .expect(argv[0]);
-    assert!(status.success(), "{argv:?}");
+    shim.ctrl_alt_del();
+    shim.assert_exits_cleanly(Duration::from_secs(60));
 }
 
 #[test]
 fn guest_sees_root_and_work_drives_and_reaches_the_host_over_its_tap() {
-    if skip_unless_root_with(&[
-        &vmlinux(),
-        &common::deps().join("bin/vhost-device-vsock"),
-        "/bin/busybox".as_ref(),
-    ]) {
-        return;
-    }
-    let Some(modules) = guest_modules() else {
+    let Some(image) = image_with_modules() else {
         return;
     };
-    in_private_netns(move || {
-        run(&["ip", "link", "set", "lo", "up"]);
-        run(&["ip", "tuntap", "add", "dev", "shimtap0", "mode", "tap"]);
-        run(&["ip", "addr", "add", "10.77.0.1/24", "dev", "shimtap0"]);
-        run(&["ip", "link", "set", "shimtap0", "up"]);
+    let modules = image.modules();
+    in_new_netns(move || {
+        run("ip", &["tuntap", "add", "dev", "shimtap0", "mode", "tap"]);
+        run("ip", &["addr", "add", "10.77.0.1/24", "dev", "shimtap0"]);
+        run("ip", &["link", "set", "shimtap0", "up"]);
 
         let mut init = init_loading(&modules);
         init.push_str(
@@ -404,9 +284,7 @@ fn guest_sees_root_and_work_drives_and_reaches_the_host_over_its_tap() {
              $bb ping -c 1 -W 20 10.77.0.1 >/dev/null && $bb echo host-answers-ping\n\
              $bb reboot -f\n",
         );
-        let Some(mut shim) = configured_shim_with(&init, &modules) else {
-            return;
-        };
+        let mut shim = configured_shim_with(&image.vmlinux(), &init, &modules);
         let root = shim.dir.path().join("root.img");
         let work = shim.dir.path().join("work.img");
         let mut root_bytes = b"root-marker".to_vec();
@@ -431,16 +309,10 @@ fn guest_sees_root_and_work_drives_and_reaches_the_host_over_its_tap() {
             "/network-interfaces/eth0",
             r#"{"iface_id":"eth0","host_dev_name":"shimtap0","guest_mac":"06:00:0a:4d:00:02"}"#,
         );
-        shim.put_ok("/actions", r#"{"action_type":"InstanceStart"}"#);
+        shim.instance_start();
 
-        let status = shim.wait_exit(BOOT_TIMEOUT);
+        shim.assert_exits_cleanly(BOOT_TIMEOUT);
         let console = shim.console_text();
-        assert_eq!(
-            status.and_then(|s| s.code()),
-            Some(0),
-            "stderr:\n{}\nconsole:\n{console}",
-            shim.stderr_text()
-        );
         for expected in [
             "root reads: root-marker",
             "root-refuses-writes",

@@ -75,7 +75,7 @@ pub enum VmCommand {
     Show(ShowArgs),
     /// Open a shell, or run a command, in a VM over SSH
     Ssh(SshArgs),
-    /// Print a VM's console log (or Firecracker's own log with --vmm)
+    /// Print a VM's console log (or its VMM's own log with --vmm)
     Logs(LogsArgs),
 }
 

@@ -4,7 +4,8 @@
 //! spread over its run. After each: `vm ls` works and shows the VM absent or
 //! stopped with an error, `gc` leaves nothing of it on the host, and the
 //! command can be run again. Also: the next start replaces the VMM an
-//! aborted start left, and a killed stop leaves a live VMM to the next stop.
+//! aborted start left, a killed stop leaves a live VMM to the next stop, and
+//! an image commit aborted in its one crash window registers nothing.
 //! The guest never boots here; no test waits for it.
 #![cfg(feature = "fault-injection")]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -333,5 +334,44 @@ fn create_killed_at_random_moments() {
     assert!(
         outcomes.get("complete").copied().unwrap_or(0) < runs,
         "no kill landed before create finished: {outcomes:?}"
+    );
+}
+
+#[test]
+fn an_import_aborted_at_its_commit_registers_nothing_and_gc_sweeps_it() {
+    let Some(ctx) = banger_testkit::context::context_without_kvm() else {
+        return;
+    };
+    let rootfs = ctx.dir.path().join("second-rootfs.ext4");
+    banger_testkit::make_ext4(&rootfs, 16);
+    let kernel = banger_testkit::vmlinux();
+    let import = Args::new(&["image", "import", "second", "--kernel"]).with(&[
+        kernel.to_str().unwrap(),
+        "--rootfs",
+        rootfs.to_str().unwrap(),
+    ]);
+    let out = ctx
+        .cmd(&import)
+        .env("BANGER_FAULT", "image:commit")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.signal(), Some(libc::SIGABRT), "{out:?}");
+    // The files are in place, but no image is registered.
+    assert!(ctx.home.join("images/second").is_dir());
+    let images = ctx.ok(&["image", "ls", "-q"]);
+    assert!(!images.lines().any(|l| l == "second"), "{images}");
+    let swept = ctx.ok(&["gc"]);
+    assert!(
+        swept.contains("removed image-files") && swept.contains("images/second"),
+        "{swept}"
+    );
+    assert!(!ctx.home.join("images/second").exists());
+    assert_eq!(ctx.ok(&["gc", "--dry-run"]), "");
+    // The same import then works.
+    ctx.ok(&import);
+    assert!(
+        ctx.ok(&["image", "ls", "-q"])
+            .lines()
+            .any(|l| l == "second")
     );
 }

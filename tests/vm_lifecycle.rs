@@ -332,3 +332,23 @@ fn create_waits_for_the_guest_and_says_where_to_look_on_timeout() {
     assert_eq!(ctx.show("slow")["state"], "running");
     ctx.ok(&["vm", "rm", "--force", "slow"]);
 }
+
+#[test]
+fn verbose_prints_each_stage_as_it_runs() {
+    let Some(ctx) = banger_testkit::context::context_without_kvm() else {
+        return;
+    };
+    let out = ctx.run(&create_small("loud").with(&["--no-start", "-v"]));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    for stage in ["allocate", "disks"] {
+        assert!(stderr.contains(&format!("banger: {stage} ...")), "{stderr}");
+        assert!(
+            stderr.contains(&format!("banger: {stage} done in ")),
+            "{stderr}"
+        );
+    }
+    let out = ctx.run(&create_small("quiet").with(&["--no-start"]));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("banger: "), "{stderr}");
+}

@@ -57,6 +57,7 @@ pub fn collect(ctx: &Ctx, dry_run: bool) -> Result<Vec<Removal>> {
     removals.extend(resources::sweep(ctx, &live, dry_run)?);
     removals.extend(sweep_lock_files(ctx, &live, dry_run)?);
     removals.extend(sweep_staging(ctx, dry_run)?);
+    removals.extend(sweep_unregistered_images(ctx, dry_run)?);
     Ok(removals)
 }
 
@@ -113,6 +114,39 @@ fn sweep_staging(ctx: &Ctx, dry_run: bool) -> Result<Vec<Removal>> {
             "image-staging",
             entry.path().display().to_string(),
             "interrupted image build or import",
+        ));
+    }
+    Ok(removals)
+}
+
+/// Image directories without a row: an image commit that died between
+/// moving its files into place and registering them. Skipped while someone
+/// holds the image's lock (a commit under way).
+fn sweep_unregistered_images(ctx: &Ctx, dry_run: bool) -> Result<Vec<Removal>> {
+    let mut removals = Vec::new();
+    for entry in read_dir(&ctx.paths.images_dir()) {
+        let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+            continue;
+        };
+        if crate::state::parse::image_name(&name).is_err()
+            || !entry.file_type().is_ok_and(|t| t.is_dir())
+            || ctx.store.find_image(&name)?.is_some()
+        {
+            continue;
+        }
+        let Some(_lock) = lock::try_acquire(&ctx.paths.image_lock(&name))? else {
+            continue;
+        };
+        if ctx.store.find_image(&name)?.is_some() {
+            continue;
+        }
+        if !dry_run {
+            remove_dir_if_present(&entry.path())?;
+        }
+        removals.push(Removal::new(
+            "image-files",
+            entry.path().display().to_string(),
+            "interrupted image commit (no image registered)",
         ));
     }
     Ok(removals)

@@ -46,7 +46,7 @@ pub struct VmFiles {
     /// Sparse COW store (dm-snapshot).
     pub cow: PathBuf,
     /// The root disk: a full clone of the image's rootfs (reflink or copy).
-    pub root: PathBuf,
+    pub root_disk: PathBuf,
     pub work: PathBuf,
     pub console_log: PathBuf,
     pub vmm_log: PathBuf,
@@ -58,7 +58,7 @@ impl VmFiles {
         let dir = paths.vm_dir(&vm.id);
         Self {
             cow: dir.join("root.cow"),
-            root: dir.join("root.ext4"),
+            root_disk: dir.join("root.ext4"),
             work: dir.join("work.ext4"),
             console_log: dir.join("console.log"),
             vmm_log: dir.join("firecracker.log"),

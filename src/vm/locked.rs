@@ -400,9 +400,9 @@ fn make_disks(ctx: &Ctx, vm: &Vm, image: &ImageFiles) -> Result<CowStrategy> {
         CowStrategy::DmSnapshot
     } else {
         let rootfs_size = file_size(&image.rootfs)?;
-        let strategy = disks.clone_file(&image.rootfs, &files.root, rootfs_size)?;
+        let strategy = disks.clone_file(&image.rootfs, &files.root_disk, rootfs_size)?;
         if vm.disk_size > rootfs_size {
-            disks.grow_ext4(&files.root, vm.disk_size)?;
+            disks.grow_ext4(&files.root_disk, vm.disk_size)?;
         }
         strategy
     };

@@ -19,7 +19,7 @@ pub struct RootDevice;
 pub fn attach(ctx: &Ctx, vm: &Vm, image: &ImageFiles, journal: &mut Journal) -> Result<PathBuf> {
     let files = VmFiles::of(&ctx.paths, vm);
     if vm.cow_strategy != Some(CowStrategy::DmSnapshot) {
-        return Ok(files.root);
+        return Ok(files.root_disk);
     }
     if !ctx.host.disks.dm_available() {
         bail!(

@@ -29,12 +29,14 @@ pub struct Spec {
 /// the guest). A VM whose disks could not be made is deleted again; one
 /// that failed to start is left stopped with its `last_error`.
 pub fn create(ctx: &Ctx, spec: &Spec, start: bool, timings: &mut Timings) -> Result<VmRead> {
+    let named = spec.image.as_deref().map(|name| ctx.store.image(name)).transpose()?;
     if start {
-        // A missing VMM is known now: refuse before making anything.
+        // A missing VMM is known now: refuse before making anything (and
+        // before building a default image for minutes).
         ctx.host.vmm.binary()?;
     }
-    let image = match &spec.image {
-        Some(name) => ctx.store.image(name)?,
+    let image = match named {
+        Some(image) => image,
         None => timings.time("image", || super::images::ensure_default(ctx))?,
     };
     let image_files = ImageFiles::of(&ctx.paths, &image);

@@ -89,7 +89,7 @@ fn sweep_lock_files(ctx: &Ctx, live: &Live, dry_run: bool) -> Result<Vec<Removal
             removals.push(Removal::new(
                 "lock-file",
                 entry.path().display().to_string(),
-                "VM deleted",
+                "no such VM",
             ));
         }
     }

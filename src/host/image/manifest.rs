@@ -16,15 +16,20 @@ use crate::state::atomic;
 pub struct Manifest {
     /// Kernel release, e.g. `6.1.0-56-cloud-amd64`; `unknown` for a user kernel without a banner.
     pub kernel_version: String,
-    /// Debian suite of the rootfs.
+    /// Debian suite of the rootfs (absent for an imported image).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub suite: String,
     /// Packages passed to debootstrap's `--include` (the base set and the user's).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub packages: Vec<String>,
     /// Every other file of the image directory by name.
     pub files: BTreeMap<String, ManifestFile>,
-    /// Version of the banger that built the image and its agent.
+    /// Version of the banger that built the image and its agent (absent
+    /// for an imported image, which brings its own).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub agent_version: String,
     /// SHA-256 of the installed `banger-agent` binary.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub agent_sha256: String,
     /// When the build finished, RFC 3339 in UTC.
     pub created_at: String,

@@ -29,7 +29,11 @@ pub struct Spec {
 /// the guest). A VM whose disks could not be made is deleted again; one
 /// that failed to start is left stopped with its `last_error`.
 pub fn create(ctx: &Ctx, spec: &Spec, start: bool, timings: &mut Timings) -> Result<VmRead> {
-    let named = spec.image.as_deref().map(|name| ctx.store.image(name)).transpose()?;
+    let named = spec
+        .image
+        .as_deref()
+        .map(|name| ctx.store.image(name))
+        .transpose()?;
     if start {
         // A missing VMM is known now: refuse before making anything (and
         // before building a default image for minutes).

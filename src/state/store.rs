@@ -199,16 +199,18 @@ impl Store {
                 }
             }
         };
-        let used_ips: Vec<String> = {
+        // One pass over the used addresses, then set lookups: linear in the
+        // number of VMs, not quadratic.
+        let used_ips: std::collections::HashSet<Ipv4Addr> = {
             let mut stmt = tx.prepare("SELECT ip FROM vms").map_err(db)?;
-            stmt.query_map([], |r| r.get(0))
+            stmt.query_map([], |r| r.get::<_, String>(0))
                 .map_err(db)?
-                .collect::<Result<_, _>>()
-                .map_err(db)?
+                .filter_map(|ip| ip.ok()?.parse().ok())
+                .collect()
         };
         let ip = subnet
             .guest_addresses()
-            .find(|ip| !used_ips.iter().any(|u| u == &ip.to_string()))
+            .find(|ip| !used_ips.contains(ip))
             .ok_or_else(|| StateError::SubnetFull(subnet.to_string()))?;
         let used_cids: Vec<u32> = {
             let mut stmt = tx

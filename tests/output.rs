@@ -99,3 +99,33 @@ fn doctor(ctx: &banger_testkit::TestContext) {
     host.add_filter(r"\d+(?:\.\d+)?[KMGT] free", "[SIZE] free");
     host.bind(|| assert_cmd_snapshot!("doctor", ctx.run(["doctor"]), ctx));
 }
+
+/// What the lifecycle commands say, on the real Firecracker (the guest never
+/// boots here, so nothing waits for it and stops are forced).
+#[test]
+fn lifecycle_commands_say_what_they_did() {
+    let Some(ctx) = banger_testkit::context::firecracker_context() else {
+        return;
+    };
+    ctx.ok(&create_small("gamma").with(&["--no-start"]));
+    ctx.ok(&create_small("delta").with(&["--no-start"]));
+    let steps: [(&str, Args); 11] = [
+        ("vm_logs_never_started", Args::new(&["vm", "logs", "gamma"])),
+        ("vm_ssh_stopped", Args::new(&["vm", "ssh", "gamma", "--", "true"])),
+        ("vm_stop_stopped", Args::new(&["vm", "stop", "gamma"])),
+        ("vm_start_no_wait", Args::new(&["vm", "start", "gamma", "--no-wait"])),
+        ("vm_start_running", Args::new(&["vm", "start", "gamma", "--no-wait"])),
+        ("vm_stop_force", Args::new(&["vm", "stop", "gamma", "--force"])),
+        ("vm_delete", Args::new(&["vm", "delete", "gamma"])),
+        (
+            "vm_delete_one_of_two_missing",
+            Args::new(&["vm", "delete", "ghost", "delta"]),
+        ),
+        ("image_default", Args::new(&["image", "default", "base"])),
+        ("image_delete", Args::new(&["image", "rm", "base"])),
+        ("image_delete_missing", Args::new(&["image", "rm", "base"])),
+    ];
+    for (name, args) in &steps {
+        assert_cmd_snapshot!(*name, ctx.run(args), &ctx);
+    }
+}

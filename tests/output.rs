@@ -111,11 +111,23 @@ fn lifecycle_commands_say_what_they_did() {
     ctx.ok(&create_small("delta").with(&["--no-start"]));
     let steps: [(&str, Args); 11] = [
         ("vm_logs_never_started", Args::new(&["vm", "logs", "gamma"])),
-        ("vm_ssh_stopped", Args::new(&["vm", "ssh", "gamma", "--", "true"])),
+        (
+            "vm_ssh_stopped",
+            Args::new(&["vm", "ssh", "gamma", "--", "true"]),
+        ),
         ("vm_stop_stopped", Args::new(&["vm", "stop", "gamma"])),
-        ("vm_start_no_wait", Args::new(&["vm", "start", "gamma", "--no-wait"])),
-        ("vm_start_running", Args::new(&["vm", "start", "gamma", "--no-wait"])),
-        ("vm_stop_force", Args::new(&["vm", "stop", "gamma", "--force"])),
+        (
+            "vm_start_no_wait",
+            Args::new(&["vm", "start", "gamma", "--no-wait"]),
+        ),
+        (
+            "vm_start_running",
+            Args::new(&["vm", "start", "gamma", "--no-wait"]),
+        ),
+        (
+            "vm_stop_force",
+            Args::new(&["vm", "stop", "gamma", "--force"]),
+        ),
         ("vm_delete", Args::new(&["vm", "delete", "gamma"])),
         (
             "vm_delete_one_of_two_missing",

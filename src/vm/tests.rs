@@ -35,6 +35,13 @@ fn handles(bed: &TestBed, vm: &Vm) -> Loaded {
     Handles::load(&bed.ctx.paths.vm_dir(&vm.id))
 }
 
+/// The named VM as `vm ls` sees it (reconciled, its lock being free).
+fn reconciled(bed: &TestBed, name: &str) -> VmRead {
+    VmRead::reconciled(&bed.ctx, row(bed, name))
+        .unwrap()
+        .unwrap()
+}
+
 /// Marks a row as if a command had died midway through `pending`.
 fn interrupt(bed: &TestBed, vm: &Vm, desired: VmState, pending: Pending) {
     bed.ctx
@@ -182,9 +189,7 @@ fn reconcile_leaves_the_live_vmm_of_an_interrupted_stop() {
     let bed = TestBed::new().unwrap();
     let vm = create(&bed, "a", true).unwrap();
     interrupt(&bed, &vm, VmState::Stopped, Pending::Stop);
-    let read = VmRead::reconciled(&bed.ctx, row(&bed, "a"))
-        .unwrap()
-        .unwrap();
+    let read = reconciled(&bed, "a");
     assert_eq!(read.status(), VmStatus::Stopping);
     assert_eq!(read.observed.state(), VmState::Running);
     let message = read.last_error().unwrap_or_default();
@@ -209,9 +214,7 @@ fn reconcile_finishes_an_interrupted_stop_whose_vmm_is_gone() {
     let vm = create(&bed, "a", true).unwrap();
     interrupt(&bed, &vm, VmState::Stopped, Pending::Stop);
     bed.fake.world().vmms.clear();
-    let read = VmRead::reconciled(&bed.ctx, row(&bed, "a"))
-        .unwrap()
-        .unwrap();
+    let read = reconciled(&bed, "a");
     assert_eq!(read.status(), VmStatus::Stopped);
     let message = read.last_error().unwrap_or_default();
     assert!(
@@ -226,9 +229,7 @@ fn a_vmm_that_died_on_its_own_is_reported_and_released() {
     let bed = TestBed::new().unwrap();
     create(&bed, "a", true).unwrap();
     bed.fake.world().vmms.clear();
-    let read = VmRead::reconciled(&bed.ctx, row(&bed, "a"))
-        .unwrap()
-        .unwrap();
+    let read = reconciled(&bed, "a");
     assert_eq!(read.status(), VmStatus::Stopped);
     let message = read.last_error().unwrap_or_default();
     assert!(message.contains("the VMM exited unexpectedly"), "{message}");

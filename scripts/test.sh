@@ -20,7 +20,7 @@ export BANGER_AGENT="$root/target/x86_64-unknown-linux-gnu/release/banger-agent"
 # Each skipping test appends "<test file>::<test> — <tier> — <why>" here.
 BANGER_TEST_SKIPS=$(mktemp -t banger-skips.XXXXXX)
 export BANGER_TEST_SKIPS
-trap 'rm -f "$BANGER_TEST_SKIPS"' EXIT
+at_exit 'rm -f "$BANGER_TEST_SKIPS"'
 
 # Prints `skipped: N`, then one line per reason with the files it hit,
 # and under it the tests.

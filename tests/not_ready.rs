@@ -75,7 +75,9 @@ fn assert_no_vm_left(ctx: &TestContext, when: &str) {
 
 #[test]
 fn run_rm_with_a_vmm_that_refuses_its_configuration() {
-    let Some(ctx) = faulty("configure") else { return };
+    let Some(ctx) = faulty("configure") else {
+        return;
+    };
     let out = ctx.run(run_rm("refused", &[]));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
@@ -90,7 +92,9 @@ fn run_rm_with_a_vmm_that_refuses_its_configuration() {
 
 #[test]
 fn run_rm_with_a_vmm_that_exits_during_boot() {
-    let Some(ctx) = faulty("exit-after-start") else { return };
+    let Some(ctx) = faulty("exit-after-start") else {
+        return;
+    };
     let out = ctx.run(run_rm("dies", &["--timeout", "30s"]));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
@@ -103,14 +107,19 @@ fn run_rm_with_a_vmm_that_exits_during_boot() {
     ] {
         assert!(stderr.contains(expected), "{expected:?} missing:\n{stderr}");
     }
-    assert!(!stderr.contains("banger vm logs"), "its logs are gone:\n{stderr}");
+    assert!(
+        !stderr.contains("banger vm logs"),
+        "its logs are gone:\n{stderr}"
+    );
     assert_cmd_snapshot!("run_rm_vmm_exits_during_boot", out, &ctx);
     assert_no_vm_left(&ctx, "after the VMM exited");
 }
 
 #[test]
 fn run_rm_with_a_guest_that_never_answers() {
-    let Some(ctx) = faulty("no-guest") else { return };
+    let Some(ctx) = faulty("no-guest") else {
+        return;
+    };
     let out = ctx.run(run_rm("silent", &["--timeout", "3s", "--timings"]));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
@@ -134,7 +143,9 @@ fn run_rm_with_a_guest_that_never_answers() {
 
 #[test]
 fn a_silent_guest_is_left_running_by_create_and_start_and_never_deleted_when_borrowed() {
-    let Some(ctx) = faulty("no-guest") else { return };
+    let Some(ctx) = faulty("no-guest") else {
+        return;
+    };
     let out = ctx.run(&banger_testkit::create_small("kept").with(&["--timeout", "2s"]));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
@@ -146,7 +157,17 @@ fn a_silent_guest_is_left_running_by_create_and_start_and_never_deleted_when_bor
     );
     assert_eq!(ctx.show("kept")["state"], "running");
     // `vm run --rm` on an existing VM leaves it, whatever happens.
-    let out = ctx.run(["vm", "run", "--rm", "--name", "kept", "--timeout", "2s", "--", "true"]);
+    let out = ctx.run([
+        "vm",
+        "run",
+        "--rm",
+        "--name",
+        "kept",
+        "--timeout",
+        "2s",
+        "--",
+        "true",
+    ]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
@@ -166,7 +187,9 @@ fn a_silent_guest_is_left_running_by_create_and_start_and_never_deleted_when_bor
 
 #[test]
 fn run_rm_deletes_its_vm_on_sigterm_during_the_wait() {
-    let Some(ctx) = faulty("no-guest") else { return };
+    let Some(ctx) = faulty("no-guest") else {
+        return;
+    };
     let child = ctx
         .cmd(run_rm("signalled", &["--timeout", "2m"]))
         .stdout(Stdio::piped())
@@ -197,7 +220,9 @@ fn run_rm_deletes_its_vm_on_sigterm_during_the_wait() {
 
 #[test]
 fn a_delete_removes_the_lock_file_even_while_a_start_waits_on_it() {
-    let Some(ctx) = faulty("no-guest") else { return };
+    let Some(ctx) = faulty("no-guest") else {
+        return;
+    };
     ctx.ok(&banger_testkit::create_small("doomed").with(&["--no-wait"]));
     // The guest ignores Ctrl-Alt-Del: the delete holds the lock for the
     // stop timeout (3 s) while the start waits on it.
@@ -224,10 +249,14 @@ fn a_delete_removes_the_lock_file_even_while_a_start_waits_on_it() {
     let stderr = String::from_utf8_lossy(&started.stderr);
     assert_eq!(started.status.code(), Some(1), "{stderr}");
     assert!(
-        stderr.contains("waiting for lock on VM doomed") && stderr.contains("no VM named \"doomed\""),
+        stderr.contains("waiting for lock on VM doomed")
+            && stderr.contains("no VM named \"doomed\""),
         "{stderr}"
     );
     assert_no_vm_left(&ctx, "after the delete and the start");
     // Nothing left for doctor or gc to call leaked.
-    assert_eq!(ctx.json(["gc", "--dry-run", "--json"]), serde_json::json!([]));
+    assert_eq!(
+        ctx.json(["gc", "--dry-run", "--json"]),
+        serde_json::json!([])
+    );
 }

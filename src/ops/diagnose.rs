@@ -94,7 +94,8 @@ fn read_since(path: &Path, from: u64) -> String {
 }
 
 /// The console's lines that are the guest's: not blank, not the VMM's own
-/// (Firecracker's log lines carry `[<id>:`, the test VMM's start `vmm-shim:`).
+/// (Firecracker's log lines carry `[<id>:`, its exit error is
+/// `Error: RunWithApi(…)`, the test VMM's lines start `vmm-shim:`).
 pub fn guest_lines<'a>(console: &'a str, id: &str) -> Vec<&'a str> {
     let own = format!("[{id}:");
     console
@@ -104,8 +105,16 @@ pub fn guest_lines<'a>(console: &'a str, id: &str) -> Vec<&'a str> {
             !line.trim().is_empty()
                 && !line.contains(own.as_str())
                 && !line.starts_with("vmm-shim:")
+                && !is_vmm_exit_error(line)
         })
         .collect()
+}
+
+/// Firecracker's last words on stderr: `Error: ` and a Rust debug value.
+fn is_vmm_exit_error(line: &str) -> bool {
+    line.strip_prefix("Error: ").is_some_and(|rest| {
+        rest.starts_with(|c: char| c.is_ascii_uppercase()) && !rest.contains(' ')
+    })
 }
 
 /// The likely reason a guest never answered.
@@ -280,6 +289,27 @@ mod tests {
             text.contains("KVM cannot run this guest") && text.contains("nested virtualization?")
         );
         assert!(text.contains("banger doctor --boot"), "{text}");
+    }
+
+    #[test]
+    fn firecracker_on_a_host_whose_kvm_cannot_run_the_guest() {
+        // As a real Firecracker v1.12 logged it here, 85 s after InstanceStart.
+        let vmm_log = "2026-12-01T10:28:04.320042900 [b13d3042b1:main:INFO] Artificially kick devices.\n\
+            2026-12-01T10:29:29.249570584 [b13d3042b1:fc_vcpu 0:ERROR] Received KVM_EXIT_INTERNAL_ERROR signal\n\
+            2026-12-01T10:29:29.276847361 [b13d3042b1:main:ERROR] Firecracker exiting with error. exit_code=1\n";
+        let console = "Error: RunWithApi(MicroVMStoppedWithError(GenericError))\n";
+        let guest = guest_lines(console, "b13d3042b1");
+        assert!(guest.is_empty(), "{guest:?}");
+        assert_eq!(
+            cause(vmm_log, &guest, false),
+            Some(Cause::KvmCannotRun {
+                error: "KVM_EXIT_INTERNAL_ERROR".into()
+            })
+        );
+        assert_eq!(
+            guest_lines("Error: no such file\n", ID),
+            ["Error: no such file"]
+        );
     }
 
     #[test]

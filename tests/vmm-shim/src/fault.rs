@@ -62,8 +62,9 @@ impl FakeStart {
             return Self { exit_at: None };
         }
         let lines = format!(
-            "[{id}:fc_vcpu 0] Failure in the Vcpu state: FaultyKvmExit(\"Unexpected kvm exit reason: KVM_EXIT_INTERNAL_ERROR\")\n\
-             [{id}:main] Vmm is stopping.\n"
+            "[{id}:fc_vcpu 0:ERROR] Received KVM_EXIT_INTERNAL_ERROR signal\n\
+             [{id}:main:INFO] Vmm is stopping.\n\
+             [{id}:main:ERROR] Firecracker exiting with error. exit_code=1\n"
         );
         if let Some(path) = log_path {
             let logged = std::fs::OpenOptions::new()
@@ -79,9 +80,14 @@ impl FakeStart {
         }
     }
 
-    /// Whether the shim should exit now.
+    /// Whether the shim should exit now; says so on stderr as Firecracker
+    /// does when its vCPU failed.
     pub fn exited(&self) -> bool {
-        self.exit_at.is_some_and(|at| Instant::now() >= at)
+        let exited = self.exit_at.is_some_and(|at| Instant::now() >= at);
+        if exited {
+            eprintln!("Error: RunWithApi(MicroVMStoppedWithError(GenericError))");
+        }
+        exited
     }
 }
 
@@ -108,7 +114,7 @@ mod tests {
         let start = FakeStart::begin(Fault::ExitAfterStart, "vm1", Some(&log));
         assert!(!start.exited());
         let text = std::fs::read_to_string(&log).unwrap();
-        assert!(text.contains("[vm1:fc_vcpu 0]") && text.contains("KVM_EXIT_INTERNAL_ERROR"));
+        assert!(text.contains("[vm1:fc_vcpu 0:ERROR]") && text.contains("KVM_EXIT_INTERNAL_ERROR"));
         std::thread::sleep(EXIT_AFTER);
         assert!(start.exited());
         assert!(!FakeStart::begin(Fault::NoGuest, "vm1", None).exited());

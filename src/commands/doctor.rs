@@ -206,8 +206,8 @@ fn kvm_hint(kind: std::io::ErrorKind, root: bool) -> &'static str {
 
 fn firecracker(config: &Config) -> Check {
     let hint = format!(
-        "download it from {} and put `firecracker` on PATH, or set BANGER_FIRECRACKER \
-         or `firecracker` in the config file",
+        "download it from Firecracker's releases page ({}) and put `firecracker` on PATH, \
+         or set BANGER_FIRECRACKER or `firecracker` in the config file",
         process::RELEASES_URL
     );
     let bin = match process::find_binary(config.firecracker.as_deref()) {

@@ -22,11 +22,15 @@ pub fn run(args: CreateArgs, global: &Global) -> Result<()> {
     {
         print_timings_if(args.spec.wait.timings, &timings);
         let evidence = Evidence::read(&ctx, &read.vm, LogMark::default());
-        eprint!("{evidence}");
         let left = Left::Kept {
             running: evidence.running,
         };
-        return Err(ops::ready::failure(err, read.vm.name.as_str(), left));
+        return Err(ops::ready::failure(
+            err,
+            read.vm.name.as_str(),
+            left,
+            &evidence.to_string(),
+        ));
     }
     if args.spec.wait.timings {
         print_timings(&timings);

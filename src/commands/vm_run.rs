@@ -107,8 +107,8 @@ impl Run<'_> {
 
     /// A start (`waited`: false) or a wait for the guest that failed: shows
     /// the timings and the logs' last lines (and, after a wait, the likely
-    /// cause), deletes the VM if this run should, and reports what became
-    /// of it. A signal ends the run with 128 + its number.
+    /// cause, under the error), deletes the VM if this run should, and
+    /// reports what became of it. A signal ends the run with 128 + its number.
     fn failed(
         &self,
         err: anyhow::Error,
@@ -121,11 +121,13 @@ impl Run<'_> {
             print_timings(timings);
         }
         let evidence = Evidence::read(self.ctx, vm, mark);
-        if waited {
-            eprint!("{evidence}");
+        // A failed wait shows it under its error; a failed start before it.
+        let shown = if waited {
+            evidence.to_string()
         } else {
             eprint!("{}", evidence.logs());
-        }
+            String::new()
+        };
         let left = if self.deletes() {
             self.clean_up(vm)?;
             Left::Deleted
@@ -134,7 +136,7 @@ impl Run<'_> {
                 running: evidence.running,
             }
         };
-        let err = ops::ready::failure(err, vm.name.as_str(), left);
+        let err = ops::ready::failure(err, vm.name.as_str(), left, &shown);
         match interrupt::caught() {
             Some(signal) => {
                 eprintln!("banger: {err}");

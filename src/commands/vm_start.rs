@@ -46,11 +46,10 @@ fn start_each(args: StartArgs, global: &Global, restart: bool) -> Result<()> {
                 print_timings(&timings);
             }
             let evidence = Evidence::read(&ctx, &vm, mark);
-            eprint!("{evidence}");
             let left = Left::Kept {
                 running: evidence.running,
             };
-            return Err(ops::ready::failure(err, name, left));
+            return Err(ops::ready::failure(err, name, left, &evidence.to_string()));
         }
         if args.wait.timings {
             print_timings(&timings);

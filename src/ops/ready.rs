@@ -46,9 +46,10 @@ pub enum Left {
 }
 
 /// The error to show for a failed wait: a [`NotReady`] completed with what
-/// became of the VM (never "left running" about one that is not); any other
-/// error as it is.
-pub fn failure(err: anyhow::Error, name: &str, left: Left) -> anyhow::Error {
+/// became of the VM (never "left running" about one that is not), then
+/// `evidence` (the logs' last lines and the likely cause, see
+/// [`super::diagnose`]) on the lines below; any other error as it is.
+pub fn failure(err: anyhow::Error, name: &str, left: Left, evidence: &str) -> anyhow::Error {
     if err.downcast_ref::<NotReady>().is_none() {
         return err;
     }
@@ -59,7 +60,12 @@ pub fn failure(err: anyhow::Error, name: &str, left: Left) -> anyhow::Error {
         }
         Left::Deleted => format!("VM {name} was deleted (--rm)"),
     };
-    anyhow!("{err}; {rest}")
+    let evidence = evidence.trim_end();
+    if evidence.is_empty() {
+        anyhow!("{err}; {rest}")
+    } else {
+        anyhow!("{err}; {rest}\n{evidence}")
+    }
 }
 
 /// Waits until the guest agent answers over vsock and port 22 accepts, then
@@ -228,23 +234,27 @@ mod tests {
                 problem: "agent: refused".into(),
             })
         };
-        let kept = failure(timed_out(), "x", Left::Kept { running: true }).to_string();
+        let kept = failure(timed_out(), "x", Left::Kept { running: true }, "").to_string();
         assert_eq!(
             kept,
             "VM x did not become ready within 5s (agent: refused); it is left running: \
              see `banger vm logs x`"
         );
-        let deleted = failure(timed_out(), "x", Left::Deleted).to_string();
+        let deleted = failure(timed_out(), "x", Left::Deleted, "VM x: evidence\n").to_string();
         assert!(!deleted.contains("running"), "{deleted}");
-        assert!(deleted.ends_with("VM x was deleted (--rm)"), "{deleted}");
+        assert!(
+            deleted.ends_with("VM x was deleted (--rm)\nVM x: evidence"),
+            "{deleted}"
+        );
         let stopped = failure(
             NotReady::Stopped { name: "x".into() }.into(),
             "x",
             Left::Kept { running: false },
+            "",
         )
         .to_string();
         assert!(stopped.contains("it is stopped"), "{stopped}");
-        let other = failure(anyhow!("disk full"), "x", Left::Deleted).to_string();
+        let other = failure(anyhow!("disk full"), "x", Left::Deleted, "logs").to_string();
         assert_eq!(other, "disk full");
     }
 }

@@ -392,12 +392,16 @@ _banger() {
             return 0
             ;;
         banger__subcmd__doctor)
-            opts="-v -h -V --json --verbose --help --version"
+            opts="-v -h -V --json --boot --timeout --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -1100,7 +1104,7 @@ _banger() {
             return 0
             ;;
         banger__subcmd__vm__subcmd__create)
-            opts="-v -h -V --image --vcpus --memory --disk-size --work-size --no-nat --ttl --no-wait --timeout --timings --no-start --json --verbose --help --version"
+            opts="-v -h -V --image --vcpus --memory --disk-size --work-size --no-nat --ttl --timeout --timings --no-wait --no-start --json --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1370,7 +1374,7 @@ _banger() {
             return 0
             ;;
         banger__subcmd__vm__subcmd__run)
-            opts="-v -h -V --name --image --vcpus --memory --disk-size --work-size --no-nat --ttl --no-wait --timeout --timings --rm --verbose --help --version"
+            opts="-v -h -V --name --image --vcpus --memory --disk-size --work-size --no-nat --ttl --timeout --timings --rm --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -58,12 +58,12 @@ complete -c banger -n "__fish_banger_using_subcommand vm; and __fish_seen_subcom
 complete -c banger -n "__fish_banger_using_subcommand vm; and __fish_seen_subcommand_from create" -l vcpus -d 'Number of vCPUs, 1-32 [default: 2]' -r
 complete -c banger -n "__fish_banger_using_subcommand vm; and __fish_seen_subcommand_from create" -l memory -d 'Memory in MiB, or a size such as 2G [default: 1024]' -r
 complete -c banger -n "__fish_banger_using_subcommand vm; and __fish_seen_subcommand_from create" -l disk-size -d 'Root disk size (default: the image\'s rootfs size)' -r
-complete -c banger -n "__fish_banger_using_subcommand vm; and __fish_seen_subcommand_from create" -l work-size -d 'Work disk size, mounted at /root [default: 8G]' -r
+complete -c banger -n "__fish_banger_using_subcommand vm; and __fish_seen_subcommand_from create" -l work-size -d 'Work disk size, mounted at /root, at least 64M [default: 8G]' -r
 complete -c banger -n "__fish_banger_using_subcommand vm; and __fish_seen_subcommand_from create" -l ttl -d 'Delete the VM after this long (`banger gc` enforces it), e.g. 2h' -r
 complete -c banger -n "__fish_banger_using_subcommand vm; and __fish_seen_subcommand_from create" -l timeout -d 'How long to wait for the guest [default: 5m]' -r
 complete -c banger -n "__fish_banger_using_subcommand vm; and __fish_seen_subcommand_from create" -l no-nat -d 'Do not give the VM outbound NAT'
-complete -c banger -n "__fish_banger_using_subcommand vm; and __fish_seen_subcommand_from create" -l no-wait -d 'Do not wait for the guest to answer (agent and SSH)'
 complete -c banger -n "__fish_banger_using_subcommand vm; and __fish_seen_subcommand_from create" -l timings -d 'Print how long each stage took'
+complete -c banger -n "__fish_banger_using_subcommand vm; and __fish_seen_subcommand_from create" -l no-wait -d 'Do not wait for the guest to answer (agent and SSH)'
 complete -c banger -n "__fish_banger_using_subcommand vm; and __fish_seen_subcommand_from create" -l no-start -d 'Create the VM and its disks without starting it'
 complete -c banger -n "__fish_banger_using_subcommand vm; and __fish_seen_subcommand_from create" -l json -d 'Print the VM as JSON'
 complete -c banger -n "__fish_banger_using_subcommand vm; and __fish_seen_subcommand_from create" -s v -l verbose -d 'Say more on stderr (repeat for more)'
@@ -74,13 +74,12 @@ complete -c banger -n "__fish_banger_using_subcommand vm; and __fish_seen_subcom
 complete -c banger -n "__fish_banger_using_subcommand vm; and __fish_seen_subcommand_from run" -l vcpus -d 'Number of vCPUs, 1-32 [default: 2]' -r
 complete -c banger -n "__fish_banger_using_subcommand vm; and __fish_seen_subcommand_from run" -l memory -d 'Memory in MiB, or a size such as 2G [default: 1024]' -r
 complete -c banger -n "__fish_banger_using_subcommand vm; and __fish_seen_subcommand_from run" -l disk-size -d 'Root disk size (default: the image\'s rootfs size)' -r
-complete -c banger -n "__fish_banger_using_subcommand vm; and __fish_seen_subcommand_from run" -l work-size -d 'Work disk size, mounted at /root [default: 8G]' -r
+complete -c banger -n "__fish_banger_using_subcommand vm; and __fish_seen_subcommand_from run" -l work-size -d 'Work disk size, mounted at /root, at least 64M [default: 8G]' -r
 complete -c banger -n "__fish_banger_using_subcommand vm; and __fish_seen_subcommand_from run" -l ttl -d 'Delete the VM after this long (`banger gc` enforces it), e.g. 2h' -r
 complete -c banger -n "__fish_banger_using_subcommand vm; and __fish_seen_subcommand_from run" -l timeout -d 'How long to wait for the guest [default: 5m]' -r
 complete -c banger -n "__fish_banger_using_subcommand vm; and __fish_seen_subcommand_from run" -l no-nat -d 'Do not give the VM outbound NAT'
-complete -c banger -n "__fish_banger_using_subcommand vm; and __fish_seen_subcommand_from run" -l no-wait -d 'Do not wait for the guest to answer (agent and SSH)'
 complete -c banger -n "__fish_banger_using_subcommand vm; and __fish_seen_subcommand_from run" -l timings -d 'Print how long each stage took'
-complete -c banger -n "__fish_banger_using_subcommand vm; and __fish_seen_subcommand_from run" -l rm -d 'Delete the VM afterwards, also when the command fails'
+complete -c banger -n "__fish_banger_using_subcommand vm; and __fish_seen_subcommand_from run" -l rm -d 'Delete the VM afterwards, also when anything fails (only a VM this run created)'
 complete -c banger -n "__fish_banger_using_subcommand vm; and __fish_seen_subcommand_from run" -s v -l verbose -d 'Say more on stderr (repeat for more)'
 complete -c banger -n "__fish_banger_using_subcommand vm; and __fish_seen_subcommand_from run" -s h -l help -d 'Print help'
 complete -c banger -n "__fish_banger_using_subcommand vm; and __fish_seen_subcommand_from run" -s V -l version -d 'Print version'
@@ -212,7 +211,9 @@ complete -c banger -n "__fish_banger_using_subcommand image; and __fish_seen_sub
 complete -c banger -n "__fish_banger_using_subcommand image; and __fish_seen_subcommand_from help" -f -a "delete" -d 'Delete an image no VM uses'
 complete -c banger -n "__fish_banger_using_subcommand image; and __fish_seen_subcommand_from help" -f -a "default" -d 'Make an image the default for new VMs'
 complete -c banger -n "__fish_banger_using_subcommand image; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c banger -n "__fish_banger_using_subcommand doctor" -l timeout -d 'How long --boot waits for the guest\'s agent' -r
 complete -c banger -n "__fish_banger_using_subcommand doctor" -l json -d 'Print JSON'
+complete -c banger -n "__fish_banger_using_subcommand doctor" -l boot -d 'Also boot the default image once in a throwaway VM (always deleted)'
 complete -c banger -n "__fish_banger_using_subcommand doctor" -s v -l verbose -d 'Say more on stderr (repeat for more)'
 complete -c banger -n "__fish_banger_using_subcommand doctor" -s h -l help -d 'Print help'
 complete -c banger -n "__fish_banger_using_subcommand doctor" -s V -l version -d 'Print version'

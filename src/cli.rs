@@ -94,8 +94,8 @@ pub struct VmSpec {
     /// Root disk size (default: the image's rootfs size)
     #[arg(long, value_parser = parse::size, allow_hyphen_values = true)]
     pub disk_size: Option<u64>,
-    /// Work disk size, mounted at /root [default: 8G]
-    #[arg(long, value_parser = parse::size, allow_hyphen_values = true)]
+    /// Work disk size, mounted at /root, at least 64M [default: 8G]
+    #[arg(long, value_parser = parse::work_size, allow_hyphen_values = true)]
     pub work_size: Option<u64>,
     /// Do not give the VM outbound NAT
     #[arg(long)]
@@ -123,12 +123,10 @@ impl VmSpec {
     }
 }
 
-/// How `vm create`, `vm run`, `vm start` and `vm restart` wait for the guest.
+/// How `vm create`, `vm run`, `vm start` and `vm restart` wait for the guest
+/// (`vm run` always waits: `--no-wait` belongs to the others).
 #[derive(Debug, Clone, Args)]
 pub struct WaitArgs {
-    /// Do not wait for the guest to answer (agent and SSH)
-    #[arg(long)]
-    pub no_wait: bool,
     /// How long to wait for the guest [default: 5m]
     #[arg(long, value_parser = parse::duration, allow_hyphen_values = true)]
     pub timeout: Option<Duration>,
@@ -144,6 +142,9 @@ pub struct CreateArgs {
     pub name: Option<VmName>,
     #[command(flatten)]
     pub spec: VmSpec,
+    /// Do not wait for the guest to answer (agent and SSH)
+    #[arg(long)]
+    pub no_wait: bool,
     /// Create the VM and its disks without starting it
     #[arg(long)]
     pub no_start: bool,
@@ -159,7 +160,8 @@ pub struct RunArgs {
     pub name: Option<VmName>,
     #[command(flatten)]
     pub spec: VmSpec,
-    /// Delete the VM afterwards, also when the command fails
+    /// Delete the VM afterwards, also when anything fails (only a VM this
+    /// run created)
     #[arg(long)]
     pub rm: bool,
     /// Command to run (a shell when omitted)
@@ -171,6 +173,9 @@ pub struct RunArgs {
 pub struct StartArgs {
     #[arg(required = true, value_parser = VmName::parse)]
     pub names: Vec<VmName>,
+    /// Do not wait for the guest to answer (agent and SSH)
+    #[arg(long)]
+    pub no_wait: bool,
     #[command(flatten)]
     pub wait: WaitArgs,
 }
@@ -326,6 +331,12 @@ pub struct DoctorArgs {
     /// Print JSON
     #[arg(long)]
     pub json: bool,
+    /// Also boot the default image once in a throwaway VM (always deleted)
+    #[arg(long)]
+    pub boot: bool,
+    /// How long --boot waits for the guest's agent
+    #[arg(long, requires = "boot", default_value = "60s", value_parser = parse::duration, allow_hyphen_values = true)]
+    pub timeout: Duration,
 }
 
 #[derive(Debug, Args)]

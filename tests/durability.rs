@@ -231,7 +231,7 @@ fn a_full_disk_fails_clearly_and_leaves_nothing_half_made() {
         rootfs.to_str().unwrap(),
         "--default",
     ]);
-    ctx.ok(&["vm", "create", "keep", "--no-start", "--work-size", "16M"]);
+    ctx.ok(&["vm", "create", "keep", "--no-start", "--work-size", "64M"]);
     let keep = ctx.show("keep");
     let keep_dir = ctx.home.join("vms").join(keep["id"].as_str().unwrap());
     let keep_work = sha(&keep_dir.join("work.ext4"));

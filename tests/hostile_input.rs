@@ -177,7 +177,7 @@ fn hostile_arguments_are_refused_by_name_and_create_nothing() {
         for args in [
             vec!["vm", "create", n, "--no-start"],
             vec!["vm", "create", "--image", n, "--no-start"],
-            vec!["vm", "run", "--name", n, "--no-wait", "--", "true"],
+            vec!["vm", "run", "--name", n, "--", "true"],
             vec!["vm", "start", n],
             vec!["vm", "stop", n],
             vec!["vm", "restart", n],

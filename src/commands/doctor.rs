@@ -1,8 +1,11 @@
 //! `banger doctor`: one line per prerequisite with pass / warn / fail and a
-//! hint saying how to fix it. Exits 1 when any check fails.
+//! hint saying how to fix it (only where something is to be done, said
+//! once); `--boot` also boots the default image in a throwaway VM. Exits 1
+//! when any check fails.
 
 use std::path::Path;
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use serde::Serialize;
@@ -14,9 +17,20 @@ use crate::host::firecracker::process;
 use crate::host::image::{Manifest, ManifestFile};
 use crate::host::run::{self as host_run, RunError};
 use crate::host::{dns, net};
+use crate::ops;
+use crate::ops::diagnose::{Evidence, LogMark};
 use crate::state::config::Config;
+use crate::state::parse::{MIN_WORK_SIZE, format_duration};
 use crate::state::paths::Paths;
-use crate::vm::Ctx;
+use crate::vm::{Ctx, LockedVm};
+
+/// The hint of a check that failed only because banger is not root: the
+/// `root` check says what to do.
+const NEEDS_ROOT: &str = "needs root (see `root` above)";
+
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -100,11 +114,20 @@ pub fn run(args: DoctorArgs, global: &super::Global) -> Result<i32> {
             checks.push(sidecar(&ctx));
             checks.push(leftovers(&ctx));
         }
-        Err(e) => checks.push(fail(
-            "state",
-            format!("{e:#}"),
-            "run as root, or set BANGER_HOME to a writable directory",
-        )),
+        Err(e) => {
+            let hint = if is_root() {
+                "check BANGER_HOME and BANGER_RUN_DIR (see the error)"
+            } else {
+                NEEDS_ROOT
+            };
+            checks.push(fail("state", format!("{e:#}"), hint));
+        }
+    }
+    if args.boot {
+        checks.push(match global.ctx() {
+            Ok(ctx) => boot(&ctx, args.timeout),
+            Err(e) => fail("boot", format!("cannot boot: {e:#}"), "fix `state` first"),
+        });
     }
     let failed = checks.iter().any(|c| c.status == Status::Fail);
     if args.json {
@@ -146,7 +169,7 @@ fn kvm() -> Check {
             return fail(
                 "kvm",
                 format!("/dev/kvm: {e}"),
-                "enable virtualisation (VT-x/AMD-V) and load kvm_intel or kvm_amd",
+                kvm_hint(e.kind(), is_root()),
             );
         }
     };
@@ -167,11 +190,33 @@ fn kvm() -> Check {
     }
 }
 
+/// What to do about `/dev/kvm` failing to open with `kind`.
+fn kvm_hint(kind: std::io::ErrorKind, root: bool) -> &'static str {
+    match kind {
+        std::io::ErrorKind::PermissionDenied if !root => NEEDS_ROOT,
+        std::io::ErrorKind::PermissionDenied => {
+            "check /dev/kvm's permissions (a security module may deny it)"
+        }
+        std::io::ErrorKind::NotFound => {
+            "enable virtualisation (VT-x/AMD-V) in the firmware and load kvm_intel or kvm_amd"
+        }
+        _ => "check that /dev/kvm is a KVM device",
+    }
+}
+
 fn firecracker(config: &Config) -> Check {
-    let hint = "download Firecracker from its GitHub releases page and put `firecracker` on PATH, \
-                or set BANGER_FIRECRACKER or `firecracker` in the config file";
+    let hint = format!(
+        "download it from Firecracker's releases page ({}) and put `firecracker` on PATH, \
+         or set BANGER_FIRECRACKER or `firecracker` in the config file",
+        process::RELEASES_URL
+    );
     let bin = match process::find_binary(config.firecracker.as_deref()) {
         Ok(bin) => bin,
+        Err(process::FcError::NotFound { looked }) => {
+            // Where it looked, without the advice (the hint says it) or PATH.
+            let looked = looked.split(" (").next().unwrap_or(&looked).to_owned();
+            return fail("firecracker", format!("not found: {looked}"), hint);
+        }
         Err(e) => return fail("firecracker", e.to_string(), hint),
     };
     match process::version(&bin) {
@@ -189,7 +234,11 @@ fn firecracker(config: &Config) -> Check {
             format!("{} v{major}.{minor}.{patch} is too old", bin.display()),
             hint,
         ),
-        Err(e) => fail("firecracker", format!("{}: {e}", bin.display()), hint),
+        Err(e) => fail(
+            "firecracker",
+            format!("{}: {e}", bin.display()),
+            "check that it is Firecracker and runs on this host",
+        ),
     }
 }
 
@@ -229,7 +278,11 @@ fn reflink(paths: &Paths) -> Check {
         Err(e) => fail(
             "reflink",
             format!("cannot write in {}: {e:#}", base.display()),
-            "check BANGER_HOME's permissions",
+            if is_root() {
+                "check BANGER_HOME's permissions"
+            } else {
+                NEEDS_ROOT
+            },
         ),
     }
 }
@@ -304,10 +357,10 @@ fn e2fsprogs() -> Check {
 fn ip_forward() -> Check {
     match std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward") {
         Ok(v) if v.trim() == "1" => pass("ip forwarding", "enabled"),
-        _ => warn(
+        // Nothing to do: say so without a warning.
+        _ => pass(
             "ip forwarding",
-            "disabled",
-            "banger enables it when it sets up the bridge; nothing to do",
+            "off for now (banger enables it when it sets up the bridge)",
         ),
     }
 }
@@ -328,7 +381,11 @@ fn bridge(config: &Config) -> Check {
         Err(e) => fail(
             "bridge",
             e.to_string(),
-            "check netlink access (are you root?)",
+            if is_root() {
+                "check netlink access"
+            } else {
+                NEEDS_ROOT
+            },
         ),
     }
 }
@@ -360,10 +417,12 @@ fn resolved(config: &Config) -> Check {
             format!("systemd-resolved routes ~{} to {gateway}", config.domain),
         )
     } else {
-        warn(
+        pass(
             "vm names",
-            format!("~{} is not routed yet", config.domain),
-            "banger routes it when it sets up the bridge",
+            format!(
+                "~{} not routed yet (banger routes it when it sets up the bridge)",
+                config.domain
+            ),
         )
     }
 }
@@ -471,5 +530,115 @@ fn leftovers(ctx: &Ctx) -> Check {
             format!("could not check: {e:#}"),
             "run `banger gc -v`",
         ),
+    }
+}
+
+/// `--boot`: boots the default image once in a throwaway VM (deleted
+/// whatever happens, also on SIGINT/SIGTERM/SIGHUP) and says whether its
+/// guest reached the agent within `timeout`, or what stopped it (the logs'
+/// last lines go to stderr).
+fn boot(ctx: &Ctx, timeout: Duration) -> Check {
+    match ctx.store.default_image() {
+        Ok(Some(_)) => {}
+        Ok(None) => {
+            return warn(
+                "boot",
+                "no default image to boot",
+                "`banger image build default`, then `banger doctor --boot`",
+            );
+        }
+        Err(e) => return fail("boot", e.to_string(), "see the error"),
+    }
+    ops::interrupt::catch();
+    let spec = ops::create::Spec {
+        vcpus: Some(1),
+        work_size: Some(MIN_WORK_SIZE),
+        nat: false,
+        ..ops::create::Spec::default()
+    };
+    let mut timings = ctx.timings();
+    let vm = match ops::create::create(ctx, &spec, false, &mut timings) {
+        Ok(read) => read.vm,
+        Err(e) => {
+            return fail(
+                "boot",
+                format!("cannot create a VM: {e:#}"),
+                "see the error",
+            );
+        }
+    };
+    let started = Instant::now();
+    let outcome = LockedVm::lock(ctx, vm.clone())
+        .and_then(|mut locked| locked.start(&mut timings).map(drop))
+        .map_err(|e| (e, false))
+        .and_then(|()| {
+            ops::ready::wait(ctx, &vm, Some(timeout), &mut timings).map_err(|e| (e, true))
+        });
+    let evidence = outcome
+        .is_err()
+        .then(|| Evidence::read(ctx, &vm, LogMark::default()));
+    let deleted = ctx
+        .store
+        .find_vm(vm.name.as_str())
+        .map_err(anyhow::Error::from)
+        .and_then(|found| match found {
+            Some(found) => LockedVm::lock(ctx, found)?.delete(true),
+            None => Ok(()),
+        });
+    let check = match (outcome, evidence) {
+        (Ok(()), _) => pass(
+            "boot",
+            format!(
+                "a guest of image {} reached its agent in {:.1}s",
+                vm.image,
+                started.elapsed().as_secs_f64()
+            ),
+        ),
+        (Err((e, waited)), Some(evidence)) => {
+            if waited {
+                eprint!("{evidence}");
+            } else {
+                eprint!("{}", evidence.logs());
+            }
+            let hint = match evidence.cause().filter(|_| waited) {
+                Some(cause) => cause.to_string(),
+                None => "see the VMM's log above".to_owned(),
+            };
+            fail(
+                "boot",
+                format!(
+                    "image {} did not boot within {}: {e:#}",
+                    vm.image,
+                    format_duration(timeout)
+                ),
+                hint,
+            )
+        }
+        (Err((e, _)), None) => fail("boot", format!("{e:#}"), "see the error"),
+    };
+    match deleted {
+        Ok(()) => check,
+        Err(e) => fail(
+            "boot",
+            format!(
+                "{}; and the throwaway VM {} was not deleted: {e:#}",
+                check.detail, vm.name
+            ),
+            format!("`banger vm rm {}`", vm.name),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::ErrorKind;
+
+    #[test]
+    fn kvm_hints_fit_the_user() {
+        assert_eq!(kvm_hint(ErrorKind::PermissionDenied, false), NEEDS_ROOT);
+        assert!(!kvm_hint(ErrorKind::PermissionDenied, true).contains("VT-x"));
+        assert!(kvm_hint(ErrorKind::NotFound, true).contains("VT-x"));
+        assert!(kvm_hint(ErrorKind::NotFound, false).contains("VT-x"));
     }
 }

@@ -1,18 +1,36 @@
 //! `banger vm create`: allocate a VM, make its disks, start it, wait for it.
+//! A VM that does not answer is left as it is, with its logs' last lines
+//! and the likely cause on stderr.
 
 use anyhow::Result;
 
 use super::{Global, VmView, print_json, print_timings};
 use crate::cli::CreateArgs;
 use crate::ops;
+use crate::ops::diagnose::{Evidence, LogMark};
+use crate::ops::ready::Left;
 
 pub fn run(args: CreateArgs, global: &Global) -> Result<()> {
     let ctx = global.ctx()?;
     let mut timings = ctx.timings();
     let spec = args.spec.resolve(args.name);
-    let read = ops::create::create(&ctx, &spec, !args.no_start, &mut timings)?;
-    if !args.no_start && !args.spec.wait.no_wait {
-        ops::ready::wait(&ctx, &read.vm, args.spec.wait.timeout, &mut timings)?;
+    let read = ops::create::create(&ctx, &spec, !args.no_start, &mut timings)
+        .inspect_err(|_| print_timings_if(args.spec.wait.timings, &timings))?;
+    if !args.no_start
+        && !args.no_wait
+        && let Err(err) = ops::ready::wait(&ctx, &read.vm, args.spec.wait.timeout, &mut timings)
+    {
+        print_timings_if(args.spec.wait.timings, &timings);
+        let evidence = Evidence::read(&ctx, &read.vm, LogMark::default());
+        let left = Left::Kept {
+            running: evidence.running,
+        };
+        return Err(ops::ready::failure(
+            err,
+            read.vm.name.as_str(),
+            left,
+            &evidence.to_string(),
+        ));
     }
     if args.spec.wait.timings {
         print_timings(&timings);
@@ -35,4 +53,10 @@ pub fn run(args: CreateArgs, global: &Global) -> Result<()> {
     );
     println!("{}", read.vm.name);
     Ok(())
+}
+
+fn print_timings_if(wanted: bool, timings: &crate::vm::Timings) {
+    if wanted {
+        print_timings(timings);
+    }
 }

@@ -1,12 +1,19 @@
 //! `banger vm run`: create (or start, or reuse) a VM, wait until it answers,
-//! run a command in it over SSH and return that command's exit code.
+//! run a command in it over SSH and return that command's exit code. With
+//! `--rm`, a VM this run created is deleted afterwards whatever happened
+//! (a failed start or wait, the command's failure, SIGINT/SIGTERM/SIGHUP),
+//! after its logs' last lines have been shown; a VM it only borrowed stays.
 
 use anyhow::{Context, Result};
 
 use super::{Global, print_timings};
 use crate::cli::RunArgs;
 use crate::ops;
-use crate::vm::LockedVm;
+use crate::ops::diagnose::{Evidence, LogMark};
+use crate::ops::interrupt;
+use crate::ops::ready::Left;
+use crate::state::model::Vm;
+use crate::vm::{Ctx, LockedVm, Timings};
 
 pub fn run(args: RunArgs, global: &Global) -> Result<i32> {
     let ctx = global.ctx()?;
@@ -15,32 +22,127 @@ pub fn run(args: RunArgs, global: &Global) -> Result<i32> {
         Some(name) => ctx.store.find_vm(name.as_str())?,
         None => None,
     };
-    let vm = match existing {
+    if args.rm {
+        match &existing {
+            Some(vm) => eprintln!(
+                "banger: VM {} existed before this run; --rm leaves it",
+                vm.name
+            ),
+            None => interrupt::catch(),
+        }
+    }
+    let run = Run {
+        ctx: &ctx,
+        args: &args,
+        created: existing.is_none(),
+    };
+    let (vm, mark) = match existing {
         Some(vm) => {
-            let mut vm = LockedVm::lock(&ctx, vm)?;
-            if vm.observed().pid.is_none() {
-                vm.start(&mut timings)?;
+            let mut locked = LockedVm::lock(&ctx, vm)?;
+            let mark = LogMark::of(&ctx, locked.vm());
+            if locked.observed().pid.is_none()
+                && let Err(err) = locked.start(&mut timings)
+            {
+                let vm = locked.vm().clone();
+                drop(locked);
+                return run.failed(err, &vm, mark, &timings, false);
             }
-            vm.read().vm
+            (locked.read().vm, mark)
         }
         None => {
+            // A missing VMM is known now: refuse before making anything.
+            ctx.host.vmm.binary()?;
             let spec = args.spec.resolve(args.name.clone());
-            ops::create::create(&ctx, &spec, true, &mut timings)?.vm
+            let made = ops::create::create(&ctx, &spec, false, &mut timings)?.vm;
+            let mut locked = LockedVm::lock(&ctx, made)?;
+            let started = match interrupt::caught() {
+                Some(_) => Ok(0),
+                None => locked.start(&mut timings),
+            };
+            let vm = locked.read().vm;
+            drop(locked);
+            if let Err(err) = started {
+                return run.failed(err, &vm, LogMark::default(), &timings, false);
+            }
+            (vm, LogMark::default())
         }
     };
-    let outcome =
-        ops::ready::wait(&ctx, &vm, args.spec.wait.timeout, &mut timings).and_then(|()| {
-            if args.spec.wait.timings {
-                print_timings(&timings);
-            }
-            ops::ssh::run(&ctx, &vm, &args.command)
-        });
-    if args.rm {
-        let vm = ctx.store.vm(vm.name.as_str())?;
-        let name = vm.name.clone();
-        LockedVm::lock(&ctx, vm)?
-            .delete(true)
-            .with_context(|| format!("cannot delete VM {name}"))?;
+    if let Err(err) = ops::ready::wait(&ctx, &vm, args.spec.wait.timeout, &mut timings) {
+        return run.failed(err, &vm, mark, &timings, true);
     }
+    if args.spec.wait.timings {
+        print_timings(&timings);
+    }
+    let outcome = ops::ssh::run(&ctx, &vm, &args.command);
+    run.clean_up(&vm)?;
     outcome
+}
+
+/// One `vm run`: what it was asked and whether it created its VM.
+struct Run<'a> {
+    ctx: &'a Ctx,
+    args: &'a RunArgs,
+    created: bool,
+}
+
+impl Run<'_> {
+    /// Whether this run deletes its VM when it ends.
+    fn deletes(&self) -> bool {
+        self.args.rm && self.created
+    }
+
+    /// Deletes the VM if this run should.
+    fn clean_up(&self, vm: &Vm) -> Result<()> {
+        if !self.deletes() {
+            return Ok(());
+        }
+        let Some(vm) = self.ctx.store.find_vm(vm.name.as_str())? else {
+            return Ok(());
+        };
+        let name = vm.name.clone();
+        LockedVm::lock(self.ctx, vm)?
+            .delete(true)
+            .with_context(|| format!("cannot delete VM {name}"))
+    }
+
+    /// A start (`waited`: false) or a wait for the guest that failed: shows
+    /// the timings and the logs' last lines (and, after a wait, the likely
+    /// cause, under the error), deletes the VM if this run should, and
+    /// reports what became of it. A signal ends the run with 128 + its number.
+    fn failed(
+        &self,
+        err: anyhow::Error,
+        vm: &Vm,
+        mark: LogMark,
+        timings: &Timings,
+        waited: bool,
+    ) -> Result<i32> {
+        if self.args.spec.wait.timings {
+            print_timings(timings);
+        }
+        let evidence = Evidence::read(self.ctx, vm, mark);
+        // A failed wait shows it under its error; a failed start before it.
+        let shown = if waited {
+            evidence.to_string()
+        } else {
+            eprint!("{}", evidence.logs());
+            String::new()
+        };
+        let left = if self.deletes() {
+            self.clean_up(vm)?;
+            Left::Deleted
+        } else {
+            Left::Kept {
+                running: evidence.running,
+            }
+        };
+        let err = ops::ready::failure(err, vm.name.as_str(), left, &shown);
+        match interrupt::caught() {
+            Some(signal) => {
+                eprintln!("banger: {err}");
+                Ok(interrupt::exit_code(signal))
+            }
+            None => Err(err),
+        }
+    }
 }

@@ -1,10 +1,13 @@
-//! `banger vm start` and `banger vm restart`.
+//! `banger vm start` and `banger vm restart`. A VM that does not answer is
+//! left as it is, with its logs' last lines and the likely cause on stderr.
 
 use anyhow::Result;
 
 use super::{Global, print_timings};
 use crate::cli::StartArgs;
 use crate::ops;
+use crate::ops::diagnose::{Evidence, LogMark};
+use crate::ops::ready::Left;
 use crate::vm::LockedVm;
 use crate::vm::status::Next;
 
@@ -29,10 +32,24 @@ fn start_each(args: StartArgs, global: &Global, restart: bool) -> Result<()> {
             vm.stop(ctx.config.stop_timeout, false)?;
         }
         let mut timings = ctx.timings();
-        vm.start(&mut timings)?;
+        let mark = LogMark::of(&ctx, vm.vm());
+        vm.start(&mut timings).inspect_err(|_| {
+            if args.wait.timings {
+                print_timings(&timings);
+            }
+        })?;
         let vm = vm.read().vm;
-        if !args.wait.no_wait {
-            ops::ready::wait(&ctx, &vm, args.wait.timeout, &mut timings)?;
+        if !args.no_wait
+            && let Err(err) = ops::ready::wait(&ctx, &vm, args.wait.timeout, &mut timings)
+        {
+            if args.wait.timings {
+                print_timings(&timings);
+            }
+            let evidence = Evidence::read(&ctx, &vm, mark);
+            let left = Left::Kept {
+                running: evidence.running,
+            };
+            return Err(ops::ready::failure(err, name, left, &evidence.to_string()));
         }
         if args.wait.timings {
             print_timings(&timings);

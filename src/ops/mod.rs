@@ -1,12 +1,14 @@
 //! The flows commands share, below the CLI and above the VM type: create a
-//! VM, wait for it, run a command in it over SSH, install and build images,
-//! sweep leaks, measure. Commands call these and print; these never print
+//! VM, wait for it (and explain why it did not answer), run a command in it
+//! over SSH, install and build images, sweep leaks, measure. Commands call these and print; these never print
 //! results (only progress and warnings on stderr) and never parse arguments.
 
 pub mod bench;
 pub mod create;
+pub mod diagnose;
 pub mod gc;
 pub mod images;
+pub mod interrupt;
 pub mod ready;
 pub mod ssh;
 

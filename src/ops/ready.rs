@@ -1,67 +1,260 @@
 //! Waiting until a started VM answers: the guest agent over vsock and SSH
-//! on port 22; then its host key is pinned.
+//! on port 22; then its host key is pinned. Progress shows on stderr (a
+//! spinner on a terminal, a line every 10 s otherwise); a wait that fails
+//! says why as a [`NotReady`].
 
 use std::io::IsTerminal;
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use anyhow::{Result, bail};
+use anyhow::{Result, anyhow};
 
+use super::interrupt;
 use crate::host::{ssh, vsock};
 use crate::state::model::Vm;
+use crate::state::parse::format_duration;
 use crate::vm::{Ctx, Timings, VmRead};
+
+/// How often a wait that is not on a terminal says it is still waiting.
+const PIPE_EVERY: Duration = Duration::from_secs(10);
+
+/// Why a wait ended without the guest answering.
+#[derive(Debug, thiserror::Error)]
+pub enum NotReady {
+    #[error("VM {name} stopped while booting")]
+    Stopped { name: String },
+    #[error("VM {name} did not become ready within {timeout} ({problem})")]
+    TimedOut {
+        name: String,
+        timeout: String,
+        problem: String,
+    },
+    #[error("interrupted by {signal} while waiting for VM {name}")]
+    Interrupted {
+        name: String,
+        signal: nix::sys::signal::Signal,
+    },
+}
+
+/// What became of a VM whose wait failed, for the message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Left {
+    /// It was kept; `running` says whether its VMM still runs.
+    Kept { running: bool },
+    /// `vm run --rm` deleted it.
+    Deleted,
+}
+
+/// The error to show for a failed wait: a [`NotReady`] completed with what
+/// became of the VM (never "left running" about one that is not), then
+/// `evidence` (the logs' last lines and the likely cause, see
+/// [`super::diagnose`]) on the lines below; any other error as it is.
+pub fn failure(err: anyhow::Error, name: &str, left: Left, evidence: &str) -> anyhow::Error {
+    if err.downcast_ref::<NotReady>().is_none() {
+        return err;
+    }
+    let rest = match left {
+        Left::Kept { running: true } => format!("it is left running: see `banger vm logs {name}`"),
+        Left::Kept { running: false } => {
+            format!("it is stopped: see `banger vm logs {name}` and `banger vm logs {name} --vmm`")
+        }
+        Left::Deleted => format!("VM {name} was deleted (--rm)"),
+    };
+    let evidence = evidence.trim_end();
+    if evidence.is_empty() {
+        anyhow!("{err}; {rest}")
+    } else {
+        anyhow!("{err}; {rest}\n{evidence}")
+    }
+}
 
 /// Waits until the guest agent answers over vsock and port 22 accepts, then
 /// pins the host key the agent reports. Leaves the VM running on timeout.
+/// Ends early, as [`NotReady::Interrupted`], on a signal caught by
+/// [`interrupt::catch`].
 pub fn wait(ctx: &Ctx, vm: &Vm, timeout: Option<Duration>, timings: &mut Timings) -> Result<()> {
     let timeout = timeout.unwrap_or(ctx.config.wait_timeout);
-    let spinner = std::io::stderr().is_terminal().then(|| {
-        let bar = indicatif::ProgressBar::new_spinner();
-        bar.set_message(format!("waiting for VM {} to boot", vm.name));
-        bar.enable_steady_tick(Duration::from_millis(120));
-        bar
-    });
-    let result = timings.time("ready", || wait_for_guest(ctx, vm, timeout));
-    if let Some(bar) = spinner {
-        bar.finish_and_clear();
-    }
+    let mut progress = Progress::new(vm.name.as_str(), timeout);
+    let result = timings.time("ready", || wait_for_guest(ctx, vm, timeout, &mut progress));
+    progress.finish();
     result
 }
 
-fn wait_for_guest(ctx: &Ctx, vm: &Vm, timeout: Duration) -> Result<()> {
+/// What the wait is waiting for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    Agent,
+    Ssh,
+}
+
+/// The spinner's text: `VM x: waiting for the agent (12s of 5m)`.
+pub fn spinner_text(name: &str, stage: Stage, elapsed: Duration, timeout: Duration) -> String {
+    let what = match stage {
+        Stage::Agent => "waiting for the agent",
+        Stage::Ssh => "waiting for SSH",
+    };
+    format!(
+        "VM {name}: {what} ({} of {})",
+        format_duration(elapsed),
+        format_duration(timeout)
+    )
+}
+
+/// The line printed every 10 s off a terminal:
+/// `waiting for VM x: agent not answering yet (20s of 5m)`.
+pub fn pipe_line(name: &str, stage: Stage, elapsed: Duration, timeout: Duration) -> String {
+    let what = match stage {
+        Stage::Agent => "agent",
+        Stage::Ssh => "SSH",
+    };
+    format!(
+        "waiting for VM {name}: {what} not answering yet ({} of {})",
+        format_duration(elapsed),
+        format_duration(timeout)
+    )
+}
+
+/// Progress on stderr: a spinner on a terminal, else a line every 10 s.
+struct Progress<'a> {
+    name: &'a str,
+    timeout: Duration,
+    started: Instant,
+    bar: Option<indicatif::ProgressBar>,
+    lines: u32,
+}
+
+impl<'a> Progress<'a> {
+    fn new(name: &'a str, timeout: Duration) -> Self {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = indicatif::ProgressBar::new_spinner();
+            bar.set_message(spinner_text(name, Stage::Agent, Duration::ZERO, timeout));
+            bar.enable_steady_tick(Duration::from_millis(120));
+            bar
+        });
+        Self {
+            name,
+            timeout,
+            started: Instant::now(),
+            bar,
+            lines: 0,
+        }
+    }
+
+    fn update(&mut self, stage: Stage) {
+        let elapsed = self.started.elapsed();
+        match &self.bar {
+            Some(bar) => bar.set_message(spinner_text(self.name, stage, elapsed, self.timeout)),
+            None => {
+                let due = PIPE_EVERY * (self.lines + 1);
+                if elapsed >= due {
+                    eprintln!("{}", pipe_line(self.name, stage, due, self.timeout));
+                    self.lines += 1;
+                }
+            }
+        }
+    }
+
+    fn finish(self) {
+        if let Some(bar) = self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+fn wait_for_guest(ctx: &Ctx, vm: &Vm, timeout: Duration, progress: &mut Progress) -> Result<()> {
     let deadline = Instant::now() + timeout;
     let uds = ctx.paths.vsock_uds(&vm.id);
     let ssh_addr = SocketAddr::from((vm.ip, 22));
+    let name = vm.name.to_string();
     let mut last_problem = String::from("no answer yet");
+    let mut stage = Stage::Agent;
     while Instant::now() < deadline {
+        if let Some(signal) = interrupt::caught() {
+            return Err(NotReady::Interrupted { name, signal }.into());
+        }
         if VmRead::observe(ctx, vm.clone()).observed.pid.is_none() {
-            bail!(
-                "VM {} stopped while booting; see `banger vm logs {}`",
-                vm.name,
-                vm.name
-            );
+            return Err(NotReady::Stopped { name }.into());
         }
         match vsock::ping(&uds, Duration::from_secs(2)) {
-            Ok(reply) => match (
-                reply.ssh_host_key,
-                TcpStream::connect_timeout(&ssh_addr, Duration::from_secs(1)),
-            ) {
-                (Some(key), Ok(_)) => {
-                    let hosts = [vm.ip.to_string(), ctx.dns_name(vm)];
-                    ssh::pin_host_key(&ctx.paths.known_hosts(), &hosts, &key)?;
-                    return Ok(());
+            Ok(reply) => {
+                stage = Stage::Ssh;
+                match (
+                    reply.ssh_host_key,
+                    TcpStream::connect_timeout(&ssh_addr, Duration::from_secs(1)),
+                ) {
+                    (Some(key), Ok(_)) => {
+                        let hosts = [vm.ip.to_string(), ctx.dns_name(vm)];
+                        ssh::pin_host_key(&ctx.paths.known_hosts(), &hosts, &key)?;
+                        return Ok(());
+                    }
+                    (None, _) => last_problem = "the guest has no SSH host key yet".into(),
+                    (_, Err(e)) => last_problem = format!("SSH port: {e}"),
                 }
-                (None, _) => last_problem = "the guest has no SSH host key yet".into(),
-                (_, Err(e)) => last_problem = format!("SSH port: {e}"),
-            },
+            }
             Err(e) => last_problem = format!("agent: {e}"),
         }
+        progress.update(stage);
         std::thread::sleep(Duration::from_millis(250));
     }
-    bail!(
-        "VM {} did not become ready within {}s ({last_problem}); it is left running: see `banger vm logs {}`",
-        vm.name,
-        timeout.as_secs(),
-        vm.name
-    )
+    Err(NotReady::TimedOut {
+        name,
+        timeout: format_duration(timeout),
+        problem: last_problem,
+    }
+    .into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_says_the_stage_the_elapsed_time_and_the_timeout() {
+        let five_min = Duration::from_secs(300);
+        assert_eq!(
+            spinner_text("x", Stage::Agent, Duration::from_secs(12), five_min),
+            "VM x: waiting for the agent (12s of 5m)"
+        );
+        assert_eq!(
+            spinner_text("x", Stage::Ssh, Duration::from_secs(75), five_min),
+            "VM x: waiting for SSH (1m15s of 5m)"
+        );
+        assert_eq!(
+            pipe_line("x", Stage::Agent, Duration::from_secs(20), five_min),
+            "waiting for VM x: agent not answering yet (20s of 5m)"
+        );
+    }
+
+    #[test]
+    fn a_failed_wait_says_what_became_of_the_vm() {
+        let timed_out = || {
+            anyhow::Error::from(NotReady::TimedOut {
+                name: "x".into(),
+                timeout: "5s".into(),
+                problem: "agent: refused".into(),
+            })
+        };
+        let kept = failure(timed_out(), "x", Left::Kept { running: true }, "").to_string();
+        assert_eq!(
+            kept,
+            "VM x did not become ready within 5s (agent: refused); it is left running: \
+             see `banger vm logs x`"
+        );
+        let deleted = failure(timed_out(), "x", Left::Deleted, "VM x: evidence\n").to_string();
+        assert!(!deleted.contains("running"), "{deleted}");
+        assert!(
+            deleted.ends_with("VM x was deleted (--rm)\nVM x: evidence"),
+            "{deleted}"
+        );
+        let stopped = failure(
+            NotReady::Stopped { name: "x".into() }.into(),
+            "x",
+            Left::Kept { running: false },
+            "",
+        )
+        .to_string();
+        assert!(stopped.contains("it is stopped"), "{stopped}");
+        let other = failure(anyhow!("disk full"), "x", Left::Deleted, "logs").to_string();
+        assert_eq!(other, "disk full");
+    }
 }

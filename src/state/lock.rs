@@ -1,8 +1,15 @@
 //! flock-based locks on files under the run directory: try, say that we are
 //! waiting, then poll until a timeout that names the resource and path.
+//!
+//! A lock file may be removed ([`LockGuard::remove`]) by whoever holds it,
+//! when what it guards is gone. Whoever takes a lock then checks that the
+//! path still names the file it locked; if it does not (the file was
+//! unlinked or replaced meanwhile), it drops that lock and tries again on the
+//! file the path names now, so no two holders ever lock different files
+//! under one name.
 
 use std::fs::{File, OpenOptions, TryLockError};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -16,6 +23,23 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
 pub struct LockGuard {
     _file: File,
     pub path: PathBuf,
+}
+
+impl LockGuard {
+    /// Unlinks the lock file while still holding it, then releases it: for
+    /// a lock whose object is gone (a deleted VM). Anyone waiting on the old
+    /// file finds, once it gets it, that the path no longer names it, and
+    /// retries on a fresh file. Already gone is fine.
+    pub fn remove(self) -> Result<(), StateError> {
+        match std::fs::remove_file(&self.path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(StateError::Io {
+                path: self.path.clone(),
+                source,
+            }),
+        }
+    }
 }
 
 /// Takes an exclusive lock on `path`, describing it as `resource` in
@@ -48,15 +72,20 @@ fn acquire_with(
     on_wait: &dyn Fn(&str, &Path),
     try_lock: TryLock,
 ) -> Result<LockGuard, StateError> {
-    let file = open(path)?;
+    let mut file = open(path)?;
     let start = Instant::now();
     let mut told = false;
     loop {
         if try_take(&file, path, try_lock)? {
-            return Ok(LockGuard {
-                _file: file,
-                path: path.to_owned(),
-            });
+            if still_named(&file, path)? {
+                return Ok(LockGuard {
+                    _file: file,
+                    path: path.to_owned(),
+                });
+            }
+            // Unlinked or replaced while we waited: lock what it names now.
+            file = open(path)?;
+            continue;
         }
         if !told {
             on_wait(resource, path);
@@ -100,13 +129,37 @@ fn open(path: &Path) -> Result<File, StateError> {
         })
 }
 
+/// Whether `path` still names the file `file` has open (same device and
+/// inode): false once it was unlinked, or replaced by another file.
+fn still_named(file: &File, path: &Path) -> Result<bool, StateError> {
+    let held = file.metadata().map_err(|source| StateError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    match std::fs::metadata(path) {
+        Ok(named) => Ok(named.dev() == held.dev() && named.ino() == held.ino()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(source) => Err(StateError::Io {
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
 /// Takes the lock only if it is free right now.
 pub fn try_acquire(path: &Path) -> Result<Option<LockGuard>, StateError> {
-    let file = open(path)?;
-    Ok(try_take(&file, path, File::try_lock)?.then(|| LockGuard {
-        _file: file,
-        path: path.to_owned(),
-    }))
+    loop {
+        let file = open(path)?;
+        if !try_take(&file, path, File::try_lock)? {
+            return Ok(None);
+        }
+        if still_named(&file, path)? {
+            return Ok(Some(LockGuard {
+                _file: file,
+                path: path.to_owned(),
+            }));
+        }
+    }
 }
 
 /// Whether some process holds an exclusive lock on `path` (e.g. a live
@@ -160,6 +213,38 @@ mod tests {
         let path = tmp.path().join("l");
         drop(acquire(&path, "l", DEFAULT_TIMEOUT, &|_, _| {}).unwrap());
         assert!(try_acquire(&path).unwrap().is_some());
+    }
+
+    #[test]
+    fn a_waiter_on_a_removed_lock_file_locks_the_fresh_one() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("vm-x.lock");
+        let held = acquire(&path, "VM x", DEFAULT_TIMEOUT, &|_, _| {}).unwrap();
+        let waiter = {
+            let path = path.clone();
+            std::thread::spawn(move || {
+                let guard = acquire(&path, "VM x", DEFAULT_TIMEOUT, &|_, _| {}).unwrap();
+                // Holding it: nobody else can take the file the path names.
+                assert!(try_acquire(&path).unwrap().is_none());
+                guard.remove().unwrap();
+            })
+        };
+        std::thread::sleep(Duration::from_millis(150));
+        held.remove().unwrap();
+        waiter.join().unwrap();
+        assert!(!path.exists(), "the lock file is left");
+    }
+
+    #[test]
+    fn try_acquire_never_holds_an_unlinked_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("vm-y.lock");
+        let first = try_acquire(&path).unwrap().unwrap();
+        std::fs::remove_file(&path).unwrap();
+        // The path now names a new file, which is free.
+        let second = try_acquire(&path).unwrap().unwrap();
+        assert!(still_named(&second._file, &path).unwrap());
+        drop(first);
     }
 
     #[test]

@@ -88,6 +88,24 @@ pub fn size(value: &str) -> Result<u64, ParseError> {
     Ok(bytes)
 }
 
+/// The smallest work disk banger can make: the work seed every image
+/// carries is a 64 MiB ext4 file, and a work disk is that seed grown
+/// (resize2fs only grows it here; it never shrinks below the seed).
+pub const MIN_WORK_SIZE: u64 = 64 << 20;
+
+/// A work disk size (`--work-size`): a size of at least [`MIN_WORK_SIZE`].
+pub fn work_size(value: &str) -> Result<u64, ParseError> {
+    let bytes = size(value)?;
+    if bytes < MIN_WORK_SIZE {
+        return Err(refuse(
+            "work disk size",
+            value,
+            format!("the minimum is {}", format_size(MIN_WORK_SIZE)),
+        ));
+    }
+    Ok(bytes)
+}
+
 /// Memory in MiB: a plain number means MiB; a number with a unit is a size.
 pub fn memory_mib(value: &str) -> Result<u32, ParseError> {
     let mib = if value.chars().all(|c| c.is_ascii_digit()) && !value.is_empty() {
@@ -180,6 +198,22 @@ pub fn format_size(bytes: u64) -> String {
     format!("{bytes}B")
 }
 
+/// A duration as a user would type it: `45s`, `5m`, `1m30s`, `2h`.
+pub fn format_duration(duration: Duration) -> String {
+    let total = duration.as_secs();
+    let (h, m, s) = (total / 3600, total / 60 % 60, total % 60);
+    let mut text = String::new();
+    for (n, unit) in [(h, "h"), (m, "m"), (s, "s")] {
+        if n > 0 {
+            text.push_str(&format!("{n}{unit}"));
+        }
+    }
+    if text.is_empty() {
+        text.push_str("0s");
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -249,6 +283,34 @@ mod tests {
             "5 s",
         ] {
             assert!(duration(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn work_sizes_below_the_seed_are_refused_in_human_units() {
+        assert_eq!(work_size("64M").unwrap(), 64 << 20);
+        assert_eq!(work_size("8G").unwrap(), 8 << 30);
+        for bad in ["1k", "10M", "67108863"] {
+            let err = work_size(bad).unwrap_err().to_string();
+            assert!(err.ends_with("the minimum is 64M"), "{bad}: {err}");
+        }
+        assert!(
+            work_size("8X")
+                .unwrap_err()
+                .to_string()
+                .contains("unknown unit")
+        );
+    }
+
+    #[test]
+    fn formats_durations() {
+        assert_eq!(format_duration(Duration::from_secs(45)), "45s");
+        assert_eq!(format_duration(Duration::from_secs(300)), "5m");
+        assert_eq!(format_duration(Duration::from_secs(90)), "1m30s");
+        assert_eq!(format_duration(Duration::from_secs(7200)), "2h");
+        assert_eq!(format_duration(Duration::from_millis(400)), "0s");
+        for text in ["30s", "10m", "1h30m", "2h"] {
+            assert_eq!(format_duration(duration(text).unwrap()), text);
         }
     }
 

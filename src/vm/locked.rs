@@ -121,7 +121,7 @@ pub struct LockedVm<'c> {
     ctx: &'c Ctx,
     vm: Vm,
     observed: Observed,
-    _lock: LockGuard,
+    lock: LockGuard,
 }
 
 impl<'c> LockedVm<'c> {
@@ -157,16 +157,17 @@ impl<'c> LockedVm<'c> {
 
     /// Like [`LockedVm::lock`] with the lock already taken.
     pub(crate) fn with_guard(ctx: &'c Ctx, vm: Vm, guard: LockGuard) -> Result<Self> {
-        let mut vm = ctx
-            .store
-            .vm_by_id(&vm.id)?
-            .ok_or_else(|| StateError::NoSuchVm(vm.name.to_string()))?;
+        let Some(mut vm) = ctx.store.vm_by_id(&vm.id)? else {
+            // Deleted while we waited: the lock file we hold is no one's.
+            guard.remove()?;
+            return Err(StateError::NoSuchVm(vm.name.to_string()).into());
+        };
         let observed = reconcile(ctx, &mut vm)?;
         Ok(Self {
             ctx,
             vm,
             observed,
-            _lock: guard,
+            lock: guard,
         })
     }
 
@@ -177,7 +178,7 @@ impl<'c> LockedVm<'c> {
             ctx,
             vm,
             observed: Observed::default(),
-            _lock: guard,
+            lock: guard,
         }
     }
 
@@ -305,8 +306,9 @@ impl<'c> LockedVm<'c> {
         Ok(outcome)
     }
 
-    /// Stops the VM if it runs, then removes its files, pinned host keys and
-    /// row. Works on a VM in any state, including a half-made one.
+    /// Stops the VM if it runs, then removes its files, pinned host keys,
+    /// row and, still holding it, its lock file. Works on a VM in any state,
+    /// including a half-made one.
     pub fn delete(mut self, force: bool) -> Result<()> {
         if self.status().can_delete() != Next::Go {
             bail!("VM {} cannot be deleted now", self.vm.name);
@@ -333,6 +335,7 @@ impl<'c> LockedVm<'c> {
             &[self.vm.ip.to_string(), ctx.dns_name(&self.vm)],
         )?;
         ctx.store.delete_vm(&self.vm.id)?;
+        self.lock.remove()?;
         Ok(())
     }
 }

@@ -1,10 +1,14 @@
 //! Firecracker's API subset: routes each request onto the configuration or the running guest.
 
+use std::io::Write;
+use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
 use std::process::ExitStatus;
 
 use serde_json::json;
 
 use crate::config::{self, ActionType, VmConfig};
+use crate::fault::{self, FakeStart, Fault};
 use crate::http::{Request, Response};
 use crate::vm::{Sockets, Vm};
 
@@ -20,22 +24,51 @@ pub struct Api {
     sockets: Sockets,
     config: VmConfig,
     vm: Option<Vm>,
+    /// `VMM_SHIM_FAULT`: fail on purpose.
+    fault: Option<Fault>,
+    /// The log `PUT /logger` named (where a fault is logged, as Firecracker would).
+    log_path: Option<PathBuf>,
+    /// The guest a fault pretends to run.
+    fake: Option<FakeStart>,
 }
 
 impl Api {
-    pub fn new(id: String, sockets: Sockets) -> Self {
+    pub fn new(id: String, sockets: Sockets, fault: Option<Fault>) -> Self {
         Self {
             id,
             sockets,
             config: VmConfig::default(),
             vm: None,
+            fault,
+            log_path: None,
+            fake: None,
         }
     }
 
     pub fn handle(&mut self, request: &Request) -> Response {
         match self.route(request) {
             Ok(response) => response,
-            Err(message) => Response::fault(message),
+            Err(message) => {
+                self.log(&format!(
+                    "[{}:fc_api] Received Error. Status code: 400 Bad Request. Message: {message}",
+                    self.id
+                ));
+                Response::fault(message)
+            }
+        }
+    }
+
+    fn started(&self) -> bool {
+        self.vm.is_some() || self.fake.is_some()
+    }
+
+    /// Appends a line to the configured log, if any (best effort).
+    fn log(&self, line: &str) {
+        if let Some(path) = &self.log_path {
+            let _ = std::fs::OpenOptions::new()
+                .append(true)
+                .open(path)
+                .and_then(|mut file| writeln!(file, "{line}"));
         }
     }
 
@@ -45,7 +78,7 @@ impl Api {
         let (resource, id) = path.split_once('/').unwrap_or((path, ""));
         match (request.method.as_str(), resource, id) {
             ("GET", "", "") => {
-                let state = if self.vm.is_some() {
+                let state = if self.started() {
                     "Running"
                 } else {
                     "Not started"
@@ -60,11 +93,18 @@ impl Api {
             ("PUT", "actions", "") => return self.act(config::parse_body(body)?),
             ("PUT", "logger" | "metrics" | "machine-config" | "boot-source" | "vsock", "")
             | ("PUT", "drives" | "network-interfaces", _)
-                if self.vm.is_some() =>
+                if self.started() =>
             {
                 return Err(AFTER_START.to_owned());
             }
-            ("PUT", "logger", "") => config::check_logger(&config::parse_body(body)?)?,
+            ("PUT", "logger", "") => {
+                let logger: config::Logger = config::parse_body(body)?;
+                config::check_logger(&logger)?;
+                self.log_path = logger.log_path;
+            }
+            ("PUT", "machine-config", "") if self.fault == Some(Fault::Configure) => {
+                return Err(fault::CONFIGURE_REFUSAL.to_owned());
+            }
             ("PUT", "metrics", "") => config::check_metrics(&config::parse_body(body)?)?,
             ("PUT", "machine-config", "") => self.config.set_machine(config::parse_body(body)?)?,
             ("PUT", "boot-source", "") => self.config.set_boot(config::parse_body(body)?)?,
@@ -85,6 +125,19 @@ impl Api {
     }
 
     fn act(&mut self, action: config::Action) -> Result<Response, String> {
+        if let Some(fake) = self.fault.filter(|_| self.vm.is_none()) {
+            return match (action.action_type, &self.fake) {
+                (ActionType::InstanceStart, Some(_)) => Err(AFTER_START.to_owned()),
+                (ActionType::InstanceStart, None) => {
+                    eprintln!("vmm-shim: {fake:?}: starting no guest");
+                    self.fake = Some(FakeStart::begin(fake, &self.id, self.log_path.as_deref()));
+                    Ok(Response::no_content())
+                }
+                (ActionType::SendCtrlAltDel, None) => Err(BEFORE_START.to_owned()),
+                // Nothing runs that could see it.
+                (ActionType::SendCtrlAltDel, Some(_)) => Ok(Response::no_content()),
+            };
+        }
         match (action.action_type, &mut self.vm) {
             (ActionType::InstanceStart, Some(_)) => Err(AFTER_START.to_owned()),
             (ActionType::InstanceStart, None) => {
@@ -108,6 +161,10 @@ impl Api {
 
     /// QEMU's exit status once the guest has ended.
     pub fn guest_exit(&mut self) -> std::io::Result<Option<ExitStatus>> {
+        if self.fake.as_ref().is_some_and(FakeStart::exited) {
+            // As a VMM whose vCPU failed: exit code 1.
+            return Ok(Some(ExitStatus::from_raw(1 << 8)));
+        }
         match &mut self.vm {
             Some(vm) => vm.try_wait(),
             None => Ok(None),

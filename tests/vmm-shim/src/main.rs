@@ -1,8 +1,10 @@
-//! vmm-shim: a test-only stand-in for Firecracker that serves its API subset and boots the guest under QEMU.
+//! vmm-shim: a test-only stand-in for Firecracker that serves its API subset and boots the guest under QEMU
+//! (or, with `VMM_SHIM_FAULT`, fails on purpose).
 
 mod api;
 mod args;
 mod config;
+mod fault;
 mod http;
 mod qmp;
 mod server;

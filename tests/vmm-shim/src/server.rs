@@ -52,7 +52,11 @@ pub fn run(args: &Args) -> Result<u8, ServerError> {
     thread::spawn(move || wait_for_signal(signals, &signal_events));
     thread::spawn(move || accept(&listener, &events));
 
-    let mut api = Api::new(args.id.clone(), Sockets::beside(&args.api_sock));
+    let mut api = Api::new(
+        args.id.clone(),
+        Sockets::beside(&args.api_sock),
+        crate::fault::Fault::from_env(),
+    );
     let code = loop {
         match inbox.recv_timeout(POLL) {
             Ok(Event::Request(request, reply)) => {

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::ops::copy;
 use crate::state::model::VmName;
 use crate::state::parse;
 
@@ -77,6 +78,10 @@ pub enum VmCommand {
     Ssh(SshArgs),
     /// Print a VM's console log (or Firecracker's own log with --vmm)
     Logs(LogsArgs),
+    /// Copy files or trees between the host and a VM (NAME:PATH; `-` is a tar stream)
+    Cp(CpArgs),
+    /// Print OpenSSH `Host` blocks for VMs (for ssh -F, scp, rsync, IDEs)
+    SshConfig(SshConfigArgs),
 }
 
 /// Settings shared by `vm create` and `vm run`.
@@ -162,9 +167,29 @@ pub struct RunArgs {
     /// Delete the VM afterwards, also when the command fails
     #[arg(long)]
     pub rm: bool,
+    /// Copy HOST_PATH into the VM at GUEST_PATH before the command (repeatable)
+    #[arg(long, value_name = "HOST_PATH:GUEST_PATH", value_parser = copy::PathPair::parse_in)]
+    pub copy: Vec<copy::PathPair>,
+    /// Copy GUEST_PATH back to HOST_PATH after the command, whatever its exit code (repeatable)
+    #[arg(long, value_name = "GUEST_PATH:HOST_PATH", value_parser = copy::PathPair::parse_out)]
+    pub copy_out: Vec<copy::PathPair>,
     /// Command to run (a shell when omitted)
     #[arg(last = true)]
     pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CpArgs {
+    /// Sources, then the destination: host paths, NAME:PATH in a VM, or `-`
+    #[arg(required = true, num_args = 2.., value_name = "SRC... DST", value_parser = copy::Endpoint::parse)]
+    pub paths: Vec<copy::Endpoint>,
+}
+
+#[derive(Debug, Args)]
+pub struct SshConfigArgs {
+    /// VMs to print (all when omitted)
+    #[arg(value_parser = VmName::parse)]
+    pub names: Vec<VmName>,
 }
 
 #[derive(Debug, Args)]

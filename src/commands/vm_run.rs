@@ -1,5 +1,6 @@
 //! `banger vm run`: create (or start, or reuse) a VM, wait until it answers,
-//! run a command in it over SSH and return that command's exit code.
+//! copy files in (`--copy`), run a command in it over SSH, copy files out
+//! (`--copy-out`) and return that command's exit code.
 
 use anyhow::{Context, Result};
 
@@ -33,7 +34,9 @@ pub fn run(args: RunArgs, global: &Global) -> Result<i32> {
             if args.spec.wait.timings {
                 print_timings(&timings);
             }
-            ops::ssh::run(&ctx, &vm, &args.command)
+            ops::copy::around(&ctx, &vm, &args.copy, &args.copy_out, || {
+                ops::ssh::run(&ctx, &vm, &args.command)
+            })
         });
     if args.rm {
         let vm = ctx.store.vm(vm.name.as_str())?;

@@ -96,7 +96,11 @@ fn assert_same_tree(a: &Path, b: &Path) {
             assert_same_tree(&pa, &pb);
         } else {
             assert_eq!(ma.mtime(), mb.mtime(), "mtime of {}", pb.display());
-            assert!(fs::read(&pa).unwrap() == fs::read(&pb).unwrap(), "{}", pb.display());
+            assert!(
+                fs::read(&pa).unwrap() == fs::read(&pb).unwrap(),
+                "{}",
+                pb.display()
+            );
         }
     }
 }
@@ -140,7 +144,10 @@ fn files_and_trees_move_in_and_out_of_a_guest() {
         "cd /root/tree && stat -c '%n %a' run.sh && readlink link && ./run.sh \
          && sha256sum big && cat sub/note && ls -a /root | grep -c banger-cp || true",
     );
-    let sum = Command::new("sha256sum").arg(tree.join("big")).output().unwrap();
+    let sum = Command::new("sha256sum")
+        .arg(tree.join("big"))
+        .output()
+        .unwrap();
     let sum = String::from_utf8_lossy(&sum.stdout);
     let sum = sum.split_whitespace().next().unwrap();
     assert_eq!(
@@ -170,25 +177,43 @@ fn files_and_trees_move_in_and_out_of_a_guest() {
         "big\nlink\nrun.sh\nsub\nrun.sh\n"
     );
     let out = ctx.run(&["vm", "cp", "e1:/root/streamed/sub", "-"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let listing = with_tar(&out.stdout, &["t"]);
     assert_eq!(listing, "sub/\nsub/note\n");
 
     // Refusals come before anything is written, and name what is wrong.
-    let err = ctx.fails(2, &["vm", "cp", &host("missing"), "e1:/root/x"]);
+    let err = ctx.fails(2, &["vm", "cp", &host("tree"), &host("elsewhere")]);
+    assert!(err.contains("one side of a copy must be a VM"), "{err}");
+    let err = ctx.fails(1, &["vm", "cp", &host("missing"), "e1:/root/x"]);
     assert!(err.contains("missing: no such file or directory"), "{err}");
-    let err = ctx.fails(2, &["vm", "cp", "e1:/root/missing", &host("x")]);
-    assert!(err.contains("VM e1: /root/missing: no such file or directory"), "{err}");
-    let err = ctx.fails(2, &["vm", "cp", &host("tree"), "e1:/root/tree/big"]);
-    assert!(err.contains("cannot copy a directory onto the file /root/tree/big"), "{err}");
-    let err = ctx.fails(2, &["vm", "cp", "e1:/root/tree", &host("big.out")]);
-    assert!(err.contains("cannot copy a directory onto the file"), "{err}");
+    let err = ctx.fails(1, &["vm", "cp", "e1:/root/missing", &host("x")]);
+    assert!(
+        err.contains("VM e1: /root/missing: no such file or directory"),
+        "{err}"
+    );
+    let err = ctx.fails(1, &["vm", "cp", &host("tree"), "e1:/root/tree/big"]);
+    assert!(
+        err.contains("cannot copy a directory onto the file /root/tree/big"),
+        "{err}"
+    );
+    let err = ctx.fails(1, &["vm", "cp", "e1:/root/tree", &host("big.out")]);
+    assert!(
+        err.contains("cannot copy a directory onto the file"),
+        "{err}"
+    );
     let err = ctx.fails(1, &["vm", "cp", &host("tree"), "nosuch:/root"]);
     assert!(err.contains("nosuch"), "{err}");
     assert!(fs::read(work.join("big.out")).unwrap() == big);
 
     // A full guest disk names the VM and the path, and leaves no partial file.
-    guest(&ctx, "mkdir -p /root/small && mount -t tmpfs -o size=1m tmpfs /root/small");
+    guest(
+        &ctx,
+        "mkdir -p /root/small && mount -t tmpfs -o size=1m tmpfs /root/small",
+    );
     let err = ctx.fails(1, &["vm", "cp", &host("tree/big"), "e1:/root/small/big"]);
     assert!(
         err.contains("VM e1 has no space left on its disk for /root/small/big"),
@@ -212,7 +237,12 @@ fn files_and_trees_move_in_and_out_of_a_guest() {
         "-c",
         "mkdir /root/job/out && /root/job/run.sh > /root/job/out/log && exit 4",
     ]);
-    assert_eq!(out.status.code(), Some(4), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(fs::read_to_string(work.join("out/log")).unwrap(), "ran\n");
     // A failed copy is exit 1 with the reason.
     let out = ctx.run(&[
@@ -234,13 +264,24 @@ fn files_and_trees_move_in_and_out_of_a_guest() {
     let ssh = |host: &str| {
         ctx.netns
             .command("ssh")
-            .args(["-F", config.to_str().unwrap(), "-o", "BatchMode=yes", host, "true"])
+            .args([
+                "-F",
+                config.to_str().unwrap(),
+                "-o",
+                "BatchMode=yes",
+                host,
+                "true",
+            ])
             .output()
             .unwrap()
     };
     for name in ["e1", "e1.vm"] {
         let out = ssh(name);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let known_hosts = ctx.home.join("ssh/known_hosts");
     let pinned = fs::read_to_string(&known_hosts).unwrap();
@@ -277,7 +318,11 @@ fn other_host_key(ctx: &TestContext) -> String {
         .unwrap();
     assert!(out.status.success());
     let public = fs::read_to_string(key.with_extension("pub")).unwrap();
-    public.split_whitespace().take(2).collect::<Vec<_>>().join(" ")
+    public
+        .split_whitespace()
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// `tar ARGS` reading `input`; returns stdout.

@@ -210,10 +210,7 @@ struct Source {
 fn source(path: &Path) -> Result<Source> {
     let meta = fs::symlink_metadata(path).map_err(|e| {
         if e.kind() == io::ErrorKind::NotFound {
-            anyhow::Error::new(UsageError(format!(
-                "{}: no such file or directory",
-                path.display()
-            )))
+            anyhow!("{}: no such file or directory", path.display())
         } else {
             anyhow!(e).context(format!("cannot read {}", path.display()))
         }
@@ -229,7 +226,7 @@ fn source(path: &Path) -> Result<Source> {
         let normal: PathBuf = absolute.components().collect();
         let name = normal
             .file_name()
-            .ok_or_else(|| UsageError(format!("{}: cannot copy /", path.display())))?;
+            .ok_or_else(|| anyhow!("{}: cannot copy /", path.display()))?;
         Some(name.to_string_lossy().into_owned())
     };
     Ok(Source {
@@ -356,7 +353,7 @@ fn guest_name(src: &str) -> String {
 /// temporary copy goes in; refuses a directory onto a file (or the reverse)
 /// and a missing parent, before anything is written.
 fn host_target(dest: &Path, name: &str, is_dir: bool) -> Result<(PathBuf, PathBuf)> {
-    let usage = |msg: String| anyhow::Error::new(UsageError(msg));
+    let refuse = |msg: String| anyhow!(msg);
     let target = if dest.is_dir() {
         dest.join(name)
     } else {
@@ -365,20 +362,20 @@ fn host_target(dest: &Path, name: &str, is_dir: bool) -> Result<(PathBuf, PathBu
     let parent = match target.parent() {
         Some(p) if p.as_os_str().is_empty() => PathBuf::from("."),
         Some(p) => p.to_owned(),
-        None => return Err(usage(format!("{}: cannot copy onto /", dest.display()))),
+        None => return Err(refuse(format!("{}: cannot copy onto /", dest.display()))),
     };
     if !parent.is_dir() {
-        return Err(usage(format!("{}: no such directory", parent.display())));
+        return Err(refuse(format!("{}: no such directory", parent.display())));
     }
     if let Ok(meta) = fs::symlink_metadata(&target) {
         if is_dir && !meta.is_dir() {
-            return Err(usage(format!(
+            return Err(refuse(format!(
                 "cannot copy a directory onto the file {}",
                 target.display()
             )));
         }
         if !is_dir && meta.is_dir() {
-            return Err(usage(format!(
+            return Err(refuse(format!(
                 "cannot copy a file onto the directory {}",
                 target.display()
             )));
@@ -468,7 +465,7 @@ fn guest_result(vm: &Vm, path: &str, code: Option<i32>, stderr: &str) -> Result<
         ),
         _ => {
             if let Some(reason) = said.lines().find_map(|l| l.strip_prefix("banger-cp: ")) {
-                Err(UsageError(format!("VM {name}: {reason}")).into())
+                bail!("VM {name}: {reason}")
             } else if said.contains("No space left on device") || said.contains(": Wrote only ") {
                 // GNU tar says the latter for a short write, as on a full tmpfs.
                 bail!("VM {name} has no space left on its disk for {path}")
@@ -660,12 +657,12 @@ mod tests {
     #[test]
     fn endpoints_parse_as_docker_writes_them() {
         assert_eq!(Endpoint::parse("-"), Ok(Endpoint::Stdio));
-        assert_eq!(Endpoint::parse("dev1:/root/src"), Ok(guest("dev1", "/root/src")));
-        assert_eq!(Endpoint::parse("dev1:out"), Ok(guest("dev1", "out")));
         assert_eq!(
-            Endpoint::parse("./a:b"),
-            Ok(Endpoint::Host("./a:b".into()))
+            Endpoint::parse("dev1:/root/src"),
+            Ok(guest("dev1", "/root/src"))
         );
+        assert_eq!(Endpoint::parse("dev1:out"), Ok(guest("dev1", "out")));
+        assert_eq!(Endpoint::parse("./a:b"), Ok(Endpoint::Host("./a:b".into())));
         assert_eq!(
             Endpoint::parse("/tmp/a:b"),
             Ok(Endpoint::Host("/tmp/a:b".into()))
@@ -683,9 +680,15 @@ mod tests {
     #[test]
     fn path_pairs_split_at_the_colon_nearest_the_guest() {
         let pair = PathPair::parse_in("./a:b:/root/src").unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!((pair.host, pair.guest), ("./a:b".into(), "/root/src".into()));
+        assert_eq!(
+            (pair.host, pair.guest),
+            ("./a:b".into(), "/root/src".into())
+        );
         let pair = PathPair::parse_out("/root/out:./x:y").unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!((pair.host, pair.guest), ("./x:y".into(), "/root/out".into()));
+        assert_eq!(
+            (pair.host, pair.guest),
+            ("./x:y".into(), "/root/out".into())
+        );
         assert!(PathPair::parse_in("nocolon").is_err());
         assert!(PathPair::parse_out(":x").is_err());
     }
@@ -704,7 +707,10 @@ mod tests {
         let file = tmp.path().join("f");
         fs::write(&file, "x").unwrap_or_else(|e| panic!("{e}"));
         let err = host_target(&file, "d", true).unwrap_err().to_string();
-        assert!(err.contains("cannot copy a directory onto the file"), "{err}");
+        assert!(
+            err.contains("cannot copy a directory onto the file"),
+            "{err}"
+        );
         let (_, target) = host_target(tmp.path(), "d", true).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(target, tmp.path().join("d"));
         let (_, target) =

@@ -79,8 +79,8 @@ complete -c banger -n "__fish_banger_using_subcommand vm; and __fish_seen_subcom
 complete -c banger -n "__fish_banger_using_subcommand vm; and __fish_seen_subcommand_from run" -l work-size -d 'Work disk size, mounted at /root [default: 8G]' -r
 complete -c banger -n "__fish_banger_using_subcommand vm; and __fish_seen_subcommand_from run" -l ttl -d 'Delete the VM after this long (`banger gc` enforces it), e.g. 2h' -r
 complete -c banger -n "__fish_banger_using_subcommand vm; and __fish_seen_subcommand_from run" -l timeout -d 'How long to wait for the guest [default: 5m]' -r
-complete -c banger -n "__fish_banger_using_subcommand vm; and __fish_seen_subcommand_from run" -l copy -d 'Copy HOST_PATH into the VM at GUEST_PATH before the command (repeatable)' -r
-complete -c banger -n "__fish_banger_using_subcommand vm; and __fish_seen_subcommand_from run" -l copy-out -d 'Copy GUEST_PATH back to HOST_PATH after the command, whatever its exit code (repeatable)' -r
+complete -c banger -n "__fish_banger_using_subcommand vm; and __fish_seen_subcommand_from run" -l copy -d 'Copy into the VM before the command (repeatable)' -r
+complete -c banger -n "__fish_banger_using_subcommand vm; and __fish_seen_subcommand_from run" -l copy-out -d 'Copy back after the command, whatever its exit code (repeatable)' -r
 complete -c banger -n "__fish_banger_using_subcommand vm; and __fish_seen_subcommand_from run" -l no-nat -d 'Do not give the VM outbound NAT'
 complete -c banger -n "__fish_banger_using_subcommand vm; and __fish_seen_subcommand_from run" -l no-wait -d 'Do not wait for the guest to answer (agent and SSH)'
 complete -c banger -n "__fish_banger_using_subcommand vm; and __fish_seen_subcommand_from run" -l timings -d 'Print how long each stage took'

@@ -167,11 +167,11 @@ pub struct RunArgs {
     /// Delete the VM afterwards, also when the command fails
     #[arg(long)]
     pub rm: bool,
-    /// Copy HOST_PATH into the VM at GUEST_PATH before the command (repeatable)
-    #[arg(long, value_name = "HOST_PATH:GUEST_PATH", value_parser = copy::PathPair::parse_in)]
+    /// Copy into the VM before the command (repeatable)
+    #[arg(long, value_name = "HOST:GUEST", value_parser = copy::PathPair::parse_in)]
     pub copy: Vec<copy::PathPair>,
-    /// Copy GUEST_PATH back to HOST_PATH after the command, whatever its exit code (repeatable)
-    #[arg(long, value_name = "GUEST_PATH:HOST_PATH", value_parser = copy::PathPair::parse_out)]
+    /// Copy back after the command, whatever its exit code (repeatable)
+    #[arg(long, value_name = "GUEST:HOST", value_parser = copy::PathPair::parse_out)]
     pub copy_out: Vec<copy::PathPair>,
     /// Command to run (a shell when omitted)
     #[arg(last = true)]
@@ -180,9 +180,12 @@ pub struct RunArgs {
 
 #[derive(Debug, Args)]
 pub struct CpArgs {
-    /// Sources, then the destination: host paths, NAME:PATH in a VM, or `-`
-    #[arg(required = true, num_args = 2.., value_name = "SRC... DST", value_parser = copy::Endpoint::parse)]
-    pub paths: Vec<copy::Endpoint>,
+    /// Host paths, NAME:PATH in a VM, or `-` (a tar stream on stdin)
+    #[arg(required = true, value_name = "SRC", value_parser = copy::Endpoint::parse)]
+    pub sources: Vec<copy::Endpoint>,
+    /// A directory or new name, on the host or in a VM, or `-` (stdout)
+    #[arg(value_name = "DST", value_parser = copy::Endpoint::parse)]
+    pub dest: copy::Endpoint,
 }
 
 #[derive(Debug, Args)]

@@ -8,9 +8,5 @@ use crate::ops;
 
 pub fn run(args: CpArgs, global: &Global) -> Result<()> {
     let ctx = global.ctx()?;
-    let (dest, sources) = args
-        .paths
-        .split_last()
-        .ok_or_else(|| ops::UsageError("expected SRC... DST".into()))?;
-    ops::copy::cp(&ctx, sources, dest)
+    ops::copy::cp(&ctx, &args.sources, &args.dest)
 }

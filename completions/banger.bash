@@ -109,6 +109,9 @@ _banger() {
             banger__subcmd__help__subcmd__image,show)
                 cmd="banger__subcmd__help__subcmd__image__subcmd__show"
                 ;;
+            banger__subcmd__help__subcmd__vm,cp)
+                cmd="banger__subcmd__help__subcmd__vm__subcmd__cp"
+                ;;
             banger__subcmd__help__subcmd__vm,create)
                 cmd="banger__subcmd__help__subcmd__vm__subcmd__create"
                 ;;
@@ -132,6 +135,9 @@ _banger() {
                 ;;
             banger__subcmd__help__subcmd__vm,ssh)
                 cmd="banger__subcmd__help__subcmd__vm__subcmd__ssh"
+                ;;
+            banger__subcmd__help__subcmd__vm,ssh-config)
+                cmd="banger__subcmd__help__subcmd__vm__subcmd__ssh__subcmd__config"
                 ;;
             banger__subcmd__help__subcmd__vm,start)
                 cmd="banger__subcmd__help__subcmd__vm__subcmd__start"
@@ -190,6 +196,9 @@ _banger() {
             banger__subcmd__image__subcmd__help,show)
                 cmd="banger__subcmd__image__subcmd__help__subcmd__show"
                 ;;
+            banger__subcmd__vm,cp)
+                cmd="banger__subcmd__vm__subcmd__cp"
+                ;;
             banger__subcmd__vm,create)
                 cmd="banger__subcmd__vm__subcmd__create"
                 ;;
@@ -226,11 +235,17 @@ _banger() {
             banger__subcmd__vm,ssh)
                 cmd="banger__subcmd__vm__subcmd__ssh"
                 ;;
+            banger__subcmd__vm,ssh-config)
+                cmd="banger__subcmd__vm__subcmd__ssh__subcmd__config"
+                ;;
             banger__subcmd__vm,start)
                 cmd="banger__subcmd__vm__subcmd__start"
                 ;;
             banger__subcmd__vm,stop)
                 cmd="banger__subcmd__vm__subcmd__stop"
+                ;;
+            banger__subcmd__vm__subcmd__help,cp)
+                cmd="banger__subcmd__vm__subcmd__help__subcmd__cp"
                 ;;
             banger__subcmd__vm__subcmd__help,create)
                 cmd="banger__subcmd__vm__subcmd__help__subcmd__create"
@@ -258,6 +273,9 @@ _banger() {
                 ;;
             banger__subcmd__vm__subcmd__help,ssh)
                 cmd="banger__subcmd__vm__subcmd__help__subcmd__ssh"
+                ;;
+            banger__subcmd__vm__subcmd__help,ssh-config)
+                cmd="banger__subcmd__vm__subcmd__help__subcmd__ssh__subcmd__config"
                 ;;
             banger__subcmd__vm__subcmd__help,start)
                 cmd="banger__subcmd__vm__subcmd__help__subcmd__start"
@@ -662,8 +680,22 @@ _banger() {
             return 0
             ;;
         banger__subcmd__help__subcmd__vm)
-            opts="create run start stop restart delete list show ssh logs"
+            opts="create run start stop restart delete list show ssh logs cp ssh-config"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        banger__subcmd__help__subcmd__vm__subcmd__cp)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -774,6 +806,20 @@ _banger() {
             return 0
             ;;
         banger__subcmd__help__subcmd__vm__subcmd__ssh)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        banger__subcmd__help__subcmd__vm__subcmd__ssh__subcmd__config)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -1090,8 +1136,22 @@ _banger() {
             return 0
             ;;
         banger__subcmd__vm)
-            opts="-v -h -V --verbose --help --version create run start stop restart delete rm list ls show inspect ssh logs help"
+            opts="-v -h -V --verbose --help --version create run start stop restart delete rm list ls show inspect ssh logs cp ssh-config help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        banger__subcmd__vm__subcmd__cp)
+            opts="-v -h -V --verbose --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -1160,8 +1220,22 @@ _banger() {
             return 0
             ;;
         banger__subcmd__vm__subcmd__help)
-            opts="create run start stop restart delete list show ssh logs help"
+            opts="create run start stop restart delete list show ssh logs cp ssh-config help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        banger__subcmd__vm__subcmd__help__subcmd__cp)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -1299,6 +1373,20 @@ _banger() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        banger__subcmd__vm__subcmd__help__subcmd__ssh__subcmd__config)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         banger__subcmd__vm__subcmd__help__subcmd__start)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
@@ -1374,7 +1462,7 @@ _banger() {
             return 0
             ;;
         banger__subcmd__vm__subcmd__run)
-            opts="-v -h -V --name --image --vcpus --memory --disk-size --work-size --no-nat --ttl --timeout --timings --rm --verbose --help --version"
+            opts="-v -h -V --name --image --vcpus --memory --disk-size --work-size --no-nat --ttl --timeout --timings --rm --copy --copy-out --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1412,6 +1500,14 @@ _banger() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --copy)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --copy-out)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -1434,6 +1530,20 @@ _banger() {
             return 0
             ;;
         banger__subcmd__vm__subcmd__ssh)
+            opts="-v -h -V --verbose --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        banger__subcmd__vm__subcmd__ssh__subcmd__config)
             opts="-v -h -V --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

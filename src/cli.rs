@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::ops::copy;
 use crate::state::model::VmName;
 use crate::state::parse;
 
@@ -77,6 +78,10 @@ pub enum VmCommand {
     Ssh(SshArgs),
     /// Print a VM's console log (or its VMM's own log with --vmm)
     Logs(LogsArgs),
+    /// Copy files or trees between the host and a VM (NAME:PATH; `-` is a tar stream)
+    Cp(CpArgs),
+    /// Print OpenSSH `Host` blocks for VMs (for ssh -F, scp, rsync, IDEs)
+    SshConfig(SshConfigArgs),
 }
 
 /// Settings shared by `vm create` and `vm run`.
@@ -164,9 +169,32 @@ pub struct RunArgs {
     /// run created)
     #[arg(long)]
     pub rm: bool,
+    /// Copy into the VM before the command (repeatable)
+    #[arg(long, value_name = "HOST:GUEST", value_parser = copy::PathPair::parse_in)]
+    pub copy: Vec<copy::PathPair>,
+    /// Copy back after the command, whatever its exit code (repeatable)
+    #[arg(long, value_name = "GUEST:HOST", value_parser = copy::PathPair::parse_out)]
+    pub copy_out: Vec<copy::PathPair>,
     /// Command to run (a shell when omitted)
     #[arg(last = true)]
     pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CpArgs {
+    /// Host paths, NAME:PATH in a VM, or `-` (a tar stream on stdin)
+    #[arg(required = true, value_name = "SRC", value_parser = copy::Endpoint::parse)]
+    pub sources: Vec<copy::Endpoint>,
+    /// A directory or new name, on the host or in a VM, or `-` (stdout)
+    #[arg(value_name = "DST", value_parser = copy::Endpoint::parse)]
+    pub dest: copy::Endpoint,
+}
+
+#[derive(Debug, Args)]
+pub struct SshConfigArgs {
+    /// VMs to print (all when omitted)
+    #[arg(value_parser = VmName::parse)]
+    pub names: Vec<VmName>,
 }
 
 #[derive(Debug, Args)]

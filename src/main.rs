@@ -43,6 +43,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             VmCommand::Show(args) => done(commands::vm_show::run(args, global)),
             VmCommand::Ssh(args) => commands::vm_ssh::run(args, global),
             VmCommand::Logs(args) => done(commands::vm_logs::run(args, global)),
+            VmCommand::Cp(args) => done(commands::vm_cp::run(args, global)),
+            VmCommand::SshConfig(args) => done(commands::vm_ssh_config::run(args, global)),
         },
         Command::Image(cmd) => match cmd {
             ImageCommand::Build(args) => done(commands::image_build::run(args, global)),

@@ -12,6 +12,7 @@ pub mod image_delete;
 pub mod image_import;
 pub mod image_list;
 pub mod sidecar;
+pub mod vm_cp;
 pub mod vm_create;
 pub mod vm_delete;
 pub mod vm_list;
@@ -19,6 +20,7 @@ pub mod vm_logs;
 pub mod vm_run;
 pub mod vm_show;
 pub mod vm_ssh;
+pub mod vm_ssh_config;
 pub mod vm_start;
 pub mod vm_stop;
 

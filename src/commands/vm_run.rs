@@ -1,8 +1,10 @@
 //! `banger vm run`: create (or start, or reuse) a VM, wait until it answers,
-//! run a command in it over SSH and return that command's exit code. With
-//! `--rm`, a VM this run created is deleted afterwards whatever happened
-//! (a failed start or wait, the command's failure, SIGINT/SIGTERM/SIGHUP),
-//! after its logs' last lines have been shown; a VM it only borrowed stays.
+//! copy files in (`--copy`), run a command in it over SSH, copy files out
+//! (`--copy-out`, whatever the command's exit code) and return that
+//! command's exit code. With `--rm`, a VM this run created is deleted
+//! afterwards whatever happened (a failed start or wait, the command's
+//! failure, SIGINT/SIGTERM/SIGHUP), after its logs' last lines have been
+//! shown; a VM it only borrowed stays.
 
 use anyhow::{Context, Result};
 
@@ -73,7 +75,9 @@ pub fn run(args: RunArgs, global: &Global) -> Result<i32> {
     if args.spec.wait.timings {
         print_timings(&timings);
     }
-    let outcome = ops::ssh::run(&ctx, &vm, &args.command);
+    let outcome = ops::copy::around(&ctx, &vm, &args.copy, &args.copy_out, || {
+        ops::ssh::run(&ctx, &vm, &args.command)
+    });
     run.clean_up(&vm)?;
     outcome
 }

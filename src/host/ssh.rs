@@ -1,5 +1,6 @@
-//! banger's SSH key pair, the pinned `known_hosts`, and the OpenSSH command
-//! line used by `vm ssh` and `vm run`.
+//! banger's SSH key pair, the pinned `known_hosts`, the OpenSSH command
+//! line used by `vm ssh`, `vm run` and `vm cp`, and the `Host` blocks of
+//! `vm ssh-config`.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -180,6 +181,27 @@ pub fn ssh_args(
     args
 }
 
+/// An OpenSSH `Host` block (for `ssh -F`, `Include`, scp, rsync, IDEs)
+/// reaching root@`ip` as `names` with the same trust as `vm ssh`: banger's
+/// key only, and banger's pinned `known_hosts` with strict checking.
+pub fn config_block(names: &[String], ip: &str, key: &Path, known_hosts: &Path) -> String {
+    let quote = |p: &Path| {
+        let text = p.display().to_string();
+        if text.contains(char::is_whitespace) {
+            format!("\"{text}\"")
+        } else {
+            text
+        }
+    };
+    format!(
+        "Host {}\n  HostName {ip}\n  User root\n  IdentityFile {}\n  IdentitiesOnly yes\n  \
+         UserKnownHostsFile {}\n  GlobalKnownHostsFile /dev/null\n  StrictHostKeyChecking yes\n",
+        names.join(" "),
+        quote(key),
+        quote(known_hosts),
+    )
+}
+
 /// Quotes a word for a POSIX shell.
 pub fn shell_quote(word: &str) -> String {
     if !word.is_empty()
@@ -278,6 +300,23 @@ mod tests {
         assert!(
             text.contains("waiting for lock on known_hosts") && text.contains("known_hosts.lock"),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn config_blocks_pin_the_host_key_and_the_identity() {
+        let block = config_block(
+            &["dev1".into(), "dev1.vm".into()],
+            "172.30.0.2",
+            Path::new("/var/lib/banger/ssh/id_ed25519"),
+            Path::new("/var/lib/my state/known_hosts"),
+        );
+        assert_eq!(
+            block,
+            "Host dev1 dev1.vm\n  HostName 172.30.0.2\n  User root\n  \
+             IdentityFile /var/lib/banger/ssh/id_ed25519\n  IdentitiesOnly yes\n  \
+             UserKnownHostsFile \"/var/lib/my state/known_hosts\"\n  \
+             GlobalKnownHostsFile /dev/null\n  StrictHostKeyChecking yes\n"
         );
     }
 

@@ -4,6 +4,7 @@
 //! results (only progress and warnings on stderr) and never parse arguments.
 
 pub mod bench;
+pub mod copy;
 pub mod create;
 pub mod diagnose;
 pub mod gc;

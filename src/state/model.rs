@@ -37,6 +37,94 @@ pub struct Vm {
     pub created_at: i64,
 }
 
+/// A transport protocol of a published port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Proto {
+    Tcp,
+    Udp,
+}
+
+impl Proto {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Tcp => "tcp",
+            Self::Udp => "udp",
+        }
+    }
+}
+
+/// A host port forwarded to a guest port while the VM runs
+/// (`--publish [ADDR:]HOST_PORT:GUEST_PORT[/tcp|/udp]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct PublishedPort {
+    /// The host address it listens on: `127.0.0.1` unless given; `0.0.0.0`
+    /// is every host address.
+    pub addr: Ipv4Addr,
+    pub host_port: u16,
+    pub guest_port: u16,
+    pub proto: Proto,
+}
+
+impl PublishedPort {
+    /// Parses `[ADDR:]HOST_PORT:GUEST_PORT[/tcp|/udp]`.
+    pub fn parse(spec: &str) -> Result<Self, String> {
+        let bad =
+            |why: &str| format!("{spec}: {why} (expected [ADDR:]HOST_PORT:GUEST_PORT[/tcp|/udp])");
+        let (ports, proto) = match spec.rsplit_once('/') {
+            Some((ports, "tcp")) => (ports, Proto::Tcp),
+            Some((ports, "udp")) => (ports, Proto::Udp),
+            Some(_) => return Err(bad("the protocol must be tcp or udp")),
+            None => (spec, Proto::Tcp),
+        };
+        let parts: Vec<&str> = ports.split(':').collect();
+        let (addr, host, guest) = match parts.as_slice() {
+            [host, guest] => (Ipv4Addr::LOCALHOST, *host, *guest),
+            [addr, host, guest] => (
+                addr.parse()
+                    .map_err(|_| bad(&format!("{addr} is not an IPv4 address")))?,
+                *host,
+                *guest,
+            ),
+            _ => return Err(bad("malformed")),
+        };
+        let port = |text: &str| match text.parse::<u32>() {
+            Ok(0) => Err(bad("port 0 cannot be published")),
+            Ok(n) => u16::try_from(n).map_err(|_| bad(&format!("port {n} is above 65535"))),
+            Err(_) => Err(bad(&format!("{text:?} is not a port number"))),
+        };
+        Ok(Self {
+            addr,
+            host_port: port(host)?,
+            guest_port: port(guest)?,
+            proto,
+        })
+    }
+
+    /// Whether the two would take the same host socket (`0.0.0.0` overlaps
+    /// every address).
+    pub fn clashes_with(&self, other: &Self) -> bool {
+        self.proto == other.proto
+            && self.host_port == other.host_port
+            && (self.addr == other.addr
+                || self.addr.is_unspecified()
+                || other.addr.is_unspecified())
+    }
+}
+
+impl fmt::Display for PublishedPort {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}->{}/{}",
+            self.addr,
+            self.host_port,
+            self.guest_port,
+            self.proto.as_str()
+        )
+    }
+}
+
 /// A VM's state as users see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -162,6 +250,36 @@ mod tests {
     #[test]
     fn mac_follows_the_firecracker_convention() {
         assert_eq!(mac_for(Ipv4Addr::new(172, 30, 0, 2)), "06:00:ac:1e:00:02");
+    }
+
+    #[test]
+    fn published_ports_parse_with_localhost_and_tcp_by_default() {
+        let p = PublishedPort::parse("8080:80").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(p.to_string(), "127.0.0.1:8080->80/tcp");
+        let p = PublishedPort::parse("0.0.0.0:5353:53/udp").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(p.to_string(), "0.0.0.0:5353->53/udp");
+        for (spec, why) in [
+            ("0:80", "port 0 cannot be published"),
+            ("8080:65536", "port 65536 is above 65535"),
+            ("8080:80/sctp", "the protocol must be tcp or udp"),
+            ("localhost:8080:80", "localhost is not an IPv4 address"),
+            ("8080", "malformed"),
+            ("a:b:c:d", "malformed"),
+            ("http:80", "\"http\" is not a port number"),
+        ] {
+            let err = PublishedPort::parse(spec).unwrap_err();
+            assert!(err.contains(why) && err.starts_with(spec), "{spec}: {err}");
+        }
+    }
+
+    #[test]
+    fn published_ports_clash_on_the_same_socket_or_any_address() {
+        let p = |s: &str| PublishedPort::parse(s).unwrap_or_else(|e| panic!("{e}"));
+        assert!(p("8080:80").clashes_with(&p("127.0.0.1:8080:22")));
+        assert!(p("0.0.0.0:8080:80").clashes_with(&p("8080:22")));
+        assert!(!p("8080:80").clashes_with(&p("8080:80/udp")));
+        assert!(!p("8080:80").clashes_with(&p("8081:80")));
+        assert!(!p("10.0.0.1:8080:80").clashes_with(&p("8080:80")));
     }
 
     #[test]

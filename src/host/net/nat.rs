@@ -1,4 +1,5 @@
-//! Per-VM NAT in the nftables table `inet banger`, and nothing outside it.
+//! Per-VM NAT and published ports in the nftables table `inet banger`, and
+//! nothing outside it.
 //!
 //! The table holds a `postrouting` NAT chain (masquerade) and a `forward`
 //! filter chain (accepts). Each rule carries the comment `banger:<vm id>`,
@@ -13,13 +14,16 @@ use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 
 use nftables::batch::Batch;
-use nftables::expr::{CT, Expression, Meta, MetaKey, NamedExpression, Payload, PayloadField};
+use nftables::expr::{
+    CT, Expression, Fib, FibFlag, FibResult, Meta, MetaKey, NamedExpression, Payload, PayloadField,
+};
 use nftables::helper::{self, DEFAULT_NFT, NftablesError};
 use nftables::schema::{Chain, NfListObject, NfObject, Nftables, Rule, Table};
-use nftables::stmt::{Match, Operator, Statement};
+use nftables::stmt::{Match, NAT, NATFamily, Operator, Statement};
 use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
 
 use super::{NetError, validate_ifname};
+use crate::state::model::PublishedPort;
 
 /// The only table banger ever touches.
 pub const TABLE: &str = "banger";
@@ -325,10 +329,325 @@ fn vm_rules_batch(
     batch.to_nftables()
 }
 
+/// Published ports live in chains of their own, so that a VM's port rules
+/// can be replaced or removed without touching its NAT rules.
+const PREROUTING_CHAIN: &str = "prerouting";
+const OUTPUT_CHAIN: &str = "output";
+const PORTS_POSTROUTING_CHAIN: &str = "ports-postrouting";
+const PORTS_FORWARD_CHAIN: &str = "ports-forward";
+const PORT_CHAINS: [&str; 4] = [
+    PREROUTING_CHAIN,
+    OUTPUT_CHAIN,
+    PORTS_POSTROUTING_CHAIN,
+    PORTS_FORWARD_CHAIN,
+];
+/// `dstnat`: where destination NAT belongs.
+const DNAT_PRIORITY: i32 = -100;
+
+/// Adds VM `vm_id`'s published ports, replacing any it had, in one
+/// transaction: DNAT of `ADDR:HOST_PORT` to the guest in `prerouting` (from
+/// other machines) and `output` (from the host itself; `0.0.0.0` is any
+/// local address), masquerade of loopback-sourced connections so that
+/// `localhost` works (with `route_localnet` on the bridge), and a forward
+/// accept of the translated traffic.
+pub fn add_port_rules(
+    vm_id: &str,
+    guest_ip: Ipv4Addr,
+    bridge: &str,
+    ports: &[PublishedPort],
+) -> Result<(), NetError> {
+    validate_ifname(bridge)?;
+    let stale = match list_table()? {
+        Some(ruleset) => port_rule_handles(&ruleset, vm_id),
+        None => Vec::new(),
+    };
+    helper::apply_ruleset(&port_rules_batch(vm_id, guest_ip, bridge, ports, &stale))
+        .map_err(|err| nft_error("add port rules", err))
+}
+
+/// Removes VM `vm_id`'s published-port rules by handle; none left is fine.
+pub fn remove_port_rules(vm_id: &str) -> Result<(), NetError> {
+    let Some(ruleset) = list_table()? else {
+        return Ok(());
+    };
+    let handles = port_rule_handles(&ruleset, vm_id);
+    if handles.is_empty() {
+        return Ok(());
+    }
+    let mut batch = Batch::new();
+    for (chain, handle) in handles {
+        batch.delete(NfListObject::Rule(rule_ref(chain, handle)));
+    }
+    helper::apply_ruleset(&batch.to_nftables()).map_err(|err| nft_error("delete port rules", err))
+}
+
+fn port_rule_handles(ruleset: &Nftables<'static>, vm_id: &str) -> Vec<(String, u32)> {
+    vm_rule_handles(ruleset, vm_id)
+        .into_iter()
+        .filter(|(chain, _)| PORT_CHAINS.contains(&chain.as_str()))
+        .collect()
+}
+
+/// The transaction that ensures the port chains, drops `stale` rules and
+/// adds the rules of each of `ports`.
+fn port_rules_batch(
+    vm_id: &str,
+    guest_ip: Ipv4Addr,
+    bridge: &str,
+    ports: &[PublishedPort],
+    stale: &[(String, u32)],
+) -> Nftables<'static> {
+    let comment = crate::state::layout::nat_comment_for(vm_id);
+    let rule = |chain: &'static str, expr: Vec<Statement<'static>>| {
+        NfListObject::Rule(Rule {
+            family: NfFamily::INet,
+            table: TABLE.into(),
+            chain: chain.into(),
+            expr: Cow::Owned(expr),
+            handle: None,
+            index: None,
+            comment: Some(Cow::Owned(comment.clone())),
+        })
+    };
+    let mut batch = Batch::new();
+    batch.add(NfListObject::Table(Table {
+        family: NfFamily::INet,
+        name: TABLE.into(),
+        handle: None,
+    }));
+    for (name, kind, hook, prio) in [
+        (
+            PREROUTING_CHAIN,
+            NfChainType::NAT,
+            NfHook::Prerouting,
+            DNAT_PRIORITY,
+        ),
+        (
+            OUTPUT_CHAIN,
+            NfChainType::NAT,
+            NfHook::Output,
+            DNAT_PRIORITY,
+        ),
+        (
+            PORTS_POSTROUTING_CHAIN,
+            NfChainType::NAT,
+            NfHook::Postrouting,
+            NAT_PRIORITY,
+        ),
+        (
+            PORTS_FORWARD_CHAIN,
+            NfChainType::Filter,
+            NfHook::Forward,
+            FORWARD_PRIORITY,
+        ),
+    ] {
+        batch.add(NfListObject::Chain(base_chain(name, kind, hook, prio)));
+    }
+    for (chain, handle) in stale {
+        batch.delete(NfListObject::Rule(rule_ref(chain.clone(), *handle)));
+    }
+    let guest = guest_ip.to_string();
+    for port in ports {
+        let proto = port.proto.as_str();
+        let to_host = if port.addr.is_unspecified() {
+            fib_daddr_is_local()
+        } else {
+            matches(ip_field("daddr"), Operator::EQ, text(port.addr.to_string()))
+        };
+        let host_port = matches(
+            payload(proto, "dport"),
+            Operator::EQ,
+            Expression::Number(u32::from(port.host_port)),
+        );
+        let dnat = Statement::DNAT(Some(NAT {
+            addr: Some(text(guest.clone())),
+            family: Some(NATFamily::IP),
+            port: Some(Expression::Number(u32::from(port.guest_port))),
+            flags: None,
+        }));
+        let to_guest = || {
+            vec![
+                matches(ip_field("daddr"), Operator::EQ, text(guest.clone())),
+                matches(
+                    payload(proto, "dport"),
+                    Operator::EQ,
+                    Expression::Number(u32::from(port.guest_port)),
+                ),
+            ]
+        };
+        // Only the host itself can reach a loopback address.
+        if !port.addr.is_loopback() {
+            batch.add(rule(
+                PREROUTING_CHAIN,
+                vec![
+                    matches(meta(MetaKey::Iifname), Operator::NEQ, text(bridge)),
+                    to_host.clone(),
+                    host_port.clone(),
+                    dnat.clone(),
+                ],
+            ));
+        }
+        batch.add(rule(OUTPUT_CHAIN, vec![to_host, host_port, dnat]));
+        let mut masquerade = vec![matches(
+            ip_field("saddr"),
+            Operator::EQ,
+            Expression::Named(NamedExpression::Prefix(nftables::expr::Prefix {
+                addr: Box::new(text("127.0.0.0")),
+                len: 8,
+            })),
+        )];
+        masquerade.extend(to_guest());
+        masquerade.push(Statement::Masquerade(None));
+        batch.add(rule(PORTS_POSTROUTING_CHAIN, masquerade));
+        let mut forward = to_guest();
+        forward.push(dnat_tracked());
+        forward.push(Statement::Accept(None));
+        batch.add(rule(PORTS_FORWARD_CHAIN, forward));
+    }
+    batch.to_nftables()
+}
+
+/// `fib daddr type local`: the packet is for one of the host's addresses.
+fn fib_daddr_is_local() -> Statement<'static> {
+    matches(
+        Expression::Named(NamedExpression::Fib(Fib {
+            result: FibResult::Type,
+            flags: [FibFlag::Daddr].into_iter().collect(),
+        })),
+        Operator::EQ,
+        text("local"),
+    )
+}
+
+/// `ct status dnat`: the connection was translated by a published port.
+fn dnat_tracked() -> Statement<'static> {
+    matches(
+        Expression::Named(NamedExpression::CT(CT {
+            key: "status".into(),
+            family: None,
+            dir: None,
+        })),
+        Operator::IN,
+        text("dnat"),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::{Value, json};
+
+    fn port_json(specs: &[&str]) -> Value {
+        let ports: Vec<PublishedPort> = specs
+            .iter()
+            .map(|s| PublishedPort::parse(s).unwrap_or_else(|e| panic!("{e}")))
+            .collect();
+        serde_json::to_value(port_rules_batch(
+            "vm1",
+            Ipv4Addr::new(10, 0, 0, 2),
+            "banger0",
+            &ports,
+            &[("output".into(), 9), ("forward".into(), 3)],
+        ))
+        .expect("serialises")
+    }
+
+    fn added_rules<'v>(value: &'v Value, chain: &str) -> Vec<&'v Value> {
+        commands(value)
+            .iter()
+            .filter_map(|c| c["add"].get("rule"))
+            .filter(|rule| rule["chain"] == chain)
+            .collect()
+    }
+
+    #[test]
+    fn a_loopback_port_is_dnatted_from_the_host_only_and_masqueraded() {
+        let value = port_json(&["127.0.0.1:2222:22"]);
+        assert!(added_rules(&value, "prerouting").is_empty());
+        let output = added_rules(&value, "output");
+        assert_eq!(output.len(), 1);
+        assert_eq!(output[0]["comment"], "banger:vm1");
+        assert_eq!(
+            output[0]["expr"],
+            json!([
+                {"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "daddr"}}, "right": "127.0.0.1"}},
+                {"match": {"op": "==", "left": {"payload": {"protocol": "tcp", "field": "dport"}}, "right": 2222}},
+                {"dnat": {"addr": "10.0.0.2", "family": "ip", "port": 22}}
+            ])
+        );
+        let masquerade = added_rules(&value, "ports-postrouting");
+        assert_eq!(
+            masquerade[0]["expr"][0],
+            json!({"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "saddr"}}, "right": {"prefix": {"addr": "127.0.0.0", "len": 8}}}})
+        );
+        assert_eq!(masquerade[0]["expr"][3], json!({"masquerade": null}));
+        let forward = added_rules(&value, "ports-forward");
+        assert_eq!(
+            forward[0]["expr"][2],
+            json!({"match": {"op": "in", "left": {"ct": {"key": "status"}}, "right": "dnat"}})
+        );
+    }
+
+    #[test]
+    fn an_any_address_port_is_reached_from_outside_through_any_local_address() {
+        let value = port_json(&["0.0.0.0:2223:22", "5353:53/udp"]);
+        let prerouting = added_rules(&value, "prerouting");
+        assert_eq!(prerouting.len(), 1);
+        assert_eq!(
+            prerouting[0]["expr"][0],
+            json!({"match": {"op": "!=", "left": {"meta": {"key": "iifname"}}, "right": "banger0"}})
+        );
+        assert_eq!(
+            prerouting[0]["expr"][1],
+            json!({"match": {"op": "==", "left": {"fib": {"result": "type", "flags": ["daddr"]}}, "right": "local"}})
+        );
+        let output = added_rules(&value, "output");
+        assert_eq!(output.len(), 2);
+        assert_eq!(
+            output[1]["expr"][1]["match"]["left"]["payload"]["protocol"],
+            "udp"
+        );
+        assert_eq!(output[1]["expr"][2]["dnat"]["port"], 53);
+    }
+
+    #[test]
+    fn port_chains_hook_dstnat_and_only_port_rules_are_replaced() {
+        let value = port_json(&["8080:80"]);
+        let chains: Vec<&Value> = commands(&value)
+            .iter()
+            .filter_map(|c| c["add"].get("chain"))
+            .collect();
+        let hooks: Vec<(&Value, &Value, &Value)> = chains
+            .iter()
+            .map(|c| (&c["name"], &c["hook"], &c["prio"]))
+            .collect();
+        assert_eq!(
+            hooks,
+            vec![
+                (&json!("prerouting"), &json!("prerouting"), &json!(-100)),
+                (&json!("output"), &json!("output"), &json!(-100)),
+                (
+                    &json!("ports-postrouting"),
+                    &json!("postrouting"),
+                    &json!(100)
+                ),
+                (&json!("ports-forward"), &json!("forward"), &json!(0)),
+            ]
+        );
+        let listed: Nftables<'static> = serde_json::from_value(json!({"nftables": [
+            {"rule": {"family": "inet", "table": "banger", "chain": "postrouting", "handle": 5,
+                      "comment": "banger:vm1", "expr": [{"masquerade": null}]}},
+            {"rule": {"family": "inet", "table": "banger", "chain": "output", "handle": 6,
+                      "comment": "banger:vm1", "expr": [{"accept": null}]}},
+            {"rule": {"family": "inet", "table": "banger", "chain": "output", "handle": 7,
+                      "comment": "banger:vm2", "expr": [{"accept": null}]}}
+        ]}))
+        .expect("parses");
+        assert_eq!(
+            port_rule_handles(&listed, "vm1"),
+            vec![("output".to_string(), 6)]
+        );
+    }
 
     fn batch_json(stale: &[(String, u32)]) -> Value {
         serde_json::to_value(vm_rules_batch(

@@ -50,7 +50,10 @@ pub enum Command {
     Sidecar,
     /// Internal: list names for shell completion
     #[command(hide = true, name = "__complete")]
-    Complete { kind: String },
+    Complete {
+        /// `vm` or `image`
+        kind: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -199,6 +202,7 @@ pub struct SshConfigArgs {
 
 #[derive(Debug, Args)]
 pub struct StartArgs {
+    /// VMs
     #[arg(required = true, value_parser = VmName::parse)]
     pub names: Vec<VmName>,
     /// Do not wait for the guest to answer (agent and SSH)
@@ -210,6 +214,7 @@ pub struct StartArgs {
 
 #[derive(Debug, Args)]
 pub struct StopArgs {
+    /// VMs to stop
     #[arg(required = true, value_parser = VmName::parse)]
     pub names: Vec<VmName>,
     /// Kill at once instead of asking the guest to shut down
@@ -222,6 +227,7 @@ pub struct StopArgs {
 
 #[derive(Debug, Args)]
 pub struct DeleteArgs {
+    /// VMs to delete, with their disks
     #[arg(required = true, value_parser = VmName::parse)]
     pub names: Vec<VmName>,
     /// Kill running VMs at once instead of shutting them down
@@ -241,6 +247,7 @@ pub struct ListArgs {
 
 #[derive(Debug, Args)]
 pub struct ShowArgs {
+    /// VM to show
     #[arg(value_parser = VmName::parse)]
     pub name: VmName,
     /// Print JSON
@@ -250,6 +257,7 @@ pub struct ShowArgs {
 
 #[derive(Debug, Args)]
 pub struct SshArgs {
+    /// A running VM
     #[arg(value_parser = VmName::parse)]
     pub name: VmName,
     /// Command to run instead of a login shell
@@ -259,6 +267,7 @@ pub struct SshArgs {
 
 #[derive(Debug, Args)]
 pub struct LogsArgs {
+    /// VM whose log to print
     #[arg(value_parser = VmName::parse)]
     pub name: VmName,
     /// Keep printing as the log grows
@@ -290,6 +299,7 @@ pub enum ImageCommand {
 
 #[derive(Debug, Args)]
 pub struct ImageBuildArgs {
+    /// Name of the new image (a DNS label)
     #[arg(value_parser = parse::image_name)]
     pub name: String,
     /// Debian suite to bootstrap
@@ -320,6 +330,7 @@ pub struct ImageBuildArgs {
 
 #[derive(Debug, Args)]
 pub struct ImageImportArgs {
+    /// Name of the new image (a DNS label)
     #[arg(value_parser = parse::image_name)]
     pub name: String,
     /// Uncompressed ELF kernel (vmlinux)
@@ -341,6 +352,7 @@ pub struct ImageImportArgs {
 
 #[derive(Debug, Args)]
 pub struct ImageShowArgs {
+    /// Image to show
     #[arg(value_parser = parse::image_name)]
     pub name: String,
     /// Print JSON
@@ -350,6 +362,7 @@ pub struct ImageShowArgs {
 
 #[derive(Debug, Args)]
 pub struct ImageNameArg {
+    /// An image
     #[arg(value_parser = parse::image_name)]
     pub name: String,
 }

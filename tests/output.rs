@@ -85,11 +85,12 @@ fn listings_reports_and_gc_of_stopped_vms() {
 }
 
 /// `doctor`: the checks whose outcome depends on the host (KVM, device-mapper,
-/// reflinks, resolved) show by name; tool versions and free space are filtered.
+/// reflinks, resolved, the forwarding a new namespace inherits) show by name;
+/// tool versions and free space are filtered.
 fn doctor(ctx: &banger_testkit::TestContext) {
     let mut host = insta::Settings::clone_current();
     host.add_filter(
-        r"(?m)^\S+ +(kvm|device-mapper|reflink|vm names) .*(\n +→.*)?$",
+        r"(?m)^\S+ +(kvm|device-mapper|reflink|vm names|ip forwarding) .*(\n +→.*)?$",
         "[HOST] $1",
     );
     host.add_filter(

@@ -55,13 +55,24 @@ pub fn create(ctx: &Ctx, spec: &Spec, start: bool, timings: &mut Timings) -> Res
         ))
         .into());
     }
+    let work_size = spec.work_size.unwrap_or(ctx.config.work_size);
+    let seed_size = file_size(&image_files.work_seed)?;
+    if work_size < seed_size {
+        return Err(UsageError(format!(
+            "--work-size {} is smaller than image {}'s work seed; its minimum is {}",
+            format_size(work_size),
+            image.name,
+            format_size(seed_size)
+        ))
+        .into());
+    }
     let new = NewVm {
         name: spec.name.clone(),
         image: image.name.clone(),
         vcpus: spec.vcpus.unwrap_or(ctx.config.vcpus),
         memory_mib: spec.memory_mib.unwrap_or(ctx.config.memory_mib),
         disk_size,
-        work_size: spec.work_size.unwrap_or(ctx.config.work_size),
+        work_size,
         nat: spec.nat,
         expires_at: spec.ttl.map(|ttl| now() + ttl.as_secs() as i64),
     };

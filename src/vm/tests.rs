@@ -403,3 +403,33 @@ fn gc_deletes_abandoned_and_expired_vms_but_not_running_ones() {
         .collect();
     assert_eq!(names, ["fine"]);
 }
+
+#[test]
+fn sizes_below_the_image_s_are_refused_before_anything_is_made() {
+    let bed = TestBed::new().unwrap();
+    let mut timings = bed.ctx.timings();
+    let small_work = ops::create::Spec {
+        work_size: Some(1 << 10),
+        ..spec("a")
+    };
+    let err = ops::create::create(&bed.ctx, &small_work, false, &mut timings).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "--work-size 1K is smaller than image base's work seed; its minimum is 64K"
+    );
+    let small_disk = ops::create::Spec {
+        disk_size: Some(1 << 10),
+        ..spec("a")
+    };
+    let err = ops::create::create(&bed.ctx, &small_disk, false, &mut timings).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "--disk-size 1K is smaller than image base's root filesystem (1M)"
+    );
+    assert!(bed.ctx.store.list_vms().unwrap().is_empty());
+    assert!(
+        bed.fake.world().calls.is_empty(),
+        "{:?}",
+        bed.fake.world().calls
+    );
+}

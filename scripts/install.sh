@@ -43,7 +43,7 @@ warning() {
 # banger calls debootstrap, mkfs.ext4/e2fsck/resize2fs/debugfs, nft, ssh,
 # depmod, dmsetup and xz/zstd (for compressed kernel modules); curl fetches
 # Firecracker; gcc and libc6-dev link banger statically.
-packages=(debootstrap e2fsprogs nftables openssh-client kmod dmsetup xz-utils zstd ca-certificates curl gcc libc6-dev)
+packages=(debootstrap debian-archive-keyring e2fsprogs nftables openssh-client kmod dmsetup xz-utils zstd ca-certificates curl gcc libc6-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

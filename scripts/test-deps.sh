@@ -22,7 +22,7 @@ mkdir -p "$deps/bin" "$deps/cache"
 again="then run scripts/test-deps.sh again"
 
 apt_packages=(
-  qemu-system-x86 debootstrap nftables iproute2 dnsutils busybox-static
+  qemu-system-x86 debootstrap debian-archive-keyring nftables iproute2 dnsutils busybox-static
   e2fsprogs lz4 cpio openssh-client unzip kmod dmsetup xz-utils zstd
   python3-pip ca-certificates xfsprogs openssh-server gcc libc6-dev
 )

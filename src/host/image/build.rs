@@ -35,7 +35,13 @@ pub fn build(
 
     let kernel = match &opts.kernel {
         Some(path) => user_kernel(path, opts.initrd.as_deref(), out_dir)?,
-        None => debian_kernel(&opts.cache_dir, scratch.path(), out_dir, progress)?,
+        None => debian_kernel(
+            &opts.cache_dir,
+            &opts.suite,
+            scratch.path(),
+            out_dir,
+            progress,
+        )?,
     };
 
     let include = rootfs::include_list(&opts.packages);
@@ -163,15 +169,19 @@ fn user_kernel(
 /// Fetches Debian's cloud kernel and busybox, writes `vmlinux` and `initrd.img`.
 fn debian_kernel(
     cache_dir: &Path,
+    suite: &str,
     scratch: &Path,
     out_dir: &Path,
     progress: &dyn Progress,
 ) -> Result<KernelParts, ImageError> {
     progress.stage("download");
-    let package = packages::resolve_kernel_package()?;
+    let mirror = rootfs::host_mirror(suite);
+    progress.detail(&format!("package index of {suite} from {mirror}"));
+    let apt = packages::Apt::for_suite(cache_dir, &mirror, suite)?;
+    let package = packages::resolve_kernel_package(&apt)?;
     let mut debs = Vec::new();
     for name in [package.as_str(), BUSYBOX_PACKAGE] {
-        let (deb, cached) = packages::fetch_deb(name, cache_dir)?;
+        let (deb, cached) = packages::fetch_deb(&apt, name, cache_dir)?;
         let how = if cached { "cached" } else { "downloaded" };
         progress.detail(&format!("{how} {}", deb.display()));
         debs.push(deb);

@@ -73,9 +73,7 @@ pub enum ImageError {
     },
     #[error(transparent)]
     Run(#[from] crate::host::run::RunError),
-    #[error(
-        "apt knows no package {package}; run `apt-get update`, add Debian's sources, or pass --kernel"
-    )]
+    #[error("Debian's package index has no package {package}; check the suite, or pass --kernel")]
     PackageNotFound { package: String },
     #[error("{path} holds no {what}")]
     MissingFile { path: PathBuf, what: &'static str },

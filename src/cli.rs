@@ -110,14 +110,8 @@ pub struct VmSpec {
     /// Delete the VM after this long (`banger gc` enforces it), e.g. 2h
     #[arg(long, value_parser = parse::duration, allow_hyphen_values = true)]
     pub ttl: Option<Duration>,
-    /// Forward a host port to the guest while it runs (repeatable;
-    /// ADDR defaults to 127.0.0.1, 0.0.0.0 is every host address)
-    #[arg(
-        short = 'p',
-        long,
-        value_name = "[ADDR:]HOST_PORT:GUEST_PORT[/tcp|/udp]",
-        value_parser = PublishedPort::parse
-    )]
+    /// Forward [ADDR:]HOST_PORT:GUEST_PORT[/udp] while it runs (repeatable; ADDR: 127.0.0.1)
+    #[arg(short = 'p', long, value_name = "PORT", value_parser = PublishedPort::parse)]
     pub publish: Vec<PublishedPort>,
     #[command(flatten)]
     pub wait: WaitArgs,
@@ -262,6 +256,7 @@ pub struct ShowArgs {
 
 #[derive(Debug, Args)]
 pub struct PortArgs {
+    /// The VM
     #[arg(value_parser = VmName::parse)]
     pub name: VmName,
 }

@@ -357,16 +357,16 @@ fn verbose_prints_each_stage_as_it_runs() {
 /// and the expression of each rule tagged `banger:<id>`.
 fn rules_of(ctx: &banger_testkit::TestContext, id: &str) -> Vec<(String, String)> {
     let listed = ctx.sh(&["nft", "-j", "list", "table", "inet", "banger"]);
-    let listed: Value = serde_json::from_str(&listed).unwrap();
+    let listed: Value = serde_json::from_str(&listed).expect("nft -j output");
     listed["nftables"]
         .as_array()
-        .unwrap()
+        .expect("a list of objects")
         .iter()
         .filter_map(|object| object.get("rule"))
         .filter(|rule| rule["comment"] == format!("banger:{id}"))
         .map(|rule| {
             (
-                rule["chain"].as_str().unwrap().to_owned(),
+                rule["chain"].as_str().expect("a chain name").to_owned(),
                 rule["expr"].to_string(),
             )
         })
@@ -458,7 +458,7 @@ fn published_ports_come_and_go_with_the_vm_and_a_taken_port_is_refused() {
     assert_eq!(ctx.ok(&["vm", "ls", "-q"]), "web\n");
     assert_eq!(
         banger_testkit::context::entries(&ctx.home.join("vms")),
-        [id.clone()]
+        std::slice::from_ref(&id)
     );
     // Malformed ports are usage errors.
     for spec in ["8080", "0:80", "70000:80", "8080:80/sctp", "::1:8080:80"] {

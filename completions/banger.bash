@@ -124,6 +124,9 @@ _banger() {
             banger__subcmd__help__subcmd__vm,logs)
                 cmd="banger__subcmd__help__subcmd__vm__subcmd__logs"
                 ;;
+            banger__subcmd__help__subcmd__vm,port)
+                cmd="banger__subcmd__help__subcmd__vm__subcmd__port"
+                ;;
             banger__subcmd__help__subcmd__vm,restart)
                 cmd="banger__subcmd__help__subcmd__vm__subcmd__restart"
                 ;;
@@ -220,6 +223,9 @@ _banger() {
             banger__subcmd__vm,ls)
                 cmd="banger__subcmd__vm__subcmd__list"
                 ;;
+            banger__subcmd__vm,port)
+                cmd="banger__subcmd__vm__subcmd__port"
+                ;;
             banger__subcmd__vm,restart)
                 cmd="banger__subcmd__vm__subcmd__restart"
                 ;;
@@ -261,6 +267,9 @@ _banger() {
                 ;;
             banger__subcmd__vm__subcmd__help,logs)
                 cmd="banger__subcmd__vm__subcmd__help__subcmd__logs"
+                ;;
+            banger__subcmd__vm__subcmd__help,port)
+                cmd="banger__subcmd__vm__subcmd__help__subcmd__port"
                 ;;
             banger__subcmd__vm__subcmd__help,restart)
                 cmd="banger__subcmd__vm__subcmd__help__subcmd__restart"
@@ -680,7 +689,7 @@ _banger() {
             return 0
             ;;
         banger__subcmd__help__subcmd__vm)
-            opts="create run start stop restart delete list show ssh logs cp ssh-config"
+            opts="create run start stop restart delete list show ssh logs cp ssh-config port"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -750,6 +759,20 @@ _banger() {
             return 0
             ;;
         banger__subcmd__help__subcmd__vm__subcmd__logs)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        banger__subcmd__help__subcmd__vm__subcmd__port)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -1136,7 +1159,7 @@ _banger() {
             return 0
             ;;
         banger__subcmd__vm)
-            opts="-v -h -V --verbose --help --version create run start stop restart delete rm list ls show inspect ssh logs cp ssh-config help"
+            opts="-v -h -V --verbose --help --version create run start stop restart delete rm list ls show inspect ssh logs cp ssh-config port help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1164,7 +1187,7 @@ _banger() {
             return 0
             ;;
         banger__subcmd__vm__subcmd__create)
-            opts="-v -h -V --image --vcpus --memory --disk-size --work-size --no-nat --ttl --timeout --timings --no-wait --no-start --json --verbose --help --version"
+            opts="-p -v -h -V --image --vcpus --memory --disk-size --work-size --no-nat --ttl --publish --timeout --timings --no-wait --no-start --json --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1194,6 +1217,14 @@ _banger() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --publish)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -p)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --timeout)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -1220,7 +1251,7 @@ _banger() {
             return 0
             ;;
         banger__subcmd__vm__subcmd__help)
-            opts="create run start stop restart delete list show ssh logs cp ssh-config help"
+            opts="create run start stop restart delete list show ssh logs cp ssh-config port help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1304,6 +1335,20 @@ _banger() {
             return 0
             ;;
         banger__subcmd__vm__subcmd__help__subcmd__logs)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        banger__subcmd__vm__subcmd__help__subcmd__port)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -1443,6 +1488,20 @@ _banger() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        banger__subcmd__vm__subcmd__port)
+            opts="-v -h -V --verbose --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         banger__subcmd__vm__subcmd__restart)
             opts="-v -h -V --no-wait --timeout --timings --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -1462,7 +1521,7 @@ _banger() {
             return 0
             ;;
         banger__subcmd__vm__subcmd__run)
-            opts="-v -h -V --name --image --vcpus --memory --disk-size --work-size --no-nat --ttl --timeout --timings --rm --copy --copy-out --verbose --help --version"
+            opts="-p -v -h -V --name --image --vcpus --memory --disk-size --work-size --no-nat --ttl --publish --timeout --timings --rm --copy --copy-out --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1493,6 +1552,14 @@ _banger() {
                     return 0
                     ;;
                 --ttl)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --publish)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -p)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

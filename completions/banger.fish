@@ -37,31 +37,33 @@ complete -c banger -n "__fish_banger_needs_command" -f -a "bench" -d 'Measure VM
 complete -c banger -n "__fish_banger_needs_command" -f -a "sidecar" -d 'Internal: DNS and TAP-pool sidecar (started automatically)'
 complete -c banger -n "__fish_banger_needs_command" -f -a "__complete" -d 'Internal: list names for shell completion'
 complete -c banger -n "__fish_banger_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c banger -n "__fish_banger_using_subcommand vm; and not __fish_seen_subcommand_from create run start stop restart delete rm list ls show inspect ssh logs cp ssh-config help" -s v -l verbose -d 'Say more on stderr (repeat for more)'
-complete -c banger -n "__fish_banger_using_subcommand vm; and not __fish_seen_subcommand_from create run start stop restart delete rm list ls show inspect ssh logs cp ssh-config help" -s h -l help -d 'Print help'
-complete -c banger -n "__fish_banger_using_subcommand vm; and not __fish_seen_subcommand_from create run start stop restart delete rm list ls show inspect ssh logs cp ssh-config help" -s V -l version -d 'Print version'
-complete -c banger -n "__fish_banger_using_subcommand vm; and not __fish_seen_subcommand_from create run start stop restart delete rm list ls show inspect ssh logs cp ssh-config help" -f -a "create" -d 'Create a VM (and start it unless --no-start)'
-complete -c banger -n "__fish_banger_using_subcommand vm; and not __fish_seen_subcommand_from create run start stop restart delete rm list ls show inspect ssh logs cp ssh-config help" -f -a "run" -d 'Create or start a VM, wait for it, run a command in it over SSH'
-complete -c banger -n "__fish_banger_using_subcommand vm; and not __fish_seen_subcommand_from create run start stop restart delete rm list ls show inspect ssh logs cp ssh-config help" -f -a "start" -d 'Start stopped VMs'
-complete -c banger -n "__fish_banger_using_subcommand vm; and not __fish_seen_subcommand_from create run start stop restart delete rm list ls show inspect ssh logs cp ssh-config help" -f -a "stop" -d 'Stop running VMs (Ctrl-Alt-Del, then SIGTERM, then SIGKILL)'
-complete -c banger -n "__fish_banger_using_subcommand vm; and not __fish_seen_subcommand_from create run start stop restart delete rm list ls show inspect ssh logs cp ssh-config help" -f -a "restart" -d 'Stop and start VMs'
-complete -c banger -n "__fish_banger_using_subcommand vm; and not __fish_seen_subcommand_from create run start stop restart delete rm list ls show inspect ssh logs cp ssh-config help" -f -a "delete" -d 'Delete VMs with their disks'
-complete -c banger -n "__fish_banger_using_subcommand vm; and not __fish_seen_subcommand_from create run start stop restart delete rm list ls show inspect ssh logs cp ssh-config help" -f -a "rm" -d 'Delete VMs with their disks'
-complete -c banger -n "__fish_banger_using_subcommand vm; and not __fish_seen_subcommand_from create run start stop restart delete rm list ls show inspect ssh logs cp ssh-config help" -f -a "list" -d 'List VMs'
-complete -c banger -n "__fish_banger_using_subcommand vm; and not __fish_seen_subcommand_from create run start stop restart delete rm list ls show inspect ssh logs cp ssh-config help" -f -a "ls" -d 'List VMs'
-complete -c banger -n "__fish_banger_using_subcommand vm; and not __fish_seen_subcommand_from create run start stop restart delete rm list ls show inspect ssh logs cp ssh-config help" -f -a "show" -d 'Show one VM'
-complete -c banger -n "__fish_banger_using_subcommand vm; and not __fish_seen_subcommand_from create run start stop restart delete rm list ls show inspect ssh logs cp ssh-config help" -f -a "inspect" -d 'Show one VM'
-complete -c banger -n "__fish_banger_using_subcommand vm; and not __fish_seen_subcommand_from create run start stop restart delete rm list ls show inspect ssh logs cp ssh-config help" -f -a "ssh" -d 'Open a shell, or run a command, in a VM over SSH'
-complete -c banger -n "__fish_banger_using_subcommand vm; and not __fish_seen_subcommand_from create run start stop restart delete rm list ls show inspect ssh logs cp ssh-config help" -f -a "logs" -d 'Print a VM\'s console log (or its VMM\'s own log with --vmm)'
-complete -c banger -n "__fish_banger_using_subcommand vm; and not __fish_seen_subcommand_from create run start stop restart delete rm list ls show inspect ssh logs cp ssh-config help" -f -a "cp" -d 'Copy files or trees between the host and a VM (NAME:PATH; `-` is a tar stream)'
-complete -c banger -n "__fish_banger_using_subcommand vm; and not __fish_seen_subcommand_from create run start stop restart delete rm list ls show inspect ssh logs cp ssh-config help" -f -a "ssh-config" -d 'Print OpenSSH `Host` blocks for VMs (for ssh -F, scp, rsync, IDEs)'
-complete -c banger -n "__fish_banger_using_subcommand vm; and not __fish_seen_subcommand_from create run start stop restart delete rm list ls show inspect ssh logs cp ssh-config help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c banger -n "__fish_banger_using_subcommand vm; and not __fish_seen_subcommand_from create run start stop restart delete rm list ls show inspect ssh logs cp ssh-config port help" -s v -l verbose -d 'Say more on stderr (repeat for more)'
+complete -c banger -n "__fish_banger_using_subcommand vm; and not __fish_seen_subcommand_from create run start stop restart delete rm list ls show inspect ssh logs cp ssh-config port help" -s h -l help -d 'Print help'
+complete -c banger -n "__fish_banger_using_subcommand vm; and not __fish_seen_subcommand_from create run start stop restart delete rm list ls show inspect ssh logs cp ssh-config port help" -s V -l version -d 'Print version'
+complete -c banger -n "__fish_banger_using_subcommand vm; and not __fish_seen_subcommand_from create run start stop restart delete rm list ls show inspect ssh logs cp ssh-config port help" -f -a "create" -d 'Create a VM (and start it unless --no-start)'
+complete -c banger -n "__fish_banger_using_subcommand vm; and not __fish_seen_subcommand_from create run start stop restart delete rm list ls show inspect ssh logs cp ssh-config port help" -f -a "run" -d 'Create or start a VM, wait for it, run a command in it over SSH'
+complete -c banger -n "__fish_banger_using_subcommand vm; and not __fish_seen_subcommand_from create run start stop restart delete rm list ls show inspect ssh logs cp ssh-config port help" -f -a "start" -d 'Start stopped VMs'
+complete -c banger -n "__fish_banger_using_subcommand vm; and not __fish_seen_subcommand_from create run start stop restart delete rm list ls show inspect ssh logs cp ssh-config port help" -f -a "stop" -d 'Stop running VMs (Ctrl-Alt-Del, then SIGTERM, then SIGKILL)'
+complete -c banger -n "__fish_banger_using_subcommand vm; and not __fish_seen_subcommand_from create run start stop restart delete rm list ls show inspect ssh logs cp ssh-config port help" -f -a "restart" -d 'Stop and start VMs'
+complete -c banger -n "__fish_banger_using_subcommand vm; and not __fish_seen_subcommand_from create run start stop restart delete rm list ls show inspect ssh logs cp ssh-config port help" -f -a "delete" -d 'Delete VMs with their disks'
+complete -c banger -n "__fish_banger_using_subcommand vm; and not __fish_seen_subcommand_from create run start stop restart delete rm list ls show inspect ssh logs cp ssh-config port help" -f -a "rm" -d 'Delete VMs with their disks'
+complete -c banger -n "__fish_banger_using_subcommand vm; and not __fish_seen_subcommand_from create run start stop restart delete rm list ls show inspect ssh logs cp ssh-config port help" -f -a "list" -d 'List VMs'
+complete -c banger -n "__fish_banger_using_subcommand vm; and not __fish_seen_subcommand_from create run start stop restart delete rm list ls show inspect ssh logs cp ssh-config port help" -f -a "ls" -d 'List VMs'
+complete -c banger -n "__fish_banger_using_subcommand vm; and not __fish_seen_subcommand_from create run start stop restart delete rm list ls show inspect ssh logs cp ssh-config port help" -f -a "show" -d 'Show one VM'
+complete -c banger -n "__fish_banger_using_subcommand vm; and not __fish_seen_subcommand_from create run start stop restart delete rm list ls show inspect ssh logs cp ssh-config port help" -f -a "inspect" -d 'Show one VM'
+complete -c banger -n "__fish_banger_using_subcommand vm; and not __fish_seen_subcommand_from create run start stop restart delete rm list ls show inspect ssh logs cp ssh-config port help" -f -a "ssh" -d 'Open a shell, or run a command, in a VM over SSH'
+complete -c banger -n "__fish_banger_using_subcommand vm; and not __fish_seen_subcommand_from create run start stop restart delete rm list ls show inspect ssh logs cp ssh-config port help" -f -a "logs" -d 'Print a VM\'s console log (or its VMM\'s own log with --vmm)'
+complete -c banger -n "__fish_banger_using_subcommand vm; and not __fish_seen_subcommand_from create run start stop restart delete rm list ls show inspect ssh logs cp ssh-config port help" -f -a "cp" -d 'Copy files or trees between the host and a VM (NAME:PATH; `-` is a tar stream)'
+complete -c banger -n "__fish_banger_using_subcommand vm; and not __fish_seen_subcommand_from create run start stop restart delete rm list ls show inspect ssh logs cp ssh-config port help" -f -a "ssh-config" -d 'Print OpenSSH `Host` blocks for VMs (for ssh -F, scp, rsync, IDEs)'
+complete -c banger -n "__fish_banger_using_subcommand vm; and not __fish_seen_subcommand_from create run start stop restart delete rm list ls show inspect ssh logs cp ssh-config port help" -f -a "port" -d 'List a VM\'s published ports, one a line'
+complete -c banger -n "__fish_banger_using_subcommand vm; and not __fish_seen_subcommand_from create run start stop restart delete rm list ls show inspect ssh logs cp ssh-config port help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c banger -n "__fish_banger_using_subcommand vm; and __fish_seen_subcommand_from create" -l image -d 'Image to boot (default: the default image)' -r
 complete -c banger -n "__fish_banger_using_subcommand vm; and __fish_seen_subcommand_from create" -l vcpus -d 'Number of vCPUs, 1-32 [default: 2]' -r
 complete -c banger -n "__fish_banger_using_subcommand vm; and __fish_seen_subcommand_from create" -l memory -d 'Memory in MiB, or a size such as 2G [default: 1024]' -r
 complete -c banger -n "__fish_banger_using_subcommand vm; and __fish_seen_subcommand_from create" -l disk-size -d 'Root disk size (default: the image\'s rootfs size)' -r
 complete -c banger -n "__fish_banger_using_subcommand vm; and __fish_seen_subcommand_from create" -l work-size -d 'Work disk size, mounted at /root, at least 64M [default: 8G]' -r
 complete -c banger -n "__fish_banger_using_subcommand vm; and __fish_seen_subcommand_from create" -l ttl -d 'Delete the VM after this long (`banger gc` enforces it), e.g. 2h' -r
+complete -c banger -n "__fish_banger_using_subcommand vm; and __fish_seen_subcommand_from create" -s p -l publish -d 'Forward [ADDR:]HOST_PORT:GUEST_PORT[/udp] while it runs (repeatable; ADDR: 127.0.0.1)' -r
 complete -c banger -n "__fish_banger_using_subcommand vm; and __fish_seen_subcommand_from create" -l timeout -d 'How long to wait for the guest [default: 5m]' -r
 complete -c banger -n "__fish_banger_using_subcommand vm; and __fish_seen_subcommand_from create" -l no-nat -d 'Do not give the VM outbound NAT'
 complete -c banger -n "__fish_banger_using_subcommand vm; and __fish_seen_subcommand_from create" -l timings -d 'Print how long each stage took'
@@ -78,6 +80,7 @@ complete -c banger -n "__fish_banger_using_subcommand vm; and __fish_seen_subcom
 complete -c banger -n "__fish_banger_using_subcommand vm; and __fish_seen_subcommand_from run" -l disk-size -d 'Root disk size (default: the image\'s rootfs size)' -r
 complete -c banger -n "__fish_banger_using_subcommand vm; and __fish_seen_subcommand_from run" -l work-size -d 'Work disk size, mounted at /root, at least 64M [default: 8G]' -r
 complete -c banger -n "__fish_banger_using_subcommand vm; and __fish_seen_subcommand_from run" -l ttl -d 'Delete the VM after this long (`banger gc` enforces it), e.g. 2h' -r
+complete -c banger -n "__fish_banger_using_subcommand vm; and __fish_seen_subcommand_from run" -s p -l publish -d 'Forward [ADDR:]HOST_PORT:GUEST_PORT[/udp] while it runs (repeatable; ADDR: 127.0.0.1)' -r
 complete -c banger -n "__fish_banger_using_subcommand vm; and __fish_seen_subcommand_from run" -l timeout -d 'How long to wait for the guest [default: 5m]' -r
 complete -c banger -n "__fish_banger_using_subcommand vm; and __fish_seen_subcommand_from run" -l copy -d 'Copy into the VM before the command (repeatable)' -r
 complete -c banger -n "__fish_banger_using_subcommand vm; and __fish_seen_subcommand_from run" -l copy-out -d 'Copy back after the command, whatever its exit code (repeatable)' -r
@@ -144,6 +147,9 @@ complete -c banger -n "__fish_banger_using_subcommand vm; and __fish_seen_subcom
 complete -c banger -n "__fish_banger_using_subcommand vm; and __fish_seen_subcommand_from ssh-config" -s v -l verbose -d 'Say more on stderr (repeat for more)'
 complete -c banger -n "__fish_banger_using_subcommand vm; and __fish_seen_subcommand_from ssh-config" -s h -l help -d 'Print help'
 complete -c banger -n "__fish_banger_using_subcommand vm; and __fish_seen_subcommand_from ssh-config" -s V -l version -d 'Print version'
+complete -c banger -n "__fish_banger_using_subcommand vm; and __fish_seen_subcommand_from port" -s v -l verbose -d 'Say more on stderr (repeat for more)'
+complete -c banger -n "__fish_banger_using_subcommand vm; and __fish_seen_subcommand_from port" -s h -l help -d 'Print help'
+complete -c banger -n "__fish_banger_using_subcommand vm; and __fish_seen_subcommand_from port" -s V -l version -d 'Print version'
 complete -c banger -n "__fish_banger_using_subcommand vm; and __fish_seen_subcommand_from help" -f -a "create" -d 'Create a VM (and start it unless --no-start)'
 complete -c banger -n "__fish_banger_using_subcommand vm; and __fish_seen_subcommand_from help" -f -a "run" -d 'Create or start a VM, wait for it, run a command in it over SSH'
 complete -c banger -n "__fish_banger_using_subcommand vm; and __fish_seen_subcommand_from help" -f -a "start" -d 'Start stopped VMs'
@@ -156,6 +162,7 @@ complete -c banger -n "__fish_banger_using_subcommand vm; and __fish_seen_subcom
 complete -c banger -n "__fish_banger_using_subcommand vm; and __fish_seen_subcommand_from help" -f -a "logs" -d 'Print a VM\'s console log (or its VMM\'s own log with --vmm)'
 complete -c banger -n "__fish_banger_using_subcommand vm; and __fish_seen_subcommand_from help" -f -a "cp" -d 'Copy files or trees between the host and a VM (NAME:PATH; `-` is a tar stream)'
 complete -c banger -n "__fish_banger_using_subcommand vm; and __fish_seen_subcommand_from help" -f -a "ssh-config" -d 'Print OpenSSH `Host` blocks for VMs (for ssh -F, scp, rsync, IDEs)'
+complete -c banger -n "__fish_banger_using_subcommand vm; and __fish_seen_subcommand_from help" -f -a "port" -d 'List a VM\'s published ports, one a line'
 complete -c banger -n "__fish_banger_using_subcommand vm; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c banger -n "__fish_banger_using_subcommand image; and not __fish_seen_subcommand_from build import list ls show inspect delete rm default help" -s v -l verbose -d 'Say more on stderr (repeat for more)'
 complete -c banger -n "__fish_banger_using_subcommand image; and not __fish_seen_subcommand_from build import list ls show inspect delete rm default help" -s h -l help -d 'Print help'
@@ -282,6 +289,7 @@ complete -c banger -n "__fish_banger_using_subcommand help; and __fish_seen_subc
 complete -c banger -n "__fish_banger_using_subcommand help; and __fish_seen_subcommand_from vm" -f -a "logs" -d 'Print a VM\'s console log (or its VMM\'s own log with --vmm)'
 complete -c banger -n "__fish_banger_using_subcommand help; and __fish_seen_subcommand_from vm" -f -a "cp" -d 'Copy files or trees between the host and a VM (NAME:PATH; `-` is a tar stream)'
 complete -c banger -n "__fish_banger_using_subcommand help; and __fish_seen_subcommand_from vm" -f -a "ssh-config" -d 'Print OpenSSH `Host` blocks for VMs (for ssh -F, scp, rsync, IDEs)'
+complete -c banger -n "__fish_banger_using_subcommand help; and __fish_seen_subcommand_from vm" -f -a "port" -d 'List a VM\'s published ports, one a line'
 complete -c banger -n "__fish_banger_using_subcommand help; and __fish_seen_subcommand_from image" -f -a "build" -d 'Build an image from Debian packages (kernel, rootfs, agent)'
 complete -c banger -n "__fish_banger_using_subcommand help; and __fish_seen_subcommand_from image" -f -a "import" -d 'Register an existing kernel and rootfs as an image'
 complete -c banger -n "__fish_banger_using_subcommand help; and __fish_seen_subcommand_from image" -f -a "list" -d 'List images'

@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::ops::copy;
-use crate::state::model::VmName;
+use crate::state::model::{PublishedPort, VmName};
 use crate::state::parse;
 
 #[derive(Debug, Parser)]
@@ -85,6 +85,8 @@ pub enum VmCommand {
     Cp(CpArgs),
     /// Print OpenSSH `Host` blocks for VMs (for ssh -F, scp, rsync, IDEs)
     SshConfig(SshConfigArgs),
+    /// List a VM's published ports, one a line
+    Port(PortArgs),
 }
 
 /// Settings shared by `vm create` and `vm run`.
@@ -111,6 +113,9 @@ pub struct VmSpec {
     /// Delete the VM after this long (`banger gc` enforces it), e.g. 2h
     #[arg(long, value_parser = parse::duration, allow_hyphen_values = true)]
     pub ttl: Option<Duration>,
+    /// Forward [ADDR:]HOST_PORT:GUEST_PORT[/udp] while it runs (repeatable; ADDR: 127.0.0.1)
+    #[arg(short = 'p', long, value_name = "PORT", value_parser = PublishedPort::parse)]
+    pub publish: Vec<PublishedPort>,
     #[command(flatten)]
     pub wait: WaitArgs,
 }
@@ -126,6 +131,7 @@ impl VmSpec {
             disk_size: self.disk_size,
             work_size: self.work_size,
             nat: !self.no_nat,
+            published: self.publish.clone(),
             ttl: self.ttl,
         }
     }
@@ -253,6 +259,13 @@ pub struct ShowArgs {
     /// Print JSON
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PortArgs {
+    /// The VM
+    #[arg(value_parser = VmName::parse)]
+    pub name: VmName,
 }
 
 #[derive(Debug, Args)]

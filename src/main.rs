@@ -45,6 +45,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             VmCommand::Logs(args) => done(commands::vm_logs::run(args, global)),
             VmCommand::Cp(args) => done(commands::vm_cp::run(args, global)),
             VmCommand::SshConfig(args) => done(commands::vm_ssh_config::run(args, global)),
+            VmCommand::Port(args) => done(commands::vm_port::run(args, global)),
         },
         Command::Image(cmd) => match cmd {
             ImageCommand::Build(args) => done(commands::image_build::run(args, global)),

@@ -1,17 +1,21 @@
 //! Data in and out of a real guest (the test image under the test VMM):
 //! `vm cp` both ways and as tar streams, `vm run --copy/--copy-out`, and
-//! `vm ssh-config` for the user's own OpenSSH. One booted VM serves every
+//! `vm ssh-config` for the user's own OpenSSH, and `--publish`ed ports
+//! reaching the guest's sshd. One booted VM serves every
 //! assertion (a boot costs 15-30 s of software CPU).
 
 #![allow(clippy::unwrap_used)]
 
 use std::fs;
-use std::io::Write;
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use banger_testkit::image::guest_image;
+use banger_testkit::netns::{NamedNetns, veth};
 use banger_testkit::{Need, TestContext, require, vmlinux, vmm_shim};
 
 /// A context on the test VMM with the test image imported as the default
@@ -131,7 +135,15 @@ fn guest(ctx: &TestContext, script: &str) -> String {
 #[test]
 fn files_and_trees_move_in_and_out_of_a_guest() {
     let Some(ctx) = context() else { return };
-    ctx.ok(&["vm", "create", "e1"]);
+    ctx.ok(&[
+        "vm",
+        "create",
+        "e1",
+        "--publish",
+        "127.0.0.1:2222:22",
+        "-p",
+        "0.0.0.0:2223:22",
+    ]);
     let work = ctx.dir.path().join("work");
     let tree = work.join("tree");
     let big = make_tree(&tree);
@@ -303,10 +315,46 @@ fn files_and_trees_move_in_and_out_of_a_guest() {
     );
     fs::write(&known_hosts, pinned).unwrap();
 
+    // Published ports reach the guest's sshd: from the host on 127.0.0.1,
+    // and from another machine through the host's address.
+    assert_eq!(ssh_banner(&ctx.netns, "127.0.0.1:2222"), "SSH-2.0-");
+    let outside = NamedNetns::new("outside");
+    veth(&ctx.netns.name, "bgt-up", &outside.name, "bgt-lan");
+    ctx.sh(&["ip", "addr", "add", "192.0.2.1/24", "dev", "bgt-up"]);
+    ctx.sh(&["ip", "link", "set", "bgt-up", "up"]);
+    outside.exec(&["ip", "addr", "add", "192.0.2.2/24", "dev", "bgt-lan"]);
+    outside.exec(&["ip", "link", "set", "bgt-lan", "up"]);
+    assert_eq!(ssh_banner(&outside, "192.0.2.1:2223"), "SSH-2.0-");
+    // The loopback port is the host's own.
+    assert!(connect(&outside, "192.0.2.1:2222").is_err());
+
     // A stopped VM is refused, naming the way out.
     ctx.ok(&["vm", "stop", "e1", "--force"]);
+    let ruleset = ctx.sh(&["nft", "list", "ruleset"]);
+    assert!(!ruleset.contains("dport 2222"), "{ruleset}");
+    assert!(connect(&ctx.netns, "127.0.0.1:2222").is_err());
     let err = ctx.fails(1, &["vm", "cp", &host("tree"), "e1:/root/again"]);
     assert!(err.contains("banger vm start e1"), "{err}");
+}
+
+/// A TCP connection to `addr` from namespace `ns`, with a short timeout.
+fn connect(ns: &NamedNetns, addr: &str) -> std::io::Result<TcpStream> {
+    let addr: std::net::SocketAddr = addr.parse().unwrap();
+    ns.spawn(move || {
+        let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        Ok(stream)
+    })
+    .join()
+    .unwrap()
+}
+
+/// The first 8 bytes a server at `addr` sends, as seen from namespace `ns`.
+fn ssh_banner(ns: &NamedNetns, addr: &str) -> String {
+    let mut stream = connect(ns, addr).unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+    let mut banner = [0u8; 8];
+    stream.read_exact(&mut banner).unwrap();
+    String::from_utf8_lossy(&banner).into_owned()
 }
 
 /// A fresh ed25519 public key (`ssh-ed25519 AAAA...`), not the guest's.

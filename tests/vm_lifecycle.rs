@@ -352,3 +352,126 @@ fn verbose_prints_each_stage_as_it_runs() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("banger: "), "{stderr}");
 }
+
+/// `nft -j list table inet banger` in the context's namespace: the chain
+/// and the expression of each rule tagged `banger:<id>`.
+fn rules_of(ctx: &banger_testkit::TestContext, id: &str) -> Vec<(String, String)> {
+    let listed = ctx.sh(&["nft", "-j", "list", "table", "inet", "banger"]);
+    let listed: Value = serde_json::from_str(&listed).expect("nft -j output");
+    listed["nftables"]
+        .as_array()
+        .expect("a list of objects")
+        .iter()
+        .filter_map(|object| object.get("rule"))
+        .filter(|rule| rule["comment"] == format!("banger:{id}"))
+        .map(|rule| {
+            (
+                rule["chain"].as_str().expect("a chain name").to_owned(),
+                rule["expr"].to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn published_ports_come_and_go_with_the_vm_and_a_taken_port_is_refused() {
+    let Some(ctx) = context() else { return };
+    let created = ctx.json(
+        &create_small("web")
+            .with(&["-p", "8080:80", "--publish", "0.0.0.0:5353:53/udp"])
+            .with(&["--no-wait", "--json"]),
+    );
+    let id = created["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        created["published"],
+        serde_json::json!([
+            {"addr": "127.0.0.1", "host_port": 8080, "guest_port": 80, "proto": "tcp"},
+            {"addr": "0.0.0.0", "host_port": 5353, "guest_port": 53, "proto": "udp"}
+        ])
+    );
+    let chains = |rules: Vec<(String, String)>| {
+        let mut chains: Vec<String> = rules.into_iter().map(|(chain, _)| chain).collect();
+        chains.sort();
+        chains
+    };
+    let rules = rules_of(&ctx, &id);
+    assert_eq!(
+        chains(rules.clone()),
+        [
+            "forward",
+            "forward",
+            "output",
+            "output",
+            "ports-forward",
+            "ports-forward",
+            "ports-postrouting",
+            "ports-postrouting",
+            "postrouting",
+            "prerouting",
+        ],
+        "{rules:#?}"
+    );
+    assert_eq!(
+        ctx.sh(&["sysctl", "-n", "net.ipv4.conf.banger0.route_localnet"])
+            .trim(),
+        "1"
+    );
+    assert_eq!(
+        ctx.ok(&["vm", "port", "web"]),
+        "127.0.0.1:8080->80/tcp\n0.0.0.0:5353->53/udp\n"
+    );
+    let table = ctx.ok(&["vm", "ls"]);
+    assert!(
+        table.contains("127.0.0.1:8080->80/tcp,0.0.0.0:5353->53/udp"),
+        "{table}"
+    );
+    let shown = ctx.ok(&["vm", "show", "web"]);
+    assert!(
+        shown.contains("published     127.0.0.1:8080->80/tcp,0.0.0.0:5353->53/udp"),
+        "{shown}"
+    );
+
+    // A host port another VM publishes, or something on the host holds, is
+    // refused before anything is made.
+    let err = ctx.fails(
+        1,
+        &create_small("clash").with(&["-p", "0.0.0.0:8080:81", "--no-wait"]),
+    );
+    assert!(
+        err.contains("host port 0.0.0.0:8080/tcp is already published by VM web"),
+        "{err}"
+    );
+    let held = ctx
+        .netns
+        .spawn(|| std::net::TcpListener::bind("127.0.0.1:9090").unwrap())
+        .join()
+        .unwrap();
+    let err = ctx.fails(
+        1,
+        &create_small("held").with(&["-p", "9090:80", "--no-wait"]),
+    );
+    assert!(
+        err.contains("host port 127.0.0.1:9090/tcp is already in use on this host"),
+        "{err}"
+    );
+    drop(held);
+    assert_eq!(ctx.ok(&["vm", "ls", "-q"]), "web\n");
+    assert_eq!(
+        banger_testkit::context::entries(&ctx.home.join("vms")),
+        std::slice::from_ref(&id)
+    );
+    // Malformed ports are usage errors.
+    for spec in ["8080", "0:80", "70000:80", "8080:80/sctp", "::1:8080:80"] {
+        ctx.fails(2, &create_small("bad").with(&["-p", spec]));
+    }
+
+    // Stopped, the VM has no rules but keeps its ports; started, it has them
+    // again; deleted, nothing is left.
+    ctx.ok(&["vm", "stop", "web", "--force"]);
+    assert_eq!(rules_of(&ctx, &id), Vec::new());
+    assert_eq!(ctx.show("web")["published"], created["published"]);
+    ctx.ok(&["vm", "start", "web", "--no-wait"]);
+    assert_eq!(chains(rules_of(&ctx, &id)).len(), 10);
+    ctx.ok(&["vm", "delete", "web", "--force"]);
+    ctx.assert_nothing_left("after delete");
+}

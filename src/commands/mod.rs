@@ -17,6 +17,7 @@ pub mod vm_create;
 pub mod vm_delete;
 pub mod vm_list;
 pub mod vm_logs;
+pub mod vm_port;
 pub mod vm_run;
 pub mod vm_show;
 pub mod vm_ssh;
@@ -62,6 +63,7 @@ pub struct VmView {
     pub work_size: u64,
     pub vsock_cid: u32,
     pub nat: bool,
+    pub published: Vec<crate::state::model::PublishedPort>,
     pub pid: Option<u32>,
     pub tap: Option<String>,
     pub cow_strategy: Option<crate::state::model::CowStrategy>,
@@ -91,6 +93,7 @@ impl VmView {
             work_size: vm.work_size,
             vsock_cid: vm.vsock_cid,
             nat: vm.nat,
+            published: vm.published.clone(),
             pid: observed.pid,
             tap: if running {
                 observed.handles.tap.clone()
@@ -103,6 +106,16 @@ impl VmView {
             last_error: read.last_error(),
             timings: None,
         }
+    }
+
+    /// The published ports as `127.0.0.1:2222->22/tcp`, comma separated;
+    /// `-` when there are none.
+    pub fn ports(&self) -> String {
+        if self.published.is_empty() {
+            return "-".to_owned();
+        }
+        let ports: Vec<String> = self.published.iter().map(ToString::to_string).collect();
+        ports.join(",")
     }
 
     pub fn with_timings(mut self, timings: &Timings) -> Self {
@@ -171,6 +184,7 @@ pub fn vm_row(view: &VmView) -> Vec<String> {
         view.name.to_string(),
         view.state.as_str().to_owned(),
         view.ip.clone(),
+        view.ports(),
         view.image.clone(),
         view.vcpus.to_string(),
         format_size(u64::from(view.memory_mib) << 20),

@@ -24,7 +24,7 @@ pub fn run(args: ListArgs, global: &Global) -> Result<()> {
     let rows: Vec<_> = views.iter().map(vm_row).collect();
     print_table(
         &[
-            "NAME", "STATE", "IP", "IMAGE", "VCPUS", "MEMORY", "WORK", "CREATED",
+            "NAME", "STATE", "IP", "PORTS", "IMAGE", "VCPUS", "MEMORY", "WORK", "CREATED",
         ],
         &rows,
     );

@@ -24,6 +24,16 @@ pub fn run(args: RunArgs, global: &Global) -> Result<i32> {
         Some(name) => ctx.store.find_vm(name.as_str())?,
         None => None,
     };
+    if let Some(vm) = &existing
+        && !args.spec.publish.is_empty()
+        && args.spec.publish != vm.published
+    {
+        // Ports are fixed when a VM is created.
+        eprintln!(
+            "banger: VM {} existed before this run; --publish leaves its ports as they are",
+            vm.name
+        );
+    }
     if args.rm {
         match &existing {
             Some(vm) => eprintln!(

@@ -35,6 +35,7 @@ pub fn run(args: ShowArgs, global: &Global) -> Result<()> {
             view.cow_strategy.map_or_else(dash, |s| s.to_string()),
         ),
         ("nat", if view.nat { "on" } else { "off" }.to_owned()),
+        ("published", view.ports()),
         ("vsock cid", view.vsock_cid.to_string()),
         ("pid", view.pid.map_or_else(dash, |p| p.to_string())),
         ("tap", view.tap.clone().unwrap_or_else(dash)),

@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 
 use super::UsageError;
-use crate::state::model::{VmName, now};
+use crate::state::model::{PublishedPort, VmName, now};
 use crate::state::parse::format_size;
 use crate::state::store::NewVm;
 use crate::vm::locked::{file_size, lock_new_id};
@@ -22,6 +22,8 @@ pub struct Spec {
     pub disk_size: Option<u64>,
     pub work_size: Option<u64>,
     pub nat: bool,
+    /// `--publish`: host ports forwarded to the guest while it runs.
+    pub published: Vec<PublishedPort>,
     pub ttl: Option<Duration>,
 }
 
@@ -66,6 +68,17 @@ pub fn create(ctx: &Ctx, spec: &Spec, start: bool, timings: &mut Timings) -> Res
         ))
         .into());
     }
+    for (i, port) in spec.published.iter().enumerate() {
+        if let Some(other) = spec.published[..i].iter().find(|p| p.clashes_with(port)) {
+            return Err(UsageError(format!(
+                "--publish {port} and --publish {other} take the same host port"
+            ))
+            .into());
+        }
+        // Refused before anything is made; the insert below refuses a port
+        // another VM publishes.
+        ctx.host.net.check_port_free(port)?;
+    }
     let new = NewVm {
         name: spec.name.clone(),
         image: image.name.clone(),
@@ -74,6 +87,7 @@ pub fn create(ctx: &Ctx, spec: &Spec, start: bool, timings: &mut Timings) -> Res
         disk_size,
         work_size,
         nat: spec.nat,
+        published: spec.published.clone(),
         expires_at: spec.ttl.map(|ttl| now() + ttl.as_secs() as i64),
     };
     let (id, guard) = lock_new_id(ctx)?;

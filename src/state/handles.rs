@@ -26,6 +26,8 @@ pub struct Handles {
     pub cow_strategy: Option<super::model::CowStrategy>,
     /// Whether NAT rules may exist for this VM.
     pub nat: bool,
+    /// Whether published-port rules may exist for this VM.
+    pub ports: bool,
 }
 
 /// How reading `handles.json` went.
@@ -93,6 +95,7 @@ impl Handles {
             && self.cow_loop.is_none()
             && self.dm_name.is_none()
             && !self.nat
+            && !self.ports
     }
 }
 

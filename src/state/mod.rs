@@ -67,6 +67,8 @@ pub enum StateError {
     ImageExists(String),
     #[error("subnet {0} has no free guest address left")]
     SubnetFull(String),
+    #[error("host port {port} is already published by VM {vm}")]
+    PortTaken { port: String, vm: String },
 }
 
 /// Below this much free space, an I/O error of SQLite is put down to a full disk.

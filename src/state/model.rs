@@ -23,6 +23,8 @@ pub struct Vm {
     pub mac: String,
     pub vsock_cid: u32,
     pub nat: bool,
+    /// Host ports forwarded to the guest while it runs.
+    pub published: Vec<PublishedPort>,
     /// How the root disk is kept copy-on-write; fixed when its files are made.
     pub cow_strategy: Option<CowStrategy>,
     /// The operation a command recorded before touching the host and clears

@@ -15,7 +15,9 @@ use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehav
 
 use super::StateError;
 use super::config::Subnet;
-use super::model::{CowStrategy, Image, Pending, Vm, VmId, VmName, VmState, mac_for, now};
+use super::model::{
+    CowStrategy, Image, Pending, PublishedPort, Vm, VmId, VmName, VmState, mac_for, now,
+};
 
 /// Schema migrations; `user_version` is the number applied.
 const MIGRATIONS: &[&str] = &[
@@ -61,6 +63,10 @@ const MIGRATIONS: &[&str] = &[
     -- One name for one thing: the vsock CID is `vsock_cid` everywhere.
     ALTER TABLE vms RENAME COLUMN cid TO vsock_cid;
 ",
+    r"
+    -- Published ports, as a JSON array of {addr, host_port, guest_port, proto}.
+    ALTER TABLE vms ADD COLUMN published TEXT NOT NULL DEFAULT '[]';
+",
 ];
 
 /// How long a command waits for another's write transaction, unless
@@ -83,6 +89,7 @@ pub struct NewVm {
     pub disk_size: u64,
     pub work_size: u64,
     pub nat: bool,
+    pub published: Vec<PublishedPort>,
     pub expires_at: Option<i64>,
 }
 
@@ -199,6 +206,31 @@ impl Store {
                 }
             }
         };
+        // A host port another VM publishes is refused in the transaction
+        // that would take it.
+        if !new.published.is_empty() {
+            let mut stmt = tx
+                .prepare("SELECT name, published FROM vms WHERE published != '[]'")
+                .map_err(db)?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+                .map_err(db)?;
+            for row in rows {
+                let (other, published) = row.map_err(db)?;
+                let theirs: Vec<PublishedPort> =
+                    serde_json::from_str(&published).unwrap_or_default();
+                if let Some(port) = new
+                    .published
+                    .iter()
+                    .find(|mine| theirs.iter().any(|t| mine.clashes_with(t)))
+                {
+                    return Err(StateError::PortTaken {
+                        port: format!("{}:{}/{}", port.addr, port.host_port, port.proto.as_str()),
+                        vm: other,
+                    });
+                }
+            }
+        }
         // One pass over the used addresses, then set lookups: linear in the
         // number of VMs, not quadratic.
         let used_ips: std::collections::HashSet<Ipv4Addr> = {
@@ -237,6 +269,7 @@ impl Store {
             mac: mac_for(ip),
             vsock_cid: cid,
             nat: new.nat,
+            published: new.published.clone(),
             cow_strategy: None,
             pending: Some(Pending::Create),
             desired: VmState::Stopped,
@@ -246,8 +279,9 @@ impl Store {
         };
         tx.execute(
             "INSERT INTO vms (id, name, image, vcpus, memory_mib, disk_size, work_size, ip, mac, vsock_cid,
-                              nat, cow_strategy, desired, expires_at, last_error, created_at, pending)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+                              nat, cow_strategy, desired, expires_at, last_error, created_at, pending,
+                              published)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
             params![
                 vm.id,
                 vm.name,
@@ -266,6 +300,7 @@ impl Store {
                 vm.last_error,
                 vm.created_at,
                 vm.pending.map(Pending::as_str),
+                published_json(&vm.published),
             ],
         )
         .map_err(db)?;
@@ -499,12 +534,28 @@ fn vm_from_row(row: &Row<'_>) -> rusqlite::Result<Vm> {
         mac: row.get("mac")?,
         vsock_cid: row.get("vsock_cid")?,
         nat: row.get("nat")?,
+        published: published_from_row(row)?,
         cow_strategy: text_enum(row, "cow_strategy", CowStrategy::parse)?,
         pending: text_enum(row, "pending", Pending::parse)?,
         desired: VmState::parse(&row.get::<_, String>("desired")?),
         expires_at: row.get("expires_at")?,
         last_error: row.get("last_error")?,
         created_at: row.get("created_at")?,
+    })
+}
+
+fn published_json(ports: &[PublishedPort]) -> String {
+    serde_json::to_string(ports).unwrap_or_else(|_| "[]".to_owned())
+}
+
+fn published_from_row(row: &Row<'_>) -> rusqlite::Result<Vec<PublishedPort>> {
+    let text: String = row.get("published")?;
+    serde_json::from_str(&text).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(
+            0,
+            rusqlite::types::Type::Text,
+            format!("column published: {e}").into(),
+        )
     })
 }
 
@@ -558,6 +609,7 @@ mod tests {
             disk_size: 1 << 30,
             work_size: 1 << 30,
             nat: true,
+            published: Vec::new(),
             expires_at: None,
         }
     }
@@ -763,5 +815,81 @@ mod tests {
             store.vm("vm1").unwrap().cow_strategy,
             Some(CowStrategy::Copy)
         );
+    }
+
+    #[test]
+    fn a_host_port_published_by_another_vm_is_refused_in_the_insert() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(&tmp.path().join("db")).unwrap();
+        let port = |s: &str| PublishedPort::parse(s).unwrap();
+        let with = |vm_name: &str, specs: &[&str]| NewVm {
+            published: specs.iter().map(|s| port(s)).collect(),
+            ..new_vm(Some(vm_name))
+        };
+        let a = store
+            .insert_vm(
+                &with("a", &["2222:22"]),
+                &id(1),
+                &subnet(),
+                &|_| unreachable!(),
+            )
+            .unwrap();
+        assert_eq!(store.vm("a").unwrap().published, a.published);
+        let err = store
+            .insert_vm(
+                &with("b", &["8080:80", "0.0.0.0:2222:22"]),
+                &id(2),
+                &subnet(),
+                &|_| unreachable!(),
+            )
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "host port 0.0.0.0:2222/tcp is already published by VM a"
+        );
+        assert!(store.find_vm("b").unwrap().is_none());
+        // Another protocol, or another address, is another socket.
+        store
+            .insert_vm(
+                &with("c", &["2222:22/udp", "10.9.9.9:2222:22"]),
+                &id(3),
+                &subnet(),
+                &|_| unreachable!(),
+            )
+            .unwrap();
+    }
+
+    #[test]
+    fn schema_two_rows_publish_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(MIGRATIONS[0]).unwrap();
+            conn.execute_batch(MIGRATIONS[1]).unwrap();
+            conn.pragma_update(None, "user_version", 2).unwrap();
+            conn.execute(
+                "INSERT INTO vms (id, name, image, vcpus, memory_mib, disk_size, work_size,
+                                  ip, mac, vsock_cid, nat, desired, created_at)
+                 VALUES (?1, 'old', 'base', 1, 128, 1, 1, '10.0.0.2', '06:00:0a:00:00:02', 3,
+                         1, 'stopped', 0)",
+                [id(1)],
+            )
+            .unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        assert!(store.vm("old").unwrap().published.is_empty());
+        let vm = store
+            .insert_vm(
+                &NewVm {
+                    published: vec![PublishedPort::parse("8080:80").unwrap()],
+                    ..new_vm(Some("new"))
+                },
+                &id(2),
+                &subnet(),
+                &|_| unreachable!(),
+            )
+            .unwrap();
+        assert_eq!(store.vm("new").unwrap().published, vm.published);
     }
 }

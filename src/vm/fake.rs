@@ -14,7 +14,7 @@ use anyhow::{Result, anyhow};
 use super::Ctx;
 use super::host::{Disks, Host, Network, Sidecar, StopOutcome, Vmm, VmmConfig};
 use crate::state::config::Config;
-use crate::state::model::{CowStrategy, Image};
+use crate::state::model::{CowStrategy, Image, PublishedPort};
 use crate::state::paths::Paths;
 use crate::state::store::Store;
 
@@ -36,6 +36,10 @@ pub struct World {
     /// VM ids with rules.
     pub rules: BTreeSet<String>,
     pub fence: bool,
+    /// VM id → the ports its rules publish.
+    pub ports: BTreeMap<String, Vec<PublishedPort>>,
+    /// Sockets other programs hold on the host.
+    pub in_use: Vec<PublishedPort>,
     /// VMM pid → its API socket.
     pub vmms: BTreeMap<u32, PathBuf>,
     /// VMMs that were configured and started.
@@ -51,6 +55,7 @@ impl World {
             && self.snapshots.is_empty()
             && self.links.iter().all(|l| l.starts_with("bgpool"))
             && self.rules.is_empty()
+            && self.ports.is_empty()
             && self.vmms.is_empty()
     }
 
@@ -230,17 +235,46 @@ impl Network for Fake {
         self.call("ensure_host_fence", bridge)?.fence = true;
         Ok(())
     }
+    /// Like the real one, removes every rule tagged with the VM's id,
+    /// its published ports included.
     fn remove_vm_rules(&self, id: &str) -> Result<()> {
-        self.call("remove_vm_rules", id)?.rules.remove(id);
+        let mut world = self.call("remove_vm_rules", id)?;
+        world.rules.remove(id);
+        world.ports.remove(id);
+        Ok(())
+    }
+    fn check_port_free(&self, port: &PublishedPort) -> Result<()> {
+        let world = self.call("check_port_free", port)?;
+        if world.in_use.iter().any(|held| held.clashes_with(port)) {
+            return Err(anyhow!("host port {} is already in use", port.host_port));
+        }
+        Ok(())
+    }
+    fn add_port_rules(
+        &self,
+        id: &str,
+        _: Ipv4Addr,
+        _: &str,
+        ports: &[PublishedPort],
+    ) -> Result<()> {
+        self.call("add_port_rules", id)?
+            .ports
+            .insert(id.to_owned(), ports.to_vec());
+        Ok(())
+    }
+    fn remove_port_rules(&self, id: &str) -> Result<()> {
+        self.call("remove_port_rules", id)?.ports.remove(id);
         Ok(())
     }
     fn vms_with_rules(&self) -> Result<Vec<String>> {
-        Ok(self
-            .call("vms_with_rules", "")?
+        let world = self.call("vms_with_rules", "")?;
+        let ids: BTreeSet<String> = world
             .rules
             .iter()
+            .chain(world.ports.keys())
             .cloned()
-            .collect())
+            .collect();
+        Ok(ids.into_iter().collect())
     }
     fn list_links(&self) -> Result<Vec<String>> {
         Ok(self.call("list_links", "")?.links.iter().cloned().collect())

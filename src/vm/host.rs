@@ -12,7 +12,7 @@ use anyhow::Result;
 use crate::host::disk::{cow, dm, ext4, loopdev};
 use crate::host::firecracker::{api, process};
 use crate::host::{net, procs};
-use crate::state::model::CowStrategy;
+use crate::state::model::{CowStrategy, PublishedPort};
 
 pub use crate::host::firecracker::api::VmmConfig;
 pub use crate::host::firecracker::process::StopOutcome;
@@ -57,6 +57,19 @@ pub trait Network: Send + Sync {
     fn ensure_host_fence(&self, bridge: &str) -> Result<()>;
     /// Removes the VM's rules; none left is fine.
     fn remove_vm_rules(&self, id: &str) -> Result<()>;
+    /// Fails when something on the host already holds `port`'s socket.
+    fn check_port_free(&self, port: &PublishedPort) -> Result<()>;
+    /// The VM's published ports (replacing any it had), with loopback
+    /// routing enabled on `bridge` so that `127.0.0.1` ports work.
+    fn add_port_rules(
+        &self,
+        id: &str,
+        ip: Ipv4Addr,
+        bridge: &str,
+        ports: &[PublishedPort],
+    ) -> Result<()>;
+    /// Removes the VM's published-port rules only; none left is fine.
+    fn remove_port_rules(&self, id: &str) -> Result<()>;
     /// The VM ids named by rules in banger's table.
     fn vms_with_rules(&self) -> Result<Vec<String>>;
     /// Network interfaces whose names may be banger's TAPs.
@@ -192,6 +205,22 @@ impl Network for RealNetwork {
     }
     fn remove_vm_rules(&self, id: &str) -> Result<()> {
         Ok(net::nat::remove_vm_rules(id)?)
+    }
+    fn check_port_free(&self, port: &PublishedPort) -> Result<()> {
+        Ok(net::check_port_free(port)?)
+    }
+    fn add_port_rules(
+        &self,
+        id: &str,
+        ip: Ipv4Addr,
+        bridge: &str,
+        ports: &[PublishedPort],
+    ) -> Result<()> {
+        net::bridge::enable_route_localnet(bridge)?;
+        Ok(net::nat::add_port_rules(id, ip, bridge, ports)?)
+    }
+    fn remove_port_rules(&self, id: &str) -> Result<()> {
+        Ok(net::nat::remove_port_rules(id)?)
     }
     fn vms_with_rules(&self) -> Result<Vec<String>> {
         Ok(net::nat::vms_with_rules()?)

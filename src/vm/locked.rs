@@ -242,8 +242,8 @@ impl<'c> LockedVm<'c> {
         Ok(strategy)
     }
 
-    /// Starts a stopped VM's runtime: root device, TAP, VMM, firewall,
-    /// sidecar. On failure everything made is released, the VM stays
+    /// Starts a stopped VM's runtime: root device, TAP, VMM, firewall and
+    /// published ports, sidecar. On failure everything made is released, the VM stays
     /// stopped with `last_error` set, and the error is returned.
     pub fn start(&mut self, timings: &mut Timings) -> Result<u32> {
         let name = self.vm.name.to_string();
@@ -366,6 +366,7 @@ fn reconcile(ctx: &Ctx, vm: &mut Vm) -> Result<Observed> {
                     .tap
                     .get_or_insert_with(|| crate::state::layout::tap(&vm.id));
                 handles.nat |= vm.nat;
+                handles.ports |= !vm.published.is_empty();
                 handles.save(&vm_dir)?;
             }
             return Ok(Observed {
@@ -475,6 +476,9 @@ fn start_runtime(ctx: &Ctx, vm: &Vm, journal: &mut Journal, timings: &mut Timing
     if vm.nat {
         journal.record(|h| h.nat = true)?;
     }
+    if !vm.published.is_empty() {
+        journal.record(|h| h.ports = true)?;
+    }
     let api_sock = ctx.paths.api_sock(&vm.id);
     let config = VmmConfig {
         vcpus: vm.vcpus,
@@ -495,7 +499,9 @@ fn start_runtime(ctx: &Ctx, vm: &Vm, journal: &mut Journal, timings: &mut Timing
     let (configured, firewall) = std::thread::scope(|scope| {
         let firewall = scope.spawn(move || {
             let started = Instant::now();
-            let result = resources::add_firewall(paths, net, bridge, vm);
+            let result = resources::add_firewall(paths, net, bridge, vm)
+                .context("cannot add the VM's firewall rules")
+                .and_then(|()| resources::publish_ports(paths, net, bridge, vm));
             (result, started.elapsed())
         });
         let configured = timings.time("configure", || {
@@ -515,7 +521,7 @@ fn start_runtime(ctx: &Ctx, vm: &Vm, journal: &mut Journal, timings: &mut Timing
     configured?;
     let (result, elapsed) = firewall;
     timings.overlapped("firewall", elapsed);
-    result.context("cannot add the VM's firewall rules")?;
+    result?;
     timings.time("sidecar", || ctx.host.sidecar.ensure_running())?;
     Ok(pid)
 }

@@ -145,6 +145,7 @@ mod tests {
             mac: String::new(),
             vsock_cid: 3,
             nat: false,
+            published: Vec::new(),
             cow_strategy: None,
             pending,
             desired: VmState::Stopped,

@@ -10,7 +10,7 @@ use super::fake::TestBed;
 use super::{LockedVm, VmRead, VmStatus};
 use crate::ops;
 use crate::state::handles::{Handles, Loaded};
-use crate::state::model::{CowStrategy, Pending, Vm, VmName, VmState};
+use crate::state::model::{CowStrategy, Pending, PublishedPort, Vm, VmName, VmState};
 
 fn spec(name: &str) -> ops::create::Spec {
     ops::create::Spec {
@@ -432,4 +432,154 @@ fn sizes_below_the_image_s_are_refused_before_anything_is_made() {
         "{:?}",
         bed.fake.world().calls
     );
+}
+
+fn published(specs: &[&str]) -> Vec<PublishedPort> {
+    specs
+        .iter()
+        .map(|s| PublishedPort::parse(s).unwrap())
+        .collect()
+}
+
+fn create_publishing(bed: &TestBed, name: &str, nat: bool, specs: &[&str]) -> anyhow::Result<Vm> {
+    let spec = ops::create::Spec {
+        nat,
+        published: published(specs),
+        ..spec(name)
+    };
+    let mut timings = bed.ctx.timings();
+    ops::create::create(&bed.ctx, &spec, true, &mut timings).map(|read| read.vm)
+}
+
+fn ports_of(bed: &TestBed, vm: &Vm) -> Option<Vec<PublishedPort>> {
+    bed.fake.world().ports.get(vm.id.as_str()).cloned()
+}
+
+#[test]
+fn published_ports_are_added_at_start_and_removed_at_stop_and_delete() {
+    for nat in [true, false] {
+        let bed = TestBed::new().unwrap();
+        let vm = create_publishing(&bed, "a", nat, &["2222:22", "0.0.0.0:5353:53/udp"]).unwrap();
+        assert_eq!(
+            ports_of(&bed, &vm),
+            Some(published(&["2222:22", "0.0.0.0:5353:53/udp"]))
+        );
+        let Loaded::Found(journal) = handles(&bed, &vm) else {
+            panic!("no handles.json");
+        };
+        assert!(journal.ports);
+
+        let mut locked = LockedVm::open(&bed.ctx, "a").unwrap();
+        bed.fake.world().calls.clear();
+        locked.stop(Duration::from_secs(1), false).unwrap();
+        assert_eq!(ports_of(&bed, &vm), None, "nat {nat}");
+        assert!(bed.fake.world().is_clean(), "nat {nat}");
+        // With NAT, removing the VM's rules removes its ports too: the port
+        // rules are not looked for a second time.
+        let calls = bed.fake.world().calls.clone();
+        let port_removals = calls
+            .iter()
+            .filter(|c| c.starts_with("remove_port_rules"))
+            .count();
+        assert_eq!(port_removals, usize::from(!nat), "{calls:?}");
+
+        // They are the VM's, and come back with its next start.
+        assert_eq!(row(&bed, "a").published, vm.published);
+        locked.start(&mut bed.ctx.timings()).unwrap();
+        assert_eq!(ports_of(&bed, &vm), Some(vm.published.clone()));
+        locked.delete(false).unwrap();
+        assert!(bed.fake.world().is_clean(), "nat {nat}");
+    }
+}
+
+#[test]
+fn a_vm_publishing_nothing_makes_no_port_calls() {
+    let bed = TestBed::new().unwrap();
+    create(&bed, "a", true).unwrap();
+    let calls = bed.fake.world().calls.clone();
+    assert!(!calls.iter().any(|c| c.contains("port")), "{calls:?}");
+}
+
+#[test]
+fn a_start_failing_at_the_port_stage_rolls_back_everything() {
+    for stage in ["check_port_free", "add_port_rules"] {
+        for nat in [true, false] {
+            let bed = TestBed::new().unwrap();
+            bed.fake.world().fail = Some(stage);
+            let err = create_publishing(&bed, "a", nat, &["2222:22"]).unwrap_err();
+            assert!(format!("{err:#}").contains(stage), "{stage}: {err:#}");
+            let world = bed.fake.world();
+            assert!(world.is_clean(), "{stage}: {world:#?}");
+            drop(world);
+            if stage == "check_port_free" {
+                // Checked before anything is made.
+                assert!(bed.ctx.store.find_vm("a").unwrap().is_none());
+                continue;
+            }
+            let vm = row(&bed, "a");
+            assert_eq!((vm.desired, vm.pending), (VmState::Stopped, None));
+            assert!(matches!(handles(&bed, &vm), Loaded::Missing));
+        }
+    }
+}
+
+#[test]
+fn a_port_taken_on_the_host_or_by_another_vm_refuses_the_create_and_makes_nothing() {
+    let bed = TestBed::new().unwrap();
+    bed.fake.world().in_use = published(&["0.0.0.0:8080:1"]);
+    let err = create_publishing(&bed, "a", true, &["8080:80"]).unwrap_err();
+    assert!(format!("{err:#}").contains("already in use"), "{err:#}");
+    assert!(bed.ctx.store.find_vm("a").unwrap().is_none());
+
+    create_publishing(&bed, "b", true, &["2222:22"]).unwrap();
+    bed.fake.world().calls.clear();
+    let err = create_publishing(&bed, "c", true, &["0.0.0.0:2222:22"]).unwrap_err();
+    assert_eq!(
+        format!("{err:#}"),
+        "host port 0.0.0.0:2222/tcp is already published by VM b"
+    );
+    assert!(bed.ctx.store.find_vm("c").unwrap().is_none());
+    let dirs: Vec<_> = std::fs::read_dir(bed.ctx.paths.vms_dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(dirs.len(), 1, "only b has files: {dirs:?}");
+    let calls = bed.fake.world().calls.clone();
+    assert!(
+        !calls.iter().any(|c| c.starts_with("clone_file")),
+        "{calls:?}"
+    );
+
+    let err = create_publishing(&bed, "d", true, &["9000:1", "0.0.0.0:9000:2"]).unwrap_err();
+    assert!(err.downcast_ref::<ops::UsageError>().is_some(), "{err:#}");
+}
+
+#[test]
+fn the_ports_of_a_dead_vmm_are_released_by_reconcile() {
+    for nat in [true, false] {
+        let bed = TestBed::new().unwrap();
+        let vm = create_publishing(&bed, "a", nat, &["2222:22"]).unwrap();
+        bed.fake.world().vmms.clear();
+        let read = reconciled(&bed, "a");
+        assert_eq!(read.status(), VmStatus::Stopped);
+        assert_eq!(ports_of(&bed, &vm), None);
+        assert!(bed.fake.world().is_clean(), "nat {nat}");
+    }
+}
+
+#[test]
+fn gc_sweeps_the_ports_of_vms_that_do_not_run() {
+    let bed = TestBed::new().unwrap();
+    let keep = create_publishing(&bed, "keep", false, &["2222:22"]).unwrap();
+    let gone = create_publishing(&bed, "gone", false, &["2223:22"]).unwrap();
+    bed.ctx.store.delete_vm(&gone.id).unwrap();
+    let removed = ops::gc::collect(&bed.ctx, false).unwrap();
+    assert!(
+        removed
+            .iter()
+            .any(|r| r.kind == "nat-rules" && r.target == gone.id.as_str()),
+        "{removed:#?}"
+    );
+    assert_eq!(ports_of(&bed, &gone), None);
+    assert_eq!(ports_of(&bed, &keep), Some(keep.published.clone()));
 }

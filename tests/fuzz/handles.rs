@@ -35,18 +35,21 @@ fn handles() -> impl Strategy<Value = Handles> {
             CowStrategy::Reflink,
             CowStrategy::Copy,
         ])),
-        any::<bool>(),
+        any::<(bool, bool)>(),
     )
         .prop_map(
-            |(pid, tap, base_loop, cow_loop, dm_name, dm_dev, cow_strategy, nat)| Handles {
-                pid,
-                tap,
-                base_loop,
-                cow_loop,
-                dm_name,
-                dm_dev,
-                cow_strategy,
-                nat,
+            |(pid, tap, base_loop, cow_loop, dm_name, dm_dev, cow_strategy, (nat, ports))| {
+                Handles {
+                    pid,
+                    tap,
+                    base_loop,
+                    cow_loop,
+                    dm_name,
+                    dm_dev,
+                    cow_strategy,
+                    nat,
+                    ports,
+                }
             },
         )
 }

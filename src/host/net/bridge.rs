@@ -108,7 +108,22 @@ async fn has_address(
 }
 
 fn enable_ip_forwarding() -> Result<(), NetError> {
-    let path = Path::new(IP_FORWARD);
+    enable_sysctl(Path::new(IP_FORWARD))
+}
+
+/// Lets connections from the host's loopback addresses be routed out of
+/// `bridge` (`net.ipv4.conf.<bridge>.route_localnet`), which a published
+/// port on `127.0.0.1` needs once its traffic is translated to the guest.
+pub fn enable_route_localnet(bridge: &str) -> Result<(), NetError> {
+    validate_ifname(bridge)?;
+    enable_sysctl(
+        &Path::new("/proc/sys/net/ipv4/conf")
+            .join(bridge)
+            .join("route_localnet"),
+    )
+}
+
+fn enable_sysctl(path: &Path) -> Result<(), NetError> {
     if std::fs::read_to_string(path).is_ok_and(|value| value.trim() == "1") {
         return Ok(());
     }

@@ -56,12 +56,33 @@ pub enum NetError {
     Nft { op: &'static str, detail: String },
     #[error(transparent)]
     Run(#[from] crate::host::run::RunError),
+    #[error("host port {port} is already in use on this host")]
+    PortInUse {
+        port: String,
+        #[source]
+        source: io::Error,
+    },
     #[error("cannot bind the DNS server on {addr}")]
     DnsBind {
         addr: SocketAddr,
         #[source]
         source: io::Error,
     },
+}
+
+/// Checks that nothing on the host holds the socket `port` would publish,
+/// by binding it for a moment (in banger's own network namespace).
+pub fn check_port_free(port: &crate::state::model::PublishedPort) -> Result<(), NetError> {
+    use crate::state::model::Proto;
+    let addr = SocketAddr::from((port.addr, port.host_port));
+    let bound = match port.proto {
+        Proto::Tcp => std::net::TcpListener::bind(addr).map(drop),
+        Proto::Udp => std::net::UdpSocket::bind(addr).map(drop),
+    };
+    bound.map_err(|source| NetError::PortInUse {
+        port: format!("{addr}/{}", port.proto.as_str()),
+        source,
+    })
 }
 
 /// Checks that `name` is a usable interface name: 1-15 bytes, no `/`, `:`,
@@ -93,6 +114,20 @@ pub fn validate_ifname(name: &str) -> Result<(), NetError> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_port_held_on_the_host_is_not_free() {
+        let held = std::net::TcpListener::bind("127.0.0.1:0").expect("binds");
+        let port = held.local_addr().expect("has an address").port();
+        let spec = |s: String| crate::state::model::PublishedPort::parse(&s).expect("parses");
+        let err = check_port_free(&spec(format!("{port}:22"))).expect_err("held");
+        assert_eq!(
+            err.to_string(),
+            format!("host port 127.0.0.1:{port}/tcp is already in use on this host")
+        );
+        // The same number over UDP is another socket.
+        check_port_free(&spec(format!("{port}:22/udp"))).expect("free");
+    }
     use super::*;
 
     #[test]

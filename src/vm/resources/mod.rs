@@ -5,6 +5,7 @@
 //! owns it. Teardown and `gc` walk the same list, [`ALL`].
 
 mod nat;
+mod ports;
 mod root_device;
 mod sockets;
 mod tap;
@@ -21,6 +22,7 @@ use crate::state::handles::Handles;
 use crate::state::model::{Vm, VmId};
 
 pub use nat::add_firewall;
+pub use ports::publish as publish_ports;
 pub use root_device::attach as attach_root_device;
 pub use tap::acquire as acquire_tap;
 pub use vmm::{find as find_vmm, spawn as spawn_vmm};
@@ -42,6 +44,7 @@ pub trait Resource: Sync {
 pub static ALL: &[&dyn Resource] = &[
     &vmm::Vmm,
     &nat::Nat,
+    &ports::Ports,
     &tap::Tap,
     &root_device::RootDevice,
     &sockets::Sockets,

@@ -270,6 +270,32 @@ fn files_and_trees_move_in_and_out_of_a_guest() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/root/nothing: no such file"));
 
+    // The one-liner: a throwaway VM, a failing command, the output
+    // still copied back, the command's code returned, and no VM left.
+    let out = ctx.run(&[
+        "vm",
+        "run",
+        "--rm",
+        "--work-size",
+        "64M",
+        "--copy",
+        &format!("{}:/root/src", host("tree")),
+        "--copy-out",
+        &format!("/root/src/out:{}", host("rm-out")),
+        "--",
+        "sh",
+        "-c",
+        "mkdir /root/src/out && /root/src/run.sh > /root/src/out/log && exit 3",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(fs::read_to_string(work.join("rm-out/log")).unwrap(), "ran\n");
+    assert_eq!(ctx.ok(&["vm", "ls", "-q"]).trim(), "e1", "--rm left its VM");
+
     // `vm ssh-config` for the user's own OpenSSH, with banger's pinned key.
     let config = work.join("ssh_config");
     fs::write(&config, ctx.ok(&["vm", "ssh-config", "e1"])).unwrap();

@@ -11,6 +11,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match dispatch(cli) {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+        // A closed stdout (`banger vm ls | head -1`): what was asked was
+        // done; end quietly, as a pipeline expects.
+        Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err}");
             for cause in err.chain().skip(1) {
@@ -23,6 +26,14 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 /// Runs the command; the `i32` is the exit code (the remote one for `vm run`/`vm ssh`).

@@ -293,7 +293,10 @@ fn files_and_trees_move_in_and_out_of_a_guest() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(fs::read_to_string(work.join("rm-out/log")).unwrap(), "ran\n");
+    assert_eq!(
+        fs::read_to_string(work.join("rm-out/log")).unwrap(),
+        "ran\n"
+    );
     assert_eq!(ctx.ok(&["vm", "ls", "-q"]).trim(), "e1", "--rm left its VM");
 
     // `vm ssh-config` for the user's own OpenSSH, with banger's pinned key.

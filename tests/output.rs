@@ -142,3 +142,28 @@ fn lifecycle_commands_say_what_they_did() {
         assert_cmd_snapshot!(*name, ctx.run(args), &ctx);
     }
 }
+
+/// A reader that goes away (`banger vm ls | head -1`) ends a command
+/// quietly: exit 0 and nothing on stderr, never a panic.
+#[test]
+fn a_closed_stdout_ends_the_command_quietly() {
+    let sandbox = Sandbox::default();
+    for args in [
+        &["vm", "ls"][..],
+        &["vm", "ls", "--json"],
+        &["image", "ls"],
+        &["completions", "bash"],
+    ] {
+        let (read, write) = nix::unistd::pipe().expect("pipe");
+        drop(read);
+        let out = sandbox
+            .cmd(args)
+            .stdout(std::process::Stdio::from(write))
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .expect("run banger");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+        assert_eq!(stderr, "", "{args:?}");
+    }
+}

@@ -26,15 +26,20 @@ pub fn create(args: BenchCreateArgs, global: &Global) -> Result<()> {
     if args.json {
         return print_json(&report);
     }
-    println!(
+    outln!(
         "{:<12} {:>10} {:>10} {:>10}",
-        "stage", "min ms", "median ms", "max ms"
-    );
+        "stage",
+        "min ms",
+        "median ms",
+        "max ms"
+    )?;
     for (stage, s) in &report.stages {
-        println!(
+        outln!(
             "{stage:<12} {:>10.1} {:>10.1} {:>10.1}",
-            s.min_ms, s.median_ms, s.max_ms
-        );
+            s.min_ms,
+            s.median_ms,
+            s.max_ms
+        )?;
     }
     Ok(())
 }

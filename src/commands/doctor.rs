@@ -139,9 +139,9 @@ pub fn run(args: DoctorArgs, global: &super::Global) -> Result<i32> {
                 Status::Warn => "warn",
                 Status::Fail => "FAIL",
             };
-            println!("{tag}  {:<14} {}", c.check, c.detail);
+            outln!("{tag}  {:<14} {}", c.check, c.detail)?;
             if let Some(hint) = &c.hint {
-                println!("      {:<14} → {hint}", "");
+                outln!("      {:<14} → {hint}", "")?;
             }
         }
     }

@@ -20,7 +20,7 @@ pub fn run(args: GcArgs, global: &Global) -> Result<()> {
         "removed"
     };
     for r in &removals {
-        println!("{verb} {} {} ({})", r.kind, r.target, r.reason);
+        outln!("{verb} {} {} ({})", r.kind, r.target, r.reason)?;
     }
     if removals.is_empty() && global.verbose > 0 {
         eprintln!("nothing to clean up");

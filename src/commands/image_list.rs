@@ -41,7 +41,9 @@ pub fn list(args: ListArgs, global: &Global) -> Result<()> {
     let ctx = global.ctx()?;
     let images = ctx.store.list_images()?;
     if args.quiet {
-        images.iter().for_each(|i| println!("{}", i.name));
+        for image in &images {
+            outln!("{}", image.name)?;
+        }
         return Ok(());
     }
     let views: Vec<_> = images.iter().map(|i| view(&ctx, i, false)).collect();
@@ -59,7 +61,7 @@ pub fn list(args: ListArgs, global: &Global) -> Result<()> {
             ]
         })
         .collect();
-    print_table(&["NAME", "DEFAULT", "SOURCE", "CREATED"], &rows);
+    print_table(&["NAME", "DEFAULT", "SOURCE", "CREATED"], &rows)?;
     Ok(())
 }
 
@@ -70,20 +72,20 @@ pub fn show(args: ImageShowArgs, global: &Global) -> Result<()> {
     if args.json {
         return print_json(&view);
     }
-    println!("{:<13} {}", "name", view.name);
-    println!(
+    outln!("{:<13} {}", "name", view.name)?;
+    outln!(
         "{:<13} {}",
         "default",
         if view.default { "yes" } else { "no" }
-    );
-    println!("{:<13} {}", "source", view.source);
-    println!("{:<13} {}", "created", view.created_at);
-    println!("{:<13} {}", "files", view.dir);
+    )?;
+    outln!("{:<13} {}", "source", view.source)?;
+    outln!("{:<13} {}", "created", view.created_at)?;
+    outln!("{:<13} {}", "files", view.dir)?;
     if let Some(manifest) = &view.manifest {
-        println!(
+        outln!(
             "manifest:\n{}",
             serde_json::to_string_pretty(manifest).context("manifest")?
-        );
+        )?;
     }
     Ok(())
 }

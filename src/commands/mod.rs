@@ -3,6 +3,16 @@
 //! method of a locked VM, print. Commands never import each other; what
 //! several share lives in `ops`, and presentation helpers live here.
 
+/// `println!` that hands the write's error back instead of panicking: a
+/// closed pipe (`banger vm ls | head -1`) ends the command quietly (see
+/// `main`). Every command writes its stdout through this.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)
+    }};
+}
+
 pub mod bench;
 pub mod completions;
 pub mod doctor;
@@ -154,7 +164,7 @@ pub fn print_timings(timings: &Timings) {
 }
 
 /// Prints rows as aligned columns with a header.
-pub fn print_table(header: &[&str], rows: &[Vec<String>]) {
+pub fn print_table(header: &[&str], rows: &[Vec<String>]) -> std::io::Result<()> {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
@@ -170,12 +180,13 @@ pub fn print_table(header: &[&str], rows: &[Vec<String>]) {
                 out.push_str(&format!("{cell:<w$}  "));
             }
         }
-        println!("{}", out.trim_end());
+        outln!("{}", out.trim_end())
     };
-    line(header.to_vec());
+    line(header.to_vec())?;
     for row in rows {
-        line(row.iter().map(String::as_str).collect());
+        line(row.iter().map(String::as_str).collect())?;
     }
+    Ok(())
 }
 
 /// The one-line human summary of a VM in `vm ls`.
@@ -194,7 +205,7 @@ pub fn vm_row(view: &VmView) -> Vec<String> {
 }
 
 pub fn print_json(value: &impl Serialize) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
+    outln!("{}", serde_json::to_string_pretty(value)?)?;
     Ok(())
 }
 

@@ -51,7 +51,7 @@ pub fn run(args: CreateArgs, global: &Global) -> Result<()> {
         ctx.dns_name(&read.vm),
         timings.total().as_secs_f64()
     );
-    println!("{}", read.vm.name);
+    outln!("{}", read.vm.name)?;
     Ok(())
 }
 

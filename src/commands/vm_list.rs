@@ -17,7 +17,7 @@ pub fn run(args: ListArgs, global: &Global) -> Result<()> {
     }
     if args.quiet {
         for view in &views {
-            println!("{}", view.name);
+            outln!("{}", view.name)?;
         }
         return Ok(());
     }
@@ -27,6 +27,6 @@ pub fn run(args: ListArgs, global: &Global) -> Result<()> {
             "NAME", "STATE", "IP", "PORTS", "IMAGE", "VCPUS", "MEMORY", "WORK", "CREATED",
         ],
         &rows,
-    );
+    )?;
     Ok(())
 }

@@ -9,7 +9,7 @@ pub fn run(args: PortArgs, global: &Global) -> Result<()> {
     let ctx = global.ctx()?;
     let vm = ctx.store.vm(args.name.as_str())?;
     for port in &vm.published {
-        println!("{port}");
+        outln!("{port}")?;
     }
     Ok(())
 }

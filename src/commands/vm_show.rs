@@ -44,7 +44,7 @@ pub fn run(args: ShowArgs, global: &Global) -> Result<()> {
         ("last error", view.last_error.clone().unwrap_or_else(dash)),
     ];
     for (key, value) in lines {
-        println!("{key:<13} {value}");
+        outln!("{key:<13} {value}")?;
     }
     Ok(())
 }

@@ -28,6 +28,9 @@ pub fn run(args: SshConfigArgs, global: &Global) -> Result<()> {
             )
         })
         .collect();
-    print!("{}", blocks.join("\n"));
+    {
+        use std::io::Write as _;
+        write!(std::io::stdout().lock(), "{}", blocks.join("\n"))?;
+    }
     Ok(())
 }

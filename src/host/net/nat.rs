@@ -83,11 +83,7 @@ fn fence_into(batch: &mut Batch<'static>, bridge: &str) {
         NfHook::Input,
         FORWARD_PRIORITY,
     );
-    batch.add(NfListObject::Table(Table {
-        family: NfFamily::INet,
-        name: TABLE.into(),
-        handle: None,
-    }));
+    batch.add(banger_table());
     batch.add(NfListObject::Chain(input.clone()));
     batch.add_cmd(nftables::schema::NfCmd::Flush(
         nftables::schema::FlushObject::Chain(input),
@@ -259,6 +255,32 @@ fn text(value: impl Into<String>) -> Expression<'static> {
 
 /// The transaction that ensures table and chains, drops `stale` rules and
 /// adds VM `vm_id`'s three rules.
+/// A rule of one VM in banger's table, tagged with its comment.
+fn tagged_rule(
+    comment: &str,
+    chain: &'static str,
+    expr: Vec<Statement<'static>>,
+) -> NfListObject<'static> {
+    NfListObject::Rule(Rule {
+        family: NfFamily::INet,
+        table: TABLE.into(),
+        chain: chain.into(),
+        expr: Cow::Owned(expr),
+        handle: None,
+        index: None,
+        comment: Some(Cow::Owned(comment.to_owned())),
+    })
+}
+
+/// Table `inet banger` (adding it is a no-op when it exists).
+fn banger_table() -> NfListObject<'static> {
+    NfListObject::Table(Table {
+        family: NfFamily::INet,
+        name: TABLE.into(),
+        handle: None,
+    })
+}
+
 fn vm_rules_batch(
     vm_id: &str,
     guest_ip: Ipv4Addr,
@@ -267,24 +289,10 @@ fn vm_rules_batch(
 ) -> Nftables<'static> {
     let comment = crate::state::layout::nat_comment_for(vm_id);
     let guest = guest_ip.to_string();
-    let rule = |chain: &'static str, expr: Vec<Statement<'static>>| {
-        NfListObject::Rule(Rule {
-            family: NfFamily::INet,
-            table: TABLE.into(),
-            chain: chain.into(),
-            expr: Cow::Owned(expr),
-            handle: None,
-            index: None,
-            comment: Some(Cow::Owned(comment.clone())),
-        })
-    };
+    let rule = |chain: &'static str, expr| tagged_rule(&comment, chain, expr);
 
     let mut batch = Batch::new();
-    batch.add(NfListObject::Table(Table {
-        family: NfFamily::INet,
-        name: TABLE.into(),
-        handle: None,
-    }));
+    batch.add(banger_table());
     batch.add(NfListObject::Chain(base_chain(
         NAT_CHAIN,
         NfChainType::NAT,
@@ -398,23 +406,9 @@ fn port_rules_batch(
     stale: &[(String, u32)],
 ) -> Nftables<'static> {
     let comment = crate::state::layout::nat_comment_for(vm_id);
-    let rule = |chain: &'static str, expr: Vec<Statement<'static>>| {
-        NfListObject::Rule(Rule {
-            family: NfFamily::INet,
-            table: TABLE.into(),
-            chain: chain.into(),
-            expr: Cow::Owned(expr),
-            handle: None,
-            index: None,
-            comment: Some(Cow::Owned(comment.clone())),
-        })
-    };
+    let rule = |chain: &'static str, expr| tagged_rule(&comment, chain, expr);
     let mut batch = Batch::new();
-    batch.add(NfListObject::Table(Table {
-        family: NfFamily::INet,
-        name: TABLE.into(),
-        handle: None,
-    }));
+    batch.add(banger_table());
     for (name, kind, hook, prio) in [
         (
             PREROUTING_CHAIN,

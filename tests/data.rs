@@ -14,45 +14,15 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use banger_testkit::image::guest_image;
+use banger_testkit::context::guest_context;
 use banger_testkit::netns::{NamedNetns, veth};
-use banger_testkit::{Need, TestContext, require, vmlinux, vmm_shim};
+use banger_testkit::{Need, TestContext};
 
-/// A context on the test VMM with the test image imported as the default
-/// image, or `None` (after saying why) when this host cannot run guests.
+/// The guest context (its image is the default), with a TAP pool of one.
 #[track_caller]
 fn context() -> Option<TestContext> {
-    let (kernel, shim) = (vmlinux(), vmm_shim());
-    let needs = [
-        Need::Root,
-        Need::File(&kernel),
-        Need::File(&shim),
-        Need::Program("qemu-system-x86_64"),
-        Need::Env("BANGER_AGENT"),
-        Need::Program("vhost-device-vsock"),
-        Need::Program("ssh"),
-    ];
-    if require("guest", &needs).is_some() {
-        return None;
-    }
-    let image = guest_image("guest")?;
-    let ctx = TestContext::new(&shim);
+    let ctx = guest_context(&[Need::Program("ssh")])?;
     ctx.set_config("tap_pool_size = 1\n");
-    let file = |path: std::path::PathBuf| path.to_str().unwrap().to_owned();
-    ctx.ok(&[
-        "image",
-        "import",
-        "base",
-        "--default",
-        "--kernel",
-        &file(image.vmlinux()),
-        "--rootfs",
-        &file(image.rootfs()),
-        "--initrd",
-        &file(image.initrd()),
-        "--work-seed",
-        &file(image.work_seed()),
-    ]);
     Some(ctx)
 }
 

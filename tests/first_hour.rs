@@ -5,7 +5,7 @@
 use std::os::unix::process::CommandExt;
 
 use banger_testkit::context::{Sandbox, context_without_kvm};
-use banger_testkit::{Need, TestContext, assert_cmd_snapshot, require, vmlinux, vmm_shim};
+use banger_testkit::{Need, assert_cmd_snapshot, require};
 
 #[test]
 fn sizes_and_flags_banger_cannot_honour_are_usage_errors() {
@@ -68,25 +68,7 @@ fn doctor_as_a_user_says_to_use_sudo_once_and_blames_no_firmware() {
     }
 }
 
-/// A context on the test VMM failing as `fault`, with a default image.
-#[track_caller]
-fn faulty(fault: &str) -> Option<TestContext> {
-    let (kernel, shim) = (vmlinux(), vmm_shim());
-    if require(
-        "host",
-        &[Need::Root, Need::File(&kernel), Need::File(&shim)],
-    )
-    .is_some()
-    {
-        return None;
-    }
-    let mut ctx = TestContext::new(&shim);
-    ctx.extra_env
-        .push(("VMM_SHIM_FAULT".to_owned(), fault.to_owned()));
-    ctx.import_image("base");
-    ctx.ok(["image", "default", "base"]);
-    Some(ctx)
-}
+use banger_testkit::context::faulty_shim_context as faulty;
 
 #[test]
 fn doctor_boot_names_what_stopped_the_guest_and_deletes_its_vm() {

@@ -8,43 +8,16 @@ use std::io::Write;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use banger_testkit::context::guest_context;
 use banger_testkit::image::guest_image;
 use banger_testkit::netns::{NamedNetns, veth};
 use banger_testkit::{Need, TestContext, require, vmlinux, vmm_shim};
 
-/// A context on the test VMM with the test image imported as `base`, or
-/// `None` (after saying why) when this host cannot run guests.
+/// The guest context, with a TAP pool of two.
 #[track_caller]
 fn context() -> Option<TestContext> {
-    let (kernel, shim) = (vmlinux(), vmm_shim());
-    let needs = [
-        Need::Root,
-        Need::File(&kernel),
-        Need::File(&shim),
-        Need::Program("qemu-system-x86_64"),
-        Need::Env("BANGER_AGENT"),
-        Need::Program("vhost-device-vsock"),
-    ];
-    if require("guest", &needs).is_some() {
-        return None;
-    }
-    let image = guest_image("guest")?;
-    let ctx = TestContext::new(&shim);
+    let ctx = guest_context(&[])?;
     ctx.set_config("tap_pool_size = 2\n");
-    let file = |path: std::path::PathBuf| path.to_str().unwrap().to_owned();
-    ctx.ok(&[
-        "image",
-        "import",
-        "base",
-        "--kernel",
-        &file(image.vmlinux()),
-        "--rootfs",
-        &file(image.rootfs()),
-        "--initrd",
-        &file(image.initrd()),
-        "--work-seed",
-        &file(image.work_seed()),
-    ]);
     Some(ctx)
 }
 

@@ -9,52 +9,23 @@ use std::os::unix::process::ExitStatusExt;
 use std::process::Stdio;
 use std::time::Duration;
 
-use banger_testkit::context::entries;
-use banger_testkit::{
-    Need, TestContext, assert_cmd_snapshot, eventually, require, vmlinux, vmm_shim,
-};
+use banger_testkit::context::{SMALL, entries, faulty_shim_context};
+use banger_testkit::{Args, TestContext, assert_cmd_snapshot, eventually};
 
-/// A context on the test VMM set to fail as `fault`, with an image `base`.
+/// A context on the test VMM set to fail as `fault`, stopping quickly.
 #[track_caller]
 fn faulty(fault: &str) -> Option<TestContext> {
-    let (kernel, shim) = (vmlinux(), vmm_shim());
-    if require(
-        "host",
-        &[Need::Root, Need::File(&kernel), Need::File(&shim)],
-    )
-    .is_some()
-    {
-        return None;
-    }
-    let mut ctx = TestContext::new(&shim);
-    ctx.extra_env
-        .push(("VMM_SHIM_FAULT".to_owned(), fault.to_owned()));
+    let ctx = faulty_shim_context(fault)?;
     ctx.set_config("tap_pool_size = 0\nstop_timeout = \"3s\"\n");
-    ctx.import_image("base");
     Some(ctx)
 }
 
 /// `vm run --rm --name NAME [extra] -- true` with a small VM.
-fn run_rm(name: &str, extra: &[&str]) -> Vec<String> {
-    let mut args: Vec<String> = [
-        "vm",
-        "run",
-        "--rm",
-        "--name",
-        name,
-        "--vcpus",
-        "1",
-        "--memory",
-        "128",
-        "--work-size",
-        "64M",
-    ]
-    .iter()
-    .map(|a| (*a).to_owned())
-    .collect();
-    args.extend(extra.iter().map(|a| (*a).to_owned()));
-    args.extend(["--".to_owned(), "true".to_owned()]);
-    args
+fn run_rm(name: &str, extra: &[&str]) -> Args {
+    Args::new(&["vm", "run", "--rm", "--name", name])
+        .with(SMALL)
+        .with(extra)
+        .with(&["--", "true"])
 }
 
 /// Nothing of any VM is left: no row, no runtime resource, no VM lock file.
@@ -78,7 +49,7 @@ fn run_rm_with_a_vmm_that_refuses_its_configuration() {
     let Some(ctx) = faulty("configure") else {
         return;
     };
-    let out = ctx.run(run_rm("refused", &[]));
+    let out = ctx.run(&run_rm("refused", &[]));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
@@ -95,7 +66,7 @@ fn run_rm_with_a_vmm_that_exits_during_boot() {
     let Some(ctx) = faulty("exit-after-start") else {
         return;
     };
-    let out = ctx.run(run_rm("dies", &["--timeout", "30s"]));
+    let out = ctx.run(&run_rm("dies", &["--timeout", "30s"]));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     for expected in [
@@ -120,7 +91,7 @@ fn run_rm_with_a_guest_that_never_answers() {
     let Some(ctx) = faulty("no-guest") else {
         return;
     };
-    let out = ctx.run(run_rm("silent", &["--timeout", "3s", "--timings"]));
+    let out = ctx.run(&run_rm("silent", &["--timeout", "3s", "--timings"]));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
@@ -191,7 +162,7 @@ fn run_rm_deletes_its_vm_on_sigterm_during_the_wait() {
         return;
     };
     let child = ctx
-        .cmd(run_rm("signalled", &["--timeout", "2m"]))
+        .cmd(&run_rm("signalled", &["--timeout", "2m"]))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

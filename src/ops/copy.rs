@@ -7,15 +7,13 @@
 use std::fs;
 use std::io::{self, BufRead, BufReader, IsTerminal, Read, Write};
 use std::path::{Component, Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::process::{Child, Stdio};
 
 use anyhow::{Context, Result, anyhow, bail};
 
 use super::UsageError;
-use crate::host::ssh;
 use crate::state::model::{Vm, VmName};
-use crate::vm::{Ctx, VmRead};
+use crate::vm::Ctx;
 
 /// Copies over this many bytes get a progress bar (on a terminal only).
 const PROGRESS_MIN_BYTES: u64 = 4 << 20;
@@ -160,23 +158,8 @@ pub fn cp(ctx: &Ctx, sources: &[Endpoint], dest: &Endpoint) -> Result<()> {
     }
 }
 
-/// The named VM if it is running and its host key is pinned (waiting for
-/// it, as `vm ssh` does, when it was created with `--no-wait`).
-pub fn running(ctx: &Ctx, name: &VmName) -> Result<Vm> {
-    let read = VmRead::observe_named(ctx, name.as_str())?;
-    if read.observed.pid.is_none() {
-        bail!("VM {name} is stopped; start it with `banger vm start {name}`");
-    }
-    if !ssh::is_pinned(&ctx.paths.known_hosts(), &read.vm.ip.to_string()) {
-        super::ready::wait(
-            ctx,
-            &read.vm,
-            Some(Duration::from_secs(60)),
-            &mut ctx.timings(),
-        )?;
-    }
-    Ok(read.vm)
-}
+/// The named VM if it is running and its host key is pinned.
+pub use super::ssh::running;
 
 /// `vm run --copy`, the command, then `--copy-out` whatever the command's
 /// exit code; the command's code is returned unless a copy failed.
@@ -494,15 +477,7 @@ fn spawn(
         "banger-cp".to_owned(),
     ];
     command.extend(args.iter().cloned());
-    let ssh_args = ssh::ssh_args(
-        &ctx.paths.ssh_key(),
-        &ctx.paths.known_hosts(),
-        &vm.ip.to_string(),
-        false,
-        &command,
-    );
-    Command::new("ssh")
-        .args(&ssh_args)
+    super::ssh::command(ctx, vm, false, &command)
         .stdin(stdin)
         .stdout(stdout)
         .stderr(Stdio::piped())

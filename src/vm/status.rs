@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use crate::state::model::{Pending, Vm, VmState};
+use crate::state::model::{Pending, Vm};
 
 /// Where a VM is in its life, finer than the `running`/`stopped` users see.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -51,15 +51,6 @@ impl VmStatus {
             (Some(Pending::Stop), true) => Self::Stopping,
             (Some(Pending::Stop), false) | (None, false) => Self::Stopped,
             (None, true) => Self::Running,
-        }
-    }
-
-    /// What users see in `vm ls` and `state` in JSON.
-    pub fn state(self, vmm_alive: bool) -> VmState {
-        if vmm_alive {
-            VmState::Running
-        } else {
-            VmState::Stopped
         }
     }
 
@@ -130,7 +121,7 @@ pub fn start_interrupted(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::model::{VmId, VmName};
+    use crate::state::model::{VmId, VmName, VmState};
 
     fn vm(pending: Option<Pending>) -> Vm {
         Vm {

@@ -35,20 +35,13 @@ impl<'a> IntoIterator for &'a Args {
     }
 }
 
-/// `vm create NAME` with the flags that keep a test VM small and quick:
-/// one vCPU, the least memory, a 64 MiB work disk.
+/// The flags that keep a test VM small and quick: one vCPU, the least
+/// memory, a 64 MiB work disk.
+pub const SMALL: &[&str] = &["--vcpus", "1", "--memory", "128", "--work-size", "64M"];
+
+/// `vm create NAME` with [`SMALL`]'s flags.
 pub fn create_small(name: &str) -> Args {
-    Args::new(&[
-        "vm",
-        "create",
-        name,
-        "--vcpus",
-        "1",
-        "--memory",
-        "128",
-        "--work-size",
-        "64M",
-    ])
+    Args::new(&["vm", "create", name]).with(SMALL)
 }
 
 /// Points `cmd` at the state under `home`, `run_dir` and `config`, with no stdin.
@@ -160,6 +153,62 @@ fn on_firecracker(kvm: bool) -> Option<TestContext> {
         return None;
     }
     Some(TestContext::new(&firecracker))
+}
+
+/// A context on the test VMM with the guest test image imported as `base`
+/// (the default image), or `None` (after saying why) when this host cannot
+/// run guests; `more` names what the caller needs besides.
+#[track_caller]
+pub fn guest_context(more: &[Need<'_>]) -> Option<TestContext> {
+    let (kernel, shim) = (crate::vmlinux(), crate::vmm_shim());
+    let mut needs = vec![
+        Need::Root,
+        Need::File(&kernel),
+        Need::File(&shim),
+        Need::Program("qemu-system-x86_64"),
+        Need::Env("BANGER_AGENT"),
+        Need::Program("vhost-device-vsock"),
+    ];
+    needs.extend(more.iter().cloned());
+    if require("guest", &needs).is_some() {
+        return None;
+    }
+    let image = crate::image::guest_image("guest")?;
+    let ctx = TestContext::new(&shim);
+    ctx.ok([
+        OsStr::new("image"),
+        OsStr::new("import"),
+        OsStr::new("base"),
+        OsStr::new("--kernel"),
+        image.vmlinux().as_os_str(),
+        OsStr::new("--rootfs"),
+        image.rootfs().as_os_str(),
+        OsStr::new("--initrd"),
+        image.initrd().as_os_str(),
+        OsStr::new("--work-seed"),
+        image.work_seed().as_os_str(),
+    ]);
+    Some(ctx)
+}
+
+/// A context on the test VMM set to fail as `fault` (`VMM_SHIM_FAULT`:
+/// no QEMU, no KVM needed), with a small image `base` as the default.
+#[track_caller]
+pub fn faulty_shim_context(fault: &str) -> Option<TestContext> {
+    let (kernel, shim) = (crate::vmlinux(), crate::vmm_shim());
+    if require(
+        "host",
+        &[Need::Root, Need::File(&kernel), Need::File(&shim)],
+    )
+    .is_some()
+    {
+        return None;
+    }
+    let mut ctx = TestContext::new(&shim);
+    ctx.extra_env
+        .push(("VMM_SHIM_FAULT".to_owned(), fault.to_owned()));
+    ctx.import_image("base");
+    Some(ctx)
 }
 
 fn with_image(ctx: TestContext) -> Option<TestContext> {

@@ -6,6 +6,7 @@ use std::io::Write;
 use std::path::Path;
 
 /// Something a test needs from the host.
+#[derive(Debug, Clone, Copy)]
 pub enum Need<'a> {
     /// Running as root.
     Root,

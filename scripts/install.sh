@@ -139,9 +139,9 @@ install_firecracker
 # The agent is copied into guest images, so both binaries are built static.
 say "building banger and banger-agent (a few minutes the first time)"
 target=x86_64-unknown-linux-gnu
-RUSTFLAGS='-C target-feature=+crt-static' cargo build --locked --release --workspace --exclude vmm-shim --target "$target" ||
+RUSTFLAGS='-C target-feature=+crt-static' cargo build --locked --release -p banger -p banger-agent -p banger-vmm-qemu --target "$target" ||
   die "cargo could not build banger (its errors are above); it needs Rust 1.89 or newer (rustup update) and gcc with libc6-dev, $again"
-$sudo install -m 0755 "target/$target/release/banger" "target/$target/release/banger-agent" /usr/local/bin/ ||
+$sudo install -m 0755 "target/$target/release/banger" "target/$target/release/banger-agent" "target/$target/release/banger-vmm-qemu" /usr/local/bin/ ||
   die "could not copy banger and banger-agent from target/$target/release to /usr/local/bin"
 say "installed /usr/local/bin/banger and /usr/local/bin/banger-agent; checking the host with banger doctor"
 

@@ -68,7 +68,7 @@ fn doctor_as_a_user_says_to_use_sudo_once_and_blames_no_firmware() {
     }
 }
 
-use banger_testkit::context::faulty_shim_context as faulty;
+use banger_testkit::context::faulty_vmm_context as faulty;
 
 #[test]
 fn doctor_boot_names_what_stopped_the_guest_and_deletes_its_vm() {
@@ -95,7 +95,7 @@ fn doctor_boot_names_what_stopped_the_guest_and_deletes_its_vm() {
     ctx.assert_nothing_left("after doctor --boot");
 
     // A guest that never answers: the short timeout ends it.
-    let silent = faulty("no-guest").expect("the same host");
+    let silent = faulty("silent").expect("the same host");
     let out = silent.run(["doctor", "--boot", "--timeout", "2s"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");

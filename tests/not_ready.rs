@@ -1,6 +1,6 @@
 //! What a user sees when a VM never answers: the VMM refuses its
 //! configuration, exits during boot with a KVM failure, or runs a guest that
-//! stays silent. Each uses the test VMM's `VMM_SHIM_FAULT` (no QEMU, no KVM
+//! stays silent. Each uses the fake VMM's `VMM_FAKE_FAULT` (no QEMU, no KVM
 //! needed), and checks the message, the logs' evidence on stderr, and that
 //! `vm run --rm` leaves nothing behind. Also: a delete removes the VM's lock
 //! file even while another command waits on it.
@@ -9,13 +9,13 @@ use std::os::unix::process::ExitStatusExt;
 use std::process::Stdio;
 use std::time::Duration;
 
-use banger_testkit::context::{SMALL, entries, faulty_shim_context};
+use banger_testkit::context::{SMALL, entries, faulty_vmm_context};
 use banger_testkit::{Args, TestContext, assert_cmd_snapshot, eventually};
 
 /// A context on the test VMM set to fail as `fault`, stopping quickly.
 #[track_caller]
 fn faulty(fault: &str) -> Option<TestContext> {
-    let ctx = faulty_shim_context(fault)?;
+    let ctx = faulty_vmm_context(fault)?;
     ctx.set_config("tap_pool_size = 0\nstop_timeout = \"3s\"\n");
     Some(ctx)
 }
@@ -53,7 +53,7 @@ fn run_rm_with_a_vmm_that_refuses_its_configuration() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
-        stderr.contains("the VMM's last log lines") && stderr.contains("VMM_SHIM_FAULT=configure"),
+        stderr.contains("the VMM's last log lines") && stderr.contains("VMM_FAKE_FAULT=configure"),
         "{stderr}"
     );
     assert!(!stderr.contains("left running"), "{stderr}");
@@ -88,7 +88,7 @@ fn run_rm_with_a_vmm_that_exits_during_boot() {
 
 #[test]
 fn run_rm_with_a_guest_that_never_answers() {
-    let Some(ctx) = faulty("no-guest") else {
+    let Some(ctx) = faulty("silent") else {
         return;
     };
     let out = ctx.run(&run_rm("silent", &["--timeout", "3s", "--timings"]));
@@ -114,7 +114,7 @@ fn run_rm_with_a_guest_that_never_answers() {
 
 #[test]
 fn a_silent_guest_is_left_running_by_create_and_start_and_never_deleted_when_borrowed() {
-    let Some(ctx) = faulty("no-guest") else {
+    let Some(ctx) = faulty("silent") else {
         return;
     };
     let out = ctx.run(&banger_testkit::create_small("kept").with(&["--timeout", "2s"]));
@@ -158,7 +158,7 @@ fn a_silent_guest_is_left_running_by_create_and_start_and_never_deleted_when_bor
 
 #[test]
 fn run_rm_deletes_its_vm_on_sigterm_during_the_wait() {
-    let Some(ctx) = faulty("no-guest") else {
+    let Some(ctx) = faulty("silent") else {
         return;
     };
     let child = ctx
@@ -191,7 +191,7 @@ fn run_rm_deletes_its_vm_on_sigterm_during_the_wait() {
 
 #[test]
 fn a_delete_removes_the_lock_file_even_while_a_start_waits_on_it() {
-    let Some(ctx) = faulty("no-guest") else {
+    let Some(ctx) = faulty("silent") else {
         return;
     };
     ctx.ok(&banger_testkit::create_small("doomed").with(&["--no-wait"]));

@@ -220,7 +220,7 @@ mod tests {
             api_sock_arg(&fc),
             Some(Path::new("/run/banger/abc/api.sock"))
         );
-        let joined = args(&["vmm-shim", "--api-sock=/run/banger/x/api.sock"]);
+        let joined = args(&["banger-vmm-qemu", "--api-sock=/run/banger/x/api.sock"]);
         assert_eq!(
             api_sock_arg(&joined),
             Some(Path::new("/run/banger/x/api.sock"))

@@ -94,18 +94,15 @@ fn read_since(path: &Path, from: u64) -> String {
 }
 
 /// The console's lines that are the guest's: not blank, not the VMM's own
-/// (Firecracker's log lines carry `[<id>:`, its exit error is
-/// `Error: RunWithApi(…)`, the test VMM's lines start `vmm-shim:`).
+/// (Firecracker's and banger-vmm-qemu's log lines carry `[<id>:`,
+/// Firecracker's exit error is `Error: RunWithApi(…)`).
 pub fn guest_lines<'a>(console: &'a str, id: &str) -> Vec<&'a str> {
     let own = format!("[{id}:");
     console
         .lines()
         .map(|line| line.trim_end_matches('\r'))
         .filter(|line| {
-            !line.trim().is_empty()
-                && !line.contains(own.as_str())
-                && !line.starts_with("vmm-shim:")
-                && !is_vmm_exit_error(line)
+            !line.trim().is_empty() && !line.contains(own.as_str()) && !is_vmm_exit_error(line)
         })
         .collect()
 }
@@ -267,8 +264,9 @@ mod tests {
 
     #[test]
     fn the_vmm_s_own_console_lines_are_not_the_guest_s() {
-        let console =
-            format!("{FC_CONSOLE}vmm-shim: serving /x for y\n\n[    0.000000] Linux version 6.1\n");
+        let console = format!(
+            "{FC_CONSOLE}[{ID}:banger-vmm-qemu:INFO] serving /x\n\n[    0.000000] Linux version 6.1\n"
+        );
         assert_eq!(
             guest_lines(&console, ID),
             ["[    0.000000] Linux version 6.1"]

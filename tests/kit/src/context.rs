@@ -160,7 +160,7 @@ fn on_firecracker(kvm: bool) -> Option<TestContext> {
 /// run guests; `more` names what the caller needs besides.
 #[track_caller]
 pub fn guest_context(more: &[Need<'_>]) -> Option<TestContext> {
-    let (kernel, shim) = (crate::vmlinux(), crate::vmm_shim());
+    let (kernel, shim) = (crate::vmlinux(), crate::vmm_qemu());
     let mut needs = vec![
         Need::Root,
         Need::File(&kernel),
@@ -191,11 +191,12 @@ pub fn guest_context(more: &[Need<'_>]) -> Option<TestContext> {
     Some(ctx)
 }
 
-/// A context on the test VMM set to fail as `fault` (`VMM_SHIM_FAULT`:
-/// no QEMU, no KVM needed), with a small image `base` as the default.
+/// A context on the fake VMM (`tests/vmm-fake`, which poses as Firecracker)
+/// set to behave as `fault` (`VMM_FAKE_FAULT`: no QEMU, no KVM needed),
+/// with a small image `base` as the default.
 #[track_caller]
-pub fn faulty_shim_context(fault: &str) -> Option<TestContext> {
-    let (kernel, shim) = (crate::vmlinux(), crate::vmm_shim());
+pub fn faulty_vmm_context(fault: &str) -> Option<TestContext> {
+    let (kernel, shim) = (crate::vmlinux(), crate::vmm_fake());
     if require(
         "host",
         &[Need::Root, Need::File(&kernel), Need::File(&shim)],
@@ -206,7 +207,7 @@ pub fn faulty_shim_context(fault: &str) -> Option<TestContext> {
     }
     let mut ctx = TestContext::new(&shim);
     ctx.extra_env
-        .push(("VMM_SHIM_FAULT".to_owned(), fault.to_owned()));
+        .push(("VMM_FAKE_FAULT".to_owned(), fault.to_owned()));
     ctx.import_image("base");
     Some(ctx)
 }

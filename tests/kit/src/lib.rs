@@ -1,4 +1,4 @@
-//! banger's test kit: what the integration tests of banger and of the vmm-shim
+//! banger's test kit: what the integration tests of banger and of banger-vmm-qemu
 //! share — where the fixtures and binaries are, one way to skip, the CLI test
 //! context, the guest image, the shim, `/proc` and namespace helpers, snapshots.
 //!
@@ -78,9 +78,14 @@ pub fn banger_bin() -> PathBuf {
     bin_dir().join("banger")
 }
 
-/// The test VMM (`tests/vmm-shim`) built for this test run.
-pub fn vmm_shim() -> PathBuf {
-    bin_dir().join("vmm-shim")
+/// banger's QEMU-backed VMM (`src/vmm-qemu`) built for this test run.
+pub fn vmm_qemu() -> PathBuf {
+    bin_dir().join("banger-vmm-qemu")
+}
+
+/// The fake VMM (`tests/vmm-fake`) built for this test run.
+pub fn vmm_fake() -> PathBuf {
+    bin_dir().join("vmm-fake")
 }
 
 /// The guest agent built beside banger (`cargo build --workspace`).

@@ -1,4 +1,4 @@
-//! The one way tests run QEMU: the test VMM (`tests/vmm-shim`) as its own
+//! The one way tests run QEMU by hand: banger's QEMU VMM (`src/vmm-qemu`) as its own
 //! process in a temp dir, configured over Firecracker's API.
 
 use std::fs::File;
@@ -40,7 +40,7 @@ impl Shim {
         let api_sock = dir.path().join("api.sock");
         let console = dir.path().join("console.log");
         let stderr = dir.path().join("shim.err");
-        let child = Command::new(crate::vmm_shim())
+        let child = Command::new(crate::vmm_qemu())
             .arg("--api-sock")
             .arg(&api_sock)
             .args(["--id", "shim-test", "--no-seccomp", "--level", "Info"])
@@ -49,7 +49,7 @@ impl Shim {
             .stdout(File::create(&console).expect("console log"))
             .stderr(File::create(&stderr).expect("stderr log"))
             .spawn()
-            .expect("spawn vmm-shim");
+            .expect("spawn banger-vmm-qemu");
         let shim = Self {
             dir,
             api_sock,

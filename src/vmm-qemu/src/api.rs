@@ -1,47 +1,39 @@
 //! Firecracker's API subset: routes each request onto the configuration or the running guest.
 
 use std::io::Write;
-use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::ExitStatus;
 
 use serde_json::json;
 
+use crate::FIRECRACKER_API_VERSION;
+use crate::backend::{Backend, Guest, StartContext};
 use crate::config::{self, ActionType, VmConfig};
-use crate::fault::{self, FakeStart, Fault};
 use crate::http::{Request, Response};
-use crate::vm::{Sockets, Vm};
-
-/// The Firecracker release whose API the shim imitates.
-pub const FIRECRACKER_VERSION: &str = "1.12.1";
 
 const AFTER_START: &str = "The requested operation is not supported after starting the microVM.";
 const BEFORE_START: &str = "The requested operation is not supported before starting the microVM.";
 
 /// The API's state: configuration until `InstanceStart`, then the guest.
-pub struct Api {
+pub struct Api<'b> {
     id: String,
-    sockets: Sockets,
+    api_sock: PathBuf,
+    backend: &'b mut dyn Backend,
     config: VmConfig,
-    vm: Option<Vm>,
-    /// `VMM_SHIM_FAULT`: fail on purpose.
-    fault: Option<Fault>,
-    /// The log `PUT /logger` named (where a fault is logged, as Firecracker would).
+    guest: Option<Box<dyn Guest>>,
+    /// The log `PUT /logger` named (where API errors are logged, as Firecracker does).
     log_path: Option<PathBuf>,
-    /// The guest a fault pretends to run.
-    fake: Option<FakeStart>,
 }
 
-impl Api {
-    pub fn new(id: String, sockets: Sockets, fault: Option<Fault>) -> Self {
+impl<'b> Api<'b> {
+    pub fn new(id: String, api_sock: PathBuf, backend: &'b mut dyn Backend) -> Self {
         Self {
             id,
-            sockets,
+            api_sock,
+            backend,
             config: VmConfig::default(),
-            vm: None,
-            fault,
+            guest: None,
             log_path: None,
-            fake: None,
         }
     }
 
@@ -59,7 +51,7 @@ impl Api {
     }
 
     fn started(&self) -> bool {
-        self.vm.is_some() || self.fake.is_some()
+        self.guest.is_some()
     }
 
     /// Appends a line to the configured log, if any (best effort).
@@ -86,8 +78,8 @@ impl Api {
                 return Ok(Response::json(&json!({
                     "id": self.id,
                     "state": state,
-                    "vmm_version": FIRECRACKER_VERSION,
-                    "app_name": "Firecracker",
+                    "vmm_version": FIRECRACKER_API_VERSION,
+                    "app_name": self.backend.name(),
                 })));
             }
             ("PUT", "actions", "") => return self.act(config::parse_body(body)?),
@@ -102,11 +94,12 @@ impl Api {
                 config::check_logger(&logger)?;
                 self.log_path = logger.log_path;
             }
-            ("PUT", "machine-config", "") if self.fault == Some(Fault::Configure) => {
-                return Err(fault::CONFIGURE_REFUSAL.to_owned());
-            }
             ("PUT", "metrics", "") => config::check_metrics(&config::parse_body(body)?)?,
-            ("PUT", "machine-config", "") => self.config.set_machine(config::parse_body(body)?)?,
+            ("PUT", "machine-config", "") => {
+                let machine = config::parse_body(body)?;
+                self.backend.check_machine(&machine)?;
+                self.config.set_machine(machine)?;
+            }
             ("PUT", "boot-source", "") => self.config.set_boot(config::parse_body(body)?)?,
             ("PUT", "drives", id) if !id.is_empty() => {
                 self.config.set_drive(id, config::parse_body(body)?)?
@@ -125,56 +118,52 @@ impl Api {
     }
 
     fn act(&mut self, action: config::Action) -> Result<Response, String> {
-        if let Some(fake) = self.fault.filter(|_| self.vm.is_none()) {
-            return match (action.action_type, &self.fake) {
-                (ActionType::InstanceStart, Some(_)) => Err(AFTER_START.to_owned()),
-                (ActionType::InstanceStart, None) => {
-                    eprintln!("vmm-shim: {fake:?}: starting no guest");
-                    self.fake = Some(FakeStart::begin(fake, &self.id, self.log_path.as_deref()));
-                    Ok(Response::no_content())
-                }
-                (ActionType::SendCtrlAltDel, None) => Err(BEFORE_START.to_owned()),
-                // Nothing runs that could see it.
-                (ActionType::SendCtrlAltDel, Some(_)) => Ok(Response::no_content()),
-            };
-        }
-        match (action.action_type, &mut self.vm) {
+        match (action.action_type, &mut self.guest) {
             (ActionType::InstanceStart, Some(_)) => Err(AFTER_START.to_owned()),
             (ActionType::InstanceStart, None) => {
                 let boot = self.config.boot.as_ref().ok_or(
                     "Start microvm error: Cannot start microvm without kernel configuration.",
                 )?;
-                let vm = Vm::start(&self.config, boot, &self.sockets)
+                let start = StartContext {
+                    id: &self.id,
+                    api_sock: &self.api_sock,
+                    log_path: self.log_path.as_deref(),
+                };
+                let guest = self
+                    .backend
+                    .start(&self.config, boot, &start)
                     .map_err(|err| format!("Start microvm error: {err}"))?;
-                eprintln!("vmm-shim: guest started");
-                self.vm = Some(vm);
+                crate::log("INFO", "guest started");
+                self.guest = Some(guest);
                 Ok(Response::no_content())
             }
             (ActionType::SendCtrlAltDel, None) => Err(BEFORE_START.to_owned()),
-            (ActionType::SendCtrlAltDel, Some(vm)) => {
-                vm.send_ctrl_alt_del()
+            (ActionType::SendCtrlAltDel, Some(guest)) => {
+                guest
+                    .send_ctrl_alt_del()
                     .map_err(|err| format!("Failed to send CTRL+ALT+DEL: {err}"))?;
                 Ok(Response::no_content())
             }
         }
     }
 
-    /// QEMU's exit status once the guest has ended.
+    /// The guest's exit status once it has ended.
     pub fn guest_exit(&mut self) -> std::io::Result<Option<ExitStatus>> {
-        if self.fake.as_ref().is_some_and(FakeStart::exited) {
-            // As a VMM whose vCPU failed: exit code 1.
-            return Ok(Some(ExitStatus::from_raw(1 << 8)));
-        }
-        match &mut self.vm {
-            Some(vm) => vm.try_wait(),
+        match &mut self.guest {
+            Some(guest) => guest.try_wait(),
             None => Ok(None),
         }
     }
 
-    /// Stops the guest, if any, and removes the sockets made for it.
+    /// Stops the guest, if any, and removes what was made for it.
     pub fn stop(&mut self) {
-        if let Some(mut vm) = self.vm.take() {
-            vm.stop();
+        if let Some(mut guest) = self.guest.take() {
+            guest.stop();
         }
+    }
+
+    /// The backend's name, for messages.
+    pub fn name(&self) -> &'static str {
+        self.backend.name()
     }
 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-/// `PUT /logger`. The shim logs to its stderr, so only `log_path` matters:
+/// `PUT /logger`. The VMM logs to its stderr, so only `log_path` matters:
 /// Firecracker opens it (without creating it) when configured.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -116,7 +116,7 @@ pub fn parse_body<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, String
     })
 }
 
-/// Checks the logger target as Firecracker would; the shim itself logs to stderr.
+/// Checks the logger target as Firecracker would; the VMM itself logs to stderr.
 pub fn check_logger(logger: &Logger) -> Result<(), String> {
     if let Some(path) = &logger.log_path {
         open_for_writing(path)
@@ -125,7 +125,7 @@ pub fn check_logger(logger: &Logger) -> Result<(), String> {
     Ok(())
 }
 
-/// Checks the metrics target as Firecracker would; the shim writes no metrics.
+/// Checks the metrics target as Firecracker would; the VMM writes no metrics.
 pub fn check_metrics(metrics: &Metrics) -> Result<(), String> {
     open_for_writing(&metrics.metrics_path).map_err(|err| {
         format!("Metrics error: Cannot initialize the metrics system due to bad user input: {err}")

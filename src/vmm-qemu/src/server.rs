@@ -1,4 +1,4 @@
-//! The shim's life: serve the API socket, start the guest on request, and
+//! The VMM's life: serve the API socket, start the guest on request, and
 //! end when the guest ends or a signal arrives.
 
 use std::io::{self, BufReader};
@@ -10,8 +10,9 @@ use std::time::Duration;
 
 use crate::api::Api;
 use crate::args::Args;
+use crate::backend::Backend;
 use crate::http::{self, Request, Response};
-use crate::vm::{self, Sockets};
+use crate::qemu::remove_socket;
 
 /// How often the guest's liveness is checked between requests.
 const POLL: Duration = Duration::from_millis(100);
@@ -22,7 +23,7 @@ pub enum ServerError {
     Bind { path: PathBuf, source: io::Error },
     #[error("cannot block termination signals: {0}")]
     Signals(io::Error),
-    #[error("cannot check on QEMU: {0}")]
+    #[error("cannot check on the guest: {0}")]
     Wait(io::Error),
 }
 
@@ -33,18 +34,19 @@ enum Event {
 
 /// Serves until the guest ends (exit code 0 when QEMU exited cleanly) or
 /// SIGTERM/SIGINT (128 + signal). Everything the API does runs on this
-/// thread, so QEMU and the backend are children of a thread that lives as
-/// long as the shim (their parent-death signal follows the thread).
-pub fn run(args: &Args) -> Result<u8, ServerError> {
+/// thread, so what `backend` starts are children of a thread that lives as
+/// long as the VMM (their parent-death signal follows the thread).
+pub fn run(args: &Args, backend: &mut dyn Backend) -> Result<u8, ServerError> {
+    let name = backend.name();
     let signals = block_termination_signals().map_err(ServerError::Signals)?;
     let listener = UnixListener::bind(&args.api_sock).map_err(|source| ServerError::Bind {
         path: args.api_sock.clone(),
         source,
     })?;
-    eprintln!(
-        "vmm-shim: serving {} for {}",
-        args.api_sock.display(),
-        args.id
+    crate::set_log_prefix(&args.id, name);
+    crate::log(
+        "INFO",
+        &format!("serving {} for {}", args.api_sock.display(), args.id),
     );
 
     let (events, inbox) = mpsc::channel();
@@ -52,11 +54,7 @@ pub fn run(args: &Args) -> Result<u8, ServerError> {
     thread::spawn(move || wait_for_signal(signals, &signal_events));
     thread::spawn(move || accept(&listener, &events));
 
-    let mut api = Api::new(
-        args.id.clone(),
-        Sockets::beside(&args.api_sock),
-        crate::fault::Fault::from_env(),
-    );
+    let mut api = Api::new(args.id.clone(), args.api_sock.clone(), backend);
     let code = loop {
         match inbox.recv_timeout(POLL) {
             Ok(Event::Request(request, reply)) => {
@@ -64,7 +62,7 @@ pub fn run(args: &Args) -> Result<u8, ServerError> {
                 let _ = reply.send(api.handle(&request));
             }
             Ok(Event::Signal(signal)) => {
-                eprintln!("vmm-shim: signal {signal}, stopping the guest");
+                crate::log("INFO", &format!("signal {signal}, stopping the guest"));
                 break 128 + u8::try_from(signal).unwrap_or(0);
             }
             Err(RecvTimeoutError::Timeout) => {}
@@ -73,19 +71,19 @@ pub fn run(args: &Args) -> Result<u8, ServerError> {
         }
         match api.guest_exit() {
             Ok(Some(status)) => {
-                eprintln!("vmm-shim: QEMU exited ({status})");
+                crate::log("INFO", &format!("the guest exited ({status})"));
                 break if status.success() { 0 } else { 1 };
             }
             Ok(None) => {}
             Err(err) => {
                 api.stop();
-                vm::remove_socket(&args.api_sock);
+                remove_socket(&args.api_sock);
                 return Err(ServerError::Wait(err));
             }
         }
     };
     api.stop();
-    vm::remove_socket(&args.api_sock);
+    remove_socket(&args.api_sock);
     Ok(code)
 }
 
@@ -111,12 +109,12 @@ fn wait_for_signal(set: libc::sigset_t, events: &Sender<Event>) {
     // SAFETY: `set` is an initialised signal set and `signal` a valid out-pointer.
     let rc = unsafe { libc::sigwait(&set, &mut signal) };
     if rc == 0 {
-        // The receiver lives until the shim ends.
+        // The receiver lives until the VMM ends.
         let _ = events.send(Event::Signal(signal));
     } else {
-        eprintln!(
-            "vmm-shim: sigwait failed: {}",
-            io::Error::from_raw_os_error(rc)
+        crate::log(
+            "ERROR",
+            &format!("sigwait failed: {}", io::Error::from_raw_os_error(rc)),
         );
     }
 }
@@ -128,11 +126,11 @@ fn accept(listener: &UnixListener, events: &Sender<Event>) {
                 let events = events.clone();
                 thread::spawn(move || {
                     if let Err(err) = serve(stream, &events) {
-                        eprintln!("vmm-shim: API connection: {err}");
+                        crate::log("WARN", &format!("API connection: {err}"));
                     }
                 });
             }
-            Err(err) => eprintln!("vmm-shim: accept on the API socket: {err}"),
+            Err(err) => crate::log("WARN", &format!("accept on the API socket: {err}")),
         }
     }
 }

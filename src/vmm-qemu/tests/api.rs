@@ -16,7 +16,7 @@ fn reports_identity_and_state_before_start() {
     let info: serde_json::Value = serde_json::from_str(&body).expect("JSON");
     assert_eq!(
         info,
-        serde_json::json!({"id": "shim-test", "state": "Not started", "vmm_version": "1.12.1", "app_name": "Firecracker"})
+        serde_json::json!({"id": "shim-test", "state": "Not started", "vmm_version": "1.12.1", "app_name": "banger-vmm-qemu"})
     );
 }
 
@@ -291,18 +291,21 @@ fn sigterm_ends_the_shim_and_removes_its_socket() {
         .expect("shim exits on SIGTERM");
     assert_eq!(status.code(), Some(128 + libc::SIGTERM));
     assert!(!shim.api_sock.exists());
-    assert!(shim.stderr_text().contains("vmm-shim: signal 15"));
+    assert!(
+        shim.stderr_text()
+            .contains(":banger-vmm-qemu:INFO] signal 15")
+    );
 }
 
 #[test]
-fn prints_a_firecracker_version() {
-    let out = Command::new(env!("CARGO_BIN_EXE_vmm-shim"))
+fn prints_its_version_and_the_api_it_serves() {
+    let out = Command::new(env!("CARGO_BIN_EXE_banger-vmm-qemu"))
         .arg("--version")
         .output()
         .expect("run");
     assert!(out.status.success());
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
-        "Firecracker v1.12.1\n"
+        "banger-vmm-qemu 0.1.0 (Firecracker API v1.12.1)\n"
     );
 }

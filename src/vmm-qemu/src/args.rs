@@ -1,4 +1,4 @@
-//! Command-line flags: the Firecracker flags the shim honours; the others are skipped.
+//! Command-line flags: the Firecracker flags that shape a run; the others are skipped.
 
 use std::path::PathBuf;
 
@@ -13,7 +13,7 @@ const SWITCHES: &[&str] = &[
     "--enable-pci",
 ];
 
-/// What the shim was asked to do.
+/// What the VMM was asked to do.
 #[derive(Debug, PartialEq)]
 pub enum Command {
     Run(Args),

@@ -1,4 +1,5 @@
-//! The guest under QEMU: QEMU and the vsock backend as children tied to the shim, and their teardown.
+//! The guest under QEMU: `qemu-system-x86_64 -M microvm` and the vsock
+//! backend as children tied to the VMM, and their teardown.
 
 use std::ffi::{OsStr, OsString};
 use std::io;
@@ -12,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
+use crate::backend::{Backend, Guest, StartContext};
 use crate::config::{BootSource, VmConfig};
 use crate::qmp::Qmp;
 
@@ -44,7 +46,7 @@ pub enum VmError {
     Qmp { path: PathBuf, source: io::Error },
 }
 
-/// The sockets the shim makes next to its API socket.
+/// The sockets made next to the API socket.
 #[derive(Debug, Clone)]
 pub struct Sockets {
     pub qmp: PathBuf,
@@ -77,7 +79,7 @@ pub struct Vm {
 impl Vm {
     /// Starts the vsock backend (if a vsock is configured) and QEMU, and waits
     /// until QEMU answers on QMP, i.e. its devices are built. Must be called
-    /// from a thread that lives as long as the shim: the children die with it.
+    /// from a thread that lives as long as the VMM: the children die with it.
     pub fn start(config: &VmConfig, boot: &BootSource, sockets: &Sockets) -> Result<Self, VmError> {
         let mut vm = Self {
             qemu: None,
@@ -173,12 +175,53 @@ impl Vm {
     }
 }
 
+/// The QEMU backend.
+pub struct Qemu {
+    name: &'static str,
+}
+
+impl Qemu {
+    /// A backend whose messages start with `name`.
+    pub fn new(name: &'static str) -> Self {
+        Self { name }
+    }
+}
+
+impl Backend for Qemu {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn start(
+        &mut self,
+        config: &VmConfig,
+        boot: &BootSource,
+        start: &StartContext<'_>,
+    ) -> Result<Box<dyn Guest>, String> {
+        let vm = Vm::start(config, boot, &Sockets::beside(start.api_sock))
+            .map_err(|err| err.to_string())?;
+        Ok(Box::new(vm))
+    }
+}
+
+impl Guest for Vm {
+    fn send_ctrl_alt_del(&mut self) -> io::Result<()> {
+        Vm::send_ctrl_alt_del(self)
+    }
+    fn try_wait(&mut self) -> io::Result<Option<ExitStatus>> {
+        Vm::try_wait(self)
+    }
+    fn stop(&mut self) {
+        Vm::stop(self);
+    }
+}
+
 /// Removes a socket file, tolerating its absence.
 pub fn remove_socket(path: &Path) {
     if let Err(err) = std::fs::remove_file(path)
         && err.kind() != io::ErrorKind::NotFound
     {
-        eprintln!("vmm-shim: cannot remove {}: {err}", path.display());
+        crate::log("WARN", &format!("cannot remove {}: {err}", path.display()));
     }
 }
 
@@ -193,11 +236,11 @@ fn spawn_tied(cmd: &mut Command, program: &'static str) -> Result<Child, VmError
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
                 return Err(io::Error::last_os_error());
             }
-            // The shim may have died between fork and prctl.
+            // The VMM may have died between fork and prctl.
             if u32::try_from(libc::getppid()).ok() != Some(parent) {
                 return Err(io::Error::from_raw_os_error(libc::ESRCH));
             }
-            // The shim blocks SIGTERM and SIGINT to wait for them; the child must not inherit that.
+            // The VMM blocks SIGTERM and SIGINT to wait for them; the child must not inherit that.
             let mut none: libc::sigset_t = std::mem::zeroed();
             libc::sigemptyset(&mut none);
             if libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut()) == -1 {

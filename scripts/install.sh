@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # Installs banger on a Debian/Ubuntu host. Run it as yourself (it uses sudo
 # for the privileged steps) with a Rust toolchain from rustup (1.89 or newer):
-#   - the packages banger uses, and gcc to build it (apt),
+#   - the packages banger uses, QEMU for its software-CPU fallback, and gcc
+#     to build it (apt),
 #   - Firecracker from its GitHub releases page, as /usr/local/bin/firecracker,
-#     unless a supported one is on PATH or in BANGER_FIRECRACKER already,
-#   - banger and banger-agent, linked statically, into /usr/local/bin,
+#     unless a supported one is on PATH or in BANGER_FIRECRACKER already
+#     (without it banger runs every VM under QEMU: a warning, not a failure),
+#   - vhost-device-vsock 0.3.0 (built from crates.io) unless it is on PATH,
+#   - banger, banger-agent and banger-vmm-qemu, linked statically, into
+#     /usr/local/bin,
 # then runs `banger doctor`. Exits non-zero when something it needs to run a
 # VM is missing, after saying what and what to do.
 set -euo pipefail
@@ -41,9 +45,10 @@ warning() {
 }
 
 # banger calls debootstrap, mkfs.ext4/e2fsck/resize2fs/debugfs, nft, ssh,
-# depmod, dmsetup and xz/zstd (for compressed kernel modules); curl fetches
-# Firecracker; gcc and libc6-dev link banger statically.
-packages=(debootstrap debian-archive-keyring e2fsprogs nftables openssh-client kmod dmsetup xz-utils zstd ca-certificates curl gcc libc6-dev)
+# depmod, dmsetup and xz/zstd (for compressed kernel modules); banger-vmm-qemu
+# runs qemu-system-x86_64; curl fetches Firecracker; gcc and libc6-dev link
+# banger statically.
+packages=(debootstrap debian-archive-keyring e2fsprogs nftables openssh-client kmod dmsetup xz-utils zstd qemu-system-x86 ca-certificates curl gcc libc6-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -126,24 +131,40 @@ install_firecracker() {
   say "downloading $fc_tgz from $fc_releases"
   attempt "download $fc_tgz from $fc_releases" "$hint" \
     curl -fsSL --retry 2 -o "$tmp/$fc_tgz" "$fc_releases/download/$fc_version/$fc_tgz" ||
-    { problems+=("$attempt_failure"); return; }
+    { warnings+=("$attempt_failure"); return; }
   local unpacked="release-$fc_version-x86_64/firecracker-$fc_version-x86_64"
   attempt "unpack $unpacked from $fc_tgz" "$hint" \
     tar -xzf "$tmp/$fc_tgz" -C "$tmp" "$unpacked" ||
-    { problems+=("$attempt_failure"); return; }
+    { warnings+=("$attempt_failure"); return; }
   $sudo install -m 0755 "$tmp/$unpacked" "$fc_dest" || problem "could not install $fc_tgz's firecracker as $fc_dest"
 }
 # Before the build, so a missing Firecracker shows in the first seconds.
 install_firecracker
 
-# The agent is copied into guest images, so both binaries are built static.
-say "building banger and banger-agent (a few minutes the first time)"
+# banger-vmm-qemu runs the vsock backend from sudo's PATH.
+vsock_backend=vhost-device-vsock
+if command -v "$vsock_backend" >/dev/null || $sudo sh -c "command -v $vsock_backend" >/dev/null 2>&1; then
+  say "using $(command -v "$vsock_backend" || $sudo sh -c "command -v $vsock_backend")"
+else
+  say "building $vsock_backend 0.3.0 from crates.io for QEMU's vsock (a few minutes)"
+  if attempt "build $vsock_backend 0.3.0 with cargo install" \
+    "Build it elsewhere (cargo install vhost-device-vsock --version 0.3.0) and copy it to /usr/local/bin; until then banger runs VMs under Firecracker only" \
+    cargo install -q --locked "$vsock_backend" --version 0.3.0 --root "$tmp/vsock"; then
+    $sudo install -m 0755 "$tmp/vsock/bin/$vsock_backend" /usr/local/bin/ ||
+      warning "could not copy $vsock_backend to /usr/local/bin"
+  else
+    warnings+=("$attempt_failure")
+  fi
+fi
+
+# The agent is copied into guest images, so the binaries are built static.
+say "building banger, banger-agent and banger-vmm-qemu (a few minutes the first time)"
 target=x86_64-unknown-linux-gnu
 RUSTFLAGS='-C target-feature=+crt-static' cargo build --locked --release -p banger -p banger-agent -p banger-vmm-qemu --target "$target" ||
   die "cargo could not build banger (its errors are above); it needs Rust 1.89 or newer (rustup update) and gcc with libc6-dev, $again"
 $sudo install -m 0755 "target/$target/release/banger" "target/$target/release/banger-agent" "target/$target/release/banger-vmm-qemu" /usr/local/bin/ ||
-  die "could not copy banger and banger-agent from target/$target/release to /usr/local/bin"
-say "installed /usr/local/bin/banger and /usr/local/bin/banger-agent; checking the host with banger doctor"
+  die "could not copy banger, banger-agent and banger-vmm-qemu from target/$target/release to /usr/local/bin"
+say "installed banger, banger-agent and banger-vmm-qemu in /usr/local/bin; checking the host with banger doctor"
 
 doctor=0
 $sudo /usr/local/bin/banger doctor || doctor=$?

@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::ops::copy;
-use crate::state::model::{PublishedPort, VmName};
+use crate::state::model::{PublishedPort, VmName, VmmChoice};
 use crate::state::parse;
 
 #[derive(Debug, Parser)]
@@ -116,6 +116,10 @@ pub struct VmSpec {
     /// Forward [ADDR:]HOST_PORT:GUEST_PORT[/udp] while it runs (repeatable; ADDR: 127.0.0.1)
     #[arg(short = 'p', long, value_name = "PORT", value_parser = PublishedPort::parse)]
     pub publish: Vec<PublishedPort>,
+    /// VMM for this VM: auto (Firecracker where it runs guests, else QEMU's
+    /// software CPU), firecracker or qemu [default: the config's, auto]
+    #[arg(long, value_parser = VmmChoice::parse)]
+    pub vmm: Option<VmmChoice>,
     #[command(flatten)]
     pub wait: WaitArgs,
 }
@@ -133,6 +137,7 @@ impl VmSpec {
             nat: !self.no_nat,
             published: self.publish.clone(),
             ttl: self.ttl,
+            vmm: self.vmm,
         }
     }
 }

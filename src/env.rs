@@ -7,6 +7,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use crate::state::StateError;
+use crate::state::model::VmmChoice;
 use crate::state::parse;
 
 /// Durable state directory (default `/var/lib/banger`).
@@ -17,6 +18,10 @@ pub const RUN_DIR: &str = "BANGER_RUN_DIR";
 pub const CONFIG: &str = "BANGER_CONFIG";
 /// The VMM binary, over the config file's `firecracker` and `PATH`.
 pub const FIRECRACKER: &str = "BANGER_FIRECRACKER";
+/// Which VMM starts VMs: `auto`, `firecracker` or `qemu`, over the config's `vmm`.
+pub const VMM: &str = "BANGER_VMM";
+/// The `banger-vmm-qemu` binary, over the one beside `banger` and `PATH`.
+pub const VMM_QEMU: &str = "BANGER_VMM_QEMU";
 /// The guest agent put into built images (default: beside `banger`).
 pub const AGENT: &str = "BANGER_AGENT";
 /// How long the sidecar outlives the last running VM, e.g. `30s`.
@@ -32,6 +37,8 @@ pub const ALL: &[&str] = &[
     RUN_DIR,
     CONFIG,
     FIRECRACKER,
+    VMM,
+    VMM_QEMU,
     AGENT,
     SIDECAR_GRACE,
     BUSY_TIMEOUT,
@@ -45,6 +52,8 @@ pub struct Env {
     pub run_dir: Option<PathBuf>,
     pub config: Option<PathBuf>,
     pub firecracker: Option<PathBuf>,
+    vmm: Option<OsString>,
+    pub vmm_qemu: Option<PathBuf>,
     pub agent: Option<PathBuf>,
     sidecar_grace: Option<OsString>,
     busy_timeout: Option<OsString>,
@@ -66,6 +75,8 @@ impl Env {
             run_dir: path(RUN_DIR),
             config: path(CONFIG),
             firecracker: path(FIRECRACKER),
+            vmm: std::env::var_os(VMM).filter(|v| !v.is_empty()),
+            vmm_qemu: path(VMM_QEMU).filter(|p| !p.as_os_str().is_empty()),
             agent: path(AGENT),
             sidecar_grace: std::env::var_os(SIDECAR_GRACE),
             busy_timeout: std::env::var_os(BUSY_TIMEOUT),
@@ -76,6 +87,19 @@ impl Env {
     /// `BANGER_SIDECAR_GRACE`, parsed; an unparsable value is an error naming it.
     pub fn sidecar_grace(&self) -> Result<Option<Duration>, StateError> {
         duration(SIDECAR_GRACE, self.sidecar_grace.as_ref())
+    }
+
+    /// `BANGER_VMM`, parsed; an unknown value is an error naming it.
+    pub fn vmm(&self) -> Result<Option<VmmChoice>, StateError> {
+        self.vmm
+            .as_ref()
+            .map(|v| {
+                VmmChoice::parse(&v.to_string_lossy()).map_err(|message| StateError::Config {
+                    path: VMM.into(),
+                    message,
+                })
+            })
+            .transpose()
     }
 
     /// `BANGER_BUSY_TIMEOUT`, parsed.

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use banger_testkit::context::guest_context;
 use banger_testkit::image::guest_image;
 use banger_testkit::netns::{NamedNetns, veth};
-use banger_testkit::{Need, TestContext, require, vmlinux, vmm_qemu};
+use banger_testkit::{Need, TestContext, require, vmlinux};
 
 /// The guest context, with a TAP pool of two.
 #[track_caller]
@@ -224,7 +224,7 @@ fn the_first_vm_on_a_fresh_host_builds_the_default_image() {
     let Some(image) = guest_image("guest") else {
         return;
     };
-    let mut ctx = TestContext::new(&vmm_qemu());
+    let mut ctx = TestContext::on_qemu();
     ctx.extra_env
         .push(("BANGER_AGENT".into(), image.agent.display().to_string()));
     assert_eq!(ctx.ok(&["image", "ls", "-q"]), "");

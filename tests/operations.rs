@@ -71,25 +71,68 @@ fn bash_completion_lists_vm_names() {
 }
 
 #[test]
-fn doctor_fails_without_firecracker_and_names_it() {
-    require!("host", Need::Root);
-    let ctx = TestContext::new(std::path::Path::new("/nonexistent/firecracker"));
-    let out = ctx.run(&["doctor"]);
-    assert_eq!(out.status.code(), Some(1));
-    let text = String::from_utf8_lossy(&out.stdout);
-    let line = text
-        .lines()
-        .find(|l| l.contains("firecracker"))
-        .expect("a firecracker line");
-    assert!(line.starts_with("FAIL"), "{text}");
-    assert!(text.contains("releases page"), "{text}");
-    let json: serde_json::Value =
-        serde_json::from_slice(&ctx.run(&["doctor", "--json"]).stdout).unwrap();
-    let checks = json.as_array().unwrap();
-    let fc = checks.iter().find(|c| c["check"] == "firecracker").unwrap();
-    assert_eq!(fc["status"], "fail");
-    let root = checks.iter().find(|c| c["check"] == "root").unwrap();
-    assert_eq!(root["status"], "pass");
+fn doctor_without_firecracker_warns_when_qemu_runs_vms_and_fails_without_either() {
+    require!(
+        "host",
+        Need::Root,
+        Need::Program("qemu-system-x86_64"),
+        Need::Program("vhost-device-vsock"),
+        Need::File(&banger_testkit::vmm_qemu()),
+    );
+    let mut ctx = TestContext::new(std::path::Path::new("/nonexistent/firecracker"));
+    ctx.extra_env.push((
+        "BANGER_VMM_QEMU".into(),
+        banger_testkit::vmm_qemu().display().to_string(),
+    ));
+    let check = |ctx: &TestContext, name: &str| {
+        let out = ctx.run(&["doctor", "--json"]);
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let found = json
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["check"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {name} check: {json}"));
+        (out.status.code(), found)
+    };
+    let (_, fc) = check(&ctx, "firecracker");
+    assert_eq!(fc["status"], "warn", "{fc}");
+    let hint = fc["hint"].as_str().unwrap();
+    assert!(
+        hint.contains("releases page") && hint.contains("QEMU's software CPU"),
+        "{fc}"
+    );
+    let (_, vmm) = check(&ctx, "vmm");
+    assert_eq!(vmm["status"], "warn", "{vmm}");
+    assert!(
+        vmm["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("auto picks qemu: Firecracker not found"),
+        "{vmm}"
+    );
+
+    ctx.extra_env.push((
+        "BANGER_VMM_QEMU".into(),
+        "/nonexistent/banger-vmm-qemu".into(),
+    ));
+    let (code, fc) = check(&ctx, "firecracker");
+    assert_eq!(code, Some(1));
+    assert_eq!(fc["status"], "fail", "{fc}");
+    let (_, qemu) = check(&ctx, "qemu");
+    assert_eq!(qemu["status"], "warn", "{qemu}");
+    assert!(
+        qemu["detail"]
+            .as_str()
+            .unwrap()
+            .contains("/nonexistent/banger-vmm-qemu"),
+        "{qemu}"
+    );
+    let (_, vmm) = check(&ctx, "vmm");
+    assert_eq!(vmm["status"], "fail", "{vmm}");
+    let text = String::from_utf8_lossy(&ctx.run(&["doctor"]).stdout).into_owned();
+    assert!(text.contains("ok    root"), "{text}");
 }
 
 #[test]

@@ -20,6 +20,7 @@ use crate::host::{dns, net};
 use crate::ops;
 use crate::ops::diagnose::{Evidence, LogMark};
 use crate::state::config::Config;
+use crate::state::model::{VmmChoice, VmmKind};
 use crate::state::parse::{MIN_WORK_SIZE, format_duration};
 use crate::state::paths::Paths;
 use crate::vm::{Ctx, LockedVm};
@@ -77,10 +78,14 @@ fn fail(check: &'static str, detail: impl Into<String>, hint: impl Into<String>)
 pub fn run(args: DoctorArgs, global: &super::Global) -> Result<i32> {
     let paths = Paths::from_env();
     let config = Config::load()?;
+    // With QEMU usable, a missing KVM or Firecracker only slows VMs down.
+    let qemu_check = qemu(&config);
+    let fallback = qemu_check.status == Status::Pass;
     let mut checks = vec![
         root(),
-        kvm(),
-        firecracker(&config),
+        softened(kvm(), fallback),
+        softened(firecracker(&config), fallback),
+        qemu_check,
         device_mapper(),
         reflink(&paths),
         device(
@@ -110,6 +115,7 @@ pub fn run(args: DoctorArgs, global: &super::Global) -> Result<i32> {
     // Checks that need banger's state (skipped when it cannot be opened).
     match global.ctx() {
         Ok(ctx) => {
+            checks.push(vmm(&ctx));
             checks.push(default_image(&ctx));
             checks.push(sidecar(&ctx));
             checks.push(leftovers(&ctx));
@@ -239,6 +245,71 @@ fn firecracker(config: &Config) -> Check {
             format!("{}: {e}", bin.display()),
             "check that it is Firecracker and runs on this host",
         ),
+    }
+}
+
+/// A failed check as a warning when `fallback` (QEMU) can run VMs anyway.
+fn softened(mut check: Check, fallback: bool) -> Check {
+    if fallback && check.status == Status::Fail {
+        check.status = Status::Warn;
+        check.hint = Some(format!(
+            "{}; until then VMs run under QEMU's software CPU",
+            check.hint.unwrap_or_default()
+        ));
+    }
+    check
+}
+
+/// banger-vmm-qemu and the programs it runs.
+fn qemu(config: &Config) -> Check {
+    match crate::host::qemu::find_binary(config.qemu_vmm.as_deref()) {
+        Ok(bin) => pass(
+            "qemu",
+            format!(
+                "{} with {} and {} on PATH",
+                bin.display(),
+                crate::host::qemu::QEMU.0,
+                crate::host::qemu::VSOCK_BACKEND.0
+            ),
+        ),
+        Err(e) => warn(
+            "qemu",
+            e.to_string(),
+            "needed where Firecracker cannot run guests; scripts/install.sh installs it",
+        ),
+    }
+}
+
+/// Which VMM `auto` (or the configured one) starts VMs with, and why.
+fn vmm(ctx: &Ctx) -> Check {
+    let choice = ctx.config.vmm;
+    let pick = match crate::vm::vmm_choice::pick(ctx, None) {
+        Ok(pick) => pick,
+        Err(e) => {
+            return fail(
+                "vmm",
+                format!("vmm = {choice}: {e:#}"),
+                "install Firecracker or QEMU (scripts/install.sh)",
+            );
+        }
+    };
+    let kind = pick.kind;
+    match (choice, pick.fallback) {
+        (VmmChoice::Auto, Some(why)) => warn(
+            "vmm",
+            format!("auto picks qemu: {why}"),
+            "VMs boot in tens of seconds under QEMU's software CPU; where KVM runs guests, \
+             Firecracker boots them in about a second",
+        ),
+        (VmmChoice::Auto, None) if pick.probe => pass(
+            "vmm",
+            "auto picks firecracker (the first boot checks that it runs guests on this kernel)",
+        ),
+        (VmmChoice::Auto, None) => pass(
+            "vmm",
+            "auto picks firecracker: it has run guests on this kernel",
+        ),
+        (_, _) => pass("vmm", format!("{kind}, as configured (vmm = {choice})")),
     }
 }
 
@@ -550,6 +621,13 @@ fn boot(ctx: &Ctx, timeout: Duration) -> Check {
         Err(e) => return fail("boot", e.to_string(), "see the error"),
     }
     ops::interrupt::catch();
+    // Checks again whether Firecracker runs guests here: the boot below
+    // makes a fresh finding (and, under `auto`, falls back to QEMU).
+    if ctx.config.vmm != VmmChoice::Qemu
+        && let Err(e) = ctx.store.forget_host_finding(VmmKind::Firecracker)
+    {
+        return fail("boot", e.to_string(), "see the error");
+    }
     let spec = ops::create::Spec {
         vcpus: Some(1),
         work_size: Some(MIN_WORK_SIZE),
@@ -586,12 +664,13 @@ fn boot(ctx: &Ctx, timeout: Duration) -> Check {
             None => Ok(()),
         });
     let check = match (outcome, evidence) {
-        (Ok(()), _) => pass(
+        (Ok(booted), _) => pass(
             "boot",
             format!(
-                "a guest of image {} reached its agent in {:.1}s",
+                "a guest of image {} reached its agent in {:.1}s under {}",
                 vm.image,
-                started.elapsed().as_secs_f64()
+                started.elapsed().as_secs_f64(),
+                booted.vmm
             ),
         ),
         (Err((e, waited)), Some(evidence)) => {
@@ -600,8 +679,15 @@ fn boot(ctx: &Ctx, timeout: Duration) -> Check {
             } else {
                 eprint!("{}", evidence.logs());
             }
-            let hint = match evidence.cause().filter(|_| waited) {
+            let host_cannot_run = matches!(
+                e.downcast_ref::<ops::ready::NotReady>(),
+                Some(ops::ready::NotReady::HostCannotRun { .. })
+            );
+            let hint = match evidence.cause().filter(|_| waited && !host_cannot_run) {
                 Some(cause) => cause.to_string(),
+                None if host_cannot_run => {
+                    "set vmm = \"auto\" (or \"qemu\") in the config".to_owned()
+                }
                 None => "see the VMM's log above".to_owned(),
             };
             fail(

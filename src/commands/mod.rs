@@ -77,6 +77,8 @@ pub struct VmView {
     pub pid: Option<u32>,
     pub tap: Option<String>,
     pub cow_strategy: Option<crate::state::model::CowStrategy>,
+    /// The VMM it runs under (or ran under last).
+    pub vmm: crate::state::model::VmmKind,
     pub created_at: String,
     pub expires_at: Option<String>,
     pub last_error: Option<String>,
@@ -111,6 +113,7 @@ impl VmView {
                 None
             },
             cow_strategy: vm.cow_strategy,
+            vmm: vm.vmm,
             created_at: rfc3339(vm.created_at),
             expires_at: vm.expires_at.map(rfc3339),
             last_error: read.last_error(),
@@ -147,6 +150,9 @@ impl VmView {
 
 /// Prints stage timings to stderr, one line each, and the total.
 pub fn print_timings(timings: &Timings) {
+    if let Some(vmm) = timings.vmm {
+        eprintln!("  {:<12} {:>8}", "vmm", vmm.as_str());
+    }
     for (stage, duration) in &timings.stages {
         eprintln!("  {stage:<12} {:>8.1} ms", duration.as_secs_f64() * 1000.0);
     }
@@ -193,7 +199,11 @@ pub fn print_table(header: &[&str], rows: &[Vec<String>]) -> std::io::Result<()>
 pub fn vm_row(view: &VmView) -> Vec<String> {
     vec![
         view.name.to_string(),
-        view.state.as_str().to_owned(),
+        // Software-CPU VMs are marked: their boots take tens of seconds.
+        match view.vmm {
+            crate::state::model::VmmKind::Qemu => format!("{} (qemu)", view.state.as_str()),
+            crate::state::model::VmmKind::Firecracker => view.state.as_str().to_owned(),
+        },
         view.ip.clone(),
         view.ports(),
         view.image.clone(),

@@ -9,28 +9,32 @@ use crate::cli::CreateArgs;
 use crate::ops;
 use crate::ops::diagnose::{Evidence, LogMark};
 use crate::ops::ready::Left;
+use crate::vm::VmRead;
 
 pub fn run(args: CreateArgs, global: &Global) -> Result<()> {
     let ctx = global.ctx()?;
     let mut timings = ctx.timings();
     let spec = args.spec.resolve(args.name);
-    let read = ops::create::create(&ctx, &spec, !args.no_start, &mut timings)
+    let mut read = ops::create::create(&ctx, &spec, !args.no_start, &mut timings)
         .inspect_err(|_| print_timings_if(args.spec.wait.timings, &timings))?;
-    if !args.no_start
-        && !args.no_wait
-        && let Err(err) = ops::ready::wait(&ctx, &read.vm, args.spec.wait.timeout, &mut timings)
-    {
-        print_timings_if(args.spec.wait.timings, &timings);
-        let evidence = Evidence::read(&ctx, &read.vm, LogMark::default());
-        let left = Left::Kept {
-            running: evidence.running,
-        };
-        return Err(ops::ready::failure(
-            err,
-            read.vm.name.as_str(),
-            left,
-            &evidence.to_string(),
-        ));
+    if !args.no_start && !args.no_wait {
+        match ops::ready::wait(&ctx, &read.vm, args.spec.wait.timeout, &mut timings) {
+            Ok(vm) => read = VmRead::observe(&ctx, vm),
+            Err(err) => {
+                print_timings_if(args.spec.wait.timings, &timings);
+                let evidence = Evidence::read(&ctx, &read.vm, LogMark::default());
+                let left = Left::Kept {
+                    running: evidence.running,
+                };
+                let shown = evidence.under(&err);
+                return Err(ops::ready::failure(
+                    err,
+                    read.vm.name.as_str(),
+                    left,
+                    &shown,
+                ));
+            }
+        }
     }
     if args.spec.wait.timings {
         print_timings(&timings);

@@ -62,9 +62,9 @@ pub fn run(args: RunArgs, global: &Global) -> Result<i32> {
             (locked.read().vm, mark)
         }
         None => {
-            // A missing VMM is known now: refuse before making anything.
-            ctx.host.vmm.binary()?;
             let spec = args.spec.resolve(args.name.clone());
+            // A missing VMM is known now: refuse before making anything.
+            crate::vm::vmm_choice::pick(&ctx, spec.vmm)?;
             let made = ops::create::create(&ctx, &spec, false, &mut timings)?.vm;
             let mut locked = LockedVm::lock(&ctx, made)?;
             let started = match interrupt::caught() {
@@ -79,9 +79,10 @@ pub fn run(args: RunArgs, global: &Global) -> Result<i32> {
             (vm, LogMark::default())
         }
     };
-    if let Err(err) = ops::ready::wait(&ctx, &vm, args.spec.wait.timeout, &mut timings) {
-        return run.failed(err, &vm, mark, &timings, true);
-    }
+    let vm = match ops::ready::wait(&ctx, &vm, args.spec.wait.timeout, &mut timings) {
+        Ok(vm) => vm,
+        Err(err) => return run.failed(err, &vm, mark, &timings, true),
+    };
     if args.spec.wait.timings {
         print_timings(&timings);
     }
@@ -137,7 +138,7 @@ impl Run<'_> {
         let evidence = Evidence::read(self.ctx, vm, mark);
         // A failed wait shows it under its error; a failed start before it.
         let shown = if waited {
-            evidence.to_string()
+            evidence.under(&err)
         } else {
             eprint!("{}", evidence.logs());
             String::new()

@@ -34,6 +34,7 @@ pub fn run(args: ShowArgs, global: &Global) -> Result<()> {
             "cow strategy",
             view.cow_strategy.map_or_else(dash, |s| s.to_string()),
         ),
+        ("vmm", view.vmm.to_string()),
         ("nat", if view.nat { "on" } else { "off" }.to_owned()),
         ("published", view.ports()),
         ("vsock cid", view.vsock_cid.to_string()),

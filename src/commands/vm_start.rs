@@ -38,7 +38,10 @@ fn start_each(args: StartArgs, global: &Global, restart: bool) -> Result<()> {
                 print_timings(&timings);
             }
         })?;
-        let vm = vm.read().vm;
+        // Unlocked while waiting: the wait may restart it under another VMM.
+        let read = vm.read();
+        drop(vm);
+        let vm = read.vm;
         if !args.no_wait
             && let Err(err) = ops::ready::wait(&ctx, &vm, args.wait.timeout, &mut timings)
         {
@@ -49,7 +52,8 @@ fn start_each(args: StartArgs, global: &Global, restart: bool) -> Result<()> {
             let left = Left::Kept {
                 running: evidence.running,
             };
-            return Err(ops::ready::failure(err, name, left, &evidence.to_string()));
+            let shown = evidence.under(&err);
+            return Err(ops::ready::failure(err, name, left, &shown));
         }
         if args.wait.timings {
             print_timings(&timings);

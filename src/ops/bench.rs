@@ -49,7 +49,7 @@ pub fn create_runs(
         let mut timings = ctx.timings();
         let created = super::create::create(ctx, &spec, true, &mut timings);
         let waited = match (&created, wait) {
-            (Ok(read), true) => super::ready::wait(ctx, &read.vm, None, &mut timings),
+            (Ok(read), true) => super::ready::wait(ctx, &read.vm, None, &mut timings).map(drop),
             (Ok(_), false) => Ok(()),
             (Err(e), _) => Err(anyhow::anyhow!("{e:#}")),
         };

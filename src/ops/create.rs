@@ -6,11 +6,11 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 
 use super::UsageError;
-use crate::state::model::{PublishedPort, VmName, now};
+use crate::state::model::{PublishedPort, VmName, VmmChoice, VmmKind, now};
 use crate::state::parse::format_size;
 use crate::state::store::NewVm;
 use crate::vm::locked::{file_size, lock_new_id};
-use crate::vm::{Ctx, ImageFiles, LockedVm, Timings, VmRead};
+use crate::vm::{Ctx, ImageFiles, LockedVm, Timings, VmRead, vmm_choice};
 
 /// What a new VM should be; `None` takes the config's default.
 #[derive(Debug, Clone, Default)]
@@ -25,6 +25,8 @@ pub struct Spec {
     /// `--publish`: host ports forwarded to the guest while it runs.
     pub published: Vec<PublishedPort>,
     pub ttl: Option<Duration>,
+    /// `--vmm`; `None` follows the config at each start.
+    pub vmm: Option<VmmChoice>,
 }
 
 /// Creates a VM and, when `start` is set, starts it (without waiting for
@@ -36,11 +38,13 @@ pub fn create(ctx: &Ctx, spec: &Spec, start: bool, timings: &mut Timings) -> Res
         .as_deref()
         .map(|name| ctx.store.image(name))
         .transpose()?;
-    if start {
-        // A missing VMM is known now: refuse before making anything (and
-        // before building a default image for minutes).
-        ctx.host.vmm.binary()?;
-    }
+    // A missing VMM is known now: refuse before making anything (and
+    // before building a default image for minutes).
+    let picked = if start {
+        Some(vmm_choice::pick(ctx, spec.vmm)?.kind)
+    } else {
+        None
+    };
     let image = match named {
         Some(image) => image,
         None => timings.time("image", || super::images::ensure_default(ctx))?,
@@ -79,6 +83,12 @@ pub fn create(ctx: &Ctx, spec: &Spec, start: bool, timings: &mut Timings) -> Res
         // another VM publishes.
         ctx.host.net.check_port_free(port)?;
     }
+    // Without a start, the VMM it would get now; the start picks again.
+    let vmm = match picked.map_or_else(|| vmm_choice::pick(ctx, spec.vmm).map(|p| p.kind), Ok) {
+        Ok(kind) => kind,
+        Err(_) if spec.vmm == Some(VmmChoice::Qemu) => VmmKind::Qemu,
+        Err(_) => VmmKind::Firecracker,
+    };
     let new = NewVm {
         name: spec.name.clone(),
         image: image.name.clone(),
@@ -89,6 +99,8 @@ pub fn create(ctx: &Ctx, spec: &Spec, start: bool, timings: &mut Timings) -> Res
         nat: spec.nat,
         published: spec.published.clone(),
         expires_at: spec.ttl.map(|ttl| now() + ttl.as_secs() as i64),
+        vmm,
+        vmm_choice: spec.vmm,
     };
     let (id, guard) = lock_new_id(ctx)?;
     let vm = timings.time("allocate", || {

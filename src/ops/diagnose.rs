@@ -25,6 +25,14 @@ pub struct LogMark {
 }
 
 impl LogMark {
+    /// Where the current run's output begins (recorded in its handles).
+    pub fn of_run(handles: &crate::state::handles::Handles) -> Self {
+        Self {
+            console: handles.console_from,
+            vmm: handles.vmm_log_from,
+        }
+    }
+
     /// The logs' ends now (a VM about to be started).
     pub fn of(ctx: &Ctx, vm: &Vm) -> Self {
         let files = VmFiles::of(&ctx.paths, vm);
@@ -71,6 +79,16 @@ impl Evidence {
 
     pub fn cause(&self) -> Option<Cause> {
         cause(&self.vmm_log, &self.guest_lines(), self.running)
+    }
+
+    /// What to show under the error `err` of a failed wait: the logs and
+    /// the likely cause, or only the logs when the error is the cause
+    /// (Firecracker found unable to run guests here).
+    pub fn under(&self, err: &anyhow::Error) -> String {
+        match err.downcast_ref::<super::ready::NotReady>() {
+            Some(super::ready::NotReady::HostCannotRun { .. }) => self.logs().to_string(),
+            _ => self.to_string(),
+        }
     }
 }
 
@@ -178,7 +196,7 @@ pub fn cause(vmm_log: &str, guest: &[&str], running: bool) -> Option<Cause> {
 
 /// The KVM failure a VMM log reports (`KVM_EXIT_INTERNAL_ERROR`, a failed
 /// `KVM_RUN`, …): the first such name, else `None`.
-fn kvm_error(vmm_log: &str) -> Option<String> {
+pub fn kvm_error(vmm_log: &str) -> Option<String> {
     vmm_log
         .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
         .find_map(|word| {

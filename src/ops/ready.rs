@@ -9,11 +9,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, anyhow};
 
+use super::diagnose::{self, Evidence, LogMark};
 use super::interrupt;
 use crate::host::{ssh, vsock};
-use crate::state::model::Vm;
+use crate::state::model::{Vm, VmmChoice, VmmKind};
 use crate::state::parse::format_duration;
-use crate::vm::{Ctx, Timings, VmRead};
+use crate::vm::vmm_choice::{self, PROBE_BOUND};
+use crate::vm::{Ctx, LockedVm, Timings, VmRead};
 
 /// How often a wait that is not on a terminal says it is still waiting.
 const PIPE_EVERY: Duration = Duration::from_secs(10);
@@ -34,6 +36,11 @@ pub enum NotReady {
         name: String,
         signal: nix::sys::signal::Signal,
     },
+    #[error(
+        "Firecracker cannot run VM {name}'s guest on this host: {detail}. QEMU's software CPU \
+         can: `--vmm qemu` for one VM, or `vmm = \"auto\"` in the config, which falls back by itself"
+    )]
+    HostCannotRun { name: String, detail: String },
 }
 
 /// What became of a VM whose wait failed, for the message.
@@ -72,12 +79,94 @@ pub fn failure(err: anyhow::Error, name: &str, left: Left, evidence: &str) -> an
 /// pins the host key the agent reports. Leaves the VM running on timeout.
 /// Ends early, as [`NotReady::Interrupted`], on a signal caught by
 /// [`interrupt::catch`].
-pub fn wait(ctx: &Ctx, vm: &Vm, timeout: Option<Duration>, timings: &mut Timings) -> Result<()> {
+///
+/// A guest under Firecracker that prints nothing on its console within
+/// [`PROBE_BOUND`] (or whose VMM exits first) on a host kernel where banger
+/// has not yet seen one print makes a finding (see [`vmm_choice`]): the VM
+/// is stopped and, under `auto`, started again under QEMU in the same wait;
+/// otherwise the wait fails as [`NotReady::HostCannotRun`]. Returns the VM
+/// as it now is (its `vmm` may have changed).
+pub fn wait(ctx: &Ctx, vm: &Vm, timeout: Option<Duration>, timings: &mut Timings) -> Result<Vm> {
+    let err = match wait_once(ctx, vm, timeout, timings) {
+        Ok(()) => return Ok(vm.clone()),
+        Err(err) => err,
+    };
+    let Some(NotReady::HostCannotRun { detail, .. }) = err.downcast_ref::<NotReady>() else {
+        return Err(err);
+    };
+    let detail = detail.clone();
+    let mut locked = LockedVm::open(ctx, vm.name.as_str())?;
+    locked.stop(Duration::ZERO, true)?;
+    if vm.vmm_choice.unwrap_or(ctx.config.vmm) != VmmChoice::Auto {
+        return Err(err);
+    }
+    eprintln!(
+        "VM {}: Firecracker cannot run guests on this host ({detail}); starting it under QEMU",
+        vm.name
+    );
+    locked.start(timings)?;
+    let vm = locked.read().vm;
+    drop(locked);
+    wait_once(ctx, &vm, timeout, timings)?;
+    Ok(vm)
+}
+
+fn wait_once(ctx: &Ctx, vm: &Vm, timeout: Option<Duration>, timings: &mut Timings) -> Result<()> {
     let timeout = timeout.unwrap_or(ctx.config.wait_timeout);
     let mut progress = Progress::new(vm.name.as_str(), timeout);
     let result = timings.time("ready", || wait_for_guest(ctx, vm, timeout, &mut progress));
     progress.finish();
     result
+}
+
+/// Whether this run's guest has printed on its console yet, for a run that
+/// must show it (see [`vmm_choice::PROBE_BOUND`]).
+struct Probe {
+    started: Instant,
+    mark: LogMark,
+}
+
+impl Probe {
+    /// `None` when the run needs no probe.
+    fn of(read: &VmRead) -> Option<Self> {
+        let handles = &read.observed.handles;
+        (handles.probe && handles.vmm == Some(VmmKind::Firecracker)).then(|| Self {
+            started: Instant::now(),
+            mark: LogMark::of_run(handles),
+        })
+    }
+
+    /// `Ok(true)` once the guest printed (recorded: Firecracker runs guests
+    /// here), `Ok(false)` while it may still, else the finding that it
+    /// cannot (recorded too).
+    fn check(&self, ctx: &Ctx, vm: &Vm, running: bool) -> Result<bool> {
+        let evidence = Evidence::read(ctx, vm, self.mark);
+        if !evidence.guest_lines().is_empty() {
+            vmm_choice::record(ctx, true, "a guest printed on its console")?;
+            return Ok(true);
+        }
+        let elapsed = self.started.elapsed();
+        if running && elapsed < PROBE_BOUND {
+            return Ok(false);
+        }
+        let mut detail = if running {
+            format!(
+                "its guest printed nothing on the console within {}",
+                format_duration(PROBE_BOUND)
+            )
+        } else {
+            "the VMM exited before its guest printed anything".to_owned()
+        };
+        if let Some(error) = diagnose::kvm_error(&evidence.vmm_log) {
+            detail.push_str(&format!(" and the VMM reports {error}"));
+        }
+        vmm_choice::record(ctx, false, &detail)?;
+        Err(NotReady::HostCannotRun {
+            name: vm.name.to_string(),
+            detail,
+        }
+        .into())
+    }
 }
 
 /// What the wait is waiting for.
@@ -168,11 +257,18 @@ fn wait_for_guest(ctx: &Ctx, vm: &Vm, timeout: Duration, progress: &mut Progress
     let name = vm.name.to_string();
     let mut last_problem = String::from("no answer yet");
     let mut stage = Stage::Agent;
+    let mut probe = Probe::of(&VmRead::observe(ctx, vm.clone()));
     while Instant::now() < deadline {
         if let Some(signal) = interrupt::caught() {
             return Err(NotReady::Interrupted { name, signal }.into());
         }
-        if VmRead::observe(ctx, vm.clone()).observed.pid.is_none() {
+        let running = VmRead::observe(ctx, vm.clone()).observed.pid.is_some();
+        if let Some(p) = &probe
+            && p.check(ctx, vm, running)?
+        {
+            probe = None;
+        }
+        if !running {
             return Err(NotReady::Stopped { name }.into());
         }
         match vsock::ping(&uds, Duration::from_secs(2)) {

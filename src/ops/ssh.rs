@@ -18,12 +18,12 @@ pub fn running(ctx: &Ctx, name: &VmName) -> Result<Vm> {
         bail!("VM {name} is stopped; start it with `banger vm start {name}`");
     }
     if !ssh::is_pinned(&ctx.paths.known_hosts(), &read.vm.ip.to_string()) {
-        super::ready::wait(
+        return super::ready::wait(
             ctx,
             &read.vm,
             Some(Duration::from_secs(60)),
             &mut ctx.timings(),
-        )?;
+        );
     }
     Ok(read.vm)
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::StateError;
+use super::model::VmmChoice;
 use super::parse;
 
 /// Default config file location.
@@ -19,6 +20,11 @@ pub struct Config {
     pub subnet: Subnet,
     pub domain: String,
     pub firecracker: Option<PathBuf>,
+    /// Which VMM starts VMs (`BANGER_VMM` overrides it).
+    pub vmm: VmmChoice,
+    /// The `banger-vmm-qemu` binary, over `BANGER_VMM_QEMU`, the one beside
+    /// `banger` and `PATH`.
+    pub qemu_vmm: Option<PathBuf>,
     pub vcpus: u8,
     pub memory_mib: u32,
     pub work_size: u64,
@@ -39,6 +45,8 @@ impl Default for Config {
             },
             domain: "vm".into(),
             firecracker: None,
+            vmm: VmmChoice::Auto,
+            qemu_vmm: None,
             vcpus: 2,
             memory_mib: 1024,
             work_size: 8 << 30,
@@ -59,6 +67,8 @@ struct File {
     subnet: Option<String>,
     domain: Option<String>,
     firecracker: Option<PathBuf>,
+    vmm: Option<String>,
+    qemu_vmm: Option<PathBuf>,
     vcpus: Option<u8>,
     memory: Option<String>,
     work_size: Option<String>,
@@ -107,6 +117,9 @@ impl Config {
         if let Some(grace) = env.sidecar_grace()? {
             config.sidecar_grace = grace;
         }
+        if let Some(vmm) = env.vmm()? {
+            config.vmm = vmm;
+        }
         Ok(config)
     }
 
@@ -138,6 +151,10 @@ impl Config {
             config.domain = parse::name("domain", &domain).map_err(|e| bad(e.to_string()))?;
         }
         config.firecracker = file.firecracker;
+        if let Some(vmm) = file.vmm {
+            config.vmm = VmmChoice::parse(&vmm).map_err(|e| bad(format!("vmm: {e}")))?;
+        }
+        config.qemu_vmm = file.qemu_vmm;
         if let Some(vcpus) = file.vcpus {
             config.vcpus = parse::vcpus(&vcpus.to_string()).map_err(|e| bad(e.to_string()))?;
         }

@@ -28,6 +28,15 @@ pub struct Handles {
     pub nat: bool,
     /// Whether published-port rules may exist for this VM.
     pub ports: bool,
+    /// The VMM this run is under.
+    pub vmm: Option<super::model::VmmKind>,
+    /// Whether this run must show console output within a bound before
+    /// banger trusts Firecracker on this host (see `vm::vmm_choice`).
+    pub probe: bool,
+    /// The console log's and the VMM log's lengths when this run's VMM was
+    /// spawned: what follows is this run's.
+    pub console_from: u64,
+    pub vmm_log_from: u64,
 }
 
 /// How reading `handles.json` went.

@@ -27,6 +27,10 @@ pub struct Vm {
     pub published: Vec<PublishedPort>,
     /// How the root disk is kept copy-on-write; fixed when its files are made.
     pub cow_strategy: Option<CowStrategy>,
+    /// The VMM it runs under, or ran under last (picked at each start).
+    pub vmm: VmmKind,
+    /// `--vmm` at create; `None` follows the config's `vmm` at each start.
+    pub vmm_choice: Option<VmmChoice>,
     /// The operation a command recorded before touching the host and clears
     /// when it finishes. Found set while nobody holds the VM's lock, it names
     /// a command that died midway (see `vm::status`).
@@ -212,6 +216,91 @@ impl fmt::Display for CowStrategy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
+}
+
+/// The program that runs a VM's guest.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum VmmKind {
+    /// Firecracker on KVM.
+    Firecracker,
+    /// `banger-vmm-qemu`: QEMU's software CPU, for hosts where Firecracker
+    /// cannot run guests.
+    Qemu,
+}
+
+impl VmmKind {
+    /// The name used in the database, `handles.json`, JSON output and `vm show`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Firecracker => "firecracker",
+            Self::Qemu => "qemu",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        [Self::Firecracker, Self::Qemu]
+            .into_iter()
+            .find(|k| k.as_str() == text)
+    }
+}
+
+impl fmt::Display for VmmKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Which VMM to use: `auto` picks Firecracker where it can run guests and
+/// QEMU elsewhere, at each start.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum VmmChoice {
+    #[default]
+    Auto,
+    Firecracker,
+    Qemu,
+}
+
+impl VmmChoice {
+    pub const NAMES: &[&str] = &["auto", "firecracker", "qemu"];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Firecracker => "firecracker",
+            Self::Qemu => "qemu",
+        }
+    }
+
+    /// Parses `auto`, `firecracker` or `qemu`; the error lists them.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        [Self::Auto, Self::Firecracker, Self::Qemu]
+            .into_iter()
+            .find(|c| c.as_str() == text)
+            .ok_or_else(|| format!("unknown VMM {text:?}: use auto, firecracker or qemu"))
+    }
+}
+
+impl fmt::Display for VmmChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What banger found out about running guests under Firecracker on this
+/// host, for one host kernel: `auto` goes straight to QEMU while a finding
+/// that it cannot holds for the running kernel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostFinding {
+    /// The host kernel it was found on (`uname -r` and `-v`).
+    pub kernel: String,
+    /// Whether a guest printed on its console under Firecracker.
+    pub runs: bool,
+    /// When (Unix seconds).
+    pub found_at: i64,
+    /// What was seen, for messages and `doctor`.
+    pub detail: String,
 }
 
 /// The MAC for a guest address: `06:00:` followed by the four IPv4 bytes.

@@ -16,7 +16,8 @@ use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehav
 use super::StateError;
 use super::config::Subnet;
 use super::model::{
-    CowStrategy, Image, Pending, PublishedPort, Vm, VmId, VmName, VmState, mac_for, now,
+    CowStrategy, HostFinding, Image, Pending, PublishedPort, Vm, VmId, VmName, VmState, VmmChoice,
+    VmmKind, mac_for, now,
 };
 
 /// Schema migrations; `user_version` is the number applied.
@@ -67,6 +68,19 @@ const MIGRATIONS: &[&str] = &[
     -- Published ports, as a JSON array of {addr, host_port, guest_port, proto}.
     ALTER TABLE vms ADD COLUMN published TEXT NOT NULL DEFAULT '[]';
 ",
+    r"
+    -- The VMM a VM runs under (picked at each start), and its --vmm, if any.
+    ALTER TABLE vms ADD COLUMN vmm TEXT NOT NULL DEFAULT 'firecracker';
+    ALTER TABLE vms ADD COLUMN vmm_choice TEXT;
+    -- Whether Firecracker runs guests on this host, per host kernel.
+    CREATE TABLE host_findings (
+        vmm       TEXT PRIMARY KEY,
+        kernel    TEXT NOT NULL,
+        runs      INTEGER NOT NULL,
+        found_at  INTEGER NOT NULL,
+        detail    TEXT NOT NULL
+    );
+",
 ];
 
 /// How long a command waits for another's write transaction, unless
@@ -91,6 +105,9 @@ pub struct NewVm {
     pub nat: bool,
     pub published: Vec<PublishedPort>,
     pub expires_at: Option<i64>,
+    /// The VMM it would run under now (recorded again at each start).
+    pub vmm: VmmKind,
+    pub vmm_choice: Option<VmmChoice>,
 }
 
 /// An open database.
@@ -271,6 +288,8 @@ impl Store {
             nat: new.nat,
             published: new.published.clone(),
             cow_strategy: None,
+            vmm: new.vmm,
+            vmm_choice: new.vmm_choice,
             pending: Some(Pending::Create),
             desired: VmState::Stopped,
             expires_at: new.expires_at,
@@ -280,8 +299,9 @@ impl Store {
         tx.execute(
             "INSERT INTO vms (id, name, image, vcpus, memory_mib, disk_size, work_size, ip, mac, vsock_cid,
                               nat, cow_strategy, desired, expires_at, last_error, created_at, pending,
-                              published)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
+                              published, vmm, vmm_choice)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18,
+                     ?19, ?20)",
             params![
                 vm.id,
                 vm.name,
@@ -301,6 +321,8 @@ impl Store {
                 vm.created_at,
                 vm.pending.map(Pending::as_str),
                 published_json(&vm.published),
+                vm.vmm.as_str(),
+                vm.vmm_choice.map(VmmChoice::as_str),
             ],
         )
         .map_err(db)?;
@@ -388,6 +410,68 @@ impl Store {
                     desired.as_str()
                 ],
             )
+            .map(drop)
+            .map_err(self.db())
+    }
+
+    /// Records the VMM a VM is started under.
+    pub fn set_vmm(&self, id: &VmId, vmm: VmmKind) -> Result<(), StateError> {
+        self.conn
+            .execute(
+                "UPDATE vms SET vmm = ?2 WHERE id = ?1",
+                params![id, vmm.as_str()],
+            )
+            .map(drop)
+            .map_err(self.db())
+    }
+
+    // ---- what banger found out about the host ----
+
+    /// The finding about running guests under `vmm`, if any.
+    pub fn host_finding(&self, vmm: VmmKind) -> Result<Option<HostFinding>, StateError> {
+        self.conn
+            .query_row(
+                "SELECT kernel, runs, found_at, detail FROM host_findings WHERE vmm = ?1",
+                [vmm.as_str()],
+                |r| {
+                    Ok(HostFinding {
+                        kernel: r.get(0)?,
+                        runs: r.get(1)?,
+                        found_at: r.get(2)?,
+                        detail: r.get(3)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(self.db())
+    }
+
+    /// Records a finding about `vmm`, replacing the one before.
+    pub fn record_host_finding(
+        &self,
+        vmm: VmmKind,
+        finding: &HostFinding,
+    ) -> Result<(), StateError> {
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO host_findings (vmm, kernel, runs, found_at, detail)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    vmm.as_str(),
+                    finding.kernel,
+                    finding.runs,
+                    finding.found_at,
+                    finding.detail
+                ],
+            )
+            .map(drop)
+            .map_err(self.db())
+    }
+
+    /// Forgets what was found about `vmm` (`doctor --boot` checks again).
+    pub fn forget_host_finding(&self, vmm: VmmKind) -> Result<(), StateError> {
+        self.conn
+            .execute("DELETE FROM host_findings WHERE vmm = ?1", [vmm.as_str()])
             .map(drop)
             .map_err(self.db())
     }
@@ -536,6 +620,8 @@ fn vm_from_row(row: &Row<'_>) -> rusqlite::Result<Vm> {
         nat: row.get("nat")?,
         published: published_from_row(row)?,
         cow_strategy: text_enum(row, "cow_strategy", CowStrategy::parse)?,
+        vmm: text_enum(row, "vmm", VmmKind::parse)?.unwrap_or(VmmKind::Firecracker),
+        vmm_choice: text_enum(row, "vmm_choice", |t| VmmChoice::parse(t).ok())?,
         pending: text_enum(row, "pending", Pending::parse)?,
         desired: VmState::parse(&row.get::<_, String>("desired")?),
         expires_at: row.get("expires_at")?,
@@ -611,6 +697,8 @@ mod tests {
             nat: true,
             published: Vec::new(),
             expires_at: None,
+            vmm: VmmKind::Qemu,
+            vmm_choice: Some(VmmChoice::Qemu),
         }
     }
 

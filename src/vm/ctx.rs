@@ -34,7 +34,11 @@ impl Ctx {
             .context("cannot prepare banger's state directories (are you root?)")?;
         let store = Store::open(&paths.db())?;
         let sidecar = crate::sidecar::Control::new(&paths);
-        let host = Host::real(config.firecracker.clone(), Box::new(sidecar));
+        let host = Host::real(
+            config.firecracker.clone(),
+            config.qemu_vmm.clone(),
+            Box::new(sidecar),
+        );
         Ok(Self {
             paths,
             config,

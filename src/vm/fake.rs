@@ -14,7 +14,7 @@ use anyhow::{Result, anyhow};
 use super::Ctx;
 use super::host::{Disks, Host, Network, Sidecar, StopOutcome, Vmm, VmmConfig};
 use crate::state::config::Config;
-use crate::state::model::{CowStrategy, Image, PublishedPort};
+use crate::state::model::{CowStrategy, Image, PublishedPort, VmmKind};
 use crate::state::paths::Paths;
 use crate::state::store::Store;
 
@@ -45,6 +45,12 @@ pub struct World {
     /// VMMs that were configured and started.
     pub configured: BTreeSet<u32>,
     pub sidecar_alive: bool,
+    /// VMM kinds whose binary is missing.
+    pub missing_vmms: BTreeSet<VmmKind>,
+    /// Why `/dev/kvm` cannot be used, if it cannot.
+    pub kvm_broken: Option<String>,
+    /// The host kernel the fake reports.
+    pub kernel: String,
     next: u32,
 }
 
@@ -286,9 +292,21 @@ impl Network for Fake {
 }
 
 impl Vmm for Fake {
-    fn binary(&self) -> Result<PathBuf> {
-        drop(self.call("binary", "")?);
-        Ok(PathBuf::from("/usr/bin/fake-vmm"))
+    fn binary(&self, kind: VmmKind) -> Result<PathBuf> {
+        let world = self.call("binary", kind)?;
+        if world.missing_vmms.contains(&kind) {
+            return Err(anyhow!("{kind} not found"));
+        }
+        Ok(PathBuf::from(format!("/usr/bin/fake-{kind}")))
+    }
+    fn kvm_usable(&self) -> Result<(), String> {
+        match &self.world().kvm_broken {
+            Some(why) => Err(why.clone()),
+            None => Ok(()),
+        }
+    }
+    fn host_kernel(&self) -> String {
+        self.world().kernel.clone()
     }
     fn spawn(&self, _: &Path, api_sock: &Path, id: &str, _: &Path) -> Result<u32> {
         let mut world = self.call("spawn", id)?;

@@ -12,7 +12,7 @@ use anyhow::Result;
 use crate::host::disk::{cow, dm, ext4, loopdev};
 use crate::host::firecracker::{api, process};
 use crate::host::{net, procs};
-use crate::state::model::{CowStrategy, PublishedPort};
+use crate::state::model::{CowStrategy, PublishedPort, VmmKind};
 
 pub use crate::host::firecracker::api::VmmConfig;
 pub use crate::host::firecracker::process::StopOutcome;
@@ -79,8 +79,12 @@ pub trait Network: Send + Sync {
 
 /// VMM processes and their API.
 pub trait Vmm: Send + Sync {
-    /// The VMM binary this host uses (refused early when missing).
-    fn binary(&self) -> Result<PathBuf>;
+    /// The binary of the VMM `kind` (an error says what is missing).
+    fn binary(&self, kind: VmmKind) -> Result<PathBuf>;
+    /// Whether `/dev/kvm` can be used; the error says why not.
+    fn kvm_usable(&self) -> Result<(), String>;
+    /// The running host kernel (see [`crate::host::kvm::host_kernel`]).
+    fn host_kernel(&self) -> String;
     /// Spawns the VMM detached, serving its API on `api_sock`.
     fn spawn(&self, binary: &Path, api_sock: &Path, id: &str, console_log: &Path) -> Result<u32>;
     fn wait_for_socket(&self, api_sock: &Path, pid: u32, timeout: Duration) -> Result<()>;
@@ -117,14 +121,19 @@ pub struct Host {
 }
 
 impl Host {
-    /// The real machine. `vmm_binary` is the configured VMM, if any;
-    /// `sidecar` starts and probes the sidecar.
-    pub fn real(vmm_binary: Option<PathBuf>, sidecar: Box<dyn Sidecar>) -> Self {
+    /// The real machine. `firecracker` and `qemu_vmm` are the configured
+    /// VMM binaries, if any; `sidecar` starts and probes the sidecar.
+    pub fn real(
+        firecracker: Option<PathBuf>,
+        qemu_vmm: Option<PathBuf>,
+        sidecar: Box<dyn Sidecar>,
+    ) -> Self {
         Self {
             disks: Box::new(RealDisks),
             net: Box::new(RealNetwork),
             vmm: Box::new(RealVmm {
-                configured: vmm_binary,
+                firecracker,
+                qemu_vmm,
             }),
             sidecar,
         }
@@ -234,12 +243,22 @@ impl Network for RealNetwork {
 }
 
 struct RealVmm {
-    configured: Option<PathBuf>,
+    firecracker: Option<PathBuf>,
+    qemu_vmm: Option<PathBuf>,
 }
 
 impl Vmm for RealVmm {
-    fn binary(&self) -> Result<PathBuf> {
-        Ok(process::find_binary(self.configured.as_deref())?)
+    fn binary(&self, kind: VmmKind) -> Result<PathBuf> {
+        Ok(match kind {
+            VmmKind::Firecracker => process::find_binary(self.firecracker.as_deref())?,
+            VmmKind::Qemu => crate::host::qemu::find_binary(self.qemu_vmm.as_deref())?,
+        })
+    }
+    fn kvm_usable(&self) -> Result<(), String> {
+        crate::host::kvm::check().map_err(|e| e.to_string())
+    }
+    fn host_kernel(&self) -> String {
+        crate::host::kvm::host_kernel()
     }
     fn spawn(&self, binary: &Path, api_sock: &Path, id: &str, console_log: &Path) -> Result<u32> {
         Ok(process::spawn(binary, api_sock, id, console_log)?)

@@ -2,6 +2,7 @@
 //! value through which a VM changes (prepare disks, start, stop, delete).
 //! [`VmRead`]: a VM as observed, for commands that only look.
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -255,17 +256,41 @@ impl<'c> LockedVm<'c> {
                 Next::AlreadyThere => bail!("VM {name} is already running"),
             },
         }
+        let pick = match super::vmm_choice::pick(self.ctx, self.vm.vmm_choice) {
+            Ok(pick) => pick,
+            Err(err) => {
+                self.set_state(VmState::Stopped, None, Some(format!("{err:#}")))?;
+                return Err(err);
+            }
+        };
+        if let Some(why) = &pick.fallback {
+            eprintln!(
+                "warning: VM {name} runs under QEMU's software CPU, whose boots take tens of \
+                 seconds: {why}"
+            );
+        }
+        if pick.kind != self.vm.vmm {
+            self.ctx.store.set_vmm(&self.vm.id, pick.kind)?;
+            self.vm.vmm = pick.kind;
+        }
+        timings.vmm = Some(pick.kind);
         // Intent first: if banger dies midway, reconcile kills the VMM it
         // may have left, releases what the journal names and says so.
         self.set_state(VmState::Running, Some(Pending::Start), None)?;
+        let files = VmFiles::of(&self.ctx.paths, &self.vm);
+        let len = |path: &Path| std::fs::metadata(path).map_or(0, |m| m.len());
         let mut journal = Journal::new(
             &self.ctx.paths.vm_dir(&self.vm.id),
             Handles {
                 cow_strategy: self.vm.cow_strategy,
+                vmm: Some(pick.kind),
+                probe: pick.probe,
+                console_from: len(&files.console_log),
+                vmm_log_from: len(&files.vmm_log),
                 ..Handles::default()
             },
         );
-        match start_runtime(self.ctx, &self.vm, &mut journal, timings) {
+        match start_runtime(self.ctx, &self.vm, &pick.binary, &mut journal, timings) {
             Ok(pid) => {
                 self.set_state(VmState::Running, None, None)?;
                 self.observed = Observed {
@@ -460,7 +485,13 @@ pub fn boot_args(vm: &Vm, config: &crate::state::config::Config) -> String {
 }
 
 /// The stages of a start, each recorded in the journal before it acts.
-fn start_runtime(ctx: &Ctx, vm: &Vm, journal: &mut Journal, timings: &mut Timings) -> Result<u32> {
+fn start_runtime(
+    ctx: &Ctx,
+    vm: &Vm,
+    vmm_binary: &Path,
+    journal: &mut Journal,
+    timings: &mut Timings,
+) -> Result<u32> {
     let image = ctx.store.image(&vm.image)?;
     let image_files = ImageFiles::of(&ctx.paths, &image);
     let files = VmFiles::of(&ctx.paths, vm);
@@ -468,7 +499,9 @@ fn start_runtime(ctx: &Ctx, vm: &Vm, journal: &mut Journal, timings: &mut Timing
         resources::attach_root_device(ctx, vm, &image_files, journal)
     })?;
     let tap = timings.time("tap", || resources::acquire_tap(ctx, vm, journal))?;
-    let pid = timings.time("spawn", || resources::spawn_vmm(ctx, vm, journal))?;
+    let pid = timings.time("spawn", || {
+        resources::spawn_vmm(ctx, vm, vmm_binary, journal)
+    })?;
 
     // Firewall rules do not depend on the VMM: add them while it is
     // configured. A VM with NAT gets its rules and the host fence in one

@@ -17,6 +17,7 @@ pub mod status;
 #[cfg(test)]
 mod tests;
 pub mod timings;
+pub mod vmm_choice;
 
 pub use ctx::Ctx;
 pub use files::{ImageFiles, VmFiles};

@@ -138,6 +138,8 @@ mod tests {
             nat: false,
             published: Vec::new(),
             cow_strategy: None,
+            vmm: crate::state::model::VmmKind::Firecracker,
+            vmm_choice: None,
             pending,
             desired: VmState::Stopped,
             expires_at: None,

@@ -12,6 +12,8 @@ pub struct Timings {
     pub overlapped: Vec<(&'static str, Duration)>,
     /// Print each stage on stderr as it starts and ends (`-v`).
     pub verbose: bool,
+    /// The VMM the (last) start used.
+    pub vmm: Option<crate::state::model::VmmKind>,
 }
 
 impl Timings {

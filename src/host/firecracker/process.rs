@@ -51,12 +51,12 @@ pub enum FcError {
     #[error(transparent)]
     Spawn(#[from] ProcError),
     #[error(
-        "Firecracker (pid {pid}) exited before its API socket {} appeared; its console log says why",
+        "the VMM (pid {pid}) exited before its API socket {} appeared; its console log says why",
         sock.display()
     )]
     Exited { pid: u32, sock: PathBuf },
     #[error(
-        "Firecracker (pid {pid}) did not open its API socket {} within {timeout:?}",
+        "the VMM (pid {pid}) did not open its API socket {} within {timeout:?}",
         sock.display()
     )]
     SocketTimeout {

@@ -29,15 +29,14 @@ pub fn find(ctx: &Ctx, id: &VmId, hint: Option<u32>) -> Option<u32> {
 
 /// Spawns the VM's VMM and waits until it serves its API; the pid is in the
 /// journal before anything can fail.
-pub fn spawn(ctx: &Ctx, vm: &Vm, journal: &mut Journal) -> Result<u32> {
-    let binary = ctx.host.vmm.binary()?;
+pub fn spawn(ctx: &Ctx, vm: &Vm, binary: &Path, journal: &mut Journal) -> Result<u32> {
     let api_sock = ctx.paths.api_sock(&vm.id);
     crate::state::paths::ensure_private_dir(&ctx.paths.vm_run_dir(&vm.id))?;
     let files = VmFiles::of(&ctx.paths, vm);
     let pid = ctx
         .host
         .vmm
-        .spawn(&binary, &api_sock, vm.id.as_str(), &files.console_log)?;
+        .spawn(binary, &api_sock, vm.id.as_str(), &files.console_log)?;
     journal.record(|h| h.pid = Some(pid))?;
     ctx.host
         .vmm

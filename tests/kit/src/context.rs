@@ -152,7 +152,9 @@ fn on_firecracker(kvm: bool) -> Option<TestContext> {
     if require("firecracker", &needs).is_some() {
         return None;
     }
-    Some(TestContext::new(&firecracker))
+    let mut ctx = TestContext::new(&firecracker);
+    ctx.set_vmm("firecracker");
+    Some(ctx)
 }
 
 /// A context on the test VMM with the guest test image imported as `base`
@@ -160,11 +162,11 @@ fn on_firecracker(kvm: bool) -> Option<TestContext> {
 /// run guests; `more` names what the caller needs besides.
 #[track_caller]
 pub fn guest_context(more: &[Need<'_>]) -> Option<TestContext> {
-    let (kernel, shim) = (crate::vmlinux(), crate::vmm_qemu());
+    let (kernel, vmm) = (crate::vmlinux(), crate::vmm_qemu());
     let mut needs = vec![
         Need::Root,
         Need::File(&kernel),
-        Need::File(&shim),
+        Need::File(&vmm),
         Need::Program("qemu-system-x86_64"),
         Need::Env("BANGER_AGENT"),
         Need::Program("vhost-device-vsock"),
@@ -174,7 +176,7 @@ pub fn guest_context(more: &[Need<'_>]) -> Option<TestContext> {
         return None;
     }
     let image = crate::image::guest_image("guest")?;
-    let ctx = TestContext::new(&shim);
+    let ctx = TestContext::on_qemu();
     ctx.ok([
         OsStr::new("image"),
         OsStr::new("import"),
@@ -206,6 +208,7 @@ pub fn faulty_vmm_context(fault: &str) -> Option<TestContext> {
         return None;
     }
     let mut ctx = TestContext::new(&shim);
+    ctx.set_vmm("firecracker");
     ctx.extra_env
         .push(("VMM_FAKE_FAULT".to_owned(), fault.to_owned()));
     ctx.import_image("base");
@@ -240,6 +243,25 @@ impl TestContext {
             extra_env: Vec::new(),
             dir,
         }
+    }
+
+    /// A context whose VMs run under banger's QEMU VMM (`BANGER_VMM=qemu`),
+    /// with the real Firecracker fixture still configured (for `doctor`).
+    pub fn on_qemu() -> Self {
+        let mut ctx = Self::new(&crate::firecracker());
+        ctx.set_vmm("qemu");
+        ctx.extra_env.push((
+            "BANGER_VMM_QEMU".to_owned(),
+            crate::vmm_qemu().display().to_string(),
+        ));
+        ctx
+    }
+
+    /// Sets `BANGER_VMM` (`auto`, `firecracker` or `qemu`) for every command.
+    pub fn set_vmm(&mut self, vmm: &str) {
+        self.extra_env.retain(|(k, _)| k != "BANGER_VMM");
+        self.extra_env
+            .push(("BANGER_VMM".to_owned(), vmm.to_owned()));
     }
 
     pub fn set_config(&self, text: &str) {

@@ -67,7 +67,7 @@ pub fn agent() -> Option<PathBuf> {
 
 /// The directory of the workspace's binaries for the running test: the test
 /// binary lives in `<profile>/deps/`, the binaries in `<profile>/`.
-fn bin_dir() -> PathBuf {
+pub(crate) fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("the test binary's path");
     let deps = exe.parent().expect("the test binary's directory");
     deps.parent().unwrap_or(deps).to_owned()

@@ -59,7 +59,7 @@ impl StatePaths for Sandbox {
 /// length), VM ids (10 hex digits), SHA-256 sums, Debian kernel releases,
 /// measured durations (`0.1s`, `12.3 ms`; a typed `30s` stays) and pids.
 pub fn filters(paths: &[(PathBuf, &'static str)]) -> Vec<(String, String)> {
-    let fixtures = [(crate::deps(), "[DEPS]")];
+    let fixtures = [(crate::deps(), "[DEPS]"), (crate::bin_dir(), "[BIN]")];
     let mut filters: Vec<(String, String)> = paths
         .iter()
         .chain(&fixtures)

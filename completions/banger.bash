@@ -1187,7 +1187,7 @@ _banger() {
             return 0
             ;;
         banger__subcmd__vm__subcmd__create)
-            opts="-p -v -h -V --image --vcpus --memory --disk-size --work-size --no-nat --ttl --publish --timeout --timings --no-wait --no-start --json --verbose --help --version"
+            opts="-p -v -h -V --image --vcpus --memory --disk-size --work-size --no-nat --ttl --publish --vmm --timeout --timings --no-wait --no-start --json --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1222,6 +1222,10 @@ _banger() {
                     return 0
                     ;;
                 -p)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --vmm)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1521,7 +1525,7 @@ _banger() {
             return 0
             ;;
         banger__subcmd__vm__subcmd__run)
-            opts="-p -v -h -V --name --image --vcpus --memory --disk-size --work-size --no-nat --ttl --publish --timeout --timings --rm --copy --copy-out --verbose --help --version"
+            opts="-p -v -h -V --name --image --vcpus --memory --disk-size --work-size --no-nat --ttl --publish --vmm --timeout --timings --rm --copy --copy-out --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1560,6 +1564,10 @@ _banger() {
                     return 0
                     ;;
                 -p)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --vmm)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

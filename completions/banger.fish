@@ -64,6 +64,7 @@ complete -c banger -n "__fish_banger_using_subcommand vm; and __fish_seen_subcom
 complete -c banger -n "__fish_banger_using_subcommand vm; and __fish_seen_subcommand_from create" -l work-size -d 'Work disk size, mounted at /root, at least 64M [default: 8G]' -r
 complete -c banger -n "__fish_banger_using_subcommand vm; and __fish_seen_subcommand_from create" -l ttl -d 'Delete the VM after this long (`banger gc` enforces it), e.g. 2h' -r
 complete -c banger -n "__fish_banger_using_subcommand vm; and __fish_seen_subcommand_from create" -s p -l publish -d 'Forward [ADDR:]HOST_PORT:GUEST_PORT[/udp] while it runs (repeatable; ADDR: 127.0.0.1)' -r
+complete -c banger -n "__fish_banger_using_subcommand vm; and __fish_seen_subcommand_from create" -l vmm -d 'VMM for this VM: auto (Firecracker where it runs guests, else QEMU\'s software CPU), firecracker or qemu [default: the config\'s, auto]' -r
 complete -c banger -n "__fish_banger_using_subcommand vm; and __fish_seen_subcommand_from create" -l timeout -d 'How long to wait for the guest [default: 5m]' -r
 complete -c banger -n "__fish_banger_using_subcommand vm; and __fish_seen_subcommand_from create" -l no-nat -d 'Do not give the VM outbound NAT'
 complete -c banger -n "__fish_banger_using_subcommand vm; and __fish_seen_subcommand_from create" -l timings -d 'Print how long each stage took'
@@ -81,6 +82,7 @@ complete -c banger -n "__fish_banger_using_subcommand vm; and __fish_seen_subcom
 complete -c banger -n "__fish_banger_using_subcommand vm; and __fish_seen_subcommand_from run" -l work-size -d 'Work disk size, mounted at /root, at least 64M [default: 8G]' -r
 complete -c banger -n "__fish_banger_using_subcommand vm; and __fish_seen_subcommand_from run" -l ttl -d 'Delete the VM after this long (`banger gc` enforces it), e.g. 2h' -r
 complete -c banger -n "__fish_banger_using_subcommand vm; and __fish_seen_subcommand_from run" -s p -l publish -d 'Forward [ADDR:]HOST_PORT:GUEST_PORT[/udp] while it runs (repeatable; ADDR: 127.0.0.1)' -r
+complete -c banger -n "__fish_banger_using_subcommand vm; and __fish_seen_subcommand_from run" -l vmm -d 'VMM for this VM: auto (Firecracker where it runs guests, else QEMU\'s software CPU), firecracker or qemu [default: the config\'s, auto]' -r
 complete -c banger -n "__fish_banger_using_subcommand vm; and __fish_seen_subcommand_from run" -l timeout -d 'How long to wait for the guest [default: 5m]' -r
 complete -c banger -n "__fish_banger_using_subcommand vm; and __fish_seen_subcommand_from run" -l copy -d 'Copy into the VM before the command (repeatable)' -r
 complete -c banger -n "__fish_banger_using_subcommand vm; and __fish_seen_subcommand_from run" -l copy-out -d 'Copy back after the command, whatever its exit code (repeatable)' -r

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use banger::state::handles::{Handles, Loaded};
-use banger::state::model::CowStrategy;
+use banger::state::model::{CowStrategy, VmmKind};
 use proptest::prelude::*;
 
 use crate::{cases, inputs, replay};
@@ -36,9 +36,26 @@ fn handles() -> impl Strategy<Value = Handles> {
             CowStrategy::Copy,
         ])),
         any::<(bool, bool)>(),
+        (
+            proptest::option::of(proptest::sample::select(vec![
+                VmmKind::Firecracker,
+                VmmKind::Qemu,
+            ])),
+            any::<(bool, u64, u64)>(),
+        ),
     )
         .prop_map(
-            |(pid, tap, base_loop, cow_loop, dm_name, dm_dev, cow_strategy, (nat, ports))| {
+            |(
+                pid,
+                tap,
+                base_loop,
+                cow_loop,
+                dm_name,
+                dm_dev,
+                cow_strategy,
+                (nat, ports),
+                (vmm, (probe, console_from, vmm_log_from)),
+            )| {
                 Handles {
                     pid,
                     tap,
@@ -49,6 +66,10 @@ fn handles() -> impl Strategy<Value = Handles> {
                     cow_strategy,
                     nat,
                     ports,
+                    vmm,
+                    probe,
+                    console_from,
+                    vmm_log_from,
                 }
             },
         )

@@ -127,7 +127,7 @@ install_firecracker() {
     return
   fi
 
-  local hint="Without access to that page: put a \`firecracker\` binary (v1.10–v1.12) on PATH, or set BANGER_FIRECRACKER=/path/to/firecracker, $again"
+  local hint="Until then banger runs VMs under QEMU's software CPU (boots take tens of seconds). For Firecracker without access to that page: put a \`firecracker\` binary (v1.10–v1.12) on PATH, or set BANGER_FIRECRACKER=/path/to/firecracker, $again"
   say "downloading $fc_tgz from $fc_releases"
   attempt "download $fc_tgz from $fc_releases" "$hint" \
     curl -fsSL --retry 2 -o "$tmp/$fc_tgz" "$fc_releases/download/$fc_version/$fc_tgz" ||

@@ -87,7 +87,11 @@ pub fn decide(choice: VmmChoice, facts: Facts) -> Result<Pick> {
         VmmChoice::Auto => {
             let why_not = match (&facts.kvm, &facts.firecracker, &facts.finding) {
                 (Err(kvm), _, _) => Some(kvm.clone()),
-                (Ok(()), Err(missing), _) => Some(missing.clone()),
+                // "Firecracker not found", without where it looked (doctor says).
+                (Ok(()), Err(missing), _) => Some(format!(
+                    "{} (`banger doctor` says where banger looked)",
+                    missing.split(':').next().unwrap_or(missing)
+                )),
                 (Ok(()), Ok(_), Some(finding)) if !finding.runs => Some(cannot_run(finding)),
                 _ => None,
             };
@@ -194,10 +198,10 @@ mod tests {
             ),
             (
                 Facts {
-                    firecracker: Err("Firecracker not found".into()),
+                    firecracker: Err("Firecracker not found: no config path, PATH (/bin)".into()),
                     ..facts()
                 },
-                "Firecracker not found",
+                "Firecracker not found (`banger doctor` says where banger looked)",
             ),
             (
                 Facts {

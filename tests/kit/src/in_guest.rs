@@ -6,7 +6,7 @@
 
 use std::fmt::Write as _;
 use std::fs;
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -417,7 +417,6 @@ fn follow(mut shim: Shim, started: Instant) -> (i32, Tally) {
         } else {
             std::thread::sleep(Duration::from_millis(100));
         }
-        let _ = console.seek(SeekFrom::Current(0));
     }
     let status = status.unwrap_or(1);
     let _ = shim.wait_exit(Duration::from_secs(30));

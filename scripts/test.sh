@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # banger's test command: unit tests everywhere; host, Firecracker and guest
-# tiers when run as root with the fixtures from scripts/test-deps.sh.
+# tiers when run as root with the fixtures from scripts/test-deps.sh; then
+# the in-guest tier (scripts/test-in-guest.sh: dm-snapshot and
+# systemd-resolved inside a Debian guest), whose counts end the summary.
 # Ends with what was skipped and why (cargo hides it: a skipped test passes).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -64,5 +66,21 @@ features=(--features banger/fault-injection)
 status=0
 cargo build --workspace --all-targets "${features[@]}" &&
   cargo test --workspace "${features[@]}" -- --test-threads=2 || status=$?
+
+BANGER_IN_GUEST_SUMMARY=$(mktemp -t banger-in-guest.XXXXXX)
+export BANGER_IN_GUEST_SUMMARY
+at_exit 'rm -f "$BANGER_IN_GUEST_SUMMARY"'
+echo
+echo "in-guest tier (scripts/test-in-guest.sh)"
+in_guest=0
+scripts/test-in-guest.sh || in_guest=$?
+[ "$in_guest" -eq 0 ] || status=$in_guest
+
 summarize_skips
+echo
+if [ -s "$BANGER_IN_GUEST_SUMMARY" ]; then
+  cat "$BANGER_IN_GUEST_SUMMARY"
+else
+  echo "in-guest tier: did not run (see the skips above)"
+fi
 exit "$status"

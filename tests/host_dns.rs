@@ -1,6 +1,7 @@
 //! The VM name server against a real resolver client (`dig`), over UDP and
 //! TCP, with a tiny upstream server standing in for the host's resolvers.
-//! Runs on loopback with ephemeral ports, so it needs no privileges.
+//! Runs on loopback with ephemeral ports, so it needs no privileges; the
+//! routing through systemd-resolved runs where resolved does (the in-guest tier).
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -14,7 +15,7 @@ use banger::host::dns::{
     DnsConfig, DnsServer, NameLookup, route_domain_via_resolved, upstream_resolvers,
 };
 use banger::host::net::bridge::interface_addresses;
-use banger_testkit::{Need, require};
+use banger_testkit::{Need, in_guest, require};
 use simple_dns::rdata::{A, RData};
 use simple_dns::{CLASS, Packet, PacketFlag, ResourceRecord};
 
@@ -242,20 +243,52 @@ fn a_stopped_server_releases_its_port() {
 
 #[test]
 fn resolved_routing_is_skipped_when_resolved_is_not_running() {
-    let active = Command::new("systemctl")
-        .args(["is-active", "--quiet", "systemd-resolved"])
-        .status()
-        .is_ok_and(|s| s.success());
     require!(
         "resolved",
         Need::That(
-            !active,
-            "systemd-resolved runs here; routing would change host DNS"
+            !resolved_active(),
+            "systemd-resolved runs here (resolved_routes_the_domain_on_the_bridge covers it)"
         )
     );
     let routed = route_domain_via_resolved("banger0", Ipv4Addr::new(172, 30, 0, 1), "vm")
         .expect("no error without resolved");
     assert!(!routed);
+}
+
+fn resolved_active() -> bool {
+    Command::new("systemctl")
+        .args(["is-active", "--quiet", "systemd-resolved"])
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Where resolved runs (the in-guest tier's guest), routing the domain on a
+/// bridge makes resolved send the domain's names to the bridge's server, and
+/// only those.
+#[test]
+fn resolved_routes_the_domain_on_the_bridge() {
+    require!(
+        "resolved",
+        Need::Root,
+        Need::That(resolved_active(), "systemd-resolved is not running"),
+        Need::That(
+            in_guest::active(),
+            "changes the host's DNS (scripts/test-in-guest.sh runs this in a guest)"
+        ),
+    );
+    let bridge = "bgdnstest0";
+    banger_testkit::run("ip", &["link", "add", bridge, "type", "bridge"]);
+    banger_testkit::run("ip", &["addr", "add", "172.31.250.1/24", "dev", bridge]);
+    banger_testkit::run("ip", &["link", "set", bridge, "up"]);
+    let routed = route_domain_via_resolved(bridge, Ipv4Addr::new(172, 31, 250, 1), "testvm");
+    let domains = banger_testkit::run("resolvectl", &["domain", bridge]);
+    let servers = banger_testkit::run("resolvectl", &["dns", bridge]);
+    let default_route = banger_testkit::run("resolvectl", &["default-route", bridge]);
+    banger_testkit::run("ip", &["link", "del", bridge]);
+    assert!(routed.expect("routing succeeds"), "resolved runs here");
+    assert!(domains.contains("~testvm"), "{domains}");
+    assert!(servers.contains("172.31.250.1"), "{servers}");
+    assert!(default_route.contains("no"), "{default_route}");
 }
 
 #[test]

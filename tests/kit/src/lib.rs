@@ -9,6 +9,7 @@
 pub mod api;
 pub mod context;
 pub mod image;
+pub mod in_guest;
 pub mod netns;
 pub mod procs;
 pub mod require;

@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 
 use crate::host::dns::{
-    DnsConfig, DnsServer, NameLookup, route_domain_via_resolved, upstream_resolvers,
+    DnsConfig, DnsServer, NameLookup, route_domain_via_resolved, unroute_domain_via_resolved,
+    upstream_resolvers,
 };
 use crate::host::net::bridge::ensure_bridge;
 use crate::host::net::tap::{drain_pool, fill_pool};
@@ -201,6 +202,17 @@ fn serve(opts: &SidecarOptions, vms: &Arc<dyn VmDirectory>) -> anyhow::Result<()
         )),
         Err(err) => log(&format!(
             "cannot delete the pool TAPs: {:#}",
+            anyhow::Error::new(err)
+        )),
+    }
+    // Names of this domain would otherwise go on being sent to a bridge
+    // where nothing answers.
+    match unroute_domain_via_resolved(&opts.bridge) {
+        Ok(true) => log(&format!("systemd-resolved no longer routes ~{}", opts.domain)),
+        Ok(false) => {}
+        Err(err) => log(&format!(
+            "cannot undo the ~{} route in systemd-resolved: {:#}",
+            opts.domain,
             anyhow::Error::new(err)
         )),
     }

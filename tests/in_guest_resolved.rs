@@ -139,7 +139,6 @@ fn vm_names_resolve_on_the_host_through_resolved() {
 }
 
 #[test]
-#[ignore = "banger leaves ~vm routed to the bridge after the sidecar exits"]
 fn the_routing_goes_with_the_last_vm() {
     let Some((ctx, vm)) = context_with_web() else {
         return;

@@ -563,6 +563,20 @@ pub fn route_domain_via_resolved(
     Ok(true)
 }
 
+/// Undoes [`route_domain_via_resolved`] for `bridge` (`resolvectl revert`):
+/// false when resolved is not running; a link already gone is fine.
+pub fn unroute_domain_via_resolved(bridge: &str) -> Result<bool, NetError> {
+    validate_ifname(bridge)?;
+    if !resolved_active() {
+        return Ok(false);
+    }
+    match resolvectl(&["revert", bridge]) {
+        Ok(()) => Ok(true),
+        Err(err) if err.to_string().contains("not found") => Ok(false),
+        Err(err) => Err(err),
+    }
+}
+
 /// Whether systemd-resolved is running on this host.
 pub fn resolved_active() -> bool {
     run(Command::new("systemctl").args(["is-active", "--quiet", "systemd-resolved"])).is_ok()

@@ -208,7 +208,10 @@ fn serve(opts: &SidecarOptions, vms: &Arc<dyn VmDirectory>) -> anyhow::Result<()
     // Names of this domain would otherwise go on being sent to a bridge
     // where nothing answers.
     match unroute_domain_via_resolved(&opts.bridge) {
-        Ok(true) => log(&format!("systemd-resolved no longer routes ~{}", opts.domain)),
+        Ok(true) => log(&format!(
+            "systemd-resolved no longer routes ~{}",
+            opts.domain
+        )),
         Ok(false) => {}
         Err(err) => log(&format!(
             "cannot undo the ~{} route in systemd-resolved: {:#}",

@@ -583,3 +583,73 @@ fn gc_sweeps_the_ports_of_vms_that_do_not_run() {
     assert_eq!(ports_of(&bed, &gone), None);
     assert_eq!(ports_of(&bed, &keep), Some(keep.published.clone()));
 }
+
+/// Starts `name` and says which VMM it got and whether the run probes.
+fn started_under(bed: &TestBed, name: &str) -> (crate::state::model::VmmKind, bool) {
+    let vm = create(bed, name, true).unwrap();
+    let Loaded::Found(handles) = handles(bed, &vm) else {
+        panic!("no handles for {name}");
+    };
+    assert_eq!(Some(row(bed, name).vmm), handles.vmm);
+    (row(bed, name).vmm, handles.probe)
+}
+
+#[test]
+fn auto_picks_the_vmm_from_kvm_the_binaries_and_the_finding_for_this_kernel() {
+    use crate::state::model::{HostFinding, VmmChoice, VmmKind};
+    let bed = TestBed::new().unwrap();
+    bed.fake.world().kernel = "6.1.0 #1".into();
+    // Nothing known yet: Firecracker, and this run must show console output.
+    assert_eq!(started_under(&bed, "a"), (VmmKind::Firecracker, true));
+    assert!(
+        bed.fake
+            .world()
+            .calls
+            .contains(&"binary firecracker".to_owned())
+    );
+    // Found unable on this kernel: QEMU, no probe.
+    let unable = HostFinding {
+        kernel: "6.1.0 #1".into(),
+        runs: false,
+        found_at: crate::state::model::now(),
+        detail: "its guest printed nothing".into(),
+    };
+    bed.ctx
+        .store
+        .record_host_finding(VmmKind::Firecracker, &unable)
+        .unwrap();
+    assert_eq!(started_under(&bed, "b"), (VmmKind::Qemu, false));
+    // Another kernel: Firecracker again.
+    bed.fake.world().kernel = "6.12.0 #1".into();
+    assert_eq!(started_under(&bed, "c"), (VmmKind::Firecracker, true));
+    // Seen running on this kernel: Firecracker without a probe.
+    let runs = HostFinding {
+        kernel: "6.12.0 #1".into(),
+        runs: true,
+        ..unable
+    };
+    bed.ctx
+        .store
+        .record_host_finding(VmmKind::Firecracker, &runs)
+        .unwrap();
+    assert_eq!(started_under(&bed, "d"), (VmmKind::Firecracker, false));
+    // No usable /dev/kvm: QEMU.
+    bed.fake.world().kvm_broken = Some("/dev/kvm: No such file or directory".into());
+    assert_eq!(started_under(&bed, "e"), (VmmKind::Qemu, false));
+    // Neither: refused before anything is made, naming both.
+    bed.fake.world().missing_vmms.insert(VmmKind::Qemu);
+    let err = create(&bed, "f", true).unwrap_err().to_string();
+    assert!(
+        err.contains("/dev/kvm") && err.contains("qemu not found"),
+        "{err}"
+    );
+    assert!(bed.ctx.store.find_vm("f").unwrap().is_none());
+    // An explicit choice is obeyed: Firecracker without KVM.
+    let explicit = ops::create::Spec {
+        vmm: Some(VmmChoice::Firecracker),
+        ..spec("g")
+    };
+    let vm = ops::create::create(&bed.ctx, &explicit, true, &mut bed.ctx.timings()).unwrap();
+    assert_eq!(vm.vm.vmm, VmmKind::Firecracker);
+    assert_eq!(row(&bed, "g").vmm_choice, Some(VmmChoice::Firecracker));
+}

@@ -50,7 +50,9 @@ fn context() -> Option<TestContext> {
     if require("dm-snapshot", &needs).is_some() {
         return None;
     }
-    let ctx = TestContext::new(&vmm);
+    let mut ctx = TestContext::new(&vmm);
+    // The fake plays Firecracker; `auto` would pick QEMU in a guest without KVM.
+    ctx.set_vmm("firecracker");
     ctx.import_image("base");
     Some(ctx)
 }

@@ -25,6 +25,8 @@ trap cleanup EXIT
 ip netns add "$ns"
 inns() { ip netns exec "$ns" "$@"; }
 export BANGER_HOME="$work/home" BANGER_RUN_DIR="$work/run" BANGER_FIRECRACKER="$fc" BANGER_CONFIG="$work/config.toml"
+# Firecracker itself, not whatever `auto` would pick on this host.
+export BANGER_VMM=firecracker
 echo 'tap_pool_size = 0' > "$BANGER_CONFIG"
 truncate -s 512M "$work/rootfs.ext4" && mkfs.ext4 -q -F "$work/rootfs.ext4"
 "$banger" image import bench --kernel "$kernel" --rootfs "$work/rootfs.ext4" >/dev/null 2>&1

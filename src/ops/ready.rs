@@ -96,6 +96,10 @@ pub fn wait(ctx: &Ctx, vm: &Vm, timeout: Option<Duration>, timings: &mut Timings
     };
     let detail = detail.clone();
     let mut locked = LockedVm::open(ctx, vm.name.as_str())?;
+    if locked.vm().id != vm.id {
+        // Deleted and its name reused meanwhile: not ours to restart.
+        return Err(err);
+    }
     locked.stop(Duration::ZERO, true)?;
     if vm.vmm_choice.unwrap_or(ctx.config.vmm) != VmmChoice::Auto {
         return Err(err);

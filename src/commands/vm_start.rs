@@ -38,23 +38,26 @@ fn start_each(args: StartArgs, global: &Global, restart: bool) -> Result<()> {
                 print_timings(&timings);
             }
         })?;
-        // Unlocked while waiting: the wait may restart it under another VMM.
-        let read = vm.read();
-        drop(vm);
-        let vm = read.vm;
-        if !args.no_wait
-            && let Err(err) = ops::ready::wait(&ctx, &vm, args.wait.timeout, &mut timings)
-        {
-            if args.wait.timings {
-                print_timings(&timings);
+        // Held for the whole wait, which may restart it under another VMM.
+        let mut locked = vm;
+        let mut vm = locked.vm().clone();
+        if !args.no_wait {
+            match ops::ready::wait_holding(&ctx, &mut locked, args.wait.timeout, &mut timings) {
+                Ok(now) => vm = now,
+                Err(err) => {
+                    if args.wait.timings {
+                        print_timings(&timings);
+                    }
+                    let evidence = Evidence::read(&ctx, &vm, mark);
+                    let left = Left::Kept {
+                        running: evidence.running,
+                    };
+                    let shown = evidence.under(&err);
+                    return Err(ops::ready::failure(err, name, left, &shown));
+                }
             }
-            let evidence = Evidence::read(&ctx, &vm, mark);
-            let left = Left::Kept {
-                running: evidence.running,
-            };
-            let shown = evidence.under(&err);
-            return Err(ops::ready::failure(err, name, left, &shown));
         }
+        drop(locked);
         if args.wait.timings {
             print_timings(&timings);
         }

@@ -89,18 +89,54 @@ pub fn failure(err: anyhow::Error, name: &str, left: Left, evidence: &str) -> an
 pub fn wait(ctx: &Ctx, vm: &Vm, timeout: Option<Duration>, timings: &mut Timings) -> Result<Vm> {
     let err = match wait_once(ctx, vm, timeout, timings) {
         Ok(()) => return Ok(vm.clone()),
+        Err(err) if !host_cannot_run(&err) => return Err(err),
         Err(err) => err,
     };
-    let Some(NotReady::HostCannotRun { detail, .. }) = err.downcast_ref::<NotReady>() else {
-        return Err(err);
-    };
-    let detail = detail.clone();
     let mut locked = LockedVm::open(ctx, vm.name.as_str())?;
     if locked.vm().id != vm.id {
         // Deleted and its name reused meanwhile: not ours to restart.
         return Err(err);
     }
+    fall_back(ctx, &mut locked, err, timeout, timings)
+}
+
+/// [`wait`] for a VM whose lock the caller holds (`vm start` keeps it for
+/// the whole wait).
+pub fn wait_holding(
+    ctx: &Ctx,
+    locked: &mut LockedVm<'_>,
+    timeout: Option<Duration>,
+    timings: &mut Timings,
+) -> Result<Vm> {
+    let vm = locked.vm().clone();
+    match wait_once(ctx, &vm, timeout, timings) {
+        Ok(()) => Ok(vm),
+        Err(err) if !host_cannot_run(&err) => Err(err),
+        Err(err) => fall_back(ctx, locked, err, timeout, timings),
+    }
+}
+
+fn host_cannot_run(err: &anyhow::Error) -> bool {
+    matches!(
+        err.downcast_ref::<NotReady>(),
+        Some(NotReady::HostCannotRun { .. })
+    )
+}
+
+/// After `err` (a [`NotReady::HostCannotRun`]): stops the VM and, under
+/// `auto`, starts it under QEMU and waits again; else returns `err`.
+fn fall_back(
+    ctx: &Ctx,
+    locked: &mut LockedVm<'_>,
+    err: anyhow::Error,
+    timeout: Option<Duration>,
+    timings: &mut Timings,
+) -> Result<Vm> {
     locked.stop(Duration::ZERO, true)?;
+    let vm = locked.vm().clone();
+    let Some(NotReady::HostCannotRun { detail, .. }) = err.downcast_ref::<NotReady>() else {
+        return Err(err);
+    };
     if vm.vmm_choice.unwrap_or(ctx.config.vmm) != VmmChoice::Auto {
         return Err(err);
     }
@@ -110,7 +146,6 @@ pub fn wait(ctx: &Ctx, vm: &Vm, timeout: Option<Duration>, timings: &mut Timings
     );
     locked.start(timings)?;
     let vm = locked.read().vm;
-    drop(locked);
     wait_once(ctx, &vm, timeout, timings)?;
     Ok(vm)
 }

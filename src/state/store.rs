@@ -537,16 +537,15 @@ impl Store {
             .map_err(self.db())
     }
 
-    /// Sets a VM's expiry time (tests of `gc`).
-    #[cfg(test)]
-    pub fn set_expiry_for_test(&self, id: &VmId, expires_at: i64) {
+    /// Sets (or, with `None`, clears) a VM's expiry time.
+    pub fn set_expiry(&self, id: &VmId, expires_at: Option<i64>) -> Result<(), StateError> {
         self.conn
             .execute(
                 "UPDATE vms SET expires_at = ?2 WHERE id = ?1",
                 params![id, expires_at],
             )
             .map(drop)
-            .unwrap_or_default();
+            .map_err(self.db())
     }
 
     pub fn delete_vm(&self, id: &VmId) -> Result<(), StateError> {

@@ -383,7 +383,8 @@ fn gc_deletes_abandoned_and_expired_vms_but_not_running_ones() {
     let old = create(&bed, "old", true).unwrap();
     bed.ctx
         .store
-        .set_expiry_for_test(&old.id, crate::state::model::now() - 1);
+        .set_expiry(&old.id, Some(crate::state::model::now() - 1))
+        .unwrap();
     create(&bed, "fine", true).unwrap();
     let removed = ops::gc::collect(&bed.ctx, false).unwrap();
     let vms: Vec<_> = removed

@@ -208,8 +208,7 @@ const NOUNS: &[&str] = &[
 
 /// A readable name for the n-th attempt: `brave-otter`, then with a number.
 fn generated_name(attempt: u32) -> VmName {
-    let seed = u32::from_str_radix(&VmId::random().as_str()[..8], 16)
-        .unwrap_or(attempt);
+    let seed = u32::from_str_radix(&VmId::random().as_str()[..8], 16).unwrap_or(attempt);
     let adjective = ADJECTIVES[seed as usize % ADJECTIVES.len()];
     let noun = NOUNS[(seed / 97) as usize % NOUNS.len()];
     let text = if attempt < 8 {

@@ -18,7 +18,9 @@ fn is_loop_device_path(dev: &Path) -> bool {
     dev.to_str()
         .and_then(|text| text.strip_prefix("/dev/loop"))
         .is_some_and(|n| {
-            !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) && (n == "0" || !n.starts_with('0'))
+            !n.is_empty()
+                && n.bytes().all(|b| b.is_ascii_digit())
+                && (n == "0" || !n.starts_with('0'))
         })
 }
 
@@ -263,20 +265,53 @@ mod tests {
         good.save(&dir).unwrap();
         assert!(matches!(Handles::load(&dir), Loaded::Found(_)));
         let bad = [
-            Handles { tap: Some("eth0".into()), ..good.clone() },
-            Handles { tap: Some("docker0".into()), ..good.clone() },
-            Handles { tap: Some("bg-0123456788".into()), ..good.clone() },
-            Handles { tap: Some("bgpool0".into()), ..good.clone() },
-            Handles { dm_name: Some("banger-0123456788".into()), ..good.clone() },
-            Handles { dm_name: Some("root".into()), ..good.clone() },
-            Handles { dm_dev: Some("/dev/sda".into()), ..good.clone() },
-            Handles { base_loop: Some("/dev/sda1".into()), ..good.clone() },
-            Handles { cow_loop: Some("/dev/loop03".into()), ..good.clone() },
-            Handles { cow_loop: Some("/dev/loop1/../sda".into()), ..good.clone() },
+            Handles {
+                tap: Some("eth0".into()),
+                ..good.clone()
+            },
+            Handles {
+                tap: Some("docker0".into()),
+                ..good.clone()
+            },
+            Handles {
+                tap: Some("bg-0123456788".into()),
+                ..good.clone()
+            },
+            Handles {
+                tap: Some("bgpool0".into()),
+                ..good.clone()
+            },
+            Handles {
+                dm_name: Some("banger-0123456788".into()),
+                ..good.clone()
+            },
+            Handles {
+                dm_name: Some("root".into()),
+                ..good.clone()
+            },
+            Handles {
+                dm_dev: Some("/dev/sda".into()),
+                ..good.clone()
+            },
+            Handles {
+                base_loop: Some("/dev/sda1".into()),
+                ..good.clone()
+            },
+            Handles {
+                cow_loop: Some("/dev/loop03".into()),
+                ..good.clone()
+            },
+            Handles {
+                cow_loop: Some("/dev/loop1/../sda".into()),
+                ..good.clone()
+            },
         ];
         for handles in bad {
             handles.save(&dir).unwrap();
-            assert!(matches!(Handles::load(&dir), Loaded::Corrupt(_)), "{handles:?}");
+            assert!(
+                matches!(Handles::load(&dir), Loaded::Corrupt(_)),
+                "{handles:?}"
+            );
             assert!(Handles::load_or_default(&dir).is_empty());
         }
     }
@@ -289,7 +324,10 @@ mod tests {
         // A FIFO would block a plain read forever.
         assert!(matches!(Handles::load(&dir), Loaded::Corrupt(_)));
         fs::remove_file(&path).unwrap();
-        fs::File::create(&path).unwrap().set_len(MAX_LEN + 1).unwrap();
+        fs::File::create(&path)
+            .unwrap()
+            .set_len(MAX_LEN + 1)
+            .unwrap();
         assert!(matches!(Handles::load(&dir), Loaded::Corrupt(_)));
         fs::remove_file(&path).unwrap();
         std::os::unix::fs::symlink("/etc/hostname", &path).unwrap();

@@ -750,7 +750,8 @@ fn check_vm(vm: Vm, subnet: Option<&Subnet>) -> Result<Vm, String> {
 
 /// A column as type `T`, the error naming it.
 fn column<T: rusqlite::types::FromSql>(row: &Row<'_>, name: &str) -> Result<T, String> {
-    row.get(name).map_err(|e| format!("column {name}: {}", why(&e)))
+    row.get(name)
+        .map_err(|e| format!("column {name}: {}", why(&e)))
 }
 
 /// A size in bytes (stored as a signed integer).

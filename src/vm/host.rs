@@ -15,8 +15,8 @@ use crate::host::{net, procs};
 use crate::state::model::{CowStrategy, PublishedPort, VmmKind};
 
 pub use crate::host::firecracker::api::VmmConfig;
-pub use crate::host::net::nat::Fence;
 pub use crate::host::firecracker::process::StopOutcome;
+pub use crate::host::net::nat::Fence;
 
 /// Disk images, loop devices and device-mapper.
 pub trait Disks: Send + Sync {

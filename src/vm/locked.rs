@@ -243,6 +243,7 @@ impl<'c> LockedVm<'c> {
             bail!("VM {} already has its disks", self.vm.name);
         }
         let strategy = make_disks(self.ctx, &self.vm, image)?;
+        crate::fault::point("disks:files");
         let pending = then_start.then_some(Pending::Start);
         let desired = if then_start {
             VmState::Running

@@ -124,9 +124,8 @@ fn fence_rule_handles(ruleset: &Nftables<'static>, bridge: &str) -> Vec<(String,
 fn fence_into(batch: &mut Batch<'static>, fence: &Fence, stale: &[(String, u32)]) {
     let comment = fence_comment(&fence.bridge);
     let bridge = fence.bridge.as_str();
-    let rule = |chain: &'static str, expr: Vec<Statement<'static>>| {
-        tagged_rule(&comment, chain, expr)
-    };
+    let rule =
+        |chain: &'static str, expr: Vec<Statement<'static>>| tagged_rule(&comment, chain, expr);
     let from_guests = || matches(meta(MetaKey::Iifname), Operator::EQ, text(bridge));
     let to_guests = || matches(meta(MetaKey::Oifname), Operator::EQ, text(bridge));
     batch.add(banger_table());
@@ -180,7 +179,10 @@ fn fence_into(batch: &mut Batch<'static>, fence: &Fence, stale: &[(String, u32)]
             Statement::Accept(None),
         ],
     ));
-    batch.add(rule(INPUT_CHAIN, vec![from_guests(), Statement::Drop(None)]));
+    batch.add(rule(
+        INPUT_CHAIN,
+        vec![from_guests(), Statement::Drop(None)],
+    ));
     // Appended: every VM's NAT accepts are inserted ahead of these.
     let sides = || [from_guests(), to_guests()];
     for side in sides() {
@@ -780,7 +782,8 @@ mod tests {
             .iter()
             .filter_map(|c| c["add"].get("chain"))
             .collect();
-        let hooks: Vec<(&Value, &Value)> = chains.iter().map(|c| (&c["hook"], &c["type"])).collect();
+        let hooks: Vec<(&Value, &Value)> =
+            chains.iter().map(|c| (&c["hook"], &c["type"])).collect();
         assert_eq!(
             hooks,
             [
@@ -821,7 +824,10 @@ mod tests {
                 rule["expr"][1],
                 json!({"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "daddr"}}, "right": "10.0.0.1"}})
             );
-            assert_eq!(rule["expr"][2]["match"]["left"]["payload"]["protocol"], protocol);
+            assert_eq!(
+                rule["expr"][2]["match"]["left"]["payload"]["protocol"],
+                protocol
+            );
             assert_eq!(rule["expr"][2]["match"]["right"], 53);
         }
         assert_eq!(fence[4]["expr"][1], json!({"drop": null}));
@@ -842,14 +848,8 @@ mod tests {
         assert_eq!(fence[0]["expr"][0], side("iifname"));
         assert_eq!(fence[0]["expr"][1]["match"]["right"], "dnat");
         assert_eq!(fence[1]["expr"][0], side("oifname"));
-        assert_eq!(
-            fence[2]["expr"],
-            json!([side("iifname"), {"drop": null}])
-        );
-        assert_eq!(
-            fence[3]["expr"],
-            json!([side("oifname"), {"drop": null}])
-        );
+        assert_eq!(fence[2]["expr"], json!([side("iifname"), {"drop": null}]));
+        assert_eq!(fence[3]["expr"], json!([side("oifname"), {"drop": null}]));
         // The VM's accepts go ahead of the fence: inserted, not appended.
         let inserted = rules_of(&value, "insert");
         assert_eq!(inserted.len(), 2);

@@ -4,8 +4,8 @@
 use anyhow::Result;
 
 use super::{Live, Removal, Resource};
-use crate::state::handles::Handles;
 use crate::host::net::nat::Fence;
+use crate::state::handles::Handles;
 use crate::state::layout::{self, HomeTag};
 use crate::state::model::{Vm, VmId};
 use crate::state::paths::Paths;
@@ -17,12 +17,7 @@ pub struct Nat;
 /// Adds the VM's rules (with NAT) or just the host fence (without), under
 /// the network lock. The journal must already say `nat` for a NAT VM. Runs
 /// beside the VMM's configuration, so it takes only what it needs.
-pub fn add_firewall(
-    paths: &Paths,
-    net: &dyn Network,
-    fence: &Fence,
-    vm: &Vm,
-) -> Result<()> {
+pub fn add_firewall(paths: &Paths, net: &dyn Network, fence: &Fence, vm: &Vm) -> Result<()> {
     let _net = crate::vm::ctx::lock_net(paths)?;
     if vm.nat {
         net.add_vm_rules(&rule_key(paths, &vm.id), vm.ip, fence)
@@ -69,7 +64,11 @@ impl Resource for Nat {
             if !dry_run {
                 ctx.host.net.remove_vm_rules(&key)?;
             }
-            removals.push(Removal::new("nat-rules", owner.id.to_string(), "VM not running"));
+            removals.push(Removal::new(
+                "nat-rules",
+                owner.id.to_string(),
+                "VM not running",
+            ));
         }
         Ok(removals)
     }

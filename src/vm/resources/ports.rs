@@ -25,7 +25,12 @@ pub fn publish(paths: &Paths, net: &dyn Network, bridge: &str, vm: &Vm) -> Resul
         net.check_port_free(port)
             .with_context(|| format!("cannot publish {port}"))?;
     }
-    net.add_port_rules(&super::rule_key(paths, &vm.id), vm.ip, bridge, &vm.published)
+    net.add_port_rules(
+        &super::rule_key(paths, &vm.id),
+        vm.ip,
+        bridge,
+        &vm.published,
+    )
 }
 
 /// Whether the NAT kind's release removes this VM's rules: it removes every

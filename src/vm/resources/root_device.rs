@@ -64,7 +64,10 @@ impl Resource for RootDevice {
         let mut errors = Vec::new();
         let has_dm = handles.dm_name.is_some() || vm.cow_strategy == Some(CowStrategy::DmSnapshot);
         if has_dm {
-            for name in [layout::dm(&ctx.home_tag(), &vm.id), layout::legacy_dm(&vm.id)] {
+            for name in [
+                layout::dm(&ctx.home_tag(), &vm.id),
+                layout::legacy_dm(&vm.id),
+            ] {
                 if let Err(e) = ctx.host.disks.remove_snapshot(&name) {
                     errors.push(format!("dm device {name}: {e:#}"));
                 }

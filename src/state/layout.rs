@@ -109,13 +109,11 @@ impl Owner {
         }
     }
 
-    /// Whether the home at `home` made this object: its tag says so, or it
-    /// predates tags and its VM is one of `known` (that home's VMs).
-    pub fn is_of(&self, home: &HomeTag, known: &std::collections::HashSet<VmId>) -> bool {
-        match &self.home {
-            Some(tag) => tag == home,
-            None => known.contains(&self.id),
-        }
+    /// Whether the home `home` may take this object for its own: its tag
+    /// says so, or it predates tags (and so cannot say which home made it;
+    /// such names are swept as they always were).
+    pub fn is_of(&self, home: &HomeTag) -> bool {
+        self.home.as_ref().is_none_or(|tag| tag == home)
     }
 }
 
@@ -335,12 +333,10 @@ mod tests {
         assert_ne!(HomeTag::of(&a), HomeTag::of(&b));
         assert_eq!(HomeTag::of(&a), HomeTag::of(&tmp.path().join("link")));
         assert_eq!(HomeTag::of(&a), HomeTag::of(&a.join("../a")));
-        let known = [id()].into_iter().collect();
         let mine = Owner::new(&HomeTag::of(&a), &id());
-        assert!(mine.is_of(&HomeTag::of(&a), &known));
-        assert!(!mine.is_of(&HomeTag::of(&b), &known));
-        assert!(Owner::legacy(&id()).is_of(&HomeTag::of(&b), &known));
-        assert!(!Owner::legacy(&id()).is_of(&HomeTag::of(&b), &Default::default()));
+        assert!(mine.is_of(&HomeTag::of(&a)));
+        assert!(!mine.is_of(&HomeTag::of(&b)));
+        assert!(Owner::legacy(&id()).is_of(&HomeTag::of(&b)));
     }
 
     #[test]

@@ -58,7 +58,7 @@ impl Resource for Nat {
                 continue;
             };
             // Another home's rules are that home's to sweep.
-            if !owner.is_of(&home, &live.known) || live.running.contains(&owner.id) {
+            if !owner.is_of(&home) || live.running.contains(&owner.id) {
                 continue;
             }
             if !dry_run {

@@ -104,7 +104,7 @@ impl Resource for RootDevice {
                     _ => continue,
                 };
                 // Another home's devices are that home's to sweep.
-                if !owner.is_of(&home, &live.known) || live.running.contains(&owner.id) {
+                if !owner.is_of(&home) || live.running.contains(&owner.id) {
                     continue;
                 }
                 if !dry_run {

@@ -28,6 +28,9 @@ pub const AGENT: &str = "BANGER_AGENT";
 pub const SIDECAR_GRACE: &str = "BANGER_SIDECAR_GRACE";
 /// How long to wait for another command's database write (default `10s`).
 pub const BUSY_TIMEOUT: &str = "BANGER_BUSY_TIMEOUT";
+/// How long a VM of `vm run --rm` outlives its run if banger is killed
+/// outright (default `90s`).
+pub const RM_LEASE: &str = "BANGER_RM_LEASE";
 /// Test builds only: abort right after this stage (`src/fault.rs`).
 pub const FAULT: &str = "BANGER_FAULT";
 
@@ -42,6 +45,7 @@ pub const ALL: &[&str] = &[
     AGENT,
     SIDECAR_GRACE,
     BUSY_TIMEOUT,
+    RM_LEASE,
     FAULT,
 ];
 
@@ -57,6 +61,7 @@ pub struct Env {
     pub agent: Option<PathBuf>,
     sidecar_grace: Option<OsString>,
     busy_timeout: Option<OsString>,
+    rm_lease: Option<OsString>,
     pub fault: Option<String>,
 }
 
@@ -80,6 +85,7 @@ impl Env {
             agent: path(AGENT),
             sidecar_grace: std::env::var_os(SIDECAR_GRACE),
             busy_timeout: std::env::var_os(BUSY_TIMEOUT),
+            rm_lease: std::env::var_os(RM_LEASE),
             fault: std::env::var(FAULT).ok(),
         }
     }
@@ -105,6 +111,11 @@ impl Env {
     /// `BANGER_BUSY_TIMEOUT`, parsed.
     pub fn busy_timeout(&self) -> Result<Option<Duration>, StateError> {
         duration(BUSY_TIMEOUT, self.busy_timeout.as_ref())
+    }
+
+    /// `BANGER_RM_LEASE`, parsed.
+    pub fn rm_lease(&self) -> Result<Option<Duration>, StateError> {
+        duration(RM_LEASE, self.rm_lease.as_ref())
     }
 }
 

@@ -3,7 +3,8 @@
 //! crash or `kill -9` would; without the feature this compiles to nothing.
 //! Stages are the `--timings` stages of create and start (`allocate`,
 //! `disks`, `root disk`, `tap`, `spawn`, `configure`, `sidecar`, `ready`)
-//! and `stop:vmm`, `stop:teardown`, `delete:stop`, `delete:files`.
+//! and `disks:files` (both disk files made, the creation not yet
+//! recorded), `stop:vmm`, `stop:teardown`, `delete:stop`, `delete:files`.
 
 /// Aborts here if `BANGER_FAULT` names `stage` (fault-injection builds only).
 pub fn point(stage: &str) {

@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use banger::host::net::NetError;
 use banger::host::net::bridge::{delete_link, ensure_bridge, link_exists, list_links};
-use banger::host::net::nat::{add_vm_rules, remove_vm_rules, vms_with_rules};
+use banger::host::net::nat::{
+    Fence, add_vm_rules, ensure_host_fence, fenced_bridges, remove_vm_rules, vms_with_rules,
+};
 use banger::host::net::tap::{claim_pool_tap, create_tap, drain_pool, fill_pool, return_to_pool};
 use banger_testkit::netns::{NamedNetns, in_new_netns, link_json};
 use banger_testkit::{Need, eventually, require, run, run_with_stdin};
@@ -20,6 +22,14 @@ use serde_json::Value;
 
 const BRIDGE: &str = "bgtest0";
 const GATEWAY: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
+
+/// The test bridge's fence, DNS on its gateway.
+fn fence(bridge: &str) -> Fence {
+    Fence {
+        bridge: bridge.into(),
+        dns: std::net::SocketAddrV4::new(GATEWAY, 53),
+    }
+}
 
 fn flags(link: &Value) -> Vec<String> {
     link["flags"]
@@ -240,9 +250,9 @@ fn nat_rules_come_and_go_per_vm_and_leave_other_tables_alone() {
         );
         let foreign_before = run("nft", &["-j", "list", "table", "ip", "foreign"]);
 
-        add_vm_rules("vm-a", Ipv4Addr::new(10, 77, 0, 2), BRIDGE).expect("add vm-a");
-        add_vm_rules("vm-b", Ipv4Addr::new(10, 77, 0, 3), BRIDGE).expect("add vm-b");
-        add_vm_rules("vm-a", Ipv4Addr::new(10, 77, 0, 2), BRIDGE).expect("re-add vm-a");
+        add_vm_rules("vm-a", Ipv4Addr::new(10, 77, 0, 2), &fence(BRIDGE)).expect("add vm-a");
+        add_vm_rules("vm-b", Ipv4Addr::new(10, 77, 0, 3), &fence(BRIDGE)).expect("add vm-b");
+        add_vm_rules("vm-a", Ipv4Addr::new(10, 77, 0, 2), &fence(BRIDGE)).expect("re-add vm-a");
 
         let rules = banger_rules();
         let count = |chain: &str, vm: &str| {
@@ -251,8 +261,9 @@ fn nat_rules_come_and_go_per_vm_and_leave_other_tables_alone() {
                 .filter(|(c, comment)| c == chain && comment == &format!("banger:{vm}"))
                 .count()
         };
-        let fence = rules.iter().filter(|(c, _)| c == "input").count();
-        assert_eq!(fence, 5, "the host fence is set once: {rules:?}");
+        let fenced = |(_, comment): &&(String, String)| comment == "banger fence:bgtest0";
+        let fence = rules.iter().filter(fenced).count();
+        assert_eq!(fence, 9, "the host fence is set once: {rules:?}");
         assert_eq!(rules.len(), 6 + fence, "{rules:?}");
         for vm in ["vm-a", "vm-b"] {
             assert_eq!(count("postrouting", vm), 1, "{rules:?}");
@@ -272,14 +283,15 @@ fn nat_rules_come_and_go_per_vm_and_leave_other_tables_alone() {
 
         remove_vm_rules("vm-a").expect("remove vm-a");
         remove_vm_rules("vm-a").expect("remove vm-a again");
+        let is_fence = |comment: &str| comment == "banger fence:bgtest0";
         assert!(
             banger_rules()
                 .iter()
-                .all(|(chain, comment)| comment == "banger:vm-b" || chain == "input")
+                .all(|(_, comment)| comment == "banger:vm-b" || is_fence(comment))
         );
         assert_eq!(vms_with_rules().expect("list"), ["vm-b"]);
         remove_vm_rules("vm-b").expect("remove vm-b");
-        assert!(banger_rules().iter().all(|(chain, _)| chain == "input"));
+        assert!(banger_rules().iter().all(|(_, comment)| is_fence(comment)));
         assert!(vms_with_rules().expect("list").is_empty());
 
         let foreign_after = run("nft", &["-j", "list", "table", "ip", "foreign"]);
@@ -352,7 +364,7 @@ fn masquerade_lets_a_guest_reach_the_outside_as_the_host() {
             "no NAT yet, no way back: {without_nat:?}"
         );
 
-        add_vm_rules("vm-guest", Ipv4Addr::new(10, 77, 0, 2), BRIDGE).expect("nat");
+        add_vm_rules("vm-guest", Ipv4Addr::new(10, 77, 0, 2), &fence(BRIDGE)).expect("nat");
         let reply = guest
             .spawn(move || connect_and_read(server_addr))
             .join()
@@ -491,5 +503,101 @@ fn firecracker_attaches_to_a_created_tap() {
             "Firecracker holds it: {link}"
         );
         assert_eq!(link["master"], BRIDGE, "{link}");
+    });
+}
+
+#[test]
+fn a_guest_without_nat_is_not_forwarded_even_where_a_route_back_exists() {
+    require!("host", Need::Root);
+    in_new_netns(|| {
+        let guest = NamedNetns::new("guest");
+        let outside = NamedNetns::new("outside");
+        ensure_bridge(BRIDGE, GATEWAY, 24).expect("bridge");
+        run(
+            "ip",
+            &[
+                "link", "add", "bgvh", "type", "veth", "peer", "name", "bgvg",
+            ],
+        );
+        run("ip", &["link", "set", "bgvh", "master", BRIDGE, "up"]);
+        run("ip", &["link", "set", "bgvg", "netns", &guest.name]);
+        guest.exec(&["ip", "addr", "add", "10.77.0.2/24", "dev", "bgvg"]);
+        guest.exec(&["ip", "link", "set", "bgvg", "up"]);
+        guest.exec(&["ip", "route", "add", "default", "via", "10.77.0.1"]);
+        // A network behind the host that routes the guest subnet back to
+        // it: reachable by plain forwarding, without NAT.
+        run(
+            "ip",
+            &[
+                "link", "add", "bgoh", "type", "veth", "peer", "name", "bgoo",
+            ],
+        );
+        run("ip", &["addr", "add", "192.0.2.1/24", "dev", "bgoh"]);
+        run("ip", &["link", "set", "bgoh", "up"]);
+        run("ip", &["link", "set", "bgoo", "netns", &outside.name]);
+        outside.exec(&["ip", "addr", "add", "192.0.2.2/24", "dev", "bgoo"]);
+        outside.exec(&["ip", "link", "set", "bgoo", "up"]);
+        outside.exec(&["ip", "route", "add", "10.77.0.0/24", "via", "192.0.2.1"]);
+        let reach = |port: u16| {
+            let server_addr: SocketAddr = format!("192.0.2.2:{port}").parse().expect("addr");
+            let listener = outside
+                .spawn(move || TcpListener::bind(server_addr).expect("bind in outside"))
+                .join()
+                .expect("listener");
+            let server = thread::spawn(move || {
+                listener.set_nonblocking(false).expect("blocking");
+                peer_echo_server(listener)
+            });
+            let reply = guest
+                .spawn(move || connect_and_read(server_addr))
+                .join()
+                .expect("guest thread");
+            if reply.is_ok() {
+                server.join().expect("server");
+            }
+            reply
+        };
+
+        // The route back works: without banger's rules, the host forwards.
+        assert_eq!(reach(7001).expect("plain forwarding"), "10.77.0.2");
+        ensure_host_fence(&fence(BRIDGE)).expect("fence");
+        assert!(reach(7002).is_err(), "a guest without NAT was forwarded");
+        let listing = run("nft", &["list", "chain", "inet", "banger", "forward"]);
+        assert!(listing.contains("iifname \"bgtest0\" drop"), "{listing}");
+        assert!(listing.contains("oifname \"bgtest0\" drop"), "{listing}");
+
+        // NAT is what lets it out, as the host.
+        add_vm_rules("vm-guest", Ipv4Addr::new(10, 77, 0, 2), &fence(BRIDGE)).expect("nat");
+        assert_eq!(reach(7003).expect("through NAT"), "192.0.2.1");
+        remove_vm_rules("vm-guest").expect("remove");
+        assert!(reach(7004).is_err(), "forwarded after its NAT rules went");
+    });
+}
+
+#[test]
+fn each_bridge_keeps_its_fence_when_another_is_fenced() {
+    require!("host", Need::Root);
+    in_new_netns(|| {
+        ensure_host_fence(&fence("bgold0")).expect("old bridge");
+        ensure_host_fence(&fence(BRIDGE)).expect("new bridge");
+        ensure_host_fence(&fence(BRIDGE)).expect("again");
+        add_vm_rules("vm-a", Ipv4Addr::new(10, 77, 0, 2), &fence(BRIDGE)).expect("vm");
+        assert_eq!(fenced_bridges().expect("list"), ["bgold0", BRIDGE]);
+        let rules = banger_rules();
+        for bridge in ["bgold0", BRIDGE] {
+            let comment = format!("banger fence:{bridge}");
+            let count = rules.iter().filter(|(_, c)| *c == comment).count();
+            assert_eq!(count, 9, "{bridge}: {rules:?}");
+        }
+        let input = run("nft", &["list", "chain", "inet", "banger", "input"]);
+        // DNS is admitted to the sidecar's address only.
+        assert!(
+            input.contains("iifname \"bgtest0\" ip daddr 10.77.0.1 udp dport 53 accept"),
+            "{input}"
+        );
+        assert!(
+            !input.contains("iifname \"bgtest0\" udp dport 53 accept"),
+            "{input}"
+        );
     });
 }

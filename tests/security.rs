@@ -174,7 +174,7 @@ fn dns_listens_on_the_bridge_only_and_nat_stays_in_its_table() {
     assert!(!rules.is_empty(), "no NAT rules: {ruleset}");
     for rule in &rules {
         let text = rule.to_string();
-        if rule["comment"] == "banger host fence" {
+        if rule["comment"] == "banger fence:banger0" {
             assert!(text.contains("banger0"), "{text}");
             continue;
         }

@@ -363,7 +363,12 @@ fn rules_of(ctx: &banger_testkit::TestContext, id: &str) -> Vec<(String, String)
         .expect("a list of objects")
         .iter()
         .filter_map(|object| object.get("rule"))
-        .filter(|rule| rule["comment"] == format!("banger:{id}"))
+        // `banger:<home>:<id>`: the home that made them, then the VM.
+        .filter(|rule| {
+            rule["comment"]
+                .as_str()
+                .is_some_and(|c| c.starts_with("banger:") && c.ends_with(&format!(":{id}")))
+        })
         .map(|rule| {
             (
                 rule["chain"].as_str().expect("a chain name").to_owned(),

@@ -4,29 +4,59 @@ use anyhow::Result;
 
 use super::{Global, VmView, print_json, print_table, vm_row};
 use crate::cli::ListArgs;
+use crate::state::StateError;
+use crate::state::model::BadVm;
 use crate::vm::VmRead;
 
 pub fn run(args: ListArgs, global: &Global) -> Result<()> {
     let ctx = global.ctx()?;
-    let views: Vec<_> = VmRead::list(&ctx)?
-        .iter()
-        .map(|read| VmView::new(&ctx, read))
-        .collect();
+    let mut views = Vec::new();
+    let mut bad = Vec::new();
+    let mut rows = Vec::new();
+    for entry in VmRead::list(&ctx)? {
+        match entry {
+            Ok(read) => {
+                let view = VmView::new(&ctx, &read);
+                rows.push(vm_row(&view));
+                views.push(view);
+            }
+            Err(row) => {
+                rows.push(unusable_row(&row));
+                bad.push(row);
+            }
+        }
+    }
+    // Unusable rows are named on stderr whatever the format, after the
+    // listing of the others.
+    let warn = || {
+        for row in &bad {
+            eprintln!("warning: {}", StateError::BadVm(Box::new(row.clone())));
+        }
+    };
     if args.json {
+        warn();
         return print_json(&views);
     }
     if args.quiet {
         for view in &views {
             outln!("{}", view.name)?;
         }
+        warn();
         return Ok(());
     }
-    let rows: Vec<_> = views.iter().map(vm_row).collect();
     print_table(
         &[
             "NAME", "STATE", "IP", "PORTS", "IMAGE", "VCPUS", "MEMORY", "WORK", "CREATED",
         ],
         &rows,
     )?;
+    warn();
     Ok(())
+}
+
+/// A table row for an unusable VM row: its name and `unusable`.
+fn unusable_row(row: &BadVm) -> Vec<String> {
+    let mut cells = vec![row.label(), "unusable".to_owned()];
+    cells.resize(9, "-".to_owned());
+    cells
 }

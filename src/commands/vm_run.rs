@@ -4,13 +4,15 @@
 //! command's exit code. With `--rm`, a VM this run created is deleted
 //! afterwards whatever happened (a failed start or wait, the command's
 //! failure, SIGINT/SIGTERM/SIGHUP), after its logs' last lines have been
-//! shown; a VM it only borrowed stays.
+//! shown; a VM it only borrowed stays. While the run lasts, such a VM holds
+//! a short, renewed TTL, so that `gc` removes it if banger is killed outright.
 
 use anyhow::{Context, Result};
 
 use super::{Global, print_timings};
 use crate::cli::RunArgs;
 use crate::ops;
+use crate::ops::create::Lease;
 use crate::ops::diagnose::{Evidence, LogMark};
 use crate::ops::interrupt;
 use crate::ops::ready::Left;
@@ -48,6 +50,9 @@ pub fn run(args: RunArgs, global: &Global) -> Result<i32> {
         args: &args,
         created: existing.is_none(),
     };
+    // Held while the run lasts: a VM it makes for `--rm` expires soon
+    // after the run is killed outright.
+    let mut lease = None;
     let (vm, mark) = match existing {
         Some(vm) => {
             let mut locked = LockedVm::lock(&ctx, vm)?;
@@ -62,10 +67,18 @@ pub fn run(args: RunArgs, global: &Global) -> Result<i32> {
             (locked.read().vm, mark)
         }
         None => {
-            let spec = args.spec.resolve(args.name.clone());
+            let mut spec = args.spec.resolve(args.name.clone());
             // A missing VMM is known now: refuse before making anything.
             crate::vm::vmm_choice::pick(&ctx, spec.vmm)?;
+            let user_ttl = spec.ttl;
+            if args.rm {
+                spec.ttl = Lease::first_expiry(user_ttl)?;
+            }
             let made = ops::create::create(&ctx, &spec, false, &mut timings)?.vm;
+            if args.rm {
+                let user_expiry = user_ttl.map(|ttl| made.created_at + ttl.as_secs() as i64);
+                lease = Some(Lease::hold(&ctx, &made.id, user_expiry)?);
+            }
             let mut locked = LockedVm::lock(&ctx, made)?;
             let started = match interrupt::caught() {
                 Some(_) => Ok(0),
@@ -90,6 +103,7 @@ pub fn run(args: RunArgs, global: &Global) -> Result<i32> {
         ops::ssh::run(&ctx, &vm, &args.command)
     });
     run.clean_up(&vm)?;
+    drop(lease);
     outcome
 }
 

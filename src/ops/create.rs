@@ -6,9 +6,9 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 
 use super::UsageError;
-use crate::state::model::{PublishedPort, VmName, VmmChoice, VmmKind, now};
+use crate::state::model::{PublishedPort, VmId, VmName, VmmChoice, VmmKind, now};
 use crate::state::parse::format_size;
-use crate::state::store::NewVm;
+use crate::state::store::{NewVm, Store};
 use crate::vm::locked::{file_size, lock_new_id};
 use crate::vm::{Ctx, ImageFiles, LockedVm, Timings, VmRead, vmm_choice};
 
@@ -127,6 +127,74 @@ pub fn create(ctx: &Ctx, spec: &Spec, start: bool, timings: &mut Timings) -> Res
     Ok(vm.read())
 }
 
+/// How long a leased VM outlives the last renewal of its lease, unless
+/// `BANGER_RM_LEASE` says otherwise.
+const LEASE_TTL: Duration = Duration::from_secs(90);
+
+fn lease_ttl() -> Result<Duration> {
+    Ok(crate::env::Env::get().rm_lease()?.unwrap_or(LEASE_TTL))
+}
+
+/// A VM that lives only as long as the command that made it (`vm run
+/// --rm`): its TTL is kept [`LEASE_TTL`] (or `BANGER_RM_LEASE`) ahead, renewed
+/// every sixth of it, by a thread with a database
+/// connection of its own, so that if the command is killed outright
+/// (`kill -9`) the next `gc` removes the VM once the TTL runs out. A TTL
+/// the user gave is kept when it comes first. Dropping the lease stops
+/// the renewals; the command deletes the VM itself when it ends.
+pub struct Lease {
+    stop: std::sync::mpsc::Sender<()>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Lease {
+    /// The expiry a leased VM is created with.
+    pub fn first_expiry(ttl: Option<Duration>) -> Result<Option<Duration>> {
+        let lease = lease_ttl()?;
+        Ok(Some(ttl.map_or(lease, |ttl| ttl.min(lease))))
+    }
+
+    /// Renews the lease of VM `id` (whose expiry the user set to
+    /// `user_expiry`, if at all) until dropped.
+    pub fn hold(ctx: &Ctx, id: &VmId, user_expiry: Option<i64>) -> Result<Self> {
+        let ttl = lease_ttl()?;
+        let renewal = (ttl / 6).max(Duration::from_millis(100));
+        let store = Store::open(&ctx.paths.db())?;
+        let id = id.clone();
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("lease".into())
+            .spawn(move || {
+                loop {
+                    let lease = now() + ttl.as_secs().max(1) as i64;
+                    let expiry = user_expiry.map_or(lease, |user| user.min(lease));
+                    // A failed renewal is retried; the TTL covers a few.
+                    let _ = store.set_expiry(&id, Some(expiry));
+                    if !matches!(
+                        stopped.recv_timeout(renewal),
+                        Err(std::sync::mpsc::RecvTimeoutError::Timeout)
+                    ) {
+                        return;
+                    }
+                }
+            })
+            .context("cannot start the thread renewing the VM's lease")?;
+        Ok(Self {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        let _ = self.stop.send(());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
 const ADJECTIVES: &[&str] = &[
     "amber", "brave", "calm", "dusty", "eager", "fuzzy", "gentle", "happy", "icy", "jolly", "keen",
     "lucky", "mellow", "nimble", "odd", "proud", "quick", "rusty", "shy", "tidy", "vivid", "witty",
@@ -140,8 +208,7 @@ const NOUNS: &[&str] = &[
 
 /// A readable name for the n-th attempt: `brave-otter`, then with a number.
 fn generated_name(attempt: u32) -> VmName {
-    let seed = u32::from_str_radix(&crate::state::model::VmId::random().as_str()[..8], 16)
-        .unwrap_or(attempt);
+    let seed = u32::from_str_radix(&VmId::random().as_str()[..8], 16).unwrap_or(attempt);
     let adjective = ADJECTIVES[seed as usize % ADJECTIVES.len()];
     let noun = NOUNS[(seed / 97) as usize % NOUNS.len()];
     let text = if attempt < 8 {

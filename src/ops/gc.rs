@@ -20,6 +20,14 @@ use crate::vm::{Ctx, LockedVm, VmRead};
 pub fn collect(ctx: &Ctx, dry_run: bool) -> Result<Vec<Removal>> {
     let mut removals = Vec::new();
     let mut live = Live::default();
+    // An unusable row may still belong to a VM that runs: what its id
+    // names is left alone until `vm delete` removes the row.
+    for bad in ctx.store.bad_vms()? {
+        if let Some(id) = bad.vm_id() {
+            live.known.insert(id.clone());
+            live.add_running(&id, &Handles::default());
+        }
+    }
     for vm in ctx.store.list_vms()? {
         let Some(guard) = lock::try_acquire(&ctx.paths.vm_lock(&vm.id))? else {
             // Another command holds it: it owns whatever it may have made.

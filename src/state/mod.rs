@@ -61,6 +61,11 @@ pub enum StateError {
     NameTaken(String),
     #[error("no VM named {0:?} (see `banger vm ls`)")]
     NoSuchVm(String),
+    #[error(
+        "VM {}'s database row is unusable ({}); `banger vm delete {}` removes the row",
+        .0.label(), .0.why, .0.name
+    )]
+    BadVm(Box<model::BadVm>),
     #[error("no image named {0:?} (see `banger image ls`)")]
     NoSuchImage(String),
     #[error("an image named {0:?} already exists")]

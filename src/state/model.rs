@@ -43,6 +43,37 @@ pub struct Vm {
     pub created_at: i64,
 }
 
+/// A VM row that cannot be used as it is (a value in it is not one banger
+/// writes): reported with its name, never joined into a path or a command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadVm {
+    /// The row's SQLite rowid, by which it can be removed.
+    pub rowid: i64,
+    /// The row's `id` as stored (it may not be a [`VmId`]).
+    pub id: String,
+    /// The row's `name` as stored (it may not be a [`VmName`]).
+    pub name: String,
+    /// What is wrong with it.
+    pub why: String,
+}
+
+impl BadVm {
+    /// The row's id, when it is a real VM id (so its files and host
+    /// objects can be named).
+    pub fn vm_id(&self) -> Option<VmId> {
+        VmId::parse(&self.id)
+    }
+
+    /// How the row is named in messages: its name, else its id.
+    pub fn label(&self) -> String {
+        if VmName::parse(&self.name).is_ok() {
+            self.name.clone()
+        } else {
+            format!("{:?} (id {:?})", self.name, self.id)
+        }
+    }
+}
+
 /// A transport protocol of a published port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -147,12 +178,10 @@ impl VmState {
         }
     }
 
-    pub fn parse(text: &str) -> Self {
-        if text == "running" {
-            Self::Running
-        } else {
-            Self::Stopped
-        }
+    pub fn parse(text: &str) -> Option<Self> {
+        [Self::Running, Self::Stopped]
+            .into_iter()
+            .find(|s| s.as_str() == text)
     }
 }
 

@@ -16,8 +16,8 @@ use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehav
 use super::StateError;
 use super::config::Subnet;
 use super::model::{
-    CowStrategy, HostFinding, Image, Pending, PublishedPort, Vm, VmId, VmName, VmState, VmmChoice,
-    VmmKind, mac_for, now,
+    BadVm, CowStrategy, HostFinding, Image, Pending, PublishedPort, Vm, VmId, VmName, VmState,
+    VmmChoice, VmmKind, mac_for, now,
 };
 
 /// Schema migrations; `user_version` is the number applied.
@@ -114,7 +114,12 @@ pub struct NewVm {
 pub struct Store {
     conn: Connection,
     path: PathBuf,
+    /// The guest subnet every VM row's address must lie in, once known.
+    subnet: Option<Subnet>,
 }
+
+/// One row of table `vms`: the VM, or what makes the row unusable.
+pub type VmRow = Result<Vm, BadVm>;
 
 impl Store {
     /// Opens (creating if needed, 0600) and migrates the database.
@@ -137,9 +142,17 @@ impl Store {
         let store = Self {
             conn,
             path: path.to_owned(),
+            subnet: None,
         };
         store.migrate()?;
         Ok(store)
+    }
+
+    /// Checks every VM row read from now on against `subnet`: a row whose
+    /// address lies outside it is reported as unusable.
+    pub fn with_subnet(mut self, subnet: Subnet) -> Self {
+        self.subnet = Some(subnet);
+        self
     }
 
     /// Opens the database read-only without creating or migrating it
@@ -151,6 +164,7 @@ impl Store {
         Some(Self {
             conn,
             path: path.to_owned(),
+            subnet: None,
         })
     }
 
@@ -265,10 +279,12 @@ impl Store {
             let mut stmt = tx
                 .prepare("SELECT vsock_cid FROM vms ORDER BY vsock_cid")
                 .map_err(db)?;
-            stmt.query_map([], |r| r.get(0))
+            // A corrupt value takes no CID; the row itself is reported
+            // wherever it is read.
+            stmt.query_map([], |r| Ok(r.get::<_, u32>(0).ok()))
                 .map_err(db)?
-                .collect::<Result<_, _>>()
-                .map_err(db)?
+                .filter_map(|cid| cid.ok().flatten())
+                .collect()
         };
         // CIDs 0-2 are reserved by vsock; take the lowest free one above.
         let cid = (3u32..)
@@ -330,13 +346,54 @@ impl Store {
         Ok(vm)
     }
 
+    /// Every usable VM; unusable rows are left out (see [`Store::scan_vms`]).
     pub fn list_vms(&self) -> Result<Vec<Vm>, StateError> {
+        Ok(self.scan_vms()?.into_iter().flatten().collect())
+    }
+
+    /// Every VM row, each read on its own: one corrupt row is reported as
+    /// a [`BadVm`] and does not hide the others.
+    pub fn scan_vms(&self) -> Result<Vec<VmRow>, StateError> {
         let mut stmt = self
             .conn
-            .prepare("SELECT * FROM vms ORDER BY created_at, name")
+            .prepare("SELECT rowid, * FROM vms ORDER BY created_at, name")
             .map_err(self.db())?;
-        let rows = stmt.query_map([], vm_from_row).map_err(self.db())?;
+        let rows = stmt
+            .query_map([], |row| Ok(self.read_row(row)))
+            .map_err(self.db())?;
         rows.collect::<Result<_, _>>().map_err(self.db())
+    }
+
+    /// Unusable VM rows only.
+    pub fn bad_vms(&self) -> Result<Vec<BadVm>, StateError> {
+        Ok(self
+            .scan_vms()?
+            .into_iter()
+            .filter_map(Result::err)
+            .collect())
+    }
+
+    fn read_row(&self, row: &Row<'_>) -> VmRow {
+        vm_from_row(row)
+            .and_then(|vm| check_vm(vm, self.subnet.as_ref()))
+            .map_err(|why| BadVm {
+                rowid: row.get("rowid").unwrap_or_default(),
+                id: raw_text(row, "id"),
+                name: raw_text(row, "name"),
+                why,
+            })
+    }
+
+    /// The row named `name`, read and checked; an unusable one is
+    /// [`StateError::BadVm`].
+    fn one_vm(&self, sql: &str, key: &dyn rusqlite::ToSql) -> Result<Option<Vm>, StateError> {
+        let row = self
+            .conn
+            .query_row(sql, [key], |row| Ok(self.read_row(row)))
+            .optional()
+            .map_err(self.db())?;
+        row.transpose()
+            .map_err(|bad| StateError::BadVm(Box::new(bad)))
     }
 
     /// Names only, for completion.
@@ -345,15 +402,14 @@ impl Store {
             .conn
             .prepare("SELECT name FROM vms ORDER BY name")
             .map_err(self.db())?;
-        let rows = stmt.query_map([], |r| r.get(0)).map_err(self.db())?;
-        rows.collect::<Result<_, _>>().map_err(self.db())
+        let rows = stmt
+            .query_map([], |r| Ok(r.get::<_, String>(0).ok()))
+            .map_err(self.db())?;
+        Ok(rows.filter_map(|name| name.ok().flatten()).collect())
     }
 
     pub fn find_vm(&self, name: &str) -> Result<Option<Vm>, StateError> {
-        self.conn
-            .query_row("SELECT * FROM vms WHERE name = ?1", [name], vm_from_row)
-            .optional()
-            .map_err(self.db())
+        self.one_vm("SELECT rowid, * FROM vms WHERE name = ?1", &name)
     }
 
     pub fn vm(&self, name: &str) -> Result<Vm, StateError> {
@@ -362,9 +418,14 @@ impl Store {
     }
 
     pub fn vm_by_id(&self, id: &VmId) -> Result<Option<Vm>, StateError> {
+        self.one_vm("SELECT rowid, * FROM vms WHERE id = ?1", id)
+    }
+
+    /// Removes an unusable row, and nothing else.
+    pub fn delete_bad_vm(&self, bad: &BadVm) -> Result<(), StateError> {
         self.conn
-            .query_row("SELECT * FROM vms WHERE id = ?1", [id], vm_from_row)
-            .optional()
+            .execute("DELETE FROM vms WHERE rowid = ?1", [bad.rowid])
+            .map(drop)
             .map_err(self.db())
     }
 
@@ -476,16 +537,15 @@ impl Store {
             .map_err(self.db())
     }
 
-    /// Sets a VM's expiry time (tests of `gc`).
-    #[cfg(test)]
-    pub fn set_expiry_for_test(&self, id: &VmId, expires_at: i64) {
+    /// Sets (or, with `None`, clears) a VM's expiry time.
+    pub fn set_expiry(&self, id: &VmId, expires_at: Option<i64>) -> Result<(), StateError> {
         self.conn
             .execute(
                 "UPDATE vms SET expires_at = ?2 WHERE id = ?1",
                 params![id, expires_at],
             )
             .map(drop)
-            .unwrap_or_default();
+            .map_err(self.db())
     }
 
     pub fn delete_vm(&self, id: &VmId) -> Result<(), StateError> {
@@ -594,7 +654,9 @@ impl Store {
             .conn
             .prepare("SELECT name FROM vms WHERE image = ?1 ORDER BY name")
             .map_err(self.db())?;
-        let rows = stmt.query_map([image], |r| r.get(0)).map_err(self.db())?;
+        let rows = stmt
+            .query_map([image], |r| Ok(raw_text(r, "name")))
+            .map_err(self.db())?;
         rows.collect::<Result<_, _>>().map_err(self.db())
     }
 
@@ -604,63 +666,143 @@ impl Store {
     }
 }
 
-fn vm_from_row(row: &Row<'_>) -> rusqlite::Result<Vm> {
-    let ip: String = row.get("ip")?;
+/// A VM from its row, each column read as the type banger writes; the
+/// error names the column and what is wrong with its value.
+fn vm_from_row(row: &Row<'_>) -> Result<Vm, String> {
+    let ip: String = column(row, "ip")?;
+    let ip: Ipv4Addr = ip
+        .parse()
+        .map_err(|_| format!("column ip: {ip:?} is not an IPv4 address"))?;
+    let desired: String = column(row, "desired")?;
     Ok(Vm {
-        id: row.get("id")?,
-        name: row.get("name")?,
-        image: row.get("image")?,
-        vcpus: row.get("vcpus")?,
-        memory_mib: row.get("memory_mib")?,
-        disk_size: row.get::<_, i64>("disk_size")? as u64,
-        work_size: row.get::<_, i64>("work_size")? as u64,
-        ip: ip.parse().unwrap_or(Ipv4Addr::UNSPECIFIED),
-        mac: row.get("mac")?,
-        vsock_cid: row.get("vsock_cid")?,
-        nat: row.get("nat")?,
+        id: column(row, "id")?,
+        name: column(row, "name")?,
+        image: column(row, "image")?,
+        vcpus: column(row, "vcpus")?,
+        memory_mib: column(row, "memory_mib")?,
+        disk_size: size(row, "disk_size")?,
+        work_size: size(row, "work_size")?,
+        ip,
+        mac: column(row, "mac")?,
+        vsock_cid: column(row, "vsock_cid")?,
+        nat: column(row, "nat")?,
         published: published_from_row(row)?,
         cow_strategy: text_enum(row, "cow_strategy", CowStrategy::parse)?,
         vmm: text_enum(row, "vmm", VmmKind::parse)?.unwrap_or(VmmKind::Firecracker),
         vmm_choice: text_enum(row, "vmm_choice", |t| VmmChoice::parse(t).ok())?,
         pending: text_enum(row, "pending", Pending::parse)?,
-        desired: VmState::parse(&row.get::<_, String>("desired")?),
-        expires_at: row.get("expires_at")?,
-        last_error: row.get("last_error")?,
-        created_at: row.get("created_at")?,
+        desired: VmState::parse(&desired)
+            .ok_or_else(|| format!("column desired: unknown value {desired:?}"))?,
+        expires_at: column(row, "expires_at")?,
+        last_error: column(row, "last_error")?,
+        created_at: column(row, "created_at")?,
     })
+}
+
+/// The values banger derives or bounds, checked: the image name joins into
+/// a path, the address must be a guest address of `subnet`, the MAC is the
+/// address's, the CID one a guest can have, sizes and counts above zero.
+fn check_vm(vm: Vm, subnet: Option<&Subnet>) -> Result<Vm, String> {
+    super::parse::image_name(&vm.image).map_err(|e| format!("column image: {e}"))?;
+    if let Some(subnet) = subnet
+        && !subnet.guest_addresses().any(|ip| ip == vm.ip)
+    {
+        return Err(format!(
+            "column ip: {} is not a guest address of subnet {subnet}",
+            vm.ip
+        ));
+    }
+    if vm.mac != mac_for(vm.ip) {
+        return Err(format!(
+            "column mac: {:?} is not the MAC of {} ({})",
+            vm.mac,
+            vm.ip,
+            mac_for(vm.ip)
+        ));
+    }
+    // 0-2 are the hypervisor's, the host's and reserved; u32::MAX is "any".
+    if !(3..u32::MAX).contains(&vm.vsock_cid) {
+        return Err(format!(
+            "column vsock_cid: {} is not a guest CID (3 to {})",
+            vm.vsock_cid,
+            u32::MAX - 1
+        ));
+    }
+    for (column, value) in [
+        ("vcpus", u64::from(vm.vcpus)),
+        ("memory_mib", u64::from(vm.memory_mib)),
+        ("disk_size", vm.disk_size),
+        ("work_size", vm.work_size),
+    ] {
+        if value == 0 {
+            return Err(format!("column {column}: 0"));
+        }
+    }
+    if let Some(port) = vm
+        .published
+        .iter()
+        .find(|p| p.host_port == 0 || p.guest_port == 0)
+    {
+        return Err(format!("column published: {port} names port 0"));
+    }
+    Ok(vm)
+}
+
+/// A column as type `T`, the error naming it.
+fn column<T: rusqlite::types::FromSql>(row: &Row<'_>, name: &str) -> Result<T, String> {
+    row.get(name)
+        .map_err(|e| format!("column {name}: {}", why(&e)))
+}
+
+/// A size in bytes (stored as a signed integer).
+fn size(row: &Row<'_>, name: &str) -> Result<u64, String> {
+    let value: i64 = column(row, name)?;
+    u64::try_from(value).map_err(|_| format!("column {name}: {value} is negative"))
+}
+
+/// What is wrong with a value, without rusqlite's indices.
+fn why(err: &rusqlite::Error) -> String {
+    match err {
+        rusqlite::Error::FromSqlConversionFailure(_, _, inner) => inner.to_string(),
+        rusqlite::Error::IntegralValueOutOfRange(_, value) => format!("{value} is out of range"),
+        rusqlite::Error::InvalidColumnType(_, _, kind) => format!("holds a value of type {kind}"),
+        other => other.to_string(),
+    }
+}
+
+/// A column's value as text for messages, whatever its type.
+fn raw_text(row: &Row<'_>, name: &str) -> String {
+    use rusqlite::types::ValueRef;
+    match row.get_ref(name) {
+        Ok(ValueRef::Text(bytes)) => String::from_utf8_lossy(bytes).into_owned(),
+        Ok(ValueRef::Integer(n)) => n.to_string(),
+        Ok(ValueRef::Real(x)) => x.to_string(),
+        Ok(ValueRef::Blob(_)) => "<blob>".to_owned(),
+        Ok(ValueRef::Null) | Err(_) => String::new(),
+    }
 }
 
 fn published_json(ports: &[PublishedPort]) -> String {
     serde_json::to_string(ports).unwrap_or_else(|_| "[]".to_owned())
 }
 
-fn published_from_row(row: &Row<'_>) -> rusqlite::Result<Vec<PublishedPort>> {
-    let text: String = row.get("published")?;
-    serde_json::from_str(&text).map_err(|e| {
-        rusqlite::Error::FromSqlConversionFailure(
-            0,
-            rusqlite::types::Type::Text,
-            format!("column published: {e}").into(),
-        )
-    })
+fn published_from_row(row: &Row<'_>) -> Result<Vec<PublishedPort>, String> {
+    let text: String = column(row, "published")?;
+    serde_json::from_str(&text).map_err(|e| format!("column published: {e}"))
 }
 
 /// A nullable TEXT column holding one of an enum's names.
 fn text_enum<T>(
     row: &Row<'_>,
-    column: &str,
+    name: &str,
     parse: fn(&str) -> Option<T>,
-) -> rusqlite::Result<Option<T>> {
-    let Some(text) = row.get::<_, Option<String>>(column)? else {
+) -> Result<Option<T>, String> {
+    let Some(text) = column::<Option<String>>(row, name)? else {
         return Ok(None);
     };
-    parse(&text).map(Some).ok_or_else(|| {
-        rusqlite::Error::FromSqlConversionFailure(
-            0,
-            rusqlite::types::Type::Text,
-            format!("column {column}: unknown value {text:?}").into(),
-        )
-    })
+    parse(&text)
+        .map(Some)
+        .ok_or_else(|| format!("column {name}: unknown value {text:?}"))
 }
 
 fn image_from_row(row: &Row<'_>) -> rusqlite::Result<Image> {

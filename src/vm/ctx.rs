@@ -1,13 +1,15 @@
 //! `Ctx`: what every operation needs — paths, config, the open database and
 //! the host — and the locks taken through it.
 
+use std::net::SocketAddrV4;
 use std::path::Path;
 
 use anyhow::{Context, Result};
 
-use super::host::Host;
+use super::host::{Fence, Host};
 use super::timings::Timings;
 use crate::state::config::Config;
+use crate::state::layout::HomeTag;
 use crate::state::lock::{self, LockGuard};
 use crate::state::model::Vm;
 use crate::state::paths::Paths;
@@ -32,7 +34,7 @@ impl Ctx {
         paths
             .ensure()
             .context("cannot prepare banger's state directories (are you root?)")?;
-        let store = Store::open(&paths.db())?;
+        let store = Store::open(&paths.db())?.with_subnet(config.subnet);
         let sidecar = crate::sidecar::Control::new(&paths);
         let host = Host::real(
             config.firecracker.clone(),
@@ -77,6 +79,19 @@ impl Ctx {
     /// Locks bridge and NAT table setup.
     pub fn lock_net(&self) -> Result<LockGuard> {
         lock_net(&self.paths)
+    }
+
+    /// The tag naming this home in host objects all homes share.
+    pub fn home_tag(&self) -> HomeTag {
+        HomeTag::of(&self.paths.home)
+    }
+
+    /// The configured bridge's fence: DNS admitted to the sidecar's address.
+    pub fn fence(&self) -> Fence {
+        Fence {
+            bridge: self.config.bridge.clone(),
+            dns: SocketAddrV4::new(self.config.subnet.gateway(), self.config.dns_port),
+        }
     }
 
     pub fn dns_name(&self, vm: &Vm) -> String {

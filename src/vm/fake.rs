@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::{Result, anyhow};
 
 use super::Ctx;
-use super::host::{Disks, Host, Network, Sidecar, StopOutcome, Vmm, VmmConfig};
+use super::host::{Disks, Fence, Host, Network, Sidecar, StopOutcome, Vmm, VmmConfig};
 use crate::state::config::Config;
 use crate::state::model::{CowStrategy, Image, PublishedPort, VmmKind};
 use crate::state::paths::Paths;
@@ -231,14 +231,14 @@ impl Network for Fake {
         }
         Ok(())
     }
-    fn add_vm_rules(&self, id: &str, _: Ipv4Addr, _: &str) -> Result<()> {
-        let mut world = self.call("add_vm_rules", id)?;
-        world.rules.insert(id.to_owned());
+    fn add_vm_rules(&self, key: &str, _: Ipv4Addr, _: &Fence) -> Result<()> {
+        let mut world = self.call("add_vm_rules", key)?;
+        world.rules.insert(key.to_owned());
         world.fence = true;
         Ok(())
     }
-    fn ensure_host_fence(&self, bridge: &str) -> Result<()> {
-        self.call("ensure_host_fence", bridge)?.fence = true;
+    fn ensure_host_fence(&self, fence: &Fence) -> Result<()> {
+        self.call("ensure_host_fence", &fence.bridge)?.fence = true;
         Ok(())
     }
     /// Like the real one, removes every rule tagged with the VM's id,
@@ -412,10 +412,11 @@ impl TestBed {
             created_at: 0,
         })?;
         let fake = Fake::default();
+        let config = Config::default();
         let ctx = Ctx {
             paths,
-            config: Config::default(),
-            store,
+            store: store.with_subnet(config.subnet),
+            config,
             host: fake.host(),
             verbose: false,
         };

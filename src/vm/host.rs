@@ -16,6 +16,7 @@ use crate::state::model::{CowStrategy, PublishedPort, VmmKind};
 
 pub use crate::host::firecracker::api::VmmConfig;
 pub use crate::host::firecracker::process::StopOutcome;
+pub use crate::host::net::nat::Fence;
 
 /// Disk images, loop devices and device-mapper.
 pub trait Disks: Send + Sync {
@@ -52,11 +53,12 @@ pub trait Network: Send + Sync {
     fn create_tap(&self, tap: &str, bridge: &str) -> Result<()>;
     /// Gives a TAP back to the pool (up to `pool_size`), else deletes it.
     fn return_tap(&self, tap: &str, pool_size: usize) -> Result<()>;
-    /// The VM's NAT and forward rules, and the host fence, in one go.
-    fn add_vm_rules(&self, id: &str, ip: Ipv4Addr, bridge: &str) -> Result<()>;
-    fn ensure_host_fence(&self, bridge: &str) -> Result<()>;
-    /// Removes the VM's rules; none left is fine.
-    fn remove_vm_rules(&self, id: &str) -> Result<()>;
+    /// The NAT and forward rules of the VM whose rules `key` tags, and
+    /// its bridge's fence, in one go.
+    fn add_vm_rules(&self, key: &str, ip: Ipv4Addr, fence: &Fence) -> Result<()>;
+    fn ensure_host_fence(&self, fence: &Fence) -> Result<()>;
+    /// Removes the rules `key` tags; none left is fine.
+    fn remove_vm_rules(&self, key: &str) -> Result<()>;
     /// Fails when something on the host already holds `port`'s socket.
     fn check_port_free(&self, port: &PublishedPort) -> Result<()>;
     /// The VM's published ports (replacing any it had), with loopback
@@ -70,7 +72,7 @@ pub trait Network: Send + Sync {
     ) -> Result<()>;
     /// Removes the VM's published-port rules only; none left is fine.
     fn remove_port_rules(&self, id: &str) -> Result<()>;
-    /// The VM ids named by rules in banger's table.
+    /// The keys tagging rules in banger's table.
     fn vms_with_rules(&self) -> Result<Vec<String>>;
     /// Network interfaces whose names may be banger's TAPs.
     fn list_links(&self) -> Result<Vec<String>>;
@@ -206,14 +208,14 @@ impl Network for RealNetwork {
         net::tap::return_to_pool(tap, crate::state::layout::POOL_PREFIX, pool_size)?;
         Ok(())
     }
-    fn add_vm_rules(&self, id: &str, ip: Ipv4Addr, bridge: &str) -> Result<()> {
-        Ok(net::nat::add_vm_rules(id, ip, bridge)?)
+    fn add_vm_rules(&self, key: &str, ip: Ipv4Addr, fence: &Fence) -> Result<()> {
+        Ok(net::nat::add_vm_rules(key, ip, fence)?)
     }
-    fn ensure_host_fence(&self, bridge: &str) -> Result<()> {
-        Ok(net::nat::ensure_host_fence(bridge)?)
+    fn ensure_host_fence(&self, fence: &Fence) -> Result<()> {
+        Ok(net::nat::ensure_host_fence(fence)?)
     }
-    fn remove_vm_rules(&self, id: &str) -> Result<()> {
-        Ok(net::nat::remove_vm_rules(id)?)
+    fn remove_vm_rules(&self, key: &str) -> Result<()> {
+        Ok(net::nat::remove_vm_rules(key)?)
     }
     fn check_port_free(&self, port: &PublishedPort) -> Result<()> {
         Ok(net::check_port_free(port)?)

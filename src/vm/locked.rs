@@ -15,7 +15,7 @@ use crate::host::ssh;
 use crate::state::StateError;
 use crate::state::handles::{Handles, Loaded};
 use crate::state::lock::{self, LockGuard};
-use crate::state::model::{CowStrategy, Pending, Vm, VmId, VmState};
+use crate::state::model::{BadVm, CowStrategy, Pending, Vm, VmId, VmState};
 
 /// A VM as observed on the host right now.
 #[derive(Debug, Clone, Default)]
@@ -71,20 +71,35 @@ impl VmRead {
         }
     }
 
-    /// Every VM, each reconciled if free. A VM that cannot be running (no
-    /// operation under way, not wanted running, no journal and no socket
-    /// directory) costs two `stat`s and no lock: `vm ls` stays flat with
-    /// many stopped VMs.
-    pub fn list(ctx: &Ctx) -> Result<Vec<Self>> {
+    /// Every VM, each reconciled if free, in the order of their rows; an
+    /// unusable row is there as its [`BadVm`], and a VM whose reconcile
+    /// fails is shown as observed, with a warning: neither hides the
+    /// others. A VM that cannot be running (no operation under way, not
+    /// wanted running, no journal and no socket directory) costs two
+    /// `stat`s and no lock: `vm ls` stays flat with many stopped VMs.
+    pub fn list(ctx: &Ctx) -> Result<Vec<Result<Self, BadVm>>> {
         let mut views = Vec::new();
-        for vm in ctx.store.list_vms()? {
+        for row in ctx.store.scan_vms()? {
+            let vm = match row {
+                Ok(vm) => vm,
+                Err(bad) => {
+                    views.push(Err(bad));
+                    continue;
+                }
+            };
             if Self::cannot_be_running(ctx, &vm) {
-                views.push(Self {
+                views.push(Ok(Self {
                     vm,
                     observed: Observed::default(),
-                });
-            } else {
-                views.extend(Self::reconciled(ctx, vm)?);
+                }));
+                continue;
+            }
+            match Self::reconciled(ctx, vm.clone()) {
+                Ok(read) => views.extend(read.map(Ok)),
+                Err(err) => {
+                    eprintln!("warning: VM {}: {err:#}", vm.name);
+                    views.push(Ok(Self::observe(ctx, vm)));
+                }
             }
         }
         Ok(views)
@@ -228,6 +243,7 @@ impl<'c> LockedVm<'c> {
             bail!("VM {} already has its disks", self.vm.name);
         }
         let strategy = make_disks(self.ctx, &self.vm, image)?;
+        crate::fault::point("disks:files");
         let pending = then_start.then_some(Pending::Start);
         let desired = if then_start {
             VmState::Running
@@ -529,10 +545,12 @@ fn start_runtime(
         metrics_path: files.metrics.clone(),
     };
     let (paths, net, bridge) = (&ctx.paths, ctx.host.net.as_ref(), &ctx.config.bridge);
+    let fence = ctx.fence();
+    let fence = &fence;
     let (configured, firewall) = std::thread::scope(|scope| {
         let firewall = scope.spawn(move || {
             let started = Instant::now();
-            let result = resources::add_firewall(paths, net, bridge, vm)
+            let result = resources::add_firewall(paths, net, fence, vm)
                 .context("cannot add the VM's firewall rules")
                 .and_then(|()| resources::publish_ports(paths, net, bridge, vm));
             (result, started.elapsed())

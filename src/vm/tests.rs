@@ -42,6 +42,11 @@ fn reconciled(bed: &TestBed, name: &str) -> VmRead {
         .unwrap()
 }
 
+/// The key tagging the VM's nftables rules.
+fn key(bed: &TestBed, vm: &Vm) -> String {
+    crate::vm::resources::rule_key(&bed.ctx.paths, &vm.id)
+}
+
 /// Marks a row as if a command had died midway through `pending`.
 fn interrupt(bed: &TestBed, vm: &Vm, desired: VmState, pending: Pending) {
     bed.ctx
@@ -57,7 +62,7 @@ fn a_started_vm_holds_every_resource_in_its_journal() {
     let world = bed.fake.world();
     let tap = format!("bg-{}", vm.id);
     assert!(world.links.contains(&tap), "{:?}", world.links);
-    assert!(world.rules.contains(vm.id.as_str()));
+    assert!(world.rules.contains(&key(&bed, &vm)));
     assert_eq!(world.vmms.len(), 1);
     assert_eq!(world.configured.len(), 1);
     assert!(world.sidecar_alive);
@@ -352,15 +357,15 @@ fn gc_sweeps_what_no_live_vm_owns_and_nothing_else() {
         "{dry:#?}"
     );
     assert!(
-        bed.fake.world().rules.contains(gone.id.as_str()),
+        bed.fake.world().rules.contains(&key(&bed, &gone)),
         "a dry run removed rules"
     );
 
     let removed = ops::gc::collect(&bed.ctx, false).unwrap();
     assert_eq!(removed, dry);
     let world = bed.fake.world();
-    assert!(world.rules.contains(keep.id.as_str()));
-    assert!(!world.rules.contains(gone.id.as_str()));
+    assert!(world.rules.contains(&key(&bed, &keep)));
+    assert!(!world.rules.contains(&key(&bed, &gone)));
     assert!(world.links.contains(&format!("bg-{}", keep.id)));
     assert!(!world.links.contains(&format!("bg-{}", gone.id)));
     for foreign in ["eth0", "bg-xyz"] {
@@ -378,7 +383,8 @@ fn gc_deletes_abandoned_and_expired_vms_but_not_running_ones() {
     let old = create(&bed, "old", true).unwrap();
     bed.ctx
         .store
-        .set_expiry_for_test(&old.id, crate::state::model::now() - 1);
+        .set_expiry(&old.id, Some(crate::state::model::now() - 1))
+        .unwrap();
     create(&bed, "fine", true).unwrap();
     let removed = ops::gc::collect(&bed.ctx, false).unwrap();
     let vms: Vec<_> = removed
@@ -452,7 +458,7 @@ fn create_publishing(bed: &TestBed, name: &str, nat: bool, specs: &[&str]) -> an
 }
 
 fn ports_of(bed: &TestBed, vm: &Vm) -> Option<Vec<PublishedPort>> {
-    bed.fake.world().ports.get(vm.id.as_str()).cloned()
+    bed.fake.world().ports.get(&key(bed, vm)).cloned()
 }
 
 #[test]
@@ -479,7 +485,7 @@ fn published_ports_are_added_at_start_and_removed_at_stop_and_delete() {
         let calls = bed.fake.world().calls.clone();
         let port_removals = calls
             .iter()
-            .filter(|c| c.starts_with("remove_port_rules"))
+            .filter(|c| **c == format!("remove_port_rules {}", key(&bed, &vm)))
             .count();
         assert_eq!(port_removals, usize::from(!nat), "{calls:?}");
 

@@ -11,14 +11,14 @@
 
 use std::borrow::Cow;
 use std::collections::BTreeSet;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4};
 
 use nftables::batch::Batch;
 use nftables::expr::{
     CT, Expression, Fib, FibFlag, FibResult, Meta, MetaKey, NamedExpression, Payload, PayloadField,
 };
 use nftables::helper::{self, DEFAULT_NFT, NftablesError};
-use nftables::schema::{Chain, NfListObject, NfObject, Nftables, Rule, Table};
+use nftables::schema::{Chain, NfCmd, NfListObject, NfObject, Nftables, Rule, Table};
 use nftables::stmt::{Match, NAT, NATFamily, Operator, Statement};
 use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
 
@@ -35,81 +35,165 @@ const NAT_PRIORITY: i32 = 100;
 const FORWARD_PRIORITY: i32 = 0;
 /// `filter` on the host's own input: what guests may reach on the host.
 const INPUT_CHAIN: &str = "input";
-/// Marks the host fence's rules (no `banger:` prefix: they belong to no VM).
-const FENCE_COMMENT: &str = "banger host fence";
+/// Marks the fence rules of one bridge, `banger fence:<bridge>` (no
+/// `banger:` prefix: they belong to no VM).
+const FENCE_PREFIX: &str = "banger fence:";
+/// The one fence of earlier versions, replaced by any bridge's.
+const LEGACY_FENCE_COMMENT: &str = "banger host fence";
 
-/// Adds VM `vm_id`'s NAT rules: masquerade traffic from `guest_ip` leaving
-/// through any interface but `bridge`, accept forwarding from the guest, and
-/// accept established/related traffic back to it. Creates the table and
-/// chains if needed and replaces rules the VM already had, in one transaction.
-pub fn add_vm_rules(vm_id: &str, guest_ip: Ipv4Addr, bridge: &str) -> Result<(), NetError> {
-    validate_ifname(bridge)?;
-    let stale = match list_table()? {
-        Some(ruleset) => vm_rule_handles(&ruleset, vm_id),
-        None => Vec::new(),
+/// A bridge banger puts guests on, and where its sidecar serves DNS (the
+/// bridge's gateway address): what the fence of that bridge admits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    pub bridge: String,
+    pub dns: SocketAddrV4,
+}
+
+/// Adds the NAT rules of the VM whose rules are tagged `key`: masquerade
+/// traffic from `guest_ip` leaving through any interface but the bridge,
+/// accept forwarding from the guest, and accept established/related traffic
+/// back to it; and sets the bridge's fence. Creates the table and chains if
+/// needed and replaces rules the VM already had, in one transaction.
+pub fn add_vm_rules(key: &str, guest_ip: Ipv4Addr, fence: &Fence) -> Result<(), NetError> {
+    validate_ifname(&fence.bridge)?;
+    let (stale, fenced) = match list_table()? {
+        Some(ruleset) => (
+            vm_rule_handles(&ruleset, key),
+            fence_rule_handles(&ruleset, &fence.bridge),
+        ),
+        None => (Vec::new(), Vec::new()),
     };
-    let batch = vm_rules_batch(vm_id, guest_ip, bridge, &stale);
+    let batch = vm_rules_batch(key, guest_ip, fence, &stale, &fenced);
     helper::apply_ruleset(&batch).map_err(|err| nft_error("add rules", err))
 }
 
-/// Sets the host fence on `bridge`: from guests, the host itself accepts
-/// only DNS (UDP and TCP port 53, the sidecar), ICMP, and replies to
-/// connections the host opened (SSH to guests); everything else arriving
-/// on the bridge for the host is dropped. Forwarded traffic (NAT) is not
-/// affected. Idempotent: the chain is flushed and refilled in one transaction.
-pub fn ensure_host_fence(bridge: &str) -> Result<(), NetError> {
-    validate_ifname(bridge)?;
+/// Sets the fence of one bridge, leaving every other bridge's as it is (a
+/// bridge a config change left behind, another home's):
+///
+/// - from guests, the host itself accepts only DNS to the sidecar's
+///   address, ICMP, and replies to connections the host opened (SSH to
+///   guests); everything else arriving on the bridge for the host is dropped;
+/// - forwarding to or from the bridge is dropped, except what a VM's NAT
+///   rules accept (inserted ahead of the fence) and published ports
+///   (connections banger's DNAT made): a guest without NAT reaches nothing
+///   beyond the host.
+///
+/// Idempotent: the bridge's fence rules are replaced in one transaction.
+pub fn ensure_host_fence(fence: &Fence) -> Result<(), NetError> {
+    validate_ifname(&fence.bridge)?;
+    let fenced = match list_table()? {
+        Some(ruleset) => fence_rule_handles(&ruleset, &fence.bridge),
+        None => Vec::new(),
+    };
     let mut batch = Batch::new();
-    fence_into(&mut batch, bridge);
+    fence_into(&mut batch, fence, &fenced);
     helper::apply_ruleset(&batch.to_nftables()).map_err(|err| nft_error("set the host fence", err))
 }
 
-fn fence_into(batch: &mut Batch<'static>, bridge: &str) {
-    let rule = |expr: Vec<Statement<'static>>| {
-        NfListObject::Rule(Rule {
-            family: NfFamily::INet,
-            table: TABLE.into(),
-            chain: INPUT_CHAIN.into(),
-            expr: Cow::Owned(expr),
-            handle: None,
-            index: None,
-            comment: Some(Cow::Borrowed(FENCE_COMMENT)),
-        })
+/// The comment of the fence rules of `bridge`.
+fn fence_comment(bridge: &str) -> String {
+    format!("{FENCE_PREFIX}{bridge}")
+}
+
+/// The bridges whose fence is set, from the rules' comments.
+pub fn fenced_bridges() -> Result<Vec<String>, NetError> {
+    let Some(ruleset) = list_table()? else {
+        return Ok(Vec::new());
     };
+    let bridges: BTreeSet<String> = rules(&ruleset)
+        .filter_map(|rule| rule.comment.as_deref()?.strip_prefix(FENCE_PREFIX))
+        .map(str::to_owned)
+        .collect();
+    Ok(bridges.into_iter().collect())
+}
+
+/// (chain, handle) of the fence rules of `bridge`, and of the fence rules
+/// of banger versions that kept one fence for one bridge.
+fn fence_rule_handles(ruleset: &Nftables<'static>, bridge: &str) -> Vec<(String, u32)> {
+    let comment = fence_comment(bridge);
+    rules(ruleset)
+        .filter(|rule| {
+            rule.comment
+                .as_deref()
+                .is_some_and(|c| c == comment || c == LEGACY_FENCE_COMMENT)
+        })
+        .filter_map(|rule| Some((rule.chain.to_string(), rule.handle?)))
+        .collect()
+}
+
+fn fence_into(batch: &mut Batch<'static>, fence: &Fence, stale: &[(String, u32)]) {
+    let comment = fence_comment(&fence.bridge);
+    let bridge = fence.bridge.as_str();
+    let rule =
+        |chain: &'static str, expr: Vec<Statement<'static>>| tagged_rule(&comment, chain, expr);
     let from_guests = || matches(meta(MetaKey::Iifname), Operator::EQ, text(bridge));
-    let input = base_chain(
+    let to_guests = || matches(meta(MetaKey::Oifname), Operator::EQ, text(bridge));
+    batch.add(banger_table());
+    batch.add(NfListObject::Chain(base_chain(
         INPUT_CHAIN,
         NfChainType::Filter,
         NfHook::Input,
         FORWARD_PRIORITY,
-    );
-    batch.add(banger_table());
-    batch.add(NfListObject::Chain(input.clone()));
-    batch.add_cmd(nftables::schema::NfCmd::Flush(
-        nftables::schema::FlushObject::Chain(input),
-    ));
-    for protocol in ["udp", "tcp"] {
-        batch.add(rule(vec![
-            from_guests(),
-            matches(
-                payload(protocol, "dport"),
-                Operator::EQ,
-                Expression::Number(53),
-            ),
-            Statement::Accept(None),
-        ]));
+    )));
+    batch.add(NfListObject::Chain(base_chain(
+        FORWARD_CHAIN,
+        NfChainType::Filter,
+        NfHook::Forward,
+        FORWARD_PRIORITY,
+    )));
+    for (chain, handle) in stale {
+        batch.delete(NfListObject::Rule(rule_ref(chain.clone(), *handle)));
     }
-    batch.add(rule(vec![
-        from_guests(),
-        matches(meta(MetaKey::L4proto), Operator::EQ, text("icmp")),
-        Statement::Accept(None),
-    ]));
-    batch.add(rule(vec![
-        from_guests(),
-        established_or_related(),
-        Statement::Accept(None),
-    ]));
-    batch.add(rule(vec![from_guests(), Statement::Drop(None)]));
+    for protocol in ["udp", "tcp"] {
+        batch.add(rule(
+            INPUT_CHAIN,
+            vec![
+                from_guests(),
+                matches(
+                    ip_field("daddr"),
+                    Operator::EQ,
+                    text(fence.dns.ip().to_string()),
+                ),
+                matches(
+                    payload(protocol, "dport"),
+                    Operator::EQ,
+                    Expression::Number(u32::from(fence.dns.port())),
+                ),
+                Statement::Accept(None),
+            ],
+        ));
+    }
+    batch.add(rule(
+        INPUT_CHAIN,
+        vec![
+            from_guests(),
+            matches(meta(MetaKey::L4proto), Operator::EQ, text("icmp")),
+            Statement::Accept(None),
+        ],
+    ));
+    batch.add(rule(
+        INPUT_CHAIN,
+        vec![
+            from_guests(),
+            established_or_related(),
+            Statement::Accept(None),
+        ],
+    ));
+    batch.add(rule(
+        INPUT_CHAIN,
+        vec![from_guests(), Statement::Drop(None)],
+    ));
+    // Appended: every VM's NAT accepts are inserted ahead of these.
+    let sides = || [from_guests(), to_guests()];
+    for side in sides() {
+        batch.add(rule(
+            FORWARD_CHAIN,
+            vec![side, dnat_tracked(), Statement::Accept(None)],
+        ));
+    }
+    for side in sides() {
+        batch.add(rule(FORWARD_CHAIN, vec![side, Statement::Drop(None)]));
+    }
 }
 
 fn established_or_related() -> Statement<'static> {
@@ -281,14 +365,19 @@ fn banger_table() -> NfListObject<'static> {
     })
 }
 
+/// The transaction that ensures table and chains, drops `stale` rules,
+/// adds the VM's three rules (its forward accepts inserted ahead of the
+/// fence) and replaces the bridge's fence (`fenced`: its rules now).
 fn vm_rules_batch(
-    vm_id: &str,
+    key: &str,
     guest_ip: Ipv4Addr,
-    bridge: &str,
+    fence: &Fence,
     stale: &[(String, u32)],
+    fenced: &[(String, u32)],
 ) -> Nftables<'static> {
-    let comment = crate::state::layout::nat_comment_for(vm_id);
+    let comment = crate::state::layout::nat_comment_for(key);
     let guest = guest_ip.to_string();
+    let bridge = fence.bridge.as_str();
     let rule = |chain: &'static str, expr| tagged_rule(&comment, chain, expr);
 
     let mut batch = Batch::new();
@@ -299,16 +388,10 @@ fn vm_rules_batch(
         NfHook::Postrouting,
         NAT_PRIORITY,
     )));
-    batch.add(NfListObject::Chain(base_chain(
-        FORWARD_CHAIN,
-        NfChainType::Filter,
-        NfHook::Forward,
-        FORWARD_PRIORITY,
-    )));
-    fence_into(&mut batch, bridge);
     for (chain, handle) in stale {
         batch.delete(NfListObject::Rule(rule_ref(chain.clone(), *handle)));
     }
+    fence_into(&mut batch, fence, fenced);
     batch.add(rule(
         NAT_CHAIN,
         vec![
@@ -317,23 +400,21 @@ fn vm_rules_batch(
             Statement::Masquerade(None),
         ],
     ));
-    batch.add(rule(
-        FORWARD_CHAIN,
+    for expr in [
+        vec![
+            matches(meta(MetaKey::Oifname), Operator::EQ, text(bridge)),
+            matches(ip_field("daddr"), Operator::EQ, text(guest.clone())),
+            established_or_related(),
+            Statement::Accept(None),
+        ],
         vec![
             matches(meta(MetaKey::Iifname), Operator::EQ, text(bridge)),
             matches(ip_field("saddr"), Operator::EQ, text(guest.clone())),
             Statement::Accept(None),
         ],
-    ));
-    batch.add(rule(
-        FORWARD_CHAIN,
-        vec![
-            matches(meta(MetaKey::Oifname), Operator::EQ, text(bridge)),
-            matches(ip_field("daddr"), Operator::EQ, text(guest)),
-            established_or_related(),
-            Statement::Accept(None),
-        ],
-    ));
+    ] {
+        batch.add_cmd(NfCmd::Insert(rule(FORWARD_CHAIN, expr)));
+    }
     batch.to_nftables()
 }
 
@@ -643,14 +724,29 @@ mod tests {
         );
     }
 
+    fn fence() -> Fence {
+        Fence {
+            bridge: "banger0".into(),
+            dns: SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 1), 53),
+        }
+    }
+
     fn batch_json(stale: &[(String, u32)]) -> Value {
         serde_json::to_value(vm_rules_batch(
             "vm1",
             Ipv4Addr::new(10, 0, 0, 2),
-            "banger0",
+            &fence(),
             stale,
+            &[("input".into(), 11)],
         ))
         .expect("serialises")
+    }
+
+    fn rules_of<'v>(value: &'v Value, verb: &str) -> Vec<&'v Value> {
+        commands(value)
+            .iter()
+            .filter_map(|c| c[verb].get("rule"))
+            .collect()
     }
 
     fn commands(value: &Value) -> &Vec<Value> {
@@ -680,91 +776,151 @@ mod tests {
     }
 
     #[test]
-    fn chains_hook_postrouting_and_forward_with_accept_policy() {
+    fn chains_hook_postrouting_input_and_forward_with_accept_policy() {
         let value = batch_json(&[]);
         let chains: Vec<&Value> = commands(&value)
             .iter()
             .filter_map(|c| c["add"].get("chain"))
             .collect();
-        assert_eq!(chains.len(), 3);
-        assert_eq!(chains[2]["hook"], "input");
-        assert_eq!(chains[2]["type"], "filter");
-        assert_eq!(chains[0]["hook"], "postrouting");
-        assert_eq!(chains[0]["type"], "nat");
+        let hooks: Vec<(&Value, &Value)> =
+            chains.iter().map(|c| (&c["hook"], &c["type"])).collect();
+        assert_eq!(
+            hooks,
+            [
+                (&json!("postrouting"), &json!("nat")),
+                (&json!("input"), &json!("filter")),
+                (&json!("forward"), &json!("filter")),
+            ]
+        );
         assert_eq!(chains[0]["prio"], 100);
-        assert_eq!(chains[1]["hook"], "forward");
-        assert_eq!(chains[1]["type"], "filter");
+        // Other traffic of the host is none of banger's business.
         for chain in chains {
             assert_eq!(chain["policy"], "accept");
         }
-        // The host fence is refilled, not duplicated: its chain is flushed first.
-        assert!(
-            commands(&value)
-                .iter()
-                .any(|c| c["flush"]["chain"]["name"] == "input")
-        );
+        // The bridge's fence is replaced, not duplicated, and no chain is
+        // flushed (other bridges' fences stay).
+        assert!(commands(&value).iter().all(|c| c.get("flush").is_none()));
+        let deleted = rules_of(&value, "delete");
+        assert_eq!(deleted[0]["handle"], 11);
     }
 
     #[test]
-    fn the_host_fence_lets_guests_reach_only_dns_icmp_and_replies() {
+    fn the_host_fence_lets_guests_reach_only_the_sidecar_s_dns_icmp_and_replies() {
         let value = batch_json(&[]);
-        let fence: Vec<&Value> = commands(&value)
-            .iter()
-            .filter_map(|c| c["add"].get("rule"))
+        let fence: Vec<&Value> = rules_of(&value, "add")
+            .into_iter()
             .filter(|rule| rule["chain"] == "input")
             .collect();
         assert_eq!(fence.len(), 5);
         for rule in &fence {
-            assert_eq!(rule["comment"], FENCE_COMMENT);
+            assert_eq!(rule["comment"], "banger fence:banger0");
             assert_eq!(
                 rule["expr"][0],
                 json!({"match": {"op": "==", "left": {"meta": {"key": "iifname"}}, "right": "banger0"}})
             );
         }
-        assert_eq!(
-            fence[0]["expr"][1]["match"]["left"]["payload"]["protocol"],
-            "udp"
-        );
-        assert_eq!(fence[1]["expr"][1]["match"]["right"], 53);
+        for (rule, protocol) in fence.iter().zip(["udp", "tcp"]) {
+            assert_eq!(
+                rule["expr"][1],
+                json!({"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "daddr"}}, "right": "10.0.0.1"}})
+            );
+            assert_eq!(
+                rule["expr"][2]["match"]["left"]["payload"]["protocol"],
+                protocol
+            );
+            assert_eq!(rule["expr"][2]["match"]["right"], 53);
+        }
         assert_eq!(fence[4]["expr"][1], json!({"drop": null}));
     }
 
     #[test]
-    fn every_rule_is_commented_with_the_vm_id() {
+    fn forwarding_to_and_from_the_bridge_is_dropped_but_for_nat_and_published_ports() {
         let value = batch_json(&[]);
-        let rules: Vec<&Value> = commands(&value)
-            .iter()
-            .filter_map(|c| c["add"].get("rule"))
-            .filter(|rule| rule["chain"] != "input")
+        let fence: Vec<&Value> = rules_of(&value, "add")
+            .into_iter()
+            .filter(|rule| rule["chain"] == "forward")
             .collect();
-        assert_eq!(rules.len(), 3);
-        for rule in &rules {
+        assert_eq!(fence.len(), 4);
+        for rule in &fence {
+            assert_eq!(rule["comment"], "banger fence:banger0");
+        }
+        let side = |key: &str| json!({"match": {"op": "==", "left": {"meta": {"key": key}}, "right": "banger0"}});
+        assert_eq!(fence[0]["expr"][0], side("iifname"));
+        assert_eq!(fence[0]["expr"][1]["match"]["right"], "dnat");
+        assert_eq!(fence[1]["expr"][0], side("oifname"));
+        assert_eq!(fence[2]["expr"], json!([side("iifname"), {"drop": null}]));
+        assert_eq!(fence[3]["expr"], json!([side("oifname"), {"drop": null}]));
+        // The VM's accepts go ahead of the fence: inserted, not appended.
+        let inserted = rules_of(&value, "insert");
+        assert_eq!(inserted.len(), 2);
+        for rule in inserted {
+            assert_eq!(rule["chain"], "forward");
             assert_eq!(rule["comment"], "banger:vm1");
         }
+    }
+
+    #[test]
+    fn every_rule_is_commented_with_the_vm_s_key() {
+        let value = batch_json(&[]);
+        let nat = rules_of(&value, "add")
+            .into_iter()
+            .filter(|rule| rule["chain"] == "postrouting")
+            .collect::<Vec<_>>();
+        assert_eq!(nat.len(), 1);
+        assert_eq!(nat[0]["comment"], "banger:vm1");
         assert_eq!(
-            rules[0]["expr"],
+            nat[0]["expr"],
             json!([
                 {"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "saddr"}}, "right": "10.0.0.2"}},
                 {"match": {"op": "!=", "left": {"meta": {"key": "oifname"}}, "right": "banger0"}},
                 {"masquerade": null}
             ])
         );
+        let inserted = rules_of(&value, "insert");
         assert_eq!(
-            rules[2]["expr"][2],
+            inserted[0]["expr"][2],
             json!({"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": ["established", "related"]}})
+        );
+    }
+
+    #[test]
+    fn fence_rules_are_found_per_bridge() {
+        let listed: Nftables<'static> = serde_json::from_value(json!({"nftables": [
+            {"rule": {"family": "inet", "table": "banger", "chain": "input", "handle": 5,
+                      "comment": "banger fence:banger0", "expr": [{"drop": null}]}},
+            {"rule": {"family": "inet", "table": "banger", "chain": "forward", "handle": 6,
+                      "comment": "banger fence:old0", "expr": [{"drop": null}]}},
+            {"rule": {"family": "inet", "table": "banger", "chain": "input", "handle": 7,
+                      "comment": "banger host fence", "expr": [{"drop": null}]}}
+        ]}))
+        .expect("parses");
+        assert_eq!(
+            fence_rule_handles(&listed, "banger0"),
+            vec![("input".to_string(), 5), ("input".to_string(), 7)]
+        );
+        assert_eq!(
+            fence_rule_handles(&listed, "old0"),
+            vec![("forward".to_string(), 6), ("input".to_string(), 7)]
         );
     }
 
     #[test]
     fn stale_rules_are_deleted_by_handle_before_new_ones() {
         let value = batch_json(&[("postrouting".into(), 4)]);
-        let deletes: Vec<&Value> = commands(&value)
+        let deletes = rules_of(&value, "delete");
+        // The VM's stale rule, then the bridge's old fence rule.
+        assert_eq!(deletes.len(), 2);
+        assert_eq!(deletes[0]["handle"], 4);
+        assert_eq!(deletes[0]["chain"], "postrouting");
+        let first_add = commands(&value)
             .iter()
-            .filter_map(|c| c.get("delete"))
-            .collect();
-        assert_eq!(deletes.len(), 1);
-        assert_eq!(deletes[0]["rule"]["handle"], 4);
-        assert_eq!(deletes[0]["rule"]["chain"], "postrouting");
+            .position(|c| c["add"].get("rule").is_some())
+            .expect("adds rules");
+        let last_delete = commands(&value)
+            .iter()
+            .rposition(|c| c.get("delete").is_some())
+            .expect("deletes rules");
+        assert!(last_delete < first_add);
     }
 
     #[test]

@@ -21,7 +21,7 @@ use super::Ctx;
 use crate::state::handles::Handles;
 use crate::state::model::{Vm, VmId};
 
-pub use nat::add_firewall;
+pub use nat::{add_firewall, rule_key};
 pub use ports::publish as publish_ports;
 pub use root_device::attach as attach_root_device;
 pub use tap::acquire as acquire_tap;

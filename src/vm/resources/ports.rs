@@ -25,7 +25,12 @@ pub fn publish(paths: &Paths, net: &dyn Network, bridge: &str, vm: &Vm) -> Resul
         net.check_port_free(port)
             .with_context(|| format!("cannot publish {port}"))?;
     }
-    net.add_port_rules(vm.id.as_str(), vm.ip, bridge, &vm.published)
+    net.add_port_rules(
+        &super::rule_key(paths, &vm.id),
+        vm.ip,
+        bridge,
+        &vm.published,
+    )
 }
 
 /// Whether the NAT kind's release removes this VM's rules: it removes every
@@ -42,7 +47,12 @@ impl Resource for Ports {
     fn release(&self, ctx: &Ctx, vm: &Vm, handles: &Handles) -> Result<()> {
         let may_exist = handles.ports || !vm.published.is_empty();
         if may_exist && !nat_releases(vm, handles) {
-            ctx.host.net.remove_port_rules(vm.id.as_str())?;
+            for key in [
+                super::rule_key(&ctx.paths, &vm.id),
+                crate::state::layout::legacy_nat_key(&vm.id),
+            ] {
+                ctx.host.net.remove_port_rules(&key)?;
+            }
         }
         Ok(())
     }

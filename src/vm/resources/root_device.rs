@@ -30,7 +30,7 @@ pub fn attach(ctx: &Ctx, vm: &Vm, image: &ImageFiles, journal: &mut Journal) -> 
     let base = ctx.host.disks.attach_loop(&image.rootfs, true)?;
     journal.record(|h| h.base_loop = Some(base.clone()))?;
     let cow = ctx.host.disks.attach_loop(&files.cow, false)?;
-    let name = layout::dm(&vm.id);
+    let name = layout::dm(&ctx.home_tag(), &vm.id);
     journal.record(|h| {
         h.cow_loop = Some(cow.clone());
         h.dm_name = Some(name.clone());
@@ -43,26 +43,43 @@ pub fn attach(ctx: &Ctx, vm: &Vm, image: &ImageFiles, journal: &mut Journal) -> 
     Ok(dev)
 }
 
+/// The loop devices backed by `file` (none when it does not exist).
+fn backed_by(ctx: &Ctx, file: &std::path::Path) -> Vec<PathBuf> {
+    if !file.exists() {
+        return Vec::new();
+    }
+    ctx.host.disks.loops_backed_by(file).unwrap_or_default()
+}
+
 impl Resource for RootDevice {
     fn kind(&self) -> &'static str {
         "root device"
     }
 
+    /// Removes the VM's snapshot under either spelling of its name, then
+    /// detaches the loop devices backed by its COW file and those the
+    /// journal names that are backed by its image's rootfs: a loop device
+    /// over anything else is never detached.
     fn release(&self, ctx: &Ctx, vm: &Vm, handles: &Handles) -> Result<()> {
         let mut errors = Vec::new();
         let has_dm = handles.dm_name.is_some() || vm.cow_strategy == Some(CowStrategy::DmSnapshot);
-        if has_dm && let Err(e) = ctx.host.disks.remove_snapshot(&layout::dm(&vm.id)) {
-            errors.push(format!("dm device: {e:#}"));
+        if has_dm {
+            for name in [
+                layout::dm(&ctx.home_tag(), &vm.id),
+                layout::legacy_dm(&vm.id),
+            ] {
+                if let Err(e) = ctx.host.disks.remove_snapshot(&name) {
+                    errors.push(format!("dm device {name}: {e:#}"));
+                }
+            }
         }
-        let mut loops: Vec<PathBuf> = handles
-            .cow_loop
-            .iter()
-            .chain(handles.base_loop.iter())
-            .cloned()
-            .collect();
         let cow = VmFiles::of(&ctx.paths, vm).cow;
-        if cow.exists() {
-            loops.extend(ctx.host.disks.loops_backed_by(&cow).unwrap_or_default());
+        let mut loops = backed_by(ctx, &cow);
+        if let Some(base) = &handles.base_loop
+            && let Ok(image) = ctx.store.image(&vm.image)
+            && backed_by(ctx, &ImageFiles::of(&ctx.paths, &image).rootfs).contains(base)
+        {
+            loops.push(base.clone());
         }
         loops.sort();
         loops.dedup();
@@ -80,16 +97,20 @@ impl Resource for RootDevice {
     fn sweep(&self, ctx: &Ctx, live: &Live, dry_run: bool) -> Result<Vec<Removal>> {
         let mut removals = Vec::new();
         if ctx.host.disks.dm_available() {
+            let home = ctx.home_tag();
             for name in ctx.host.disks.list_snapshots()? {
                 let owner = match Name::parse(&name) {
-                    Some(Name::Dm(id) | Name::DmBase(id)) => id,
+                    Some(Name::Dm(owner) | Name::DmBase(owner)) => owner,
                     _ => continue,
                 };
-                if live.running.contains(&owner) {
+                // Another home's devices are that home's to sweep.
+                if !owner.is_of(&home) || live.running.contains(&owner.id) {
                     continue;
                 }
                 if !dry_run {
-                    ctx.host.disks.remove_snapshot(&layout::dm(&owner))?;
+                    ctx.host
+                        .disks
+                        .remove_snapshot(&Name::Dm(owner.clone()).format())?;
                 }
                 removals.push(Removal::new("dm-device", name, "no running VM uses it"));
             }

@@ -35,8 +35,10 @@ impl Resource for Tap {
         "TAP"
     }
 
-    fn release(&self, ctx: &Ctx, vm: &Vm, handles: &Handles) -> Result<()> {
-        let tap = handles.tap.clone().unwrap_or_else(|| layout::tap(&vm.id));
+    /// Only the VM's own `bg-<id>` is ever given back or deleted, whatever
+    /// the journal says.
+    fn release(&self, ctx: &Ctx, vm: &Vm, _: &Handles) -> Result<()> {
+        let tap = layout::tap(&vm.id);
         if !ctx.host.net.link_exists(&tap)? {
             return Ok(());
         }

@@ -8,6 +8,18 @@ use proptest::prelude::*;
 
 use crate::{cases, inputs, replay};
 
+/// The VM id the journals belong to: `Handles::load` takes it from the
+/// directory's name and accepts only names banger makes for it.
+const ID: &str = "0123456789";
+
+/// A VM directory named [`ID`] in a fresh temp dir.
+fn vm_dir() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let vm = dir.path().join(ID);
+    std::fs::create_dir(&vm).expect("vm dir");
+    (dir, vm)
+}
+
 fn load_bytes(dir: &Path, bytes: &[u8]) -> Loaded {
     std::fs::write(Handles::path(dir), bytes).expect("write handles.json");
     Handles::load(dir)
@@ -15,21 +27,29 @@ fn load_bytes(dir: &Path, bytes: &[u8]) -> Loaded {
 
 #[test]
 fn handles_corpus() {
-    let dir = tempfile::tempdir().expect("tempdir");
+    let (_dir, vm) = vm_dir();
     replay("handles", |bytes| {
-        matches!(load_bytes(dir.path(), bytes), Loaded::Found(_))
+        matches!(load_bytes(&vm, bytes), Loaded::Found(_))
     });
 }
 
 fn handles() -> impl Strategy<Value = Handles> {
-    let path = || any::<Option<String>>().prop_map(|p| p.map(PathBuf::from));
+    // Each name is banger's own for the VM, absent, or anything at all.
+    let name = |own: &'static str| {
+        prop_oneof![
+            Just(None),
+            Just(Some(own.to_owned())),
+            any::<Option<String>>(),
+        ]
+    };
+    let path = |own: &'static str| name(own).prop_map(|p| p.map(PathBuf::from));
     (
         any::<Option<u32>>(),
-        any::<Option<String>>(),
-        path(),
-        path(),
-        any::<Option<String>>(),
-        path(),
+        name("bg-0123456789"),
+        path("/dev/loop3"),
+        path("/dev/loop12"),
+        name("banger-0123456789"),
+        path("/dev/mapper/banger-0123456789"),
         proptest::option::of(proptest::sample::select(vec![
             CowStrategy::DmSnapshot,
             CowStrategy::Reflink,
@@ -80,12 +100,12 @@ proptest! {
 
     #[test]
     fn handles_load_or_report_corrupt(bytes in inputs("handles")) {
-        let dir = tempfile::tempdir().expect("tempdir");
-        match load_bytes(dir.path(), &bytes) {
+        let (_dir, vm) = vm_dir();
+        match load_bytes(&vm, &bytes) {
             Loaded::Found(handles) => {
                 prop_assert!(bytes.trim_ascii_start().starts_with(b"{"), "only an object is trusted");
-                handles.save(dir.path()).expect("save");
-                prop_assert!(matches!(Handles::load(dir.path()), Loaded::Found(again) if again == handles));
+                handles.save(&vm).expect("save");
+                prop_assert!(matches!(Handles::load(&vm), Loaded::Found(again) if again == handles));
             }
             Loaded::Corrupt(reason) => prop_assert!(!reason.is_empty()),
             Loaded::Missing => prop_assert!(false, "the file was written"),
@@ -94,8 +114,15 @@ proptest! {
 
     #[test]
     fn handles_round_trip(handles in handles()) {
-        let dir = tempfile::tempdir().expect("tempdir");
-        handles.save(dir.path()).expect("save");
-        prop_assert!(matches!(Handles::load(dir.path()), Loaded::Found(read) if read == handles));
+        // What banger writes it reads back; what names another VM's or a
+        // host's objects it refuses.
+        let (_dir, vm) = vm_dir();
+        handles.save(&vm).expect("save");
+        let id = banger::state::ids::VmId::parse(ID).expect("id");
+        match (handles.check(&id), Handles::load(&vm)) {
+            (Ok(()), Loaded::Found(read)) => prop_assert_eq!(read, handles),
+            (Err(_), Loaded::Corrupt(why)) => prop_assert!(!why.is_empty()),
+            (expected, got) => prop_assert!(false, "check {:?}, load {:?}", expected, got),
+        }
     }
 }

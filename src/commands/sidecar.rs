@@ -52,4 +52,18 @@ impl VmDirectory for Directory {
             Err(_) => true,
         }
     }
+
+    fn running_taps(&self) -> Vec<String> {
+        let Ok(ctx) = self.0.lock() else {
+            return Vec::new();
+        };
+        ctx.store
+            .list_vms()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|vm| VmRead::observe(&ctx, vm).observed)
+            .filter(|observed| observed.pid.is_some())
+            .filter_map(|observed| observed.handles.tap)
+            .collect()
+    }
 }

@@ -96,6 +96,27 @@ pub(super) fn link_name(link: &LinkMessage) -> Option<String> {
     })
 }
 
+/// The index of the bridge (controller) `link` is attached to, if any.
+pub(super) fn controller_index(link: &LinkMessage) -> Option<u32> {
+    link.attributes.iter().find_map(|attr| match attr {
+        LinkAttribute::Controller(index) => Some(*index),
+        _ => None,
+    })
+}
+
+/// The link with `index`, or `None` when there is none.
+pub(super) async fn link_by_index(
+    handle: &Handle,
+    index: u32,
+) -> Result<Option<LinkMessage>, NetError> {
+    let mut links = handle.link().get().match_index(index).execute();
+    match links.try_next().await {
+        Ok(link) => Ok(link),
+        Err(err) if errno(&err) == Some(libc::ENODEV) => Ok(None),
+        Err(err) => Err(failed("look up interface", &index.to_string(), err)),
+    }
+}
+
 pub(super) fn is_bridge(link: &LinkMessage) -> bool {
     link.attributes.iter().any(|attr| match attr {
         LinkAttribute::LinkInfo(infos) => infos

@@ -305,3 +305,56 @@ mod tests {
         assert_eq!(req.ifr_name[15], 0);
     }
 }
+
+/// The bridge link `name` is attached to: `Ok(None)` when it exists but is
+/// attached to none, [`NetError::LinkNotFound`] when it does not exist.
+pub fn bridge_of(name: &str) -> Result<Option<String>, NetError> {
+    validate_ifname(name)?;
+    netlink::run(|handle| async move {
+        let link =
+            netlink::link_by_name(&handle, name)
+                .await?
+                .ok_or_else(|| NetError::LinkNotFound {
+                    name: name.to_string(),
+                })?;
+        let Some(index) = netlink::controller_index(&link) else {
+            return Ok(None);
+        };
+        Ok(netlink::link_by_index(&handle, index)
+            .await?
+            .and_then(|bridge| netlink::link_name(&bridge)))
+    })
+}
+
+/// Attaches each of `taps` that exists but is on no bridge (its bridge was
+/// deleted and made again) to `bridge` and brings it up; returns those it
+/// attached. TAPs that are gone or attached elsewhere are left alone.
+pub fn reattach(taps: &[String], bridge: &str) -> Result<Vec<String>, NetError> {
+    validate_ifname(bridge)?;
+    let mut attached = Vec::new();
+    for tap in taps {
+        validate_ifname(tap)?;
+        let loose = match bridge_of(tap) {
+            Ok(None) => true,
+            Ok(Some(_)) | Err(NetError::LinkNotFound { .. }) => false,
+            Err(err) => return Err(err),
+        };
+        if !loose {
+            continue;
+        }
+        netlink::run(|handle| async move {
+            let index = match netlink::link_by_name(&handle, bridge).await? {
+                Some(link) if netlink::is_bridge(&link) => link.header.index,
+                _ => {
+                    return Err(NetError::LinkNotFound {
+                        name: bridge.to_string(),
+                    });
+                }
+            };
+            netlink::set_controller(&handle, tap, index).await?;
+            netlink::set_up(&handle, tap, true).await.map(drop)
+        })?;
+        attached.push(tap.clone());
+    }
+    Ok(attached)
+}

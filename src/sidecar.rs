@@ -19,8 +19,8 @@ use crate::host::dns::{
     DnsConfig, DnsServer, NameLookup, route_domain_via_resolved, unroute_domain_via_resolved,
     upstream_resolvers,
 };
-use crate::host::net::bridge::{ensure_bridge, list_links};
-use crate::host::net::tap::{drain_pool, fill_pool, reattach};
+use crate::host::net::bridge::ensure_bridge;
+use crate::host::net::tap::{drain_pool, fill_pool, owned_links, reattach};
 
 /// How often the sidecar checks the pool and whether VMs still run.
 const TICK: Duration = Duration::from_secs(1);
@@ -40,6 +40,8 @@ pub struct SidecarOptions {
     pub dns_port: u16,
     /// Idle TAPs are named `<pool_prefix><n>`.
     pub pool_prefix: String,
+    /// The mark (interface alias) of this home's TAPs; others' are left alone.
+    pub tap_owner: String,
     pub pool_size: usize,
     /// How long no VM may run before the sidecar exits.
     pub grace: Duration,
@@ -265,7 +267,7 @@ fn serve(opts: &SidecarOptions, vms: &Arc<dyn VmDirectory>) -> anyhow::Result<()
         thread::sleep(TICK.min(opts.grace.max(Duration::from_millis(100))));
     }
 
-    match drain_pool(&opts.pool_prefix) {
+    match drain_pool(&opts.pool_prefix, &opts.tap_owner) {
         Ok(deleted) => log(&format!(
             "idle for {:?}; deleted {deleted} pool TAPs",
             opts.grace
@@ -310,7 +312,7 @@ fn keep_up(opts: &SidecarOptions, vms: &dyn VmDirectory) {
         return;
     }
     let mut taps = vms.running_taps();
-    taps.extend(list_links(&opts.pool_prefix).unwrap_or_default());
+    taps.extend(owned_links(&opts.pool_prefix, &opts.tap_owner).unwrap_or_default());
     match reattach(&taps, &opts.bridge) {
         Ok(attached) if attached.is_empty() => {}
         Ok(attached) => log(&format!(
@@ -324,7 +326,12 @@ fn keep_up(opts: &SidecarOptions, vms: &dyn VmDirectory) {
             anyhow::Error::new(err)
         )),
     }
-    match fill_pool(&opts.pool_prefix, &opts.bridge, opts.pool_size) {
+    match fill_pool(
+        &opts.pool_prefix,
+        &opts.bridge,
+        opts.pool_size,
+        &opts.tap_owner,
+    ) {
         Ok(0) => {}
         Ok(created) => log(&format!("created {created} pool TAPs")),
         Err(err) => log(&format!(

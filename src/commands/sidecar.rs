@@ -22,6 +22,7 @@ pub fn run(global: &Global) -> Result<()> {
         domain: ctx.config.domain.clone(),
         dns_port: ctx.config.dns_port,
         pool_prefix: POOL_PREFIX.into(),
+        tap_owner: crate::state::layout::tap_owner(&ctx.home_tag()),
         pool_size: ctx.config.tap_pool_size,
         grace: ctx.config.sidecar_grace,
     };

@@ -89,6 +89,42 @@ pub(super) async fn link_names(handle: &Handle) -> Result<Vec<String>, NetError>
     Ok(names)
 }
 
+/// Every link in this network namespace.
+pub(super) async fn links(handle: &Handle) -> Result<Vec<LinkMessage>, NetError> {
+    let mut links = handle.link().get().execute();
+    let mut all = Vec::new();
+    while let Some(link) = links
+        .try_next()
+        .await
+        .map_err(|err| failed("list", "interfaces", err))?
+    {
+        all.push(link);
+    }
+    Ok(all)
+}
+
+/// The link's alias (`ip link set … alias`), if it has one.
+pub(super) fn alias(link: &LinkMessage) -> Option<String> {
+    link.attributes.iter().find_map(|attr| match attr {
+        LinkAttribute::IfAlias(alias) => Some(alias.clone()),
+        _ => None,
+    })
+}
+
+/// Sets the alias of the link called `name`.
+pub(super) async fn set_alias(handle: &Handle, name: &str, alias: &str) -> Result<(), NetError> {
+    let mut message = LinkUnspec::new_with_name(name).build();
+    message
+        .attributes
+        .push(LinkAttribute::IfAlias(alias.to_owned()));
+    handle
+        .link()
+        .set(message)
+        .execute()
+        .await
+        .map_err(|err| failed("mark the owner of", name, err))
+}
+
 pub(super) fn link_name(link: &LinkMessage) -> Option<String> {
     link.attributes.iter().find_map(|attr| match attr {
         LinkAttribute::IfName(name) => Some(name.clone()),

@@ -343,7 +343,14 @@ fn gc_leaves_the_taps_another_home_marked() {
         ctx.sh(&["ip", "tuntap", "add", tap, "mode", "tap"]);
     }
     // Another BANGER_HOME's VM TAP carries that home's mark.
-    ctx.sh(&["ip", "link", "set", "bg-aaaaaaaaaa", "alias", "banger:0000cafe"]);
+    ctx.sh(&[
+        "ip",
+        "link",
+        "set",
+        "bg-aaaaaaaaaa",
+        "alias",
+        "banger:0000cafe",
+    ]);
     let swept = ctx.ok(&["gc"]);
     assert!(swept.contains("bg-bbbbbbbbbb"), "{swept}");
     assert!(!swept.contains("bg-aaaaaaaaaa"), "{swept}");

@@ -318,45 +318,6 @@ pub fn drain_pool(pool_prefix: &str, owner: &str) -> Result<usize, NetError> {
     Ok(deleted)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pool_names_round_trip() {
-        assert_eq!(pool_name("bgpool", 7), "bgpool7");
-        assert_eq!(pool_index("bgpool", "bgpool7"), Some(7));
-        assert_eq!(pool_index("bgpool", "bgpool12"), Some(12));
-    }
-
-    #[test]
-    fn other_links_are_not_pool_members() {
-        for name in ["bgpool", "bgpoolx", "bgpool1a", "banger0", "bgpool-1"] {
-            assert_eq!(pool_index("bgpool", name), None, "{name}");
-        }
-    }
-
-    #[test]
-    fn free_slots_fill_gaps_first() {
-        assert_eq!(free_slots(&[0, 2, 3], 3), vec![1, 4, 5]);
-        assert_eq!(free_slots(&[], 2), vec![0, 1]);
-        assert!(free_slots(&[0, 1], 0).is_empty());
-    }
-
-    #[test]
-    fn pool_prefix_must_leave_room_for_a_slot() {
-        assert!(validate_pool_prefix("bgpool").is_ok());
-        assert!(validate_pool_prefix("0123456789abcde").is_err());
-    }
-
-    #[test]
-    fn ifreq_name_is_nul_terminated() {
-        let req = ifreq("0123456789abcde");
-        assert_eq!(req.ifr_name[14], b'e' as c_char);
-        assert_eq!(req.ifr_name[15], 0);
-    }
-}
-
 /// The bridge link `name` is attached to: `Ok(None)` when it exists but is
 /// attached to none, [`NetError::LinkNotFound`] when it does not exist.
 pub fn bridge_of(name: &str) -> Result<Option<String>, NetError> {
@@ -408,4 +369,43 @@ pub fn reattach(taps: &[String], bridge: &str) -> Result<Vec<String>, NetError> 
         attached.push(tap.clone());
     }
     Ok(attached)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pool_names_round_trip() {
+        assert_eq!(pool_name("bgpool", 7), "bgpool7");
+        assert_eq!(pool_index("bgpool", "bgpool7"), Some(7));
+        assert_eq!(pool_index("bgpool", "bgpool12"), Some(12));
+    }
+
+    #[test]
+    fn other_links_are_not_pool_members() {
+        for name in ["bgpool", "bgpoolx", "bgpool1a", "banger0", "bgpool-1"] {
+            assert_eq!(pool_index("bgpool", name), None, "{name}");
+        }
+    }
+
+    #[test]
+    fn free_slots_fill_gaps_first() {
+        assert_eq!(free_slots(&[0, 2, 3], 3), vec![1, 4, 5]);
+        assert_eq!(free_slots(&[], 2), vec![0, 1]);
+        assert!(free_slots(&[0, 1], 0).is_empty());
+    }
+
+    #[test]
+    fn pool_prefix_must_leave_room_for_a_slot() {
+        assert!(validate_pool_prefix("bgpool").is_ok());
+        assert!(validate_pool_prefix("0123456789abcde").is_err());
+    }
+
+    #[test]
+    fn ifreq_name_is_nul_terminated() {
+        let req = ifreq("0123456789abcde");
+        assert_eq!(req.ifr_name[14], b'e' as c_char);
+        assert_eq!(req.ifr_name[15], 0);
+    }
 }

@@ -20,7 +20,7 @@ use crate::host::dns::{
     upstream_resolvers,
 };
 use crate::host::net::bridge::ensure_bridge;
-use crate::host::net::tap::{drain_pool, fill_pool};
+use crate::host::net::tap::{drain_pool, fill_pool, owned_links, reattach};
 
 /// How often the sidecar checks the pool and whether VMs still run.
 const TICK: Duration = Duration::from_secs(1);
@@ -40,6 +40,8 @@ pub struct SidecarOptions {
     pub dns_port: u16,
     /// Idle TAPs are named `<pool_prefix><n>`.
     pub pool_prefix: String,
+    /// The mark (interface alias) of this home's TAPs; others' are left alone.
+    pub tap_owner: String,
     pub pool_size: usize,
     /// How long no VM may run before the sidecar exits.
     pub grace: Duration,
@@ -48,6 +50,10 @@ pub struct SidecarOptions {
 /// The VMs the sidecar serves: their names and whether any is running.
 pub trait VmDirectory: NameLookup {
     fn any_running(&self) -> bool;
+    /// The TAPs of the running VMs (re-attached to a bridge made again).
+    fn running_taps(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// Runs the sidecar until it has been idle for `opts.grace`. Returns `Ok`
@@ -94,9 +100,25 @@ impl crate::vm::host::Sidecar for Control {
     /// Starts `banger sidecar` detached in its own session, its output
     /// appended to the sidecar log, unless one is alive.
     fn ensure_running(&self) -> anyhow::Result<()> {
-        if is_alive(&self.lock_path) {
-            return Ok(());
+        if !is_alive(&self.lock_path) {
+            self.spawn()?;
         }
+        if let Some(why) = dns_failure(&self.lock_path) {
+            eprintln!(
+                "warning: VM names do not resolve: the sidecar {why} (VMs run and are reachable \
+                 by IP; `banger doctor` checks)"
+            );
+        }
+        Ok(())
+    }
+}
+
+impl Control {
+    /// Starts the sidecar and waits (briefly) until it says whether it
+    /// serves DNS.
+    fn spawn(&self) -> anyhow::Result<()> {
+        let status = dns_status_path(&self.lock_path);
+        let _ = std::fs::remove_file(&status);
         let log = OpenOptions::new()
             .create(true)
             .append(true)
@@ -108,8 +130,38 @@ impl crate::vm::host::Sidecar for Control {
         let stdout = log.try_clone().context("sidecar log")?;
         crate::host::procs::spawn_detached(&mut cmd, stdout, log)
             .context("cannot start the sidecar")?;
+        let deadline = Instant::now() + STATUS_WAIT;
+        while !status.exists() && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(10));
+        }
         Ok(())
     }
+}
+
+/// How long a command that started the sidecar waits for its DNS status.
+const STATUS_WAIT: Duration = Duration::from_secs(2);
+
+/// The sidecar's DNS status, beside its lock: `ok ADDR` or `failed MESSAGE`.
+pub fn dns_status_path(lock_path: &Path) -> PathBuf {
+    lock_path.with_file_name("sidecar.dns")
+}
+
+fn write_dns_status(path: &Path, line: &str) {
+    if let Err(err) = crate::state::atomic::write(path, format!("{line}\n").as_bytes(), 0o600) {
+        log(&format!("cannot write {}: {err}", path.display()));
+    }
+}
+
+/// Why the running sidecar serves no DNS, if it said so in its status.
+pub fn dns_failure(lock_path: &Path) -> Option<String> {
+    use std::io::Read;
+    let file = File::open(dns_status_path(lock_path)).ok()?;
+    if !file.metadata().ok()?.is_file() {
+        return None;
+    }
+    let mut text = String::new();
+    file.take(4096).read_to_string(&mut text).ok()?;
+    text.trim_end().strip_prefix("failed ").map(str::to_owned)
 }
 
 /// Whether a sidecar holds the lock at `lock_path`.
@@ -159,34 +211,54 @@ fn serve(opts: &SidecarOptions, vms: &Arc<dyn VmDirectory>) -> anyhow::Result<()
         .with_context(|| format!("cannot set up bridge {}", opts.bridge))?;
     let upstreams = upstream_resolvers();
     let names: Arc<dyn NameLookup> = vms.clone();
-    let dns = DnsServer::start(
+    let listen = SocketAddr::new(opts.gateway.into(), opts.dns_port);
+    let status = dns_status_path(&opts.lock_path);
+    // Without DNS the sidecar still keeps the bridge and the TAP pool; the
+    // status file makes starting commands warn and `doctor` fail.
+    let dns = match DnsServer::start(
         DnsConfig {
-            listen: SocketAddr::new(opts.gateway.into(), opts.dns_port),
+            listen,
             domain: opts.domain.clone(),
             upstreams: upstreams.clone(),
             upstream_timeout: UPSTREAM_TIMEOUT,
         },
         names,
-    )
-    .context("cannot start the DNS server")?;
-    log(&format!(
-        "serving *.{} on {}, forwarding to {upstreams:?}",
-        opts.domain,
-        dns.local_addr()
-    ));
-    match route_domain_via_resolved(&opts.bridge, opts.gateway, &opts.domain) {
-        Ok(true) => log(&format!("systemd-resolved routes ~{} to us", opts.domain)),
-        Ok(false) => {}
-        Err(err) => log(&format!(
-            "cannot route ~{} via systemd-resolved: {:#}",
-            opts.domain,
-            anyhow::Error::new(err)
-        )),
+    ) {
+        Ok(dns) => {
+            log(&format!(
+                "serving *.{} on {}, forwarding to {upstreams:?}",
+                opts.domain,
+                dns.local_addr()
+            ));
+            write_dns_status(&status, &format!("ok {}", dns.local_addr()));
+            Some(dns)
+        }
+        Err(err) => {
+            let message = format!(
+                "cannot serve *.{} on {listen}: {:#}",
+                opts.domain,
+                anyhow::Error::new(err)
+            );
+            log(&message);
+            write_dns_status(&status, &format!("failed {message}"));
+            None
+        }
+    };
+    if dns.is_some() {
+        match route_domain_via_resolved(&opts.bridge, opts.gateway, &opts.domain) {
+            Ok(true) => log(&format!("systemd-resolved routes ~{} to us", opts.domain)),
+            Ok(false) => {}
+            Err(err) => log(&format!(
+                "cannot route ~{} via systemd-resolved: {:#}",
+                opts.domain,
+                anyhow::Error::new(err)
+            )),
+        }
     }
 
     let mut idle_since: Option<Instant> = None;
     loop {
-        keep_up(opts);
+        keep_up(opts, vms.as_ref());
         if vms.any_running() {
             idle_since = None;
         } else if idle_since.get_or_insert_with(Instant::now).elapsed() >= opts.grace {
@@ -195,7 +267,7 @@ fn serve(opts: &SidecarOptions, vms: &Arc<dyn VmDirectory>) -> anyhow::Result<()
         thread::sleep(TICK.min(opts.grace.max(Duration::from_millis(100))));
     }
 
-    match drain_pool(&opts.pool_prefix) {
+    match drain_pool(&opts.pool_prefix, &opts.tap_owner) {
         Ok(deleted) => log(&format!(
             "idle for {:?}; deleted {deleted} pool TAPs",
             opts.grace
@@ -205,6 +277,10 @@ fn serve(opts: &SidecarOptions, vms: &Arc<dyn VmDirectory>) -> anyhow::Result<()
             anyhow::Error::new(err)
         )),
     }
+    let _ = std::fs::remove_file(&status);
+    let Some(dns) = dns else {
+        return Ok(());
+    };
     // Names of this domain would otherwise go on being sent to a bridge
     // where nothing answers.
     match unroute_domain_via_resolved(&opts.bridge) {
@@ -223,8 +299,10 @@ fn serve(opts: &SidecarOptions, vms: &Arc<dyn VmDirectory>) -> anyhow::Result<()
     Ok(())
 }
 
-/// One tick of upkeep: the bridge is still there and the pool is full.
-fn keep_up(opts: &SidecarOptions) {
+/// One tick of upkeep: the bridge is still there with the running VMs' and
+/// the pool's TAPs on it (a bridge deleted and made again has none), and
+/// the pool is full.
+fn keep_up(opts: &SidecarOptions, vms: &dyn VmDirectory) {
     if let Err(err) = ensure_bridge(&opts.bridge, opts.gateway, opts.prefix_len) {
         log(&format!(
             "cannot restore bridge {}: {:#}",
@@ -233,7 +311,27 @@ fn keep_up(opts: &SidecarOptions) {
         ));
         return;
     }
-    match fill_pool(&opts.pool_prefix, &opts.bridge, opts.pool_size) {
+    let mut taps = vms.running_taps();
+    taps.extend(owned_links(&opts.pool_prefix, &opts.tap_owner).unwrap_or_default());
+    match reattach(&taps, &opts.bridge) {
+        Ok(attached) if attached.is_empty() => {}
+        Ok(attached) => log(&format!(
+            "attached {} to bridge {} again",
+            attached.join(", "),
+            opts.bridge
+        )),
+        Err(err) => log(&format!(
+            "cannot attach TAPs to bridge {}: {:#}",
+            opts.bridge,
+            anyhow::Error::new(err)
+        )),
+    }
+    match fill_pool(
+        &opts.pool_prefix,
+        &opts.bridge,
+        opts.pool_size,
+        &opts.tap_owner,
+    ) {
         Ok(0) => {}
         Ok(created) => log(&format!("created {created} pool TAPs")),
         Err(err) => log(&format!(

@@ -15,12 +15,16 @@ use banger::host::net::bridge::{delete_link, ensure_bridge, link_exists, list_li
 use banger::host::net::nat::{
     Fence, add_vm_rules, ensure_host_fence, fenced_bridges, remove_vm_rules, vms_with_rules,
 };
-use banger::host::net::tap::{claim_pool_tap, create_tap, drain_pool, fill_pool, return_to_pool};
+use banger::host::net::tap::{
+    claim_pool_tap, create_tap, drain_pool, fill_pool, owned_links, owner_of, return_to_pool,
+};
 use banger_testkit::netns::{NamedNetns, in_new_netns, link_json};
 use banger_testkit::{Need, eventually, require, run, run_with_stdin};
 use serde_json::Value;
 
 const BRIDGE: &str = "bgtest0";
+/// The mark of the TAPs these tests make (as a home's `banger:<tag>`).
+const OWNER: &str = "banger:0000beef";
 const GATEWAY: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
 
 /// The test bridge's fence, DNS on its gateway.
@@ -120,7 +124,7 @@ fn tap_is_persistent_attached_up_and_openable_by_firecracker() {
     require!("host", Need::Root);
     in_new_netns(|| {
         ensure_bridge(BRIDGE, GATEWAY, 24).expect("bridge");
-        create_tap("bgtap0", BRIDGE).expect("create tap");
+        create_tap("bgtap0", BRIDGE, OWNER).expect("create tap");
 
         let link = link_json("bgtap0");
         assert_eq!(link["master"], BRIDGE, "{link}");
@@ -139,9 +143,9 @@ fn tap_is_persistent_attached_up_and_openable_by_firecracker() {
             "persistent TAP outlives its fd"
         );
 
-        let err = create_tap("bgtap0", BRIDGE).expect_err("name taken");
+        let err = create_tap("bgtap0", BRIDGE, OWNER).expect_err("name taken");
         assert!(matches!(err, NetError::LinkExists { .. }), "{err}");
-        let err = create_tap("bgtap1", "bgnobridge").expect_err("no bridge");
+        let err = create_tap("bgtap1", "bgnobridge", OWNER).expect_err("no bridge");
         assert!(matches!(err, NetError::LinkNotFound { .. }), "{err}");
         assert!(
             !link_exists("bgtap1").expect("query"),
@@ -153,9 +157,9 @@ fn tap_is_persistent_attached_up_and_openable_by_firecracker() {
 #[test]
 fn names_longer_than_ifnamsiz_are_rejected_before_any_change() {
     // No privileges needed: validation happens first.
-    let err = create_tap("bg-0123456789abc", BRIDGE).expect_err("too long");
+    let err = create_tap("bg-0123456789abc", BRIDGE, OWNER).expect_err("too long");
     assert!(err.to_string().contains("15 bytes"), "{err}");
-    let err = claim_pool_tap("bgpool", "bg-0123456789abc").expect_err("too long");
+    let err = claim_pool_tap("bgpool", "bg-0123456789abc", OWNER).expect_err("too long");
     assert!(matches!(err, NetError::InvalidName { .. }), "{err}");
     let err = ensure_bridge("banger-bridge-00", GATEWAY, 24).expect_err("too long");
     assert!(matches!(err, NetError::InvalidName { .. }), "{err}");
@@ -166,8 +170,8 @@ fn pool_fills_claims_exclusively_and_takes_taps_back() {
     require!("host", Need::Root);
     in_new_netns(|| {
         ensure_bridge(BRIDGE, GATEWAY, 24).expect("bridge");
-        assert_eq!(fill_pool("bgp", BRIDGE, 4).expect("fill"), 4);
-        assert_eq!(fill_pool("bgp", BRIDGE, 4).expect("refill"), 0);
+        assert_eq!(fill_pool("bgp", BRIDGE, 4, OWNER).expect("fill"), 4);
+        assert_eq!(fill_pool("bgp", BRIDGE, 4, OWNER).expect("refill"), 0);
         assert_eq!(
             list_links("bgp").expect("list"),
             ["bgp0", "bgp1", "bgp2", "bgp3"]
@@ -182,7 +186,9 @@ fn pool_fills_claims_exclusively_and_takes_taps_back() {
                 thread::spawn(move || {
                     start.wait();
                     let name = format!("bgvm{i}");
-                    claim_pool_tap("bgp", &name).expect("claim").then_some(name)
+                    claim_pool_tap("bgp", &name, OWNER)
+                        .expect("claim")
+                        .then_some(name)
                 })
             })
             .collect();
@@ -200,22 +206,63 @@ fn pool_fills_claims_exclusively_and_takes_taps_back() {
             assert!(flags(&link).contains(&"UP".to_string()), "{link}");
         }
         assert!(
-            !claim_pool_tap("bgp", "bgvm9").expect("claim"),
+            !claim_pool_tap("bgp", "bgvm9", OWNER).expect("claim"),
             "pool is empty"
         );
 
-        assert!(return_to_pool(&winners[0], "bgp", 2).expect("return"));
-        assert!(return_to_pool(&winners[1], "bgp", 2).expect("return"));
-        assert!(!return_to_pool(&winners[2], "bgp", 2).expect("pool full: deleted"));
-        assert!(!return_to_pool("bgvm-gone", "bgp", 2).expect("absent TAP"));
+        assert!(return_to_pool(&winners[0], "bgp", 2, OWNER).expect("return"));
+        assert!(return_to_pool(&winners[1], "bgp", 2, OWNER).expect("return"));
+        assert!(!return_to_pool(&winners[2], "bgp", 2, OWNER).expect("pool full: deleted"));
+        assert!(!return_to_pool("bgvm-gone", "bgp", 2, OWNER).expect("absent TAP"));
         assert_eq!(list_links("bgp").expect("list"), ["bgp0", "bgp1"]);
         assert_eq!(list_links("bgvm").expect("list"), [winners[3].clone()]);
         let returned = link_json("bgp1");
         assert_eq!(returned["master"], BRIDGE, "{returned}");
         assert!(flags(&returned).contains(&"UP".to_string()), "{returned}");
 
-        assert_eq!(drain_pool("bgp").expect("drain"), 2);
+        assert_eq!(drain_pool("bgp", OWNER).expect("drain"), 2);
         assert!(list_links("bgp").expect("list").is_empty());
+    });
+}
+
+#[test]
+fn another_homes_taps_are_neither_claimed_nor_drained_nor_listed() {
+    require!("host", Need::Root);
+    in_new_netns(|| {
+        ensure_bridge(BRIDGE, GATEWAY, 24).expect("bridge");
+        let theirs = "banger:0000cafe";
+        assert_eq!(fill_pool("bgp", BRIDGE, 2, theirs).expect("their pool"), 2);
+        create_tap("bg-aaaaaaaaaa", BRIDGE, theirs).expect("their VM's TAP");
+        // Ours fills beside theirs, in free slots.
+        assert_eq!(fill_pool("bgp", BRIDGE, 2, OWNER).expect("our pool"), 2);
+        assert_eq!(
+            list_links("bgp").expect("list"),
+            ["bgp0", "bgp1", "bgp2", "bgp3"]
+        );
+        assert_eq!(owner_of("bgp0").expect("owner").as_deref(), Some(theirs));
+        assert_eq!(owner_of("bgp2").expect("owner").as_deref(), Some(OWNER));
+        assert_eq!(
+            owned_links("bgp", OWNER).expect("ours"),
+            ["bgp2", "bgp3"],
+            "their TAPs are not listed as ours"
+        );
+        // A TAP nobody marked (made before TAPs were marked) counts as ours.
+        run("ip", &["tuntap", "add", "bg-bbbbbbbbbb", "mode", "tap"]);
+        assert_eq!(owned_links("bg-", OWNER).expect("ours"), ["bg-bbbbbbbbbb"]);
+        assert!(claim_pool_tap("bgp", "bgvm0", OWNER).expect("claim"));
+        assert!(claim_pool_tap("bgp", "bgvm1", OWNER).expect("claim"));
+        assert!(
+            !claim_pool_tap("bgp", "bgvm2", OWNER).expect("claim"),
+            "their pool TAPs are not ours to claim"
+        );
+        assert_eq!(owner_of("bgvm0").expect("owner").as_deref(), Some(OWNER));
+        assert!(return_to_pool("bgvm0", "bgp", 2, OWNER).expect("return"));
+        assert_eq!(drain_pool("bgp", OWNER).expect("drain"), 1);
+        assert_eq!(list_links("bgp").expect("list"), ["bgp0", "bgp1"]);
+        assert_eq!(
+            list_links("bg-").expect("list"),
+            ["bg-aaaaaaaaaa", "bg-bbbbbbbbbb"]
+        );
     });
 }
 
@@ -411,6 +458,7 @@ fn sidecar_serves_dns_keeps_the_pool_and_exits_when_idle() {
         domain: "vm".into(),
         dns_port: 53,
         pool_prefix: "bgsp".into(),
+        tap_owner: OWNER.into(),
         pool_size: 2,
         grace: Duration::from_secs(1),
     };
@@ -474,7 +522,7 @@ fn firecracker_attaches_to_a_created_tap() {
     let socket = dir.path().join("api.sock");
     in_new_netns(move || {
         ensure_bridge(BRIDGE, GATEWAY, 24).expect("bridge");
-        create_tap("bgfc0", BRIDGE).expect("tap");
+        create_tap("bgfc0", BRIDGE, OWNER).expect("tap");
         assert!(flags(&link_json("bgfc0")).contains(&"NO-CARRIER".to_string()));
 
         let _vmm = KillOnDrop(

@@ -457,3 +457,25 @@ fn metacharacters_in_paths_reach_no_shell() {
     assert_eq!(entries(&ctx.home.join("vms")), Vec::<String>::new());
     assert_eq!(ctx.links("bg"), Vec::<String>::new());
 }
+
+#[test]
+fn an_image_file_that_is_not_a_regular_file_is_refused_before_anything_is_made() {
+    let Some(ctx) = banger_testkit::context::context_without_kvm() else {
+        return;
+    };
+    let rootfs = ctx.home.join("images/base/rootfs.ext4");
+    std::fs::remove_file(&rootfs).unwrap();
+    ctx.sh(&["mkfifo", &rootfs.display().to_string()]);
+    let started = Instant::now();
+    let stderr = ctx.fails(1, ["vm", "create", "x", "--no-start"]);
+    assert!(started.elapsed() < Duration::from_secs(10), "it hung");
+    assert!(
+        stderr.contains(&format!(
+            "image base is damaged: {} is not a regular file",
+            rootfs.display()
+        )),
+        "{stderr}"
+    );
+    assert_eq!(ctx.ok(["vm", "ls", "-q"]), "");
+    assert!(entries(&ctx.home.join("vms")).is_empty());
+}

@@ -333,3 +333,26 @@ fn bench_reports_stages() {
     }
     assert_eq!(ctx.ok(&["vm", "ls", "-q"]), "", "bench left VMs behind");
 }
+
+#[test]
+fn gc_leaves_the_taps_another_home_marked() {
+    require!("host", Need::Root);
+    let ctx = TestContext::new(&firecracker());
+    ctx.ok(&["vm", "ls"]);
+    for tap in ["bg-aaaaaaaaaa", "bg-bbbbbbbbbb"] {
+        ctx.sh(&["ip", "tuntap", "add", tap, "mode", "tap"]);
+    }
+    // Another BANGER_HOME's VM TAP carries that home's mark.
+    ctx.sh(&[
+        "ip",
+        "link",
+        "set",
+        "bg-aaaaaaaaaa",
+        "alias",
+        "banger:0000cafe",
+    ]);
+    let swept = ctx.ok(&["gc"]);
+    assert!(swept.contains("bg-bbbbbbbbbb"), "{swept}");
+    assert!(!swept.contains("bg-aaaaaaaaaa"), "{swept}");
+    assert_eq!(ctx.links("bg-"), ["bg-aaaaaaaaaa"]);
+}

@@ -119,3 +119,110 @@ fn one_sidecar_under_concurrent_starts() {
     assert_eq!(taps.len(), 4, "each VM has its own TAP: {taps:?}");
     ctx.ok(&["vm", "rm", "--force", "p0", "p1", "p2", "p3"]);
 }
+
+#[test]
+fn a_sidecar_that_cannot_bind_dns_makes_the_start_warn_and_doctor_fail() {
+    let Some(ctx) = banger_testkit::context::faulty_vmm_context("no-guest") else {
+        return;
+    };
+    banger_testkit::require!("host", banger_testkit::Need::Program("python3"));
+    ctx.set_config("tap_pool_size = 0\ndns_port = 5353\n");
+    // Something else holds the DNS port on every address of the namespace.
+    let mut holder = ctx
+        .netns
+        .command("python3")
+        .args([
+            "-c",
+            "import socket, time\n\
+             s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+             s.bind(('0.0.0.0', 5353))\n\
+             print('bound', flush=True)\n\
+             time.sleep(120)",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(holder.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "bound");
+
+    let out = ctx.run(&create_small("web").with(&["--no-wait"]));
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(
+            "warning: VM names do not resolve: the sidecar cannot serve *.vm on 172.30.0.1:5353"
+        ),
+        "{stderr}"
+    );
+    let doctor = ctx.run(["doctor"]);
+    let text = String::from_utf8_lossy(&doctor.stdout).into_owned();
+    assert_eq!(doctor.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("FAIL  sidecar        running, but without DNS for VM names"),
+        "{text}"
+    );
+    // Every later start says so too.
+    let out = ctx.run(&create_small("db").with(&["--no-wait"]));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("warning: VM names do not resolve"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    ctx.ok(["vm", "rm", "-f", "web", "db"]);
+}
+
+#[test]
+fn a_deleted_bridge_comes_back_with_the_vms_taps_and_doctor_says_when_it_did_not() {
+    let Some(ctx) = banger_testkit::context::faulty_vmm_context("no-guest") else {
+        return;
+    };
+    let vm = ctx.json(&create_small("web").with(&["--no-wait", "--json"]));
+    let tap = vm["tap"].as_str().unwrap().to_owned();
+    let on_bridge = |ctx: &TestContext| {
+        ctx.sh(&["ip", "-o", "link", "show", &tap])
+            .contains("master banger0")
+    };
+    assert!(eventually(Duration::from_secs(5), || sidecars(&ctx).len() == 1));
+    assert!(on_bridge(&ctx));
+
+    // The sidecar makes the bridge again and puts the VM's TAP back on it.
+    ctx.sh(&["ip", "link", "del", "banger0"]);
+    assert!(
+        eventually(Duration::from_secs(5), || on_bridge(&ctx)),
+        "{}",
+        ctx.sh(&["ip", "-o", "link", "show", &tap])
+    );
+    let doctor = String::from_utf8_lossy(&ctx.run(["doctor"]).stdout).into_owned();
+    assert!(
+        doctor.contains("ok    vm taps        the TAPs of 1 running VM(s) are on banger0"),
+        "{doctor}"
+    );
+
+    // Without a sidecar to repair it, doctor names the VM that lost its bridge.
+    for pid in sidecars(&ctx) {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+    }
+    assert!(eventually(Duration::from_secs(5), || sidecars(&ctx).is_empty()));
+    ctx.sh(&["ip", "link", "del", "banger0"]);
+    let out = ctx.run(["doctor"]);
+    let doctor = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{doctor}");
+    assert!(
+        doctor.contains(&format!(
+            "FAIL  vm taps        not on bridge banger0: web ({tap})"
+        )),
+        "{doctor}"
+    );
+    ctx.ok(["vm", "rm", "-f", "web"]);
+}

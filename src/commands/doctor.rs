@@ -23,7 +23,7 @@ use crate::state::config::Config;
 use crate::state::model::{VmmChoice, VmmKind};
 use crate::state::parse::{MIN_WORK_SIZE, format_duration};
 use crate::state::paths::Paths;
-use crate::vm::{Ctx, LockedVm};
+use crate::vm::{Ctx, LockedVm, VmRead};
 
 /// The hint of a check that failed only because banger is not root: the
 /// `root` check says what to do.
@@ -118,6 +118,7 @@ pub fn run(args: DoctorArgs, global: &super::Global) -> Result<i32> {
             checks.push(vmm(&ctx));
             checks.push(default_image(&ctx));
             checks.push(sidecar(&ctx));
+            checks.push(vm_taps(&ctx));
             checks.push(leftovers(&ctx));
         }
         Err(e) => {
@@ -581,10 +582,71 @@ fn default_image(ctx: &Ctx) -> Check {
 }
 
 fn sidecar(ctx: &Ctx) -> Check {
-    if ctx.host.sidecar.is_alive() {
+    let failure = crate::sidecar::dns_failure(&ctx.paths.sidecar_lock());
+    if ctx.host.sidecar.is_alive()
+        && let Some(why) = failure
+    {
+        fail(
+            "sidecar",
+            format!("running, but without DNS for VM names: it {why}"),
+            format!(
+                "stop what listens on port {} of the bridge's address, or set dns_port in the \
+                 config; then restart the sidecar (stop every VM, or kill it: its pid is in {})",
+                ctx.config.dns_port,
+                ctx.paths.sidecar_lock().display()
+            ),
+        )
+    } else if ctx.host.sidecar.is_alive() {
         pass("sidecar", "running (DNS for VM names, TAP pool)")
     } else {
         pass("sidecar", "not running (starts with the first VM)")
+    }
+}
+
+/// Whether every running VM's TAP is on the bridge (a bridge deleted and
+/// made again has none of them until the sidecar attaches them again).
+fn vm_taps(ctx: &Ctx) -> Check {
+    let bridge = &ctx.config.bridge;
+    let running: Vec<(String, String)> = match VmRead::list(ctx) {
+        Ok(reads) => reads
+            .into_iter()
+            .flatten()
+            .filter(|read| read.observed.pid.is_some())
+            .filter_map(|read| Some((read.vm.name.to_string(), read.observed.handles.tap?)))
+            .collect(),
+        Err(e) => {
+            return warn(
+                "vm taps",
+                format!("could not list VMs: {e:#}"),
+                "see the error",
+            );
+        }
+    };
+    if running.is_empty() {
+        return pass("vm taps", "no VM running");
+    }
+    let loose: Vec<String> = running
+        .iter()
+        .filter(|(_, tap)| {
+            !matches!(crate::host::net::tap::bridge_of(tap), Ok(Some(on)) if &on == bridge)
+        })
+        .map(|(name, tap)| format!("{name} ({tap})"))
+        .collect();
+    if loose.is_empty() {
+        pass(
+            "vm taps",
+            format!(
+                "the TAPs of {} running VM(s) are on {bridge}",
+                running.len()
+            ),
+        )
+    } else {
+        fail(
+            "vm taps",
+            format!("not on bridge {bridge}: {}", loose.join(", ")),
+            "the sidecar attaches them again within a second; if it is not running, \
+             `banger vm restart` those VMs",
+        )
     }
 }
 

@@ -22,6 +22,7 @@ pub fn run(global: &Global) -> Result<()> {
         domain: ctx.config.domain.clone(),
         dns_port: ctx.config.dns_port,
         pool_prefix: POOL_PREFIX.into(),
+        tap_owner: crate::state::layout::tap_owner(&ctx.home_tag()),
         pool_size: ctx.config.tap_pool_size,
         grace: ctx.config.sidecar_grace,
     };
@@ -51,5 +52,19 @@ impl VmDirectory for Directory {
                 .any(|vm| VmRead::observe(&ctx, vm).observed.pid.is_some()),
             Err(_) => true,
         }
+    }
+
+    fn running_taps(&self) -> Vec<String> {
+        let Ok(ctx) = self.0.lock() else {
+            return Vec::new();
+        };
+        ctx.store
+            .list_vms()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|vm| VmRead::observe(&ctx, vm).observed)
+            .filter(|observed| observed.pid.is_some())
+            .filter_map(|observed| observed.handles.tap)
+            .collect()
     }
 }

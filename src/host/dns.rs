@@ -2,11 +2,12 @@
 //! forwards every other query to the host's upstream resolvers, over UDP and
 //! TCP; plus finding those upstreams and routing the domain via systemd-resolved.
 
+use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::process::Command;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -23,6 +24,9 @@ pub const DEFAULT_PORT: u16 = 53;
 const ANSWER_TTL: u32 = 5;
 /// Forwarded UDP queries (and TCP connections) handled at once; more get SERVFAIL.
 const MAX_IN_FLIGHT: usize = 64;
+/// Of those, what one client address may hold: a guest flooding queries
+/// gets SERVFAIL for its own while the others' are still forwarded.
+const MAX_IN_FLIGHT_PER_CLIENT: usize = 8;
 /// How often the UDP loop checks whether it should stop.
 const STOP_POLL: Duration = Duration::from_millis(200);
 /// How long an idle TCP client connection is kept.
@@ -74,6 +78,7 @@ impl DnsServer {
             upstreams: config.upstreams,
             timeout: config.upstream_timeout,
             in_flight: AtomicUsize::new(0),
+            per_client: Mutex::new(HashMap::new()),
         });
         let udp_thread = {
             let (resolver, stop) = (Arc::clone(&resolver), Arc::clone(&stop));
@@ -144,25 +149,57 @@ struct Resolver {
     upstreams: Vec<SocketAddr>,
     timeout: Duration,
     in_flight: AtomicUsize,
+    /// Forwarding slots held per client address.
+    per_client: Mutex<HashMap<IpAddr, usize>>,
 }
 
 impl Resolver {
-    /// Reserves one forwarding slot; `None` when all are busy.
-    fn reserve(self: &Arc<Self>) -> Option<Slot> {
+    /// Reserves one forwarding slot for `client`; `None` when all are busy
+    /// or `client` holds its share ([`MAX_IN_FLIGHT_PER_CLIENT`]).
+    fn reserve(self: &Arc<Self>, client: IpAddr) -> Option<Slot> {
+        {
+            let mut held = self
+                .per_client
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mine = held.entry(client).or_insert(0);
+            if *mine >= MAX_IN_FLIGHT_PER_CLIENT {
+                return None;
+            }
+            *mine += 1;
+        }
+        let slot = Slot {
+            resolver: Arc::clone(self),
+            client,
+        };
         if self.in_flight.fetch_add(1, Ordering::SeqCst) >= MAX_IN_FLIGHT {
-            self.in_flight.fetch_sub(1, Ordering::SeqCst);
+            // Dropping the slot gives both counts back.
             return None;
         }
-        Some(Slot(Arc::clone(self)))
+        Some(slot)
     }
 }
 
-/// One unit of [`MAX_IN_FLIGHT`], released on drop.
-struct Slot(Arc<Resolver>);
+/// One unit of [`MAX_IN_FLIGHT`] (and of its client's share), released on drop.
+struct Slot {
+    resolver: Arc<Resolver>,
+    client: IpAddr,
+}
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+        self.resolver.in_flight.fetch_sub(1, Ordering::SeqCst);
+        let mut held = self
+            .resolver
+            .per_client
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(mine) = held.get_mut(&self.client) {
+            *mine -= 1;
+            if *mine == 0 {
+                held.remove(&self.client);
+            }
+        }
     }
 }
 
@@ -179,7 +216,7 @@ fn serve_udp(socket: Arc<UdpSocket>, resolver: Arc<Resolver>, stop: Arc<AtomicBo
                 let _ = socket.send_to(&reply, peer);
             }
             Response::Forward => {
-                let Some(slot) = resolver.reserve() else {
+                let Some(slot) = resolver.reserve(peer.ip()) else {
                     if let Some(reply) = error_reply(query, RCODE::ServerFailure) {
                         let _ = socket.send_to(&reply, peer);
                     }
@@ -190,7 +227,7 @@ fn serve_udp(socket: Arc<UdpSocket>, resolver: Arc<Resolver>, stop: Arc<AtomicBo
                 let _ = thread::Builder::new()
                     .name("dns-forward".into())
                     .spawn(move || {
-                        let resolver = &slot.0;
+                        let resolver = &slot.resolver;
                         let reply = forward_udp(&query, &resolver.upstreams, resolver.timeout)
                             .or_else(|| error_reply(&query, RCODE::ServerFailure));
                         if let Some(reply) = reply {
@@ -209,12 +246,15 @@ fn serve_tcp(listener: TcpListener, resolver: Arc<Resolver>, stop: Arc<AtomicBoo
             break;
         }
         let Ok(stream) = stream else { continue };
-        let Some(slot) = resolver.reserve() else {
+        let Ok(peer) = stream.peer_addr() else {
+            continue;
+        };
+        let Some(slot) = resolver.reserve(peer.ip()) else {
             continue;
         };
         let _ = thread::Builder::new()
             .name("dns-tcp-client".into())
-            .spawn(move || serve_tcp_client(stream, &slot.0));
+            .spawn(move || serve_tcp_client(stream, &slot.resolver));
     }
 }
 
@@ -372,6 +412,7 @@ pub fn reply_without_upstreams(
         upstreams: Vec::new(),
         timeout: Duration::ZERO,
         in_flight: AtomicUsize::new(0),
+        per_client: Mutex::new(HashMap::new()),
     };
     match respond(message, &resolver) {
         Response::Local(reply) => Some(reply),
@@ -640,7 +681,36 @@ mod tests {
             upstreams,
             timeout: Duration::from_secs(1),
             in_flight: AtomicUsize::new(0),
+            per_client: Mutex::new(HashMap::new()),
         }
+    }
+
+    #[test]
+    fn one_client_cannot_take_every_forwarding_slot() {
+        let resolver = Arc::new(resolver(Vec::new()));
+        let flooder = IpAddr::from([172, 30, 0, 2]);
+        let held: Vec<Slot> = (0..MAX_IN_FLIGHT_PER_CLIENT)
+            .map(|_| resolver.reserve(flooder).expect("within its share"))
+            .collect();
+        assert!(resolver.reserve(flooder).is_none(), "past its share");
+        let other = IpAddr::from([172, 30, 0, 3]);
+        let theirs = resolver
+            .reserve(other)
+            .expect("another guest is still served");
+        drop(held);
+        assert!(resolver.reserve(flooder).is_some(), "its slots came back");
+        drop(theirs);
+        assert_eq!(resolver.in_flight.load(Ordering::SeqCst), 0);
+        // Every client together still stops at the global bound.
+        let all: Vec<Slot> = (0..MAX_IN_FLIGHT)
+            .filter_map(|i| {
+                resolver.reserve(IpAddr::from([10, 0, (i / 250) as u8, (i % 250) as u8]))
+            })
+            .collect();
+        assert_eq!(all.len(), MAX_IN_FLIGHT);
+        assert!(resolver.reserve(other).is_none());
+        drop(all);
+        assert!(resolver.per_client.lock().unwrap().is_empty());
     }
 
     fn query(name: &str, qtype: TYPE) -> Vec<u8> {

@@ -50,6 +50,7 @@ pub fn create(ctx: &Ctx, spec: &Spec, start: bool, timings: &mut Timings) -> Res
         None => timings.time("image", || super::images::ensure_default(ctx))?,
     };
     let image_files = ImageFiles::of(&ctx.paths, &image);
+    image_files.check(&image.name)?;
     let rootfs_size = file_size(&image_files.rootfs)?;
     let disk_size = spec.disk_size.unwrap_or(rootfs_size);
     if disk_size < rootfs_size {

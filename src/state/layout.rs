@@ -61,6 +61,12 @@ impl HomeTag {
     }
 }
 
+/// The interface alias that marks a home's TAPs (`banger:<home tag>`):
+/// TAP names have no room for the tag, so ownership lives in the alias.
+pub fn tap_owner(tag: &HomeTag) -> String {
+    format!("banger:{tag}")
+}
+
 impl std::fmt::Display for HomeTag {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.0)

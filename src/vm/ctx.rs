@@ -39,6 +39,7 @@ impl Ctx {
         let host = Host::real(
             config.firecracker.clone(),
             config.qemu_vmm.clone(),
+            crate::state::layout::tap_owner(&crate::state::layout::HomeTag::of(&paths.home)),
             Box::new(sidecar),
         );
         Ok(Self {

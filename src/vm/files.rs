@@ -18,6 +18,30 @@ pub struct ImageFiles {
 }
 
 impl ImageFiles {
+    /// Refuses an image whose kernel, initrd, root filesystem or work seed
+    /// is not a regular file (a FIFO or device there would be read forever
+    /// or written through).
+    pub fn check(&self, image: &str) -> anyhow::Result<()> {
+        let files = [
+            Some(&self.kernel),
+            self.initrd.as_ref(),
+            Some(&self.rootfs),
+            Some(&self.work_seed),
+        ];
+        for path in files.into_iter().flatten() {
+            let meta = std::fs::symlink_metadata(path).map_err(|e| {
+                anyhow::anyhow!("image {image} is incomplete: {}: {e}", path.display())
+            })?;
+            if !meta.is_file() {
+                anyhow::bail!(
+                    "image {image} is damaged: {} is not a regular file; rebuild or re-import it",
+                    path.display()
+                );
+            }
+        }
+        Ok(())
+    }
+
     pub fn of(paths: &Paths, image: &Image) -> Self {
         let mut files = Self::in_dir(paths.image_dir(&image.name));
         if !image.has_initrd {

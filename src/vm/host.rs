@@ -124,15 +124,17 @@ pub struct Host {
 
 impl Host {
     /// The real machine. `firecracker` and `qemu_vmm` are the configured
-    /// VMM binaries, if any; `sidecar` starts and probes the sidecar.
+    /// VMM binaries, if any; `tap_owner` marks this home's TAPs (see
+    /// `layout::tap_owner`); `sidecar` starts and probes the sidecar.
     pub fn real(
         firecracker: Option<PathBuf>,
         qemu_vmm: Option<PathBuf>,
+        tap_owner: String,
         sidecar: Box<dyn Sidecar>,
     ) -> Self {
         Self {
             disks: Box::new(RealDisks),
-            net: Box::new(RealNetwork),
+            net: Box::new(RealNetwork { tap_owner }),
             vmm: Box::new(RealVmm {
                 firecracker,
                 qemu_vmm,
@@ -186,7 +188,10 @@ impl Disks for RealDisks {
     }
 }
 
-struct RealNetwork;
+/// `tap_owner`: the mark of this home's TAPs; others' are never touched.
+struct RealNetwork {
+    tap_owner: String,
+}
 
 impl Network for RealNetwork {
     fn ensure_bridge(&self, bridge: &str, gateway: Ipv4Addr, prefix_len: u8) -> Result<()> {
@@ -199,13 +204,19 @@ impl Network for RealNetwork {
         Ok(net::tap::claim_pool_tap(
             crate::state::layout::POOL_PREFIX,
             tap,
+            &self.tap_owner,
         )?)
     }
     fn create_tap(&self, tap: &str, bridge: &str) -> Result<()> {
-        Ok(net::tap::create_tap(tap, bridge)?)
+        Ok(net::tap::create_tap(tap, bridge, &self.tap_owner)?)
     }
     fn return_tap(&self, tap: &str, pool_size: usize) -> Result<()> {
-        net::tap::return_to_pool(tap, crate::state::layout::POOL_PREFIX, pool_size)?;
+        net::tap::return_to_pool(
+            tap,
+            crate::state::layout::POOL_PREFIX,
+            pool_size,
+            &self.tap_owner,
+        )?;
         Ok(())
     }
     fn add_vm_rules(&self, key: &str, ip: Ipv4Addr, fence: &Fence) -> Result<()> {
@@ -237,7 +248,7 @@ impl Network for RealNetwork {
         Ok(net::nat::vms_with_rules()?)
     }
     fn list_links(&self) -> Result<Vec<String>> {
-        Ok(net::bridge::list_links("bg")?)
+        Ok(net::tap::owned_links("bg", &self.tap_owner)?)
     }
     fn delete_link(&self, name: &str) -> Result<()> {
         Ok(net::bridge::delete_link(name)?)

@@ -89,11 +89,68 @@ pub(super) async fn link_names(handle: &Handle) -> Result<Vec<String>, NetError>
     Ok(names)
 }
 
+/// Every link in this network namespace.
+pub(super) async fn links(handle: &Handle) -> Result<Vec<LinkMessage>, NetError> {
+    let mut links = handle.link().get().execute();
+    let mut all = Vec::new();
+    while let Some(link) = links
+        .try_next()
+        .await
+        .map_err(|err| failed("list", "interfaces", err))?
+    {
+        all.push(link);
+    }
+    Ok(all)
+}
+
+/// The link's alias (`ip link set … alias`), if it has one.
+pub(super) fn alias(link: &LinkMessage) -> Option<String> {
+    link.attributes.iter().find_map(|attr| match attr {
+        LinkAttribute::IfAlias(alias) => Some(alias.clone()),
+        _ => None,
+    })
+}
+
+/// Sets the alias of the link called `name`.
+pub(super) async fn set_alias(handle: &Handle, name: &str, alias: &str) -> Result<(), NetError> {
+    let mut message = LinkUnspec::new_with_name(name).build();
+    message
+        .attributes
+        .push(LinkAttribute::IfAlias(alias.to_owned()));
+    handle
+        .link()
+        .set(message)
+        .execute()
+        .await
+        .map_err(|err| failed("mark the owner of", name, err))
+}
+
 pub(super) fn link_name(link: &LinkMessage) -> Option<String> {
     link.attributes.iter().find_map(|attr| match attr {
         LinkAttribute::IfName(name) => Some(name.clone()),
         _ => None,
     })
+}
+
+/// The index of the bridge (controller) `link` is attached to, if any.
+pub(super) fn controller_index(link: &LinkMessage) -> Option<u32> {
+    link.attributes.iter().find_map(|attr| match attr {
+        LinkAttribute::Controller(index) => Some(*index),
+        _ => None,
+    })
+}
+
+/// The link with `index`, or `None` when there is none.
+pub(super) async fn link_by_index(
+    handle: &Handle,
+    index: u32,
+) -> Result<Option<LinkMessage>, NetError> {
+    let mut links = handle.link().get().match_index(index).execute();
+    match links.try_next().await {
+        Ok(link) => Ok(link),
+        Err(err) if errno(&err) == Some(libc::ENODEV) => Ok(None),
+        Err(err) => Err(failed("look up interface", &index.to_string(), err)),
+    }
 }
 
 pub(super) fn is_bridge(link: &LinkMessage) -> bool {

@@ -78,10 +78,11 @@ fn tap_error(op: &'static str, name: &str) -> impl FnOnce(nix::Error) -> NetErro
     move |source| NetError::Tap { op, name, source }
 }
 
-/// Creates persistent TAP `name` (IFF_TAP | IFF_NO_PI | IFF_VNET_HDR), attaches
-/// it to `bridge` and brings it up. Fails with [`NetError::LinkExists`] if a
-/// link of that name already exists.
-pub fn create_tap(name: &str, bridge: &str) -> Result<(), NetError> {
+/// Creates persistent TAP `name` (IFF_TAP | IFF_NO_PI | IFF_VNET_HDR), marks
+/// it as `owner`'s (its interface alias, see [`owner_of`]), attaches it to
+/// `bridge` and brings it up. Fails with [`NetError::LinkExists`] if a link
+/// of that name already exists.
+pub fn create_tap(name: &str, bridge: &str, owner: &str) -> Result<(), NetError> {
     validate_ifname(name)?;
     validate_ifname(bridge)?;
     let bridge_index = netlink::run(|handle| async move {
@@ -118,6 +119,7 @@ pub fn create_tap(name: &str, bridge: &str) -> Result<(), NetError> {
     drop(tun);
 
     let attached = netlink::run(|handle| async move {
+        netlink::set_alias(&handle, name, owner).await?;
         netlink::set_controller(&handle, name, bridge_index).await?;
         netlink::set_up(&handle, name, true).await.map(drop)
     });
@@ -128,14 +130,57 @@ pub fn create_tap(name: &str, bridge: &str) -> Result<(), NetError> {
     attached
 }
 
-/// The pool TAPs present, by ascending slot.
-fn pool_members(pool_prefix: &str) -> Result<Vec<(usize, String)>, NetError> {
-    let mut members: Vec<(usize, String)> = super::bridge::list_links(pool_prefix)?
+/// Whose a TAP is: its interface alias (`banger:<home tag>`), `None` for
+/// a TAP made before banger marked them, or by hand.
+pub fn owner_of(name: &str) -> Result<Option<String>, NetError> {
+    validate_ifname(name)?;
+    netlink::run(|handle| async move {
+        Ok(netlink::link_by_name(&handle, name)
+            .await?
+            .and_then(|link| netlink::alias(&link)))
+    })
+}
+
+/// Whether a link whose owner is `found` may be touched by `owner`: its
+/// own, or one nobody marked.
+fn is_mine(found: Option<&str>, owner: &str) -> bool {
+    found.is_none_or(|found| found.is_empty() || found == owner)
+}
+
+/// Names of the links starting with `prefix` that are `owner`'s or
+/// nobody's (another home's are left out), sorted.
+pub fn owned_links(prefix: &str, owner: &str) -> Result<Vec<String>, NetError> {
+    let mut names = netlink::run(|handle| async move {
+        let links = netlink::links(&handle).await?;
+        Ok(links
+            .iter()
+            .filter_map(|link| {
+                let name = netlink::link_name(link)?;
+                (name.starts_with(prefix) && is_mine(netlink::alias(link).as_deref(), owner))
+                    .then_some(name)
+            })
+            .collect::<Vec<_>>())
+    })?;
+    names.sort();
+    Ok(names)
+}
+
+/// `owner`'s pool TAPs present, by ascending slot.
+fn pool_members(pool_prefix: &str, owner: &str) -> Result<Vec<(usize, String)>, NetError> {
+    let mut members: Vec<(usize, String)> = owned_links(pool_prefix, owner)?
         .into_iter()
         .filter_map(|name| pool_index(pool_prefix, &name).map(|index| (index, name)))
         .collect();
     members.sort();
     Ok(members)
+}
+
+/// Every pool slot taken on the host, whoever's.
+fn occupied_slots(pool_prefix: &str) -> Result<Vec<usize>, NetError> {
+    Ok(super::bridge::list_links(pool_prefix)?
+        .iter()
+        .filter_map(|name| pool_index(pool_prefix, name))
+        .collect())
 }
 
 /// Free slots (lowest first) given the occupied ones, as many as asked.
@@ -160,10 +205,10 @@ fn validate_pool_prefix(pool_prefix: &str) -> Result<(), NetError> {
 /// Takes one idle pool TAP and renames it to `new_name` (down, rename, up).
 /// Concurrent claimers never get the same TAP: the loser's rename fails and
 /// it moves on to the next. `Ok(false)` when the pool is empty.
-pub fn claim_pool_tap(pool_prefix: &str, new_name: &str) -> Result<bool, NetError> {
+pub fn claim_pool_tap(pool_prefix: &str, new_name: &str, owner: &str) -> Result<bool, NetError> {
     validate_pool_prefix(pool_prefix)?;
     validate_ifname(new_name)?;
-    for (_, candidate) in pool_members(pool_prefix)? {
+    for (_, candidate) in pool_members(pool_prefix, owner)? {
         let candidate = candidate.as_str();
         let taken_down =
             netlink::run(|handle| async move { netlink::set_up(&handle, candidate, false).await })?;
@@ -199,17 +244,20 @@ pub fn claim_pool_tap(pool_prefix: &str, new_name: &str) -> Result<bool, NetErro
 /// whether it went back to the pool; `Ok(false)` too if it was already gone.
 /// Call it only once the VMM holding the TAP has exited: a TAP still open
 /// would make the next claimer's VMM fail to attach (EBUSY).
-pub fn return_to_pool(name: &str, pool_prefix: &str, pool_size: usize) -> Result<bool, NetError> {
+pub fn return_to_pool(
+    name: &str,
+    pool_prefix: &str,
+    pool_size: usize,
+    owner: &str,
+) -> Result<bool, NetError> {
     validate_ifname(name)?;
     validate_pool_prefix(pool_prefix)?;
     if pool_index(pool_prefix, name).is_some() {
         return super::bridge::link_exists(name);
     }
-    let occupied: Vec<usize> = pool_members(pool_prefix)?
-        .into_iter()
-        .map(|(i, _)| i)
-        .collect();
-    if occupied.len() >= pool_size {
+    let mine = pool_members(pool_prefix, owner)?.len();
+    let occupied = occupied_slots(pool_prefix)?;
+    if mine >= pool_size {
         super::bridge::delete_link(name)?;
         return Ok(false);
     }
@@ -217,7 +265,7 @@ pub fn return_to_pool(name: &str, pool_prefix: &str, pool_size: usize) -> Result
         return Ok(false);
     }
     // A concurrent return may take a slot we saw free; try a few more.
-    for slot in free_slots(&occupied, pool_size + 8) {
+    for slot in free_slots(&occupied, pool_size + occupied.len() + 8) {
         let target = pool_name(pool_prefix, slot);
         validate_ifname(&target)?;
         match rename_link(name, &target) {
@@ -235,17 +283,20 @@ pub fn return_to_pool(name: &str, pool_prefix: &str, pool_size: usize) -> Result
     Ok(false)
 }
 
-/// Creates pool TAPs on `bridge` until `pool_size` exist; returns how many it created.
-pub fn fill_pool(pool_prefix: &str, bridge: &str, pool_size: usize) -> Result<usize, NetError> {
+/// Creates `owner`'s pool TAPs on `bridge` until it has `pool_size`;
+/// returns how many it created.
+pub fn fill_pool(
+    pool_prefix: &str,
+    bridge: &str,
+    pool_size: usize,
+    owner: &str,
+) -> Result<usize, NetError> {
     validate_pool_prefix(pool_prefix)?;
-    let occupied: Vec<usize> = pool_members(pool_prefix)?
-        .into_iter()
-        .map(|(i, _)| i)
-        .collect();
-    let missing = pool_size.saturating_sub(occupied.len());
+    let missing = pool_size.saturating_sub(pool_members(pool_prefix, owner)?.len());
+    let occupied = occupied_slots(pool_prefix)?;
     let mut created = 0;
     for slot in free_slots(&occupied, missing) {
-        match create_tap(&pool_name(pool_prefix, slot), bridge) {
+        match create_tap(&pool_name(pool_prefix, slot), bridge, owner) {
             Ok(()) => created += 1,
             Err(NetError::LinkExists { .. }) => {}
             Err(err) => return Err(err),
@@ -254,17 +305,70 @@ pub fn fill_pool(pool_prefix: &str, bridge: &str, pool_size: usize) -> Result<us
     Ok(created)
 }
 
-/// Deletes every pool TAP; returns how many it deleted.
-pub fn drain_pool(pool_prefix: &str) -> Result<usize, NetError> {
+/// Deletes `owner`'s pool TAPs (and unmarked ones); returns how many it deleted.
+pub fn drain_pool(pool_prefix: &str, owner: &str) -> Result<usize, NetError> {
     validate_pool_prefix(pool_prefix)?;
     let mut deleted = 0;
-    for (_, name) in pool_members(pool_prefix)? {
+    for (_, name) in pool_members(pool_prefix, owner)? {
         let name = name.as_str();
         if netlink::run(|handle| async move { netlink::delete_by_name(&handle, name).await })? {
             deleted += 1;
         }
     }
     Ok(deleted)
+}
+
+/// The bridge link `name` is attached to: `Ok(None)` when it exists but is
+/// attached to none, [`NetError::LinkNotFound`] when it does not exist.
+pub fn bridge_of(name: &str) -> Result<Option<String>, NetError> {
+    validate_ifname(name)?;
+    netlink::run(|handle| async move {
+        let link =
+            netlink::link_by_name(&handle, name)
+                .await?
+                .ok_or_else(|| NetError::LinkNotFound {
+                    name: name.to_string(),
+                })?;
+        let Some(index) = netlink::controller_index(&link) else {
+            return Ok(None);
+        };
+        Ok(netlink::link_by_index(&handle, index)
+            .await?
+            .and_then(|bridge| netlink::link_name(&bridge)))
+    })
+}
+
+/// Attaches each of `taps` that exists but is on no bridge (its bridge was
+/// deleted and made again) to `bridge` and brings it up; returns those it
+/// attached. TAPs that are gone or attached elsewhere are left alone.
+pub fn reattach(taps: &[String], bridge: &str) -> Result<Vec<String>, NetError> {
+    validate_ifname(bridge)?;
+    let mut attached = Vec::new();
+    for tap in taps {
+        validate_ifname(tap)?;
+        let loose = match bridge_of(tap) {
+            Ok(None) => true,
+            Ok(Some(_)) | Err(NetError::LinkNotFound { .. }) => false,
+            Err(err) => return Err(err),
+        };
+        if !loose {
+            continue;
+        }
+        netlink::run(|handle| async move {
+            let index = match netlink::link_by_name(&handle, bridge).await? {
+                Some(link) if netlink::is_bridge(&link) => link.header.index,
+                _ => {
+                    return Err(NetError::LinkNotFound {
+                        name: bridge.to_string(),
+                    });
+                }
+            };
+            netlink::set_controller(&handle, tap, index).await?;
+            netlink::set_up(&handle, tap, true).await.map(drop)
+        })?;
+        attached.push(tap.clone());
+    }
+    Ok(attached)
 }
 
 #[cfg(test)]

@@ -30,6 +30,9 @@ pub struct Handles {
     pub ports: bool,
     /// The VMM this run is under.
     pub vmm: Option<super::model::VmmKind>,
+    /// The executable the VMM was started from, as the kernel saw it at
+    /// spawn: a process is this VM's VMM only if it runs this file.
+    pub vmm_exe: Option<super::model::FileId>,
     /// Whether this run must show console output within a bound before
     /// banger trusts Firecracker on this host (see `vm::vmm_choice`).
     pub probe: bool,

@@ -46,7 +46,7 @@ impl VmRead {
     /// Looks at the host without changing anything.
     pub fn observe(ctx: &Ctx, vm: Vm) -> Self {
         let handles = Handles::load_or_default(&ctx.paths.vm_dir(&vm.id));
-        let pid = resources::find_vmm(ctx, &vm.id, handles.pid);
+        let pid = resources::find_vmm(ctx, &vm.id, &handles);
         Self {
             vm,
             observed: Observed { pid, handles },
@@ -381,7 +381,7 @@ fn reconcile(ctx: &Ctx, vm: &mut Vm) -> Result<Observed> {
         Loaded::Found(handles) => (handles, true),
         Loaded::Missing | Loaded::Corrupt(_) => (Handles::default(), false),
     };
-    let pid = resources::find_vmm(ctx, &vm.id, handles.pid);
+    let pid = resources::find_vmm(ctx, &vm.id, &handles);
     let start_interrupted = vm.pending == Some(Pending::Start);
     match pid {
         Some(pid) if !start_interrupted => {

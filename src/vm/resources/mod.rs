@@ -78,6 +78,10 @@ pub struct Live {
     pub running: HashSet<VmId>,
     pub taps: HashSet<String>,
     pub loops: HashSet<PathBuf>,
+    /// The VMM executables recorded for running VMs: a VMM of a deleted VM
+    /// may run one of them (a binary replaced since) rather than the
+    /// configured one.
+    pub vmm_exes: Vec<crate::state::model::FileId>,
 }
 
 impl Live {
@@ -89,6 +93,11 @@ impl Live {
         self.taps.extend(handles.tap.clone());
         self.loops.extend(handles.base_loop.clone());
         self.loops.extend(handles.cow_loop.clone());
+        if let Some(exe) = handles.vmm_exe
+            && !self.vmm_exes.contains(&exe)
+        {
+            self.vmm_exes.push(exe);
+        }
     }
 }
 

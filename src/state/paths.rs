@@ -117,6 +117,11 @@ impl Paths {
     pub fn image_staging(&self, name: &str, pid: u32) -> PathBuf {
         self.images_dir().join(layout::staging(name, pid))
     }
+    /// Held exclusively by `gc` while it sweeps, shared by a create until
+    /// its VM's row exists.
+    pub fn gc_lock(&self) -> PathBuf {
+        self.locks_dir().join("gc.lock")
+    }
     pub fn net_lock(&self) -> PathBuf {
         self.locks_dir().join("net.lock")
     }

@@ -560,8 +560,18 @@ fn start_runtime(
 }
 
 /// The id of a VM about to be created, with its lock already held (so no
-/// one can touch the row between its insert and its first use).
-pub(crate) fn lock_new_id(ctx: &Ctx) -> Result<(VmId, LockGuard)> {
+/// one can touch the row between its insert and its first use), and a
+/// shared hold of the gc lock: drop it once the row is inserted. Until then
+/// the VM exists only as this lock, which `gc` (holding the gc lock
+/// exclusively while it sweeps) cannot see; so gc never sweeps while a VM
+/// is between its id and its row.
+pub(crate) fn lock_new_id(ctx: &Ctx) -> Result<(VmId, LockGuard, LockGuard)> {
+    let unregistered = lock::acquire_shared(
+        &ctx.paths.gc_lock(),
+        "gc",
+        lock::DEFAULT_TIMEOUT,
+        &|_, _| {},
+    )?;
     let id = VmId::random();
     let guard = lock::acquire(
         &ctx.paths.vm_lock(&id),
@@ -569,5 +579,5 @@ pub(crate) fn lock_new_id(ctx: &Ctx) -> Result<(VmId, LockGuard)> {
         lock::DEFAULT_TIMEOUT,
         &|_, _| {},
     )?;
-    Ok((id, guard))
+    Ok((id, guard, unregistered))
 }

@@ -50,12 +50,15 @@ pub static ALL: &[&dyn Resource] = &[
     &sockets::Sockets,
 ];
 
-/// One thing `gc` removed (or, with `--dry-run`, would remove).
+/// One thing `gc` removed (or, with `--dry-run`, would remove), or found
+/// and keeps for now (`kept`: an orphan still within its grace period).
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Removal {
     pub kind: &'static str,
     pub target: String,
     pub reason: String,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub kept: bool,
 }
 
 impl Removal {
@@ -64,6 +67,15 @@ impl Removal {
             kind,
             target: target.into(),
             reason: reason.into(),
+            kept: false,
+        }
+    }
+
+    /// Found, and left alone for now.
+    pub fn kept(kind: &'static str, target: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self {
+            kept: true,
+            ..Self::new(kind, target, reason)
         }
     }
 }

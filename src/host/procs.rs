@@ -49,14 +49,20 @@ pub enum ProcError {
 }
 
 /// Starts `cmd` detached: in a session of its own (so it outlives banger and
-/// no terminal signal reaches it), stdin from `/dev/null`, stdout and stderr
-/// to the given files. Returns its PID; it is not waited for.
+/// no terminal signal reaches it), with umask 077 (what it creates, such as
+/// a VMM's sockets, is private whatever banger's umask), stdin from
+/// `/dev/null`, stdout and stderr to the given files. Returns its PID; it is
+/// not waited for.
 pub fn spawn_detached(cmd: &mut Command, stdout: File, stderr: File) -> Result<u32, ProcError> {
     cmd.stdin(Stdio::null()).stdout(stdout).stderr(stderr);
     // SAFETY: the closure runs in the forked child before exec and only calls
-    // setsid(2), which is async-signal-safe and touches no shared memory.
+    // setsid(2) and umask(2), which are async-signal-safe and touch no
+    // shared memory.
     unsafe {
-        cmd.pre_exec(|| nix::unistd::setsid().map(drop).map_err(io::Error::from));
+        cmd.pre_exec(|| {
+            nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+            nix::unistd::setsid().map(drop).map_err(io::Error::from)
+        });
     }
     let child = cmd.spawn().map_err(|source| ProcError::Spawn {
         program: PathBuf::from(cmd.get_program()),

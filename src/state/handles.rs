@@ -86,7 +86,7 @@ impl Handles {
             path: path.clone(),
             source: std::io::Error::other(e),
         })?;
-        atomic::write(&path, &bytes, 0o644)
+        atomic::write(&path, &bytes, 0o600)
     }
 
     pub fn remove(vm_dir: &Path) -> Result<(), StateError> {

@@ -293,10 +293,13 @@ impl Vmm for RealVmm {
         Ok(process::wait_for_socket(api_sock, pid, timeout)?)
     }
     fn configure_and_start(&self, api_sock: &Path, config: &VmmConfig) -> Result<()> {
-        Ok(api::configure_and_start(
-            &api::ApiClient::new(api_sock),
-            config,
-        )?)
+        api::configure_and_start(&api::ApiClient::new(api_sock), config)?;
+        // The VMM binds the vsock socket when configured (a QEMU VMM's
+        // helper may do so later, under the same umask 077).
+        if config.vsock_uds.exists() {
+            process::private_socket(&config.vsock_uds)?;
+        }
+        Ok(())
     }
     fn stop(
         &self,

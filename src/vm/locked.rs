@@ -439,8 +439,15 @@ fn make_disks(ctx: &Ctx, vm: &Vm, image: &ImageFiles) -> Result<CowStrategy> {
     let files = VmFiles::of(&ctx.paths, vm);
     crate::state::paths::ensure_private_dir(&files.dir)?;
     let strategy = if disks.dm_available() {
-        let cow = std::fs::File::create(&files.cow)
-            .with_context(|| format!("cannot create {}", files.cow.display()))?;
+        let cow = std::os::unix::fs::OpenOptionsExt::mode(
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true),
+            0o600,
+        )
+        .open(&files.cow)
+        .with_context(|| format!("cannot create {}", files.cow.display()))?;
         cow.set_len(vm.disk_size)
             .with_context(|| format!("cannot size {}", files.cow.display()))?;
         CowStrategy::DmSnapshot

@@ -2,6 +2,7 @@
 //! configure and start a VM.
 
 use std::io::{self, BufReader};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -289,6 +290,7 @@ pub fn configure_and_start(client: &ApiClient, cfg: &VmmConfig) -> Result<(), Ap
         std::fs::OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(0o600)
             .open(path)
             .map_err(|source| ApiError::CreateFile {
                 path: path.clone(),

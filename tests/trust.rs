@@ -434,3 +434,54 @@ fn a_closed_pipe_ends_long_listings_quietly() {
         assert_eq!(stderr, "", "{args:?}");
     }
 }
+
+/// `banger ARGS` under `timeout`, so a hang fails the test instead of
+/// holding it: returns the output once the command ends.
+fn bounded(mut cmd: Command) -> std::process::Output {
+    let started = std::time::Instant::now();
+    let out = cmd.output().unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
+    out
+}
+
+#[test]
+fn a_fifo_in_place_of_a_state_file_fails_fast_and_names_it() {
+    let Some(ctx) = context() else { return };
+    let id = ctx.json(&create_small("f").with(&["--no-start", "--json"]))["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let fifo = |path: &Path| {
+        let _ = std::fs::remove_file(path);
+        nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    };
+
+    let config = ctx.dir.path().join("fifo.toml");
+    fifo(&config);
+    let mut cmd = Command::new("timeout");
+    cmd.arg("20")
+        .arg(banger_testkit::banger_bin())
+        .args(["vm", "ls"]);
+    cmd.env("BANGER_HOME", &ctx.home)
+        .env("BANGER_RUN_DIR", &ctx.run_dir)
+        .env("BANGER_CONFIG", &config);
+    let out = bounded(cmd);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(&config.display().to_string()), "{stderr}");
+
+    let lock = ctx.run_dir.join("locks").join(format!("vm-{id}.lock"));
+    fifo(&lock);
+    let mut cmd = ctx.cmd(["vm", "delete", "f"]);
+    cmd.env("BANGER_BUSY_TIMEOUT", "2s");
+    let out = bounded(cmd);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(&lock.display().to_string()), "{stderr}");
+    std::fs::remove_file(&lock).unwrap();
+    ctx.ok(["vm", "delete", "f"]);
+}

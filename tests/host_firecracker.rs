@@ -78,6 +78,8 @@ fn vm_starts_runs_rejects_bad_requests_and_stops_by_signal() {
     let Some((bin, kernel)) = fixtures() else {
         return;
     };
+    let exes = [procs::file_id(&bin).unwrap()];
+    let who = procs::VmmIdentity::ours(&exes);
     in_new_netns(|| {
         let status = Command::new("ip")
             .args(["tuntap", "add", "bgtest0", "mode", "tap"])
@@ -131,9 +133,9 @@ fn vm_starts_runs_rejects_bad_requests_and_stops_by_signal() {
             other => panic!("expected a rejected request, got {other:?}"),
         }
 
-        assert_eq!(procs::vmm_pid(Some(vmm.pid), &vmm.sock), Some(vmm.pid));
+        assert_eq!(procs::vmm_pid(Some(vmm.pid), &vmm.sock, who), Some(vmm.pid));
         assert_eq!(
-            procs::vmm_pid(Some(std::process::id()), &vmm.sock),
+            procs::vmm_pid(Some(std::process::id()), &vmm.sock, who),
             Some(vmm.pid)
         );
 
@@ -141,7 +143,7 @@ fn vm_starts_runs_rejects_bad_requests_and_stops_by_signal() {
         let outcome = process::stop_vmm(&client, vmm.pid, Duration::ZERO, false).unwrap();
         assert_eq!(outcome, StopOutcome::Term);
         assert!(!procs::is_alive(vmm.pid));
-        assert_eq!(procs::vmm_pid(Some(vmm.pid), &vmm.sock), None);
+        assert_eq!(procs::vmm_pid(Some(vmm.pid), &vmm.sock, who), None);
     });
 }
 
@@ -150,6 +152,8 @@ fn vmm_killed_with_sigkill_is_gone_for_reconcile() {
     let Some((bin, _)) = fixtures() else {
         return;
     };
+    let exes = [procs::file_id(&bin).unwrap()];
+    let who = procs::VmmIdentity::ours(&exes);
     let (major, minor, _) = process::version(&bin).unwrap();
     assert!(
         (major, minor) >= (1, 10),
@@ -174,9 +178,12 @@ fn vmm_killed_with_sigkill_is_gone_for_reconcile() {
          must be greater than 0, less than 32 and must be 1 or an even number if SMT is enabled."
     );
 
-    assert_eq!(procs::vmm_pid(None, &vmm.sock), Some(vmm.pid));
+    assert_eq!(procs::vmm_pid(None, &vmm.sock, who), Some(vmm.pid));
+    let mine = |found: Vec<(u32, PathBuf)>| -> Vec<(u32, PathBuf)> {
+        found.into_iter().filter(|(_, s)| *s == vmm.sock).collect()
+    };
     assert_eq!(
-        procs::vmms_under(dir.path()),
+        mine(procs::vmms_under(dir.path().parent().unwrap(), who)),
         vec![(vmm.pid, vmm.sock.clone())]
     );
 
@@ -185,9 +192,9 @@ fn vmm_killed_with_sigkill_is_gone_for_reconcile() {
         .status()
         .unwrap();
     assert!(procs::wait_exit(vmm.pid, Duration::from_secs(5)));
-    assert_eq!(procs::vmm_pid(Some(vmm.pid), &vmm.sock), None);
-    assert_eq!(procs::vmm_pid(None, &vmm.sock), None);
-    assert!(procs::vmms_under(dir.path()).is_empty());
+    assert_eq!(procs::vmm_pid(Some(vmm.pid), &vmm.sock, who), None);
+    assert_eq!(procs::vmm_pid(None, &vmm.sock, who), None);
+    assert!(mine(procs::vmms_under(dir.path().parent().unwrap(), who)).is_empty());
     assert_eq!(
         process::stop_vmm(&client, vmm.pid, Duration::from_secs(1), false).unwrap(),
         StopOutcome::AlreadyGone
@@ -202,11 +209,13 @@ fn forced_stop_kills_at_once() {
     let Some((bin, _)) = fixtures() else {
         return;
     };
+    let exes = [procs::file_id(&bin).unwrap()];
+    let who = procs::VmmIdentity::ours(&exes);
     let dir = tempfile::tempdir().unwrap();
     let vmm = Vmm::spawn(&bin, dir.path(), "fc-force");
     let outcome = process::stop_vmm(&vmm.client(), vmm.pid, Duration::from_secs(30), true).unwrap();
     assert_eq!(outcome, StopOutcome::Kill);
-    assert_eq!(procs::vmm_pid(Some(vmm.pid), &vmm.sock), None);
+    assert_eq!(procs::vmm_pid(Some(vmm.pid), &vmm.sock, who), None);
 }
 
 #[test]
@@ -214,6 +223,7 @@ fn vmm_that_dies_before_its_socket_is_reported_at_once() {
     let Some((bin, _)) = fixtures() else {
         return;
     };
+
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("api.sock");
     let console_log = dir.path().join("console.log");

@@ -20,6 +20,7 @@ pub fn run(args: GcArgs, global: &Global) -> Result<()> {
         "removed"
     };
     for r in &removals {
+        let verb = if r.kept { "kept" } else { verb };
         outln!("{verb} {} {} ({})", r.kind, r.target, r.reason)?;
     }
     if removals.is_empty() && global.verbose > 0 {

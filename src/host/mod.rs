@@ -1,5 +1,6 @@
 //! Every side effect banger has on the host, one module per subsystem.
 
+pub mod deadline;
 pub mod disk;
 pub mod dns;
 pub mod firecracker;

@@ -1,10 +1,14 @@
 //! Processes: starting one detached, and as `/proc` shows them: which process
 //! is the VMM behind an API socket, signalling it, and waiting for it to exit.
 //!
-//! A VMM is recognised by the `--api-sock <path>` in its command line, not by
-//! its binary name (tests stand a different VMM in for Firecracker), which
+//! A VMM is recognised by what the kernel says about it, never by its
+//! command line (anyone can put `--api-sock <path>` in theirs): the file it
+//! runs (device and inode of `/proc/PID/exe`), its effective user, and the
+//! socket it holds bound at the VM's API socket path (device and inode of
+//! that file, matched through `/proc/PID/fd` and `/proc/PID/net/unix`). This
 //! also guards against a recorded PID having been reused.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io;
 use std::os::unix::process::CommandExt;
@@ -16,7 +20,9 @@ use nix::errno::Errno;
 use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{WaitPidFlag, waitpid};
 use nix::unistd::Pid;
-use procfs::process::{ProcState, Process};
+use procfs::process::{FDTarget, ProcState, Process};
+
+use crate::state::model::FileId;
 
 /// How often [`wait_exit`] looks again.
 const POLL: Duration = Duration::from_millis(10);
@@ -43,32 +49,26 @@ pub enum ProcError {
 }
 
 /// Starts `cmd` detached: in a session of its own (so it outlives banger and
-/// no terminal signal reaches it), stdin from `/dev/null`, stdout and stderr
-/// to the given files. Returns its PID; it is not waited for.
+/// no terminal signal reaches it), with umask 077 (what it creates, such as
+/// a VMM's sockets, is private whatever banger's umask), stdin from
+/// `/dev/null`, stdout and stderr to the given files. Returns its PID; it is
+/// not waited for.
 pub fn spawn_detached(cmd: &mut Command, stdout: File, stderr: File) -> Result<u32, ProcError> {
     cmd.stdin(Stdio::null()).stdout(stdout).stderr(stderr);
     // SAFETY: the closure runs in the forked child before exec and only calls
-    // setsid(2), which is async-signal-safe and touches no shared memory.
+    // setsid(2) and umask(2), which are async-signal-safe and touch no
+    // shared memory.
     unsafe {
-        cmd.pre_exec(|| nix::unistd::setsid().map(drop).map_err(io::Error::from));
+        cmd.pre_exec(|| {
+            nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+            nix::unistd::setsid().map(drop).map_err(io::Error::from)
+        });
     }
     let child = cmd.spawn().map_err(|source| ProcError::Spawn {
         program: PathBuf::from(cmd.get_program()),
         source,
     })?;
     Ok(child.id())
-}
-
-/// The `--api-sock` argument of a command line (`--api-sock PATH` or
-/// `--api-sock=PATH`).
-pub fn api_sock_arg(cmdline: &[String]) -> Option<&Path> {
-    cmdline.iter().enumerate().find_map(|(i, arg)| {
-        if arg == "--api-sock" {
-            cmdline.get(i + 1).map(Path::new)
-        } else {
-            arg.strip_prefix("--api-sock=").map(Path::new)
-        }
-    })
 }
 
 fn process(pid: u32) -> Option<Process> {
@@ -87,73 +87,188 @@ pub fn is_alive(pid: u32) -> bool {
     process(pid).is_some_and(|process| is_running(&process))
 }
 
-/// A live process with an `--api-sock` argument.
+/// The file `path` names (following symlinks), as the kernel identifies it.
+pub fn file_id(path: &Path) -> Option<FileId> {
+    std::fs::metadata(path).ok().map(|meta| FileId::of(&meta))
+}
+
+/// The executable `pid` runs, as the kernel identifies it (the file it was
+/// exec'd from, even if that has since been replaced or deleted).
+pub fn exe_id(pid: u32) -> Option<FileId> {
+    file_id(&PathBuf::from(format!("/proc/{pid}/exe")))
+}
+
+/// The Unix socket bound at `path` (not following a symlink there).
+fn socket_id(path: &Path) -> Option<FileId> {
+    use std::os::unix::fs::FileTypeExt;
+    let meta = std::fs::symlink_metadata(path).ok()?;
+    meta.file_type().is_socket().then(|| FileId::of(&meta))
+}
+
+/// What makes a process a VMM of banger's: it runs one of `exes` and as
+/// banger's effective user.
+#[derive(Debug, Clone, Copy)]
+pub struct VmmIdentity<'a> {
+    pub exes: &'a [FileId],
+    pub uid: u32,
+}
+
+impl<'a> VmmIdentity<'a> {
+    /// A VMM running one of `exes` as this process's effective user.
+    pub fn ours(exes: &'a [FileId]) -> Self {
+        Self {
+            exes,
+            uid: nix::unistd::geteuid().as_raw(),
+        }
+    }
+}
+
+/// A live process that runs a VMM binary as banger's user, with the paths
+/// its Unix sockets are bound to, as the kernel recorded them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Candidate {
     pid: u32,
     ppid: u32,
-    sock: PathBuf,
+    bound: Vec<PathBuf>,
 }
 
-fn candidate(process: &Process) -> Option<Candidate> {
-    let cmdline = process.cmdline().ok()?;
-    let sock = api_sock_arg(&cmdline)?.to_owned();
+/// The bound Unix sockets of the network namespaces seen so far, by the
+/// namespace's inode: one read of `/proc/PID/net/unix` per namespace.
+#[derive(Default)]
+struct UnixTables(HashMap<u64, HashMap<u64, PathBuf>>);
+
+impl UnixTables {
+    fn of(&mut self, process: &Process) -> Option<&HashMap<u64, PathBuf>> {
+        let ns = file_id(&PathBuf::from(format!("/proc/{}/ns/net", process.pid)))?.ino;
+        if let std::collections::hash_map::Entry::Vacant(slot) = self.0.entry(ns) {
+            let table = process
+                .unix()
+                .ok()?
+                .into_iter()
+                .filter_map(|entry| Some((entry.inode, entry.path?)))
+                .filter(|(_, path)| path.is_absolute())
+                .collect();
+            slot.insert(table);
+        }
+        self.0.get(&ns)
+    }
+}
+
+fn candidate(process: &Process, who: VmmIdentity, tables: &mut UnixTables) -> Option<Candidate> {
+    let pid = u32::try_from(process.pid).ok()?;
+    if !who.exes.contains(&exe_id(pid)?) || process.status().ok()?.euid != who.uid {
+        return None;
+    }
     let stat = process.stat().ok()?;
     if matches!(stat.state().ok()?, ProcState::Zombie | ProcState::Dead) {
         return None;
     }
+    let sockets: Vec<u64> = process
+        .fd()
+        .ok()?
+        .flatten()
+        .filter_map(|fd| match fd.target {
+            FDTarget::Socket(inode) => Some(inode),
+            _ => None,
+        })
+        .collect();
+    let table = tables.of(process)?;
+    let bound = sockets
+        .iter()
+        .filter_map(|inode| table.get(inode).cloned())
+        .collect();
     Some(Candidate {
-        pid: u32::try_from(stat.pid).ok()?,
+        pid,
         ppid: u32::try_from(stat.ppid).ok()?,
-        sock,
+        bound,
     })
 }
 
+/// Whether `found` serves the socket file `sock`: one of its sockets is
+/// bound at a path that names that very file.
+fn serves(found: &Candidate, sock: FileId) -> bool {
+    found.bound.iter().any(|path| socket_id(path) == Some(sock))
+}
+
 /// The live VMM serving `api_sock`: `hint` (the recorded PID) if it still is
-/// that VMM, else whichever process `/proc` shows with that socket.
-pub fn vmm_pid(hint: Option<u32>, api_sock: &Path) -> Option<u32> {
+/// that VMM, else whichever process `/proc` shows serving it. A process
+/// counts only if it runs one of `who`'s executables as `who`'s user and
+/// holds the socket bound at `api_sock` (same device and inode, whichever
+/// spelling of the path it was bound by); its command line is never read.
+pub fn vmm_pid(hint: Option<u32>, api_sock: &Path, who: VmmIdentity) -> Option<u32> {
+    let sock = socket_id(api_sock)?;
+    let mut tables = UnixTables::default();
     if let Some(pid) = hint
         && process(pid)
-            .and_then(|process| candidate(&process))
-            .is_some_and(|found| found.sock == api_sock)
+            .and_then(|process| candidate(&process, who, &mut tables))
+            .is_some_and(|found| serves(&found, sock))
     {
         return Some(pid);
     }
-    live_vmms()
+    let serving: Vec<Candidate> = candidates(who, &mut tables)
         .into_iter()
-        .find(|(_, sock)| sock == api_sock)
-        .map(|(pid, _)| pid)
+        .filter(|found| serves(found, sock))
+        .collect();
+    without_forks(serving).first().map(|vmm| vmm.pid)
 }
 
-/// Every live VMM whose API socket lies under `run_dir`, with that socket.
-pub fn vmms_under(run_dir: &Path) -> Vec<(u32, PathBuf)> {
-    live_vmms()
+/// Every live VMM (as `who` says) serving a socket `<run_dirs>/<id>/api.sock`,
+/// with that socket's path. A socket whose file is gone (its VM's directory
+/// was removed under it) is matched by the path the kernel recorded when it
+/// was bound.
+pub fn vmms_under(run_dirs: &Path, who: VmmIdentity) -> Vec<(u32, PathBuf)> {
+    let sockets: HashMap<FileId, PathBuf> = std::fs::read_dir(run_dirs)
+        .map(|dir| dir.flatten().collect::<Vec<_>>())
+        .unwrap_or_default()
         .into_iter()
-        .filter(|(_, sock)| sock.starts_with(run_dir))
+        .map(|entry| entry.path().join("api.sock"))
+        .filter_map(|sock| Some((socket_id(&sock)?, sock)))
+        .collect();
+    let mut tables = UnixTables::default();
+    let mut found = Vec::new();
+    for mut vmm in candidates(who, &mut tables) {
+        vmm.bound = vmm
+            .bound
+            .iter()
+            .filter_map(|path| match socket_id(path) {
+                Some(id) => sockets.get(&id).cloned(),
+                None if path.starts_with(run_dirs) && !path.exists() => Some(path.clone()),
+                None => None,
+            })
+            .collect();
+        if !vmm.bound.is_empty() {
+            found.push(vmm);
+        }
+    }
+    without_forks(found)
+        .into_iter()
+        .flat_map(|vmm| vmm.bound.into_iter().map(move |sock| (vmm.pid, sock)))
         .collect()
 }
 
-fn live_vmms() -> Vec<(u32, PathBuf)> {
-    let candidates = procfs::process::all_processes()
+fn candidates(who: VmmIdentity, tables: &mut UnixTables) -> Vec<Candidate> {
+    if who.exes.is_empty() {
+        return Vec::new();
+    }
+    procfs::process::all_processes()
         .into_iter()
         .flatten()
         .flatten()
-        .filter_map(|process| candidate(&process))
-        .collect();
-    without_forks(candidates)
+        .filter_map(|process| candidate(&process, who, tables))
+        .collect()
 }
 
 /// Drops the children a VMM has forked but not yet exec'd: until exec they
-/// carry its command line, so they look like a second VMM on its socket.
-fn without_forks(candidates: Vec<Candidate>) -> Vec<(u32, PathBuf)> {
+/// run its binary and hold its sockets, so they look like a second VMM.
+fn without_forks(candidates: Vec<Candidate>) -> Vec<Candidate> {
     candidates
         .iter()
         .filter(|child| {
-            !candidates
-                .iter()
-                .any(|parent| parent.pid == child.ppid && parent.sock == child.sock)
+            !candidates.iter().any(|parent| {
+                parent.pid == child.ppid && parent.bound.iter().any(|p| child.bound.contains(p))
+            })
         })
-        .map(|vmm| (vmm.pid, vmm.sock.clone()))
+        .cloned()
         .collect()
 }
 
@@ -201,69 +316,39 @@ fn reap(pid: u32) {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::net::UnixListener;
     use std::process::{Command, Stdio};
 
-    fn args(list: &[&str]) -> Vec<String> {
-        list.iter().map(|arg| (*arg).to_owned()).collect()
-    }
-
-    #[test]
-    fn api_sock_is_found_in_either_form() {
-        let fc = args(&[
-            "/usr/bin/firecracker",
-            "--api-sock",
-            "/run/banger/abc/api.sock",
-            "--id",
-            "abc",
-        ]);
-        assert_eq!(
-            api_sock_arg(&fc),
-            Some(Path::new("/run/banger/abc/api.sock"))
-        );
-        let joined = args(&["banger-vmm-qemu", "--api-sock=/run/banger/x/api.sock"]);
-        assert_eq!(
-            api_sock_arg(&joined),
-            Some(Path::new("/run/banger/x/api.sock"))
-        );
-        assert_eq!(api_sock_arg(&args(&["firecracker", "--api-sock"])), None);
-        assert_eq!(api_sock_arg(&args(&["bash", "-c", "sleep 1"])), None);
-        assert_eq!(api_sock_arg(&[]), None);
-    }
-
-    /// A stand-in VMM: a shell that idles, with `--api-sock <sock>` in its
-    /// command line (a loop, so the shell does not exec into `sleep`; it
-    /// keeps forking, as a VMM may). Killed and reaped on drop.
+    /// A stand-in VMM: a shell that idles (a loop, so it does not exec into
+    /// `sleep`; it keeps forking, as a VMM may), holding `listener` if given,
+    /// with `args` after its script. Killed and reaped on drop.
     struct FakeVmm {
         pid: u32,
     }
 
     impl FakeVmm {
-        fn spawn(sock: &Path) -> Self {
-            let pid = Command::new("sh")
-                .arg("-c")
+        fn spawn(listener: Option<&UnixListener>, args: &[&std::ffi::OsStr]) -> Self {
+            let mut cmd = Command::new("sh");
+            cmd.arg("-c")
                 .arg("while :; do sleep 0.1; done")
-                .arg("--api-sock")
-                .arg(sock)
+                .args(args)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap()
-                .id();
-            // spawn returns once the child is inside exec, possibly before
-            // the kernel has set up the argument pages /proc reads.
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while process(pid)
-                .and_then(|p| p.cmdline().ok())
-                .is_none_or(|c| c.is_empty())
-            {
-                assert!(
-                    Instant::now() < deadline,
-                    "{pid} never showed a command line"
-                );
-                std::thread::sleep(Duration::from_millis(1));
+                .stderr(Stdio::null());
+            if let Some(fd) = listener.map(AsRawFd::as_raw_fd) {
+                // SAFETY: dup2(2) is async-signal-safe; the copy (fd 100)
+                // has no close-on-exec flag, so the shell inherits it.
+                unsafe {
+                    cmd.pre_exec(move || match libc::dup2(fd, 100) {
+                        -1 => Err(io::Error::last_os_error()),
+                        _ => Ok(()),
+                    });
+                }
             }
-            Self { pid }
+            Self {
+                pid: cmd.spawn().unwrap().id(),
+            }
         }
     }
 
@@ -274,26 +359,70 @@ mod tests {
         }
     }
 
+    fn shell() -> Vec<FileId> {
+        vec![file_id(Path::new("/bin/sh")).unwrap()]
+    }
+
     #[test]
-    fn vmm_is_found_by_hint_or_by_scan_and_gone_after_kill() {
+    fn vmm_is_found_by_its_socket_and_binary_never_by_its_argv() {
         let dir = tempfile::tempdir().unwrap();
-        let sock = dir.path().join("api.sock");
-        let vmm = FakeVmm::spawn(&sock);
+        let vm_dir = dir.path().join("0123456789");
+        std::fs::create_dir(&vm_dir).unwrap();
+        let sock = vm_dir.join("api.sock");
+        let listener = UnixListener::bind(&sock).unwrap();
+        let vmm = FakeVmm::spawn(Some(&listener), &[]);
+        drop(listener);
+        let impostor = FakeVmm::spawn(None, &["--api-sock".as_ref(), sock.as_os_str()]);
+        let exes = shell();
+        let who = VmmIdentity::ours(&exes);
         let pid = vmm.pid;
-        assert_eq!(vmm_pid(Some(pid), &sock), Some(pid));
-        assert_eq!(vmm_pid(None, &sock), Some(pid));
-        assert_eq!(vmm_pid(Some(std::process::id()), &sock), Some(pid));
-        for _ in 0..50 {
-            assert_eq!(vmms_under(dir.path()), vec![(pid, sock.clone())]);
+
+        assert_eq!(vmm_pid(Some(pid), &sock, who), Some(pid));
+        assert_eq!(vmm_pid(None, &sock, who), Some(pid));
+        assert_eq!(vmm_pid(Some(impostor.pid), &sock, who), Some(pid));
+        for _ in 0..20 {
+            assert_eq!(vmms_under(dir.path(), who), vec![(pid, sock.clone())]);
         }
-        assert_eq!(vmm_pid(Some(pid), &dir.path().join("other.sock")), None);
+        assert_eq!(vmm_pid(Some(pid), &vm_dir.join("other.sock"), who), None);
+
+        let alias = dir.path().join("alias");
+        std::os::unix::fs::symlink(&vm_dir, &alias).unwrap();
+        assert_eq!(vmm_pid(None, &alias.join("api.sock"), who), Some(pid));
+
+        let other = vec![file_id(&std::env::current_exe().unwrap()).unwrap()];
+        assert_eq!(vmm_pid(Some(pid), &sock, VmmIdentity::ours(&other)), None);
+        let stranger = VmmIdentity {
+            exes: &exes,
+            uid: nix::unistd::geteuid().as_raw() + 1,
+        };
+        assert_eq!(vmm_pid(Some(pid), &sock, stranger), None);
+        assert!(vmms_under(dir.path(), stranger).is_empty());
 
         signal(pid, Signal::SIGKILL).unwrap();
         assert!(wait_exit(pid, Duration::from_secs(5)));
         assert!(!is_alive(pid));
-        assert_eq!(vmm_pid(Some(pid), &sock), None);
-        assert!(vmms_under(dir.path()).is_empty());
+        assert_eq!(vmm_pid(Some(pid), &sock, who), None);
+        assert_eq!(vmm_pid(Some(impostor.pid), &sock, who), None);
+        assert!(vmms_under(dir.path(), who).is_empty());
         signal(pid, Signal::SIGTERM).unwrap();
+    }
+
+    #[test]
+    fn a_vmm_whose_socket_file_is_gone_is_found_under_the_run_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let vm_dir = dir.path().join("0123456789");
+        std::fs::create_dir(&vm_dir).unwrap();
+        let sock = vm_dir.join("api.sock");
+        let listener = UnixListener::bind(&sock).unwrap();
+        let vmm = FakeVmm::spawn(Some(&listener), &[]);
+        drop(listener);
+        std::fs::remove_dir_all(&vm_dir).unwrap();
+        let exes = shell();
+        let who = VmmIdentity::ours(&exes);
+        assert_eq!(vmms_under(dir.path(), who), vec![(vmm.pid, sock.clone())]);
+        assert_eq!(vmm_pid(Some(vmm.pid), &sock, who), None);
+        let elsewhere = tempfile::tempdir().unwrap();
+        assert!(vmms_under(elsewhere.path(), who).is_empty());
     }
 
     #[test]
@@ -301,7 +430,7 @@ mod tests {
         let vmm = |pid, ppid, sock: &str| Candidate {
             pid,
             ppid,
-            sock: sock.into(),
+            bound: vec![sock.into()],
         };
         let found = without_forks(vec![
             vmm(100, 1, "/run/banger/a/api.sock"),
@@ -309,21 +438,19 @@ mod tests {
             vmm(200, 100, "/run/banger/b/api.sock"),
             vmm(300, 1, "/run/banger/c/api.sock"),
         ]);
-        assert_eq!(
-            found,
-            vec![
-                (100, PathBuf::from("/run/banger/a/api.sock")),
-                (200, PathBuf::from("/run/banger/b/api.sock")),
-                (300, PathBuf::from("/run/banger/c/api.sock")),
-            ]
-        );
+        let pids: Vec<u32> = found.iter().map(|c| c.pid).collect();
+        assert_eq!(pids, vec![100, 200, 300]);
     }
 
     #[test]
     fn zombie_counts_as_exited() {
         let dir = tempfile::tempdir().unwrap();
         let sock = dir.path().join("api.sock");
-        let vmm = FakeVmm::spawn(&sock);
+        let listener = UnixListener::bind(&sock).unwrap();
+        let vmm = FakeVmm::spawn(Some(&listener), &[]);
+        drop(listener);
+        let exes = shell();
+        let who = VmmIdentity::ours(&exes);
         let pid = vmm.pid;
         assert!(!wait_exit(pid, Duration::from_millis(30)));
         signal(pid, Signal::SIGTERM).unwrap();
@@ -332,7 +459,7 @@ mod tests {
             std::thread::sleep(POLL);
         }
         assert!(process(pid).is_some(), "an unreaped child stays in /proc");
-        assert_eq!(vmm_pid(Some(pid), &sock), None);
+        assert_eq!(vmm_pid(Some(pid), &sock, who), None);
         assert!(wait_exit(pid, Duration::ZERO));
         assert!(process(pid).is_none(), "wait_exit reaps its own child");
     }
@@ -384,6 +511,11 @@ mod tests {
         ));
         assert!(signal(u32::MAX, Signal::SIGTERM).is_err());
         assert!(!is_alive(0));
-        assert_eq!(vmm_pid(Some(0), Path::new("/nonexistent/api.sock")), None);
+        let exes = shell();
+        let who = VmmIdentity::ours(&exes);
+        assert_eq!(
+            vmm_pid(Some(0), Path::new("/nonexistent/api.sock"), who),
+            None
+        );
     }
 }

@@ -2,7 +2,6 @@
 //! line used by `vm ssh`, `vm run` and `vm cp`, and the `Host` blocks of
 //! `vm ssh-config`.
 
-use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -49,7 +48,7 @@ pub fn ensure_key(key: &Path) -> Result<String, SshError> {
     // Concurrent first creates must agree on one key: make it under a lock.
     let _lock = lock_beside(key, "the SSH key", LOCK_TIMEOUT)?;
     if key.exists() {
-        let text = fs::read_to_string(&public).map_err(io(&public))?;
+        let text = read_small(&public).map_err(io(&public))?;
         return Ok(text.trim().to_owned());
     }
     let mut private =
@@ -96,9 +95,18 @@ pub fn forget_hosts(known_hosts: &Path, hosts: &[String]) -> Result<(), SshError
     Ok(atomic::write(known_hosts, text.as_bytes(), 0o600)?)
 }
 
+/// The largest key or `known_hosts` file read (a host key line is under a
+/// kilobyte; this is thousands of VMs' worth).
+const MAX_SSH_FILE: u64 = 16 << 20;
+
+/// A key or `known_hosts` file: a regular file, read without blocking, bounded.
+fn read_small(path: &Path) -> std::io::Result<String> {
+    crate::state::files::read_text_bounded(path, MAX_SSH_FILE)
+}
+
 /// Whether `known_hosts` pins a key for `host`.
 pub fn is_pinned(known_hosts: &Path, host: &str) -> bool {
-    fs::read_to_string(known_hosts).is_ok_and(|text| {
+    read_small(known_hosts).is_ok_and(|text| {
         text.lines().any(|line| {
             line.split_whitespace()
                 .next()
@@ -109,7 +117,7 @@ pub fn is_pinned(known_hosts: &Path, host: &str) -> bool {
 
 /// The lines of `known_hosts` (empty if missing) that name none of `hosts`.
 fn entries_without(known_hosts: &Path, hosts: &[String]) -> Result<String, SshError> {
-    let existing = match fs::read_to_string(known_hosts) {
+    let existing = match read_small(known_hosts) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
         Err(e) => return Err(io(known_hosts)(e)),
@@ -218,6 +226,7 @@ pub fn shell_quote(word: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
     use std::os::unix::fs::PermissionsExt;
 
     #[test]

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::agent_protocol::{self, AGENT_PORT, MAX_LINE, PingReply, ReplyError, Request};
+use crate::host::deadline::DeadlineStream;
 
 /// The longest handshake reply accepted (`OK 4294967295\n` is 14 bytes).
 const MAX_HANDSHAKE: usize = 64;
@@ -69,16 +70,29 @@ fn io_error(uds: &Path, port: u32, timeout: Duration, source: io::Error) -> Vsoc
     }
 }
 
-/// A stream to guest vsock `port` through the Unix socket `uds`. Reads and
-/// writes on it time out after `timeout`, as the handshake does.
+/// A stream to guest vsock `port` through the Unix socket `uds`, the
+/// handshake bounded by `timeout` as a whole. Reads and writes on it then
+/// time out after `timeout` each.
 pub fn connect(uds: &Path, port: u32, timeout: Duration) -> Result<UnixStream, VsockError> {
-    let mut stream = UnixStream::connect(uds).map_err(|source| VsockError::Connect {
-        uds: uds.to_owned(),
-        source,
-    })?;
+    let stream = handshake(uds, port, timeout)?.into_inner();
     let fail = |source| io_error(uds, port, timeout, source);
     stream.set_read_timeout(Some(timeout)).map_err(fail)?;
     stream.set_write_timeout(Some(timeout)).map_err(fail)?;
+    Ok(stream)
+}
+
+/// Connects and says `CONNECT <port>`; everything on the returned stream
+/// must end by the same deadline, `timeout` from now.
+fn handshake(uds: &Path, port: u32, timeout: Duration) -> Result<DeadlineStream, VsockError> {
+    let fail = |source| io_error(uds, port, timeout, source);
+    let mut stream =
+        DeadlineStream::connect(uds, timeout).map_err(|source| match source.kind() {
+            io::ErrorKind::TimedOut => fail(source),
+            _ => VsockError::Connect {
+                uds: uds.to_owned(),
+                source,
+            },
+        })?;
     stream
         .write_all(format!("CONNECT {port}\n").as_bytes())
         .map_err(fail)?;
@@ -107,17 +121,18 @@ pub fn connect(uds: &Path, port: u32, timeout: Duration) -> Result<UnixStream, V
     }
 }
 
-/// Pings the guest agent on [`AGENT_PORT`]: one request, one reply, each
-/// step within `timeout`.
+/// Pings the guest agent on [`AGENT_PORT`]: connect, handshake, one
+/// request and one reply, all within `timeout` (an agent that drips its
+/// reply is cut off all the same).
 pub fn ping(uds: &Path, timeout: Duration) -> Result<PingReply, VsockError> {
-    let mut stream = connect(uds, AGENT_PORT, timeout)?;
+    let mut stream = handshake(uds, AGENT_PORT, timeout)?;
     let fail = |source| io_error(uds, AGENT_PORT, timeout, source);
     stream
         .write_all(agent_protocol::request_line(&Request::Ping).as_bytes())
         .map_err(fail)?;
     let mut line = Vec::new();
     let limit = u64::try_from(MAX_LINE).unwrap_or(u64::MAX) + 1;
-    BufReader::new(&stream)
+    BufReader::new(stream)
         .take(limit)
         .read_until(b'\n', &mut line)
         .map_err(fail)?;
@@ -133,4 +148,41 @@ pub fn ping(uds: &Path, timeout: Duration) -> Result<PingReply, VsockError> {
         })));
     }
     agent_protocol::parse_reply(&String::from_utf8_lossy(&line)).map_err(reply_error)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    #[test]
+    fn an_agent_that_drips_its_reply_is_cut_off_at_the_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let uds = dir.path().join("vsock.sock");
+        crate::host::deadline::tests::drip(
+            &uds,
+            b"OK 1\n{\"ok\":true,\"version\":\"1\"................................}\n",
+            Duration::from_millis(25),
+        );
+        let started = Instant::now();
+        let err = ping(&uds, Duration::from_millis(400)).unwrap_err();
+        assert!(matches!(err, VsockError::Timeout { .. }), "{err:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+
+    #[test]
+    fn a_dripping_handshake_is_cut_off_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let uds = dir.path().join("vsock.sock");
+        crate::host::deadline::tests::drip(&uds, b"OK 1234567890123\n", Duration::from_millis(50));
+        let started = Instant::now();
+        let err = connect(&uds, 52, Duration::from_millis(300)).unwrap_err();
+        assert!(matches!(err, VsockError::Timeout { .. }), "{err:?}");
+        assert!(started.elapsed() < Duration::from_millis(800));
+    }
 }

@@ -103,12 +103,14 @@ pub fn create(ctx: &Ctx, spec: &Spec, start: bool, timings: &mut Timings) -> Res
         vmm,
         vmm_choice: spec.vmm,
     };
-    let (id, guard) = lock_new_id(ctx)?;
+    let (id, guard, unregistered) = lock_new_id(ctx)?;
     let vm = timings.time("allocate", || {
         Ok(ctx
             .store
             .insert_vm(&new, &id, &ctx.config.subnet, &generated_name)?)
     })?;
+    // The row exists: gc sees the VM (and its held lock) from now on.
+    drop(unregistered);
     let mut vm = LockedVm::new_row(ctx, vm, guard);
     let prepared = {
         let _image_lock = ctx.lock_image_shared(&image.name)?;

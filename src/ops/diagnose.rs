@@ -95,7 +95,7 @@ impl Evidence {
 /// The end of `path` from byte `from` on (at most [`READ_LIMIT`]); empty
 /// when it cannot be read.
 fn read_since(path: &Path, from: u64) -> String {
-    let Ok(mut file) = std::fs::File::open(path) else {
+    let Ok(mut file) = crate::state::files::open_regular(path) else {
         return String::new();
     };
     let len = file.metadata().map_or(0, |m| m.len());

@@ -1,10 +1,14 @@
 //! `gc`'s sweep, for cron: delete expired and abandoned VMs, reconcile the
 //! rest, then release every runtime resource no live VM owns (the same list
-//! teardown walks), and remove leftover lock files and image staging
-//! directories. Only names banger could have made are touched, and never
-//! anything of a VM another command holds.
+//! teardown walks), and remove leftover lock files, VM directories without a
+//! VM (after a grace period) and image staging directories. Only names
+//! banger could have made are touched, and never anything of a VM another
+//! command holds or is creating: gc holds the gc lock exclusively (a create
+//! holds it shared until its row exists) and every VM's lock it took until
+//! the sweep ends, so no VM appears or starts under it.
 
 use std::path::Path;
+use std::time::{Duration, SystemTime};
 
 use anyhow::Result;
 
@@ -16,8 +20,17 @@ use crate::state::model::now;
 use crate::vm::resources::{self, Live, Removal, remove_dir_if_present};
 use crate::vm::{Ctx, LockedVm, VmRead};
 
+/// How old a VM directory without a VM must be before gc removes it.
+pub const ORPHAN_GRACE: Duration = Duration::from_secs(10 * 60);
+
 /// Finds (and unless `dry_run`, removes) everything gc is responsible for.
 pub fn collect(ctx: &Ctx, dry_run: bool) -> Result<Vec<Removal>> {
+    let _sweeping = lock::acquire(
+        &ctx.paths.gc_lock(),
+        "gc",
+        lock::DEFAULT_TIMEOUT,
+        &|_, _| {},
+    )?;
     let mut removals = Vec::new();
     let mut live = Live::default();
     // An unusable row may still belong to a VM that runs: what its id
@@ -28,6 +41,9 @@ pub fn collect(ctx: &Ctx, dry_run: bool) -> Result<Vec<Removal>> {
             live.add_running(&id, &Handles::default());
         }
     }
+    // Held until the sweep ends: no VM gc looked at starts meanwhile.
+    let mut held_guards = Vec::new();
+    let mut held_vms = Vec::new();
     for vm in ctx.store.list_vms()? {
         let Some(guard) = lock::try_acquire(&ctx.paths.vm_lock(&vm.id))? else {
             // Another command holds it: it owns whatever it may have made.
@@ -41,6 +57,7 @@ pub fn collect(ctx: &Ctx, dry_run: bool) -> Result<Vec<Removal>> {
             continue;
         };
         let read = if dry_run {
+            held_guards.push(guard);
             VmRead::observe(ctx, fresh)
         } else {
             let locked = LockedVm::with_guard(ctx, fresh, guard)?;
@@ -51,6 +68,7 @@ pub fn collect(ctx: &Ctx, dry_run: bool) -> Result<Vec<Removal>> {
                 removals.push(Removal::new("vm", name, reason));
                 continue;
             }
+            held_vms.push(locked);
             read
         };
         if dry_run && let Some(reason) = why_delete(&read) {
@@ -63,6 +81,7 @@ pub fn collect(ctx: &Ctx, dry_run: bool) -> Result<Vec<Removal>> {
         }
     }
     removals.extend(resources::sweep(ctx, &live, dry_run)?);
+    removals.extend(sweep_vm_dirs(ctx, &live, dry_run)?);
     removals.extend(sweep_lock_files(ctx, &live, dry_run)?);
     removals.extend(sweep_staging(ctx, dry_run)?);
     removals.extend(sweep_unregistered_images(ctx, dry_run)?);
@@ -90,16 +109,82 @@ fn sweep_lock_files(ctx: &Ctx, live: &Live, dry_run: bool) -> Result<Vec<Removal
         if live.known.contains(&id) || live.running.contains(&id) {
             continue;
         }
-        if let Some(_guard) = lock::try_acquire(&entry.path())? {
-            if !dry_run {
-                std::fs::remove_file(entry.path()).ok();
-            }
-            removals.push(Removal::new(
-                "lock-file",
-                entry.path().display().to_string(),
-                "no such VM",
-            ));
+        let Some(guard) = lock::try_acquire(&entry.path())? else {
+            continue;
+        };
+        // Under the lock: a VM whose row exists keeps its lock file.
+        if ctx.store.vm_by_id(&id)?.is_some() {
+            continue;
         }
+        if !dry_run {
+            guard.remove()?;
+        }
+        removals.push(Removal::new(
+            "lock-file",
+            entry.path().display().to_string(),
+            "no such VM",
+        ));
+    }
+    Ok(removals)
+}
+
+/// VM directories (`<home>/vms/<id>/`) without a VM: removed once they are
+/// [`ORPHAN_GRACE`] old (by modification time), reported as kept before.
+/// Never one whose lock someone holds, nor one whose row exists.
+fn sweep_vm_dirs(ctx: &Ctx, live: &Live, dry_run: bool) -> Result<Vec<Removal>> {
+    let mut removals = Vec::new();
+    for entry in read_dir(&ctx.paths.vms_dir()) {
+        let Some(id) = entry
+            .file_name()
+            .to_str()
+            .and_then(crate::state::model::VmId::parse)
+        else {
+            continue;
+        };
+        if live.known.contains(&id)
+            || live.running.contains(&id)
+            || !entry.file_type().is_ok_and(|t| t.is_dir())
+        {
+            continue;
+        }
+        let lock_path = ctx.paths.vm_lock(&id);
+        let had_lock = lock_path.exists();
+        let Some(guard) = lock::try_acquire(&lock_path)? else {
+            continue;
+        };
+        if ctx.store.vm_by_id(&id)?.is_some() {
+            continue;
+        }
+        let target = entry.path().display().to_string();
+        let age = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| SystemTime::now().duration_since(t).ok())
+            .unwrap_or_default();
+        let grace = crate::state::parse::format_duration(ORPHAN_GRACE);
+        if age < ORPHAN_GRACE {
+            if !had_lock {
+                guard.remove()?;
+            }
+            removals.push(Removal::kept(
+                "vm-files",
+                target,
+                format!("no such VM; removed once {grace} old"),
+            ));
+            continue;
+        }
+        if !dry_run {
+            remove_dir_if_present(&entry.path())?;
+        }
+        if !dry_run || !had_lock {
+            guard.remove()?;
+        }
+        removals.push(Removal::new(
+            "vm-files",
+            target,
+            format!("no such VM, for over {grace}"),
+        ));
     }
     Ok(removals)
 }

@@ -85,19 +85,13 @@ const MAX_CONFIG_BYTES: u64 = 1 << 20;
 /// Reads a config file, refusing what is not a small regular file (a
 /// device such as `/dev/zero` would otherwise be read forever).
 fn read_config(path: &Path) -> std::io::Result<String> {
-    use std::io::Read;
-    let file = std::fs::File::open(path)?;
-    if !file.metadata()?.is_file() {
-        return Err(std::io::Error::other("not a regular file"));
-    }
-    let mut text = String::new();
-    file.take(MAX_CONFIG_BYTES + 1).read_to_string(&mut text)?;
-    if text.len() as u64 > MAX_CONFIG_BYTES {
-        return Err(std::io::Error::other(format!(
-            "larger than {MAX_CONFIG_BYTES} bytes; not a config file"
-        )));
-    }
-    Ok(text)
+    super::files::read_text_bounded(path, MAX_CONFIG_BYTES).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::InvalidData && e.to_string().starts_with("larger") {
+            std::io::Error::other(format!("{e}; not a config file"))
+        } else {
+            e
+        }
+    })
 }
 
 impl Config {

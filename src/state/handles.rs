@@ -73,6 +73,9 @@ pub struct Handles {
     pub ports: bool,
     /// The VMM this run is under.
     pub vmm: Option<super::model::VmmKind>,
+    /// The executable the VMM was started from, as the kernel saw it at
+    /// spawn: a process is this VM's VMM only if it runs this file.
+    pub vmm_exe: Option<super::model::FileId>,
     /// Whether this run must show console output within a bound before
     /// banger trusts Firecracker on this host (see `vm::vmm_choice`).
     pub probe: bool,
@@ -176,7 +179,7 @@ impl Handles {
             path: path.clone(),
             source: std::io::Error::other(e),
         })?;
-        atomic::write(&path, &bytes, 0o644)
+        atomic::write(&path, &bytes, 0o600)
     }
 
     pub fn remove(vm_dir: &Path) -> Result<(), StateError> {

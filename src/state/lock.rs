@@ -117,16 +117,27 @@ fn try_take(file: &File, path: &Path, try_lock: TryLock) -> Result<bool, StateEr
 }
 
 fn open(path: &Path) -> Result<File, StateError> {
-    OpenOptions::new()
+    let io = |source| StateError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    // Without blocking, and only a regular file: a FIFO put at a lock's
+    // path would otherwise hang the open.
+    let file = OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
         .mode(0o600)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
         .open(path)
-        .map_err(|source| StateError::Io {
-            path: path.to_owned(),
-            source,
-        })
+        .map_err(io)?;
+    if !file.metadata().map_err(io)?.is_file() {
+        return Err(io(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file",
+        )));
+    }
+    Ok(file)
 }
 
 /// Whether `path` still names the file `file` has open (same device and

@@ -2,6 +2,7 @@
 
 pub mod atomic;
 pub mod config;
+pub mod files;
 pub mod handles;
 pub mod ids;
 pub mod layout;

@@ -22,7 +22,10 @@ pub struct Paths {
 }
 
 impl Paths {
-    /// Roots from `BANGER_HOME` and `BANGER_RUN_DIR`, else the defaults.
+    /// Roots from `BANGER_HOME` and `BANGER_RUN_DIR`, else the defaults,
+    /// made canonical: every spelling of one directory (relative, through a
+    /// symlink such as `/var/run` → `/run`) is the same state, and the
+    /// socket paths given to VMMs are the same whichever one a command used.
     pub fn from_env() -> Self {
         let env = crate::env::Env::get();
         let home = env.home.clone().unwrap_or_else(|| DEFAULT_HOME.into());
@@ -30,7 +33,10 @@ impl Paths {
             .run_dir
             .clone()
             .unwrap_or_else(|| DEFAULT_RUN_DIR.into());
-        Self { home, run_dir }
+        Self {
+            home: canonical(&home),
+            run_dir: canonical(&run_dir),
+        }
     }
 
     pub fn new(home: impl Into<PathBuf>, run_dir: impl Into<PathBuf>) -> Self {
@@ -111,6 +117,11 @@ impl Paths {
     pub fn image_staging(&self, name: &str, pid: u32) -> PathBuf {
         self.images_dir().join(layout::staging(name, pid))
     }
+    /// Held exclusively by `gc` while it sweeps, shared by a create until
+    /// its VM's row exists.
+    pub fn gc_lock(&self) -> PathBuf {
+        self.locks_dir().join("gc.lock")
+    }
     pub fn net_lock(&self) -> PathBuf {
         self.locks_dir().join("net.lock")
     }
@@ -122,20 +133,55 @@ impl Paths {
     }
 }
 
-/// Creates `dir` (and parents) if missing and makes it 0700.
+/// `path` made absolute with every symlink resolved: its longest existing
+/// ancestor canonicalised, the rest (not made yet) appended as written.
+pub fn canonical(path: &Path) -> PathBuf {
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
+    let mut rest = Vec::new();
+    let mut head = absolute.as_path();
+    loop {
+        if let Ok(real) = fs::canonicalize(head) {
+            return rest.iter().rev().fold(real, |dir, part| dir.join(part));
+        }
+        match (head.parent(), head.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_owned());
+                head = parent;
+            }
+            _ => return absolute,
+        }
+    }
+}
+
+/// Creates `dir` (and parents) if missing, each new one 0700 whatever the
+/// umask. A directory that exists is left as it is: looking at state never
+/// changes its modes.
 pub fn ensure_private_dir(dir: &Path) -> Result<(), StateError> {
+    let io = |source| StateError::Io {
+        path: dir.to_owned(),
+        source,
+    };
+    let missing: Vec<&Path> = dir
+        .ancestors()
+        .take_while(|d| !d.as_os_str().is_empty() && fs::symlink_metadata(d).is_err())
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
     fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(dir)
-        .map_err(|source| StateError::Io {
-            path: dir.to_owned(),
-            source,
+        .map_err(io)?;
+    for made in missing.iter().rev() {
+        fs::set_permissions(made, fs::Permissions::from_mode(0o700)).map_err(|source| {
+            StateError::Io {
+                path: made.to_path_buf(),
+                source,
+            }
         })?;
-    fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(|source| StateError::Io {
-        path: dir.to_owned(),
-        source,
-    })
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -151,6 +197,27 @@ mod tests {
             let mode = fs::metadata(dir).unwrap().permissions().mode() & 0o777;
             assert_eq!(mode, 0o700, "{}", dir.display());
         }
+        fs::set_permissions(&paths.home, fs::Permissions::from_mode(0o750)).unwrap();
+        paths.ensure().unwrap();
+        let mode = fs::metadata(&paths.home).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o750, "an existing directory keeps its mode");
+    }
+
+    #[test]
+    fn every_spelling_of_a_directory_is_one_path() {
+        let tmp = tempfile::tempdir().unwrap();
+        let real = fs::canonicalize(tmp.path()).unwrap().join("state");
+        fs::create_dir(&real).unwrap();
+        let alias = tmp.path().join("alias");
+        std::os::unix::fs::symlink(&real, &alias).unwrap();
+        assert_eq!(canonical(&alias), real);
+        assert_eq!(canonical(&alias.join("../alias/.")), real);
+        assert_eq!(canonical(&alias.join("new/run")), real.join("new/run"));
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(
+            canonical(Path::new("some-dir")),
+            fs::canonicalize(&cwd).unwrap().join("some-dir")
+        );
     }
 
     #[test]

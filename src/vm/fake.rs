@@ -12,11 +12,15 @@ use std::time::Duration;
 use anyhow::{Result, anyhow};
 
 use super::Ctx;
-use super::host::{Disks, Fence, Host, Network, Sidecar, StopOutcome, Vmm, VmmConfig};
+use super::host::{Disks, Fence, Host, Network, Sidecar, Spawned, StopOutcome, Vmm, VmmConfig};
 use crate::state::config::Config;
-use crate::state::model::{CowStrategy, Image, PublishedPort, VmmKind};
+use crate::state::model::{CowStrategy, FileId, Image, PublishedPort, VmmKind};
 use crate::state::paths::Paths;
 use crate::state::store::Store;
+
+/// The executable every fake VMM runs; a VMM recorded as running another
+/// one is not found.
+pub const FAKE_VMM_EXE: FileId = FileId { dev: 0, ino: 1 };
 
 /// The fake machine's state.
 #[derive(Debug, Default)]
@@ -308,11 +312,14 @@ impl Vmm for Fake {
     fn host_kernel(&self) -> String {
         self.world().kernel.clone()
     }
-    fn spawn(&self, _: &Path, api_sock: &Path, id: &str, _: &Path) -> Result<u32> {
+    fn spawn(&self, _: &Path, api_sock: &Path, id: &str, _: &Path) -> Result<Spawned> {
         let mut world = self.call("spawn", id)?;
         let pid = world.next_id();
         world.vmms.insert(pid, api_sock.to_owned());
-        Ok(pid)
+        Ok(Spawned {
+            pid,
+            exe: Some(FAKE_VMM_EXE),
+        })
     }
     fn wait_for_socket(&self, _: &Path, pid: u32, _: Duration) -> Result<()> {
         drop(self.call("wait_for_socket", pid)?);
@@ -340,7 +347,10 @@ impl Vmm for Fake {
             StopOutcome::CtrlAltDel
         })
     }
-    fn find(&self, hint: Option<u32>, api_sock: &Path) -> Option<u32> {
+    fn find(&self, hint: Option<u32>, exe: Option<FileId>, api_sock: &Path) -> Option<u32> {
+        if exe.is_some_and(|exe| exe != FAKE_VMM_EXE) {
+            return None;
+        }
         let world = self.world();
         if let Some(pid) = hint
             && world
@@ -361,11 +371,11 @@ impl Vmm for Fake {
         world.calls.push(format!("kill {pid}"));
         world.vmms.remove(&pid);
     }
-    fn list(&self, run_dir: &Path) -> Vec<(u32, PathBuf)> {
+    fn list(&self, run_dirs: &Path, _: &[FileId]) -> Vec<(u32, PathBuf)> {
         self.world()
             .vmms
             .iter()
-            .filter(|(_, sock)| sock.starts_with(run_dir))
+            .filter(|(_, sock)| sock.starts_with(run_dirs))
             .map(|(pid, sock)| (*pid, sock.clone()))
             .collect()
     }

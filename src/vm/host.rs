@@ -12,7 +12,7 @@ use anyhow::Result;
 use crate::host::disk::{cow, dm, ext4, loopdev};
 use crate::host::firecracker::{api, process};
 use crate::host::{net, procs};
-use crate::state::model::{CowStrategy, PublishedPort, VmmKind};
+use crate::state::model::{CowStrategy, FileId, PublishedPort, VmmKind};
 
 pub use crate::host::firecracker::api::VmmConfig;
 pub use crate::host::firecracker::process::StopOutcome;
@@ -88,7 +88,13 @@ pub trait Vmm: Send + Sync {
     /// The running host kernel (see [`crate::host::kvm::host_kernel`]).
     fn host_kernel(&self) -> String;
     /// Spawns the VMM detached, serving its API on `api_sock`.
-    fn spawn(&self, binary: &Path, api_sock: &Path, id: &str, console_log: &Path) -> Result<u32>;
+    fn spawn(
+        &self,
+        binary: &Path,
+        api_sock: &Path,
+        id: &str,
+        console_log: &Path,
+    ) -> Result<Spawned>;
     fn wait_for_socket(&self, api_sock: &Path, pid: u32, timeout: Duration) -> Result<()>;
     fn configure_and_start(&self, api_sock: &Path, config: &VmmConfig) -> Result<()>;
     /// Ctrl-Alt-Del, then SIGTERM, then SIGKILL (`force`: SIGKILL at once).
@@ -100,12 +106,23 @@ pub trait Vmm: Send + Sync {
         force: bool,
     ) -> Result<StopOutcome>;
     /// The live VMM serving `api_sock`: `hint` if it still does, else one
-    /// found among the host's processes.
-    fn find(&self, hint: Option<u32>, api_sock: &Path) -> Option<u32>;
+    /// found among the host's processes. Only a process running `exe` (the
+    /// executable recorded at spawn; without one, a configured VMM binary)
+    /// as banger's user, holding the socket bound at `api_sock`, counts.
+    fn find(&self, hint: Option<u32>, exe: Option<FileId>, api_sock: &Path) -> Option<u32>;
     /// SIGKILLs a process and waits briefly for it to go.
     fn kill(&self, pid: u32);
-    /// Every VMM whose API socket lies under `run_dir`, with that socket.
-    fn list(&self, run_dir: &Path) -> Vec<(u32, PathBuf)>;
+    /// Every VMM serving an API socket `<run_dirs>/<id>/api.sock`, with that
+    /// socket: processes running a configured VMM binary or one of `exes`,
+    /// as banger's user.
+    fn list(&self, run_dirs: &Path, exes: &[FileId]) -> Vec<(u32, PathBuf)>;
+}
+
+/// A VMM just spawned: its pid and the executable the kernel runs it from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Spawned {
+    pub pid: u32,
+    pub exe: Option<FileId>,
 }
 
 /// Whether the sidecar runs, and starting it.
@@ -273,17 +290,29 @@ impl Vmm for RealVmm {
     fn host_kernel(&self) -> String {
         crate::host::kvm::host_kernel()
     }
-    fn spawn(&self, binary: &Path, api_sock: &Path, id: &str, console_log: &Path) -> Result<u32> {
-        Ok(process::spawn(binary, api_sock, id, console_log)?)
+    fn spawn(
+        &self,
+        binary: &Path,
+        api_sock: &Path,
+        id: &str,
+        console_log: &Path,
+    ) -> Result<Spawned> {
+        let pid = process::spawn(binary, api_sock, id, console_log)?;
+        // The spawn returned after exec: /proc names the file it runs.
+        let exe = procs::exe_id(pid).or_else(|| procs::file_id(binary));
+        Ok(Spawned { pid, exe })
     }
     fn wait_for_socket(&self, api_sock: &Path, pid: u32, timeout: Duration) -> Result<()> {
         Ok(process::wait_for_socket(api_sock, pid, timeout)?)
     }
     fn configure_and_start(&self, api_sock: &Path, config: &VmmConfig) -> Result<()> {
-        Ok(api::configure_and_start(
-            &api::ApiClient::new(api_sock),
-            config,
-        )?)
+        api::configure_and_start(&api::ApiClient::new(api_sock), config)?;
+        // The VMM binds the vsock socket when configured (a QEMU VMM's
+        // helper may do so later, under the same umask 077).
+        if config.vsock_uds.exists() {
+            process::private_socket(&config.vsock_uds)?;
+        }
+        Ok(())
     }
     fn stop(
         &self,
@@ -299,14 +328,40 @@ impl Vmm for RealVmm {
             force,
         )?)
     }
-    fn find(&self, hint: Option<u32>, api_sock: &Path) -> Option<u32> {
-        procs::vmm_pid(hint, api_sock)
+    fn find(&self, hint: Option<u32>, exe: Option<FileId>, api_sock: &Path) -> Option<u32> {
+        let exes = match exe {
+            Some(exe) => vec![exe],
+            None => self.configured_exes(),
+        };
+        procs::vmm_pid(hint, api_sock, procs::VmmIdentity::ours(&exes))
     }
     fn kill(&self, pid: u32) {
         procs::signal(pid, nix::sys::signal::Signal::SIGKILL).ok();
         procs::wait_exit(pid, Duration::from_secs(5));
     }
-    fn list(&self, run_dir: &Path) -> Vec<(u32, PathBuf)> {
-        procs::vmms_under(run_dir)
+    fn list(&self, run_dirs: &Path, exes: &[FileId]) -> Vec<(u32, PathBuf)> {
+        let mut all = self.configured_exes();
+        all.extend(
+            exes.iter()
+                .filter(|exe| !all.contains(exe))
+                .collect::<Vec<_>>(),
+        );
+        procs::vmms_under(run_dirs, procs::VmmIdentity::ours(&all))
+    }
+}
+
+impl RealVmm {
+    /// The files the configured Firecracker and banger-vmm-qemu binaries
+    /// are, where they are found.
+    fn configured_exes(&self) -> Vec<FileId> {
+        let mut exes = Vec::new();
+        for kind in [VmmKind::Firecracker, VmmKind::Qemu] {
+            if let Some(exe) = self.binary(kind).ok().and_then(|b| procs::file_id(&b))
+                && !exes.contains(&exe)
+            {
+                exes.push(exe);
+            }
+        }
+        exes
     }
 }

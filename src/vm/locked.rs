@@ -46,7 +46,7 @@ impl VmRead {
     /// Looks at the host without changing anything.
     pub fn observe(ctx: &Ctx, vm: Vm) -> Self {
         let handles = Handles::load_or_default(&ctx.paths.vm_dir(&vm.id));
-        let pid = resources::find_vmm(ctx, &vm.id, handles.pid);
+        let pid = resources::find_vmm(ctx, &vm.id, &handles);
         Self {
             vm,
             observed: Observed { pid, handles },
@@ -397,7 +397,7 @@ fn reconcile(ctx: &Ctx, vm: &mut Vm) -> Result<Observed> {
         Loaded::Found(handles) => (handles, true),
         Loaded::Missing | Loaded::Corrupt(_) => (Handles::default(), false),
     };
-    let pid = resources::find_vmm(ctx, &vm.id, handles.pid);
+    let pid = resources::find_vmm(ctx, &vm.id, &handles);
     let start_interrupted = vm.pending == Some(Pending::Start);
     match pid {
         Some(pid) if !start_interrupted => {
@@ -455,8 +455,15 @@ fn make_disks(ctx: &Ctx, vm: &Vm, image: &ImageFiles) -> Result<CowStrategy> {
     let files = VmFiles::of(&ctx.paths, vm);
     crate::state::paths::ensure_private_dir(&files.dir)?;
     let strategy = if disks.dm_available() {
-        let cow = std::fs::File::create(&files.cow)
-            .with_context(|| format!("cannot create {}", files.cow.display()))?;
+        let cow = std::os::unix::fs::OpenOptionsExt::mode(
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true),
+            0o600,
+        )
+        .open(&files.cow)
+        .with_context(|| format!("cannot create {}", files.cow.display()))?;
         cow.set_len(vm.disk_size)
             .with_context(|| format!("cannot size {}", files.cow.display()))?;
         CowStrategy::DmSnapshot
@@ -578,8 +585,18 @@ fn start_runtime(
 }
 
 /// The id of a VM about to be created, with its lock already held (so no
-/// one can touch the row between its insert and its first use).
-pub(crate) fn lock_new_id(ctx: &Ctx) -> Result<(VmId, LockGuard)> {
+/// one can touch the row between its insert and its first use), and a
+/// shared hold of the gc lock: drop it once the row is inserted. Until then
+/// the VM exists only as this lock, which `gc` (holding the gc lock
+/// exclusively while it sweeps) cannot see; so gc never sweeps while a VM
+/// is between its id and its row.
+pub(crate) fn lock_new_id(ctx: &Ctx) -> Result<(VmId, LockGuard, LockGuard)> {
+    let unregistered = lock::acquire_shared(
+        &ctx.paths.gc_lock(),
+        "gc",
+        lock::DEFAULT_TIMEOUT,
+        &|_, _| {},
+    )?;
     let id = VmId::random();
     let guard = lock::acquire(
         &ctx.paths.vm_lock(&id),
@@ -587,5 +604,5 @@ pub(crate) fn lock_new_id(ctx: &Ctx) -> Result<(VmId, LockGuard)> {
         lock::DEFAULT_TIMEOUT,
         &|_, _| {},
     )?;
-    Ok((id, guard))
+    Ok((id, guard, unregistered))
 }

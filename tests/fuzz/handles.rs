@@ -87,6 +87,10 @@ fn handles() -> impl Strategy<Value = Handles> {
                     nat,
                     ports,
                     vmm,
+                    vmm_exe: pid.map(|pid| banger::state::model::FileId {
+                        dev: u64::from(pid),
+                        ino: vmm_log_from,
+                    }),
                     probe,
                     console_from,
                     vmm_log_from,

@@ -2,13 +2,14 @@
 //! configure and start a VM.
 
 use std::io::{self, BufReader};
-use std::os::unix::net::UnixStream;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
 use super::http::{self, ReadError};
+use crate::host::deadline::DeadlineStream;
 
 /// How long one request may take, connect to last body byte.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -69,16 +70,27 @@ pub enum ApiError {
 }
 
 /// Talks to one Firecracker process over its API socket, one connection per
-/// request.
+/// request, each bounded by [`REQUEST_TIMEOUT`] as a whole (a VMM that drips
+/// its reply a byte at a time is cut off all the same).
 #[derive(Debug, Clone)]
 pub struct ApiClient {
     sock: PathBuf,
+    timeout: Duration,
 }
 
 impl ApiClient {
     pub fn new(sock: &Path) -> Self {
         Self {
             sock: sock.to_owned(),
+            timeout: REQUEST_TIMEOUT,
+        }
+    }
+
+    /// A client whose requests each get `timeout` instead.
+    pub fn with_timeout(sock: &Path, timeout: Duration) -> Self {
+        Self {
+            sock: sock.to_owned(),
+            timeout,
         }
     }
 
@@ -107,10 +119,6 @@ impl ApiClient {
         path: &str,
         body: Option<&Value>,
     ) -> Result<Vec<u8>, ApiError> {
-        let stream = UnixStream::connect(&self.sock).map_err(|source| ApiError::Connect {
-            sock: self.sock.clone(),
-            source,
-        })?;
         let io_error = |source: io::Error| {
             if matches!(
                 source.kind(),
@@ -120,7 +128,7 @@ impl ApiClient {
                     sock: self.sock.clone(),
                     method,
                     path: path.to_owned(),
-                    timeout: REQUEST_TIMEOUT,
+                    timeout: self.timeout,
                 }
             } else {
                 ApiError::Io {
@@ -131,13 +139,18 @@ impl ApiClient {
                 }
             }
         };
-        stream
-            .set_read_timeout(Some(REQUEST_TIMEOUT))
-            .and_then(|()| stream.set_write_timeout(Some(REQUEST_TIMEOUT)))
-            .map_err(io_error)?;
+        let mut stream = DeadlineStream::connect(&self.sock, self.timeout).map_err(|source| {
+            match source.kind() {
+                io::ErrorKind::TimedOut => io_error(source),
+                _ => ApiError::Connect {
+                    sock: self.sock.clone(),
+                    source,
+                },
+            }
+        })?;
         let body = body.map(|value| value.to_string().into_bytes());
-        http::write_request(&mut &stream, method, path, body.as_deref()).map_err(io_error)?;
-        let response = http::read_response(&mut BufReader::new(&stream)).map_err(|e| match e {
+        http::write_request(&mut stream, method, path, body.as_deref()).map_err(io_error)?;
+        let response = http::read_response(&mut BufReader::new(stream)).map_err(|e| match e {
             ReadError::Io(source) => io_error(source),
             ReadError::Malformed(reason) => ApiError::Malformed {
                 sock: self.sock.clone(),
@@ -277,6 +290,7 @@ pub fn configure_and_start(client: &ApiClient, cfg: &VmmConfig) -> Result<(), Ap
         std::fs::OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(0o600)
             .open(path)
             .map_err(|source| ApiError::CreateFile {
                 path: path.clone(),
@@ -445,6 +459,33 @@ mod tests {
             (&stream).write_all(response.as_bytes()).unwrap();
             request
         })
+    }
+
+    #[test]
+    fn a_dripping_vmm_fails_the_request_within_its_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("api.sock");
+        crate::host::deadline::tests::drip(
+            &sock,
+            b"HTTP/1.1 200 \r\nContent-Length: 100000\r\n\r\n{",
+            Duration::from_millis(25),
+        );
+        let client = ApiClient::with_timeout(&sock, Duration::from_millis(400));
+        let started = std::time::Instant::now();
+        let err = client.get("/").unwrap_err();
+        assert!(matches!(err, ApiError::Timeout { .. }), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "GET / on the Firecracker API socket {} timed out after 400ms",
+                sock.display()
+            )
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            started.elapsed()
+        );
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use std::ffi::OsString;
 use std::io;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -50,6 +50,12 @@ pub enum FcError {
     },
     #[error(transparent)]
     Spawn(#[from] ProcError),
+    #[error("cannot make the VMM's socket {} private", path.display())]
+    SocketMode {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     #[error(
         "the VMM (pid {pid}) exited before its API socket {} appeared; its console log says why",
         sock.display()
@@ -165,6 +171,7 @@ pub fn spawn(bin: &Path, api_sock: &Path, id: &str, console_log: &Path) -> Resul
     let stdout = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(0o600)
         .open(console_log)
         .map_err(console_error)?;
     let stderr = stdout.try_clone().map_err(console_error)?;
@@ -173,13 +180,23 @@ pub fn spawn(bin: &Path, api_sock: &Path, id: &str, console_log: &Path) -> Resul
     Ok(procs::spawn_detached(&mut command, stdout, stderr)?)
 }
 
+/// Makes a socket the VMM bound 0600, whatever its umask made it.
+pub fn private_socket(sock: &Path) -> Result<(), FcError> {
+    std::fs::set_permissions(sock, std::fs::Permissions::from_mode(0o600)).map_err(|source| {
+        FcError::SocketMode {
+            path: sock.to_owned(),
+            source,
+        }
+    })
+}
+
 /// Waits until Firecracker (`pid`) accepts connections on `sock`. Fails as
 /// soon as the process has exited, or after `timeout`.
 pub fn wait_for_socket(sock: &Path, pid: u32, timeout: Duration) -> Result<(), FcError> {
     let deadline = Instant::now() + timeout;
     loop {
         if UnixStream::connect(sock).is_ok() {
-            return Ok(());
+            return private_socket(sock);
         }
         if procs::wait_exit(pid, Duration::ZERO) {
             return Err(FcError::Exited {

@@ -1,7 +1,7 @@
 //! `image.json`: what an image was built from, and the size and SHA-256 of each file.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File};
+use std::fs::File;
 use std::io::{self, Read};
 use std::path::Path;
 
@@ -70,10 +70,14 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The largest `image.json` read; a real one is well under a kilobyte.
+const MAX_MANIFEST_BYTES: u64 = 1 << 20;
+
 impl Manifest {
-    /// Reads `image.json` at `path`.
+    /// Reads `image.json` at `path` (a small regular file, or an error).
     pub fn read(path: &Path) -> Result<Self, ImageError> {
-        let text = fs::read(path).map_err(ImageError::io("read", path))?;
+        let text = crate::state::files::read_bounded(path, MAX_MANIFEST_BYTES)
+            .map_err(ImageError::io("read", path))?;
         serde_json::from_slice(&text).map_err(|source| ImageError::Manifest {
             op: "parse",
             path: path.to_path_buf(),
@@ -97,6 +101,7 @@ impl Manifest {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use std::fs;
 
     #[test]
     fn measures_a_file() {

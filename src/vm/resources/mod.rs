@@ -50,12 +50,15 @@ pub static ALL: &[&dyn Resource] = &[
     &sockets::Sockets,
 ];
 
-/// One thing `gc` removed (or, with `--dry-run`, would remove).
+/// One thing `gc` removed (or, with `--dry-run`, would remove), or found
+/// and keeps for now (`kept`: an orphan still within its grace period).
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Removal {
     pub kind: &'static str,
     pub target: String,
     pub reason: String,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub kept: bool,
 }
 
 impl Removal {
@@ -64,6 +67,15 @@ impl Removal {
             kind,
             target: target.into(),
             reason: reason.into(),
+            kept: false,
+        }
+    }
+
+    /// Found, and left alone for now.
+    pub fn kept(kind: &'static str, target: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self {
+            kept: true,
+            ..Self::new(kind, target, reason)
         }
     }
 }
@@ -78,6 +90,10 @@ pub struct Live {
     pub running: HashSet<VmId>,
     pub taps: HashSet<String>,
     pub loops: HashSet<PathBuf>,
+    /// The VMM executables recorded for running VMs: a VMM of a deleted VM
+    /// may run one of them (a binary replaced since) rather than the
+    /// configured one.
+    pub vmm_exes: Vec<crate::state::model::FileId>,
 }
 
 impl Live {
@@ -89,6 +105,11 @@ impl Live {
         self.taps.extend(handles.tap.clone());
         self.loops.extend(handles.base_loop.clone());
         self.loops.extend(handles.cow_loop.clone());
+        if let Some(exe) = handles.vmm_exe
+            && !self.vmm_exes.contains(&exe)
+        {
+            self.vmm_exes.push(exe);
+        }
     }
 }
 

@@ -1,5 +1,6 @@
 //! The VMM process: spawned detached with its API socket in the VM's run
-//! dir, found again by that socket, killed on teardown if still alive.
+//! dir (its executable recorded), found again by that socket and that
+//! executable, killed on teardown if still alive.
 
 use std::path::Path;
 use std::time::Duration;
@@ -17,14 +18,18 @@ const SOCKET_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct Vmm;
 
 /// The VM's live VMM: the recorded pid if it still serves this VM's API
-/// socket, else one found by its socket. Without a recorded pid or a socket
-/// directory no VMM can be serving it, so the search (about a millisecond)
-/// is skipped: `vm ls` stays fast with many stopped VMs.
-pub fn find(ctx: &Ctx, id: &VmId, hint: Option<u32>) -> Option<u32> {
-    if hint.is_none() && !ctx.paths.vm_run_dir(id).exists() {
+/// socket, else one found by its socket; either way a process running the
+/// executable recorded at spawn (or a configured VMM binary) as banger's
+/// user. Without a recorded pid or a socket directory no VMM can be serving
+/// it, so the search (about a millisecond) is skipped: `vm ls` stays fast
+/// with many stopped VMs.
+pub fn find(ctx: &Ctx, id: &VmId, handles: &Handles) -> Option<u32> {
+    if handles.pid.is_none() && !ctx.paths.vm_run_dir(id).exists() {
         return None;
     }
-    ctx.host.vmm.find(hint, &ctx.paths.api_sock(id))
+    ctx.host
+        .vmm
+        .find(handles.pid, handles.vmm_exe, &ctx.paths.api_sock(id))
 }
 
 /// Spawns the VM's VMM and waits until it serves its API; the pid is in the
@@ -33,11 +38,15 @@ pub fn spawn(ctx: &Ctx, vm: &Vm, binary: &Path, journal: &mut Journal) -> Result
     let api_sock = ctx.paths.api_sock(&vm.id);
     crate::state::paths::ensure_private_dir(&ctx.paths.vm_run_dir(&vm.id))?;
     let files = VmFiles::of(&ctx.paths, vm);
-    let pid = ctx
+    let spawned = ctx
         .host
         .vmm
         .spawn(binary, &api_sock, vm.id.as_str(), &files.console_log)?;
-    journal.record(|h| h.pid = Some(pid))?;
+    let pid = spawned.pid;
+    journal.record(|h| {
+        h.pid = Some(pid);
+        h.vmm_exe = spawned.exe;
+    })?;
     ctx.host
         .vmm
         .wait_for_socket(&api_sock, pid, SOCKET_TIMEOUT)?;
@@ -50,7 +59,7 @@ impl Resource for Vmm {
     }
 
     fn release(&self, ctx: &Ctx, vm: &Vm, handles: &Handles) -> Result<()> {
-        if let Some(pid) = find(ctx, &vm.id, handles.pid) {
+        if let Some(pid) = find(ctx, &vm.id, handles) {
             ctx.host.vmm.kill(pid);
         }
         Ok(())
@@ -59,7 +68,7 @@ impl Resource for Vmm {
     fn sweep(&self, ctx: &Ctx, live: &Live, dry_run: bool) -> Result<Vec<Removal>> {
         let mut removals = Vec::new();
         let run_dirs = ctx.paths.vm_run_dirs();
-        for (pid, sock) in ctx.host.vmm.list(&ctx.paths.run_dir) {
+        for (pid, sock) in ctx.host.vmm.list(&run_dirs, &live.vmm_exes) {
             if id_of_socket(&run_dirs, &sock).is_some_and(|id| live.known.contains(&id)) {
                 continue;
             }

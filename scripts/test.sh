@@ -65,7 +65,7 @@ summarize_skips() {
 features=(--features banger/fault-injection)
 status=0
 cargo build --workspace --all-targets "${features[@]}" &&
-  cargo test --workspace "${features[@]}" -- --test-threads=2 || status=$?
+  cargo test --workspace --no-fail-fast "${features[@]}" -- --test-threads=2 || status=$?
 
 BANGER_IN_GUEST_SUMMARY=$(mktemp -t banger-in-guest.XXXXXX)
 export BANGER_IN_GUEST_SUMMARY

@@ -26,7 +26,10 @@ struct DmCleanup(Vec<String>);
 impl Drop for DmCleanup {
     fn drop(&mut self) {
         for id in &self.0 {
-            for name in dm::list(&format!("banger-{id}")).unwrap_or_default() {
+            for name in dm::list("banger-").unwrap_or_default() {
+                if !name.contains(id.as_str()) {
+                    continue;
+                }
                 let _ = dm::remove(&name);
             }
         }
@@ -63,9 +66,24 @@ fn create(ctx: &TestContext, name: &str, more: &[&str]) -> String {
     vm["id"].as_str().expect("an id").to_owned()
 }
 
-/// The device-mapper devices of VM `id`.
+/// The device-mapper devices of VM `id` (whichever home made them).
 fn devices(id: &str) -> Vec<String> {
-    dm::list(&format!("banger-{id}")).expect("dmsetup ls")
+    let mut found: Vec<String> = dm::list("banger-")
+        .expect("dmsetup ls")
+        .into_iter()
+        .filter(|name| name.contains(id))
+        .collect();
+    found.sort();
+    found
+}
+
+/// The name banger gives VM `id`'s snapshot in `ctx`'s home.
+fn dm_name(ctx: &TestContext, id: &str) -> String {
+    use banger::state::layout::{HomeTag, dm};
+    dm(
+        &HomeTag::of(&ctx.home),
+        &banger::state::ids::VmId::parse(id).expect("a VM id"),
+    )
 }
 
 /// The root device the VM's journal names while it runs.
@@ -125,7 +143,7 @@ fn a_vm_on_a_dm_snapshot_runs_stops_and_deletes_leaving_no_device() {
     let vm = ctx.show("web");
     assert_eq!(vm["state"], "running", "{vm:#}");
     assert_eq!(vm["cow_strategy"], "dm-snapshot", "{vm:#}");
-    assert_eq!(devices(&id), [format!("banger-{id}")]);
+    assert_eq!(devices(&id), [dm_name(&ctx, &id)]);
     assert_eq!(ctx.loops().len(), 2, "a base and a COW loop device");
     assert_eq!(size_of(&root_device(&ctx, &id)), 64 * MIB);
 
@@ -135,7 +153,7 @@ fn a_vm_on_a_dm_snapshot_runs_stops_and_deletes_leaving_no_device() {
     assert_eq!(ctx.show("web")["cow_strategy"], "dm-snapshot");
 
     ctx.ok(["vm", "start", "web", "--no-wait"]);
-    assert_eq!(devices(&id), [format!("banger-{id}")], "after start");
+    assert_eq!(devices(&id), [dm_name(&ctx, &id)], "after start");
     ctx.ok(["vm", "delete", "web", "--force"]);
     assert_eq!(ctx.listed("web"), None);
     assert_eq!(devices(&id), Vec::<String>::new(), "after delete");
@@ -147,7 +165,7 @@ fn a_disk_larger_than_the_image_is_the_image_then_zeros() {
     let Some(ctx) = context() else { return };
     let id = create(&ctx, "big", &["--disk-size", "256M"]);
     let _cleanup = DmCleanup(vec![id.clone()]);
-    let name = format!("banger-{id}");
+    let name = dm_name(&ctx, &id);
     let base = dm::base_name(&name);
     let mut expected = vec![name.clone(), base.clone()];
     expected.sort();

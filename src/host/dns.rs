@@ -24,9 +24,14 @@ pub const DEFAULT_PORT: u16 = 53;
 const ANSWER_TTL: u32 = 5;
 /// Forwarded UDP queries (and TCP connections) handled at once; more get SERVFAIL.
 const MAX_IN_FLIGHT: usize = 64;
-/// Of those, what one client address may hold: a guest flooding queries
-/// gets SERVFAIL for its own while the others' are still forwarded.
+/// Of those, the forwarded UDP queries one client address may hold: a guest
+/// flooding queries gets SERVFAIL for its own while the others' are still
+/// forwarded.
 const MAX_IN_FLIGHT_PER_CLIENT: usize = 8;
+/// And the TCP connections (with its UDP queries) one client may hold: more
+/// than its UDP share, as a closed connection's slot comes back only once
+/// its thread has seen the close, yet never all of them.
+const MAX_TCP_PER_CLIENT: usize = MAX_IN_FLIGHT / 2;
 /// How often the UDP loop checks whether it should stop.
 const STOP_POLL: Duration = Duration::from_millis(200);
 /// How long an idle TCP client connection is kept.
@@ -155,15 +160,15 @@ struct Resolver {
 
 impl Resolver {
     /// Reserves one forwarding slot for `client`; `None` when all are busy
-    /// or `client` holds its share ([`MAX_IN_FLIGHT_PER_CLIENT`]).
-    fn reserve(self: &Arc<Self>, client: IpAddr) -> Option<Slot> {
+    /// or `client` already holds `share` of them.
+    fn reserve(self: &Arc<Self>, client: IpAddr, share: usize) -> Option<Slot> {
         {
             let mut held = self
                 .per_client
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             let mine = held.entry(client).or_insert(0);
-            if *mine >= MAX_IN_FLIGHT_PER_CLIENT {
+            if *mine >= share {
                 return None;
             }
             *mine += 1;
@@ -216,7 +221,7 @@ fn serve_udp(socket: Arc<UdpSocket>, resolver: Arc<Resolver>, stop: Arc<AtomicBo
                 let _ = socket.send_to(&reply, peer);
             }
             Response::Forward => {
-                let Some(slot) = resolver.reserve(peer.ip()) else {
+                let Some(slot) = resolver.reserve(peer.ip(), MAX_IN_FLIGHT_PER_CLIENT) else {
                     if let Some(reply) = error_reply(query, RCODE::ServerFailure) {
                         let _ = socket.send_to(&reply, peer);
                     }
@@ -249,7 +254,7 @@ fn serve_tcp(listener: TcpListener, resolver: Arc<Resolver>, stop: Arc<AtomicBoo
         let Ok(peer) = stream.peer_addr() else {
             continue;
         };
-        let Some(slot) = resolver.reserve(peer.ip()) else {
+        let Some(slot) = resolver.reserve(peer.ip(), MAX_TCP_PER_CLIENT) else {
             continue;
         };
         let _ = thread::Builder::new()
@@ -690,25 +695,42 @@ mod tests {
         let resolver = Arc::new(resolver(Vec::new()));
         let flooder = IpAddr::from([172, 30, 0, 2]);
         let held: Vec<Slot> = (0..MAX_IN_FLIGHT_PER_CLIENT)
-            .map(|_| resolver.reserve(flooder).expect("within its share"))
+            .map(|_| {
+                resolver
+                    .reserve(flooder, MAX_IN_FLIGHT_PER_CLIENT)
+                    .expect("within its share")
+            })
             .collect();
-        assert!(resolver.reserve(flooder).is_none(), "past its share");
+        assert!(
+            resolver
+                .reserve(flooder, MAX_IN_FLIGHT_PER_CLIENT)
+                .is_none(),
+            "past its share"
+        );
         let other = IpAddr::from([172, 30, 0, 3]);
         let theirs = resolver
-            .reserve(other)
+            .reserve(other, MAX_IN_FLIGHT_PER_CLIENT)
             .expect("another guest is still served");
         drop(held);
-        assert!(resolver.reserve(flooder).is_some(), "its slots came back");
+        assert!(
+            resolver
+                .reserve(flooder, MAX_IN_FLIGHT_PER_CLIENT)
+                .is_some(),
+            "its slots came back"
+        );
         drop(theirs);
         assert_eq!(resolver.in_flight.load(Ordering::SeqCst), 0);
         // Every client together still stops at the global bound.
         let all: Vec<Slot> = (0..MAX_IN_FLIGHT)
             .filter_map(|i| {
-                resolver.reserve(IpAddr::from([10, 0, (i / 250) as u8, (i % 250) as u8]))
+                resolver.reserve(
+                    IpAddr::from([10, 0, (i / 250) as u8, (i % 250) as u8]),
+                    MAX_IN_FLIGHT_PER_CLIENT,
+                )
             })
             .collect();
         assert_eq!(all.len(), MAX_IN_FLIGHT);
-        assert!(resolver.reserve(other).is_none());
+        assert!(resolver.reserve(other, MAX_IN_FLIGHT_PER_CLIENT).is_none());
         drop(all);
         assert!(resolver.per_client.lock().unwrap().is_empty());
     }

@@ -106,7 +106,7 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 
 /// A key over everything that shapes the image: options, agent, the image
 /// code and the guest files.
-fn input_key(opts: &BuildOptions) -> String {
+pub(crate) fn input_key(opts: &BuildOptions) -> String {
     let root = crate::workspace_root();
     let mut hasher = Sha256::new();
     hasher.update(format!(

@@ -12,9 +12,8 @@ use std::time::{Duration, Instant};
 
 use banger::host::disk::{cow, ext4};
 use banger::host::image::{self, Manifest};
-use sha2::{Digest, Sha256};
 
-use crate::image::{GuestImage, Recorder, build_lock, images_dir, options, sha256_hex};
+use crate::image::{GuestImage, Recorder, build_lock, images_dir, input_key, options};
 use crate::shim::Shim;
 
 /// Set in the guest's tests: they run on the tier's throwaway host.
@@ -102,31 +101,6 @@ pub fn host_image(agent: &Path) -> GuestImage {
         manifest,
         agent,
     }
-}
-
-/// A key over everything that shapes the image: options, agent, the image
-/// code and the guest files.
-fn input_key(opts: &image::BuildOptions) -> String {
-    let root = crate::workspace_root();
-    let mut hasher = Sha256::new();
-    hasher.update(format!(
-        "{}\n{:?}\n{:?}\n",
-        opts.suite, opts.packages, opts.size
-    ));
-    hasher.update(fs::read(&opts.agent_binary).expect("read the agent"));
-    for dir in ["src/host/image", "src/host/disk", "scripts/guest"] {
-        let mut paths: Vec<PathBuf> = fs::read_dir(root.join(dir))
-            .expect("read the image sources")
-            .flatten()
-            .map(|e| e.path())
-            .collect();
-        paths.sort();
-        for path in paths {
-            hasher.update(path.file_name().unwrap_or_default().as_encoded_bytes());
-            hasher.update(fs::read(&path).expect("read an image source"));
-        }
-    }
-    sha256_hex(&hasher.finalize())[..16].to_string()
 }
 
 /// One line of the guest's console, as the guest side of the tier marks it.

@@ -3,8 +3,9 @@
 //! reports itself as Firecracker. `VMM_FAKE_FAULT` picks what it does on
 //! `InstanceStart`:
 //!
-//! - unset: holds every configured drive open, prints a kernel banner on
-//!   its console, and exits 0 on Ctrl-Alt-Del, like a guest that reboots;
+//! - unset: holds every configured drive and TAP open (so the TAP has a
+//!   carrier, as under a real VMM), prints a kernel banner on its console,
+//!   and exits 0 on Ctrl-Alt-Del, like a guest that reboots;
 //! - `configure`: refuses the machine configuration;
 //! - `exit-after-start`: prints nothing, logs the KVM failure a host that
 //!   cannot run the guest shows, and exits 1 a second later;
@@ -12,8 +13,9 @@
 //! - `silent`: prints nothing at all and runs until stopped, as Firecracker
 //!   does on a KVM that cannot run the guest.
 
-use std::fs::File;
+use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{ExitCode, ExitStatus};
@@ -87,6 +89,14 @@ impl Backend for Fake {
                 .map_err(|err| format!("cannot open {}: {err}", drive.path_on_host.display()))?;
             drives.push(file);
         }
+        let taps = config
+            .nets
+            .iter()
+            .map(|net| {
+                attach_tap(&net.host_dev_name)
+                    .map_err(|err| format!("cannot open TAP {}: {err}", net.host_dev_name))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let exit_at = match self.mode {
             Mode::ExitAfterStart => {
                 log_kvm_failure(start.id, start.log_path);
@@ -101,10 +111,37 @@ impl Backend for Fake {
         Ok(Box::new(FakeGuest {
             mode: self.mode,
             _drives: drives,
+            _taps: taps,
             exit_at,
             rebooted: false,
         }))
     }
+}
+
+/// Opens `/dev/net/tun` attached to the existing TAP `name`, with the
+/// flags Firecracker opens it with.
+fn attach_tap(name: &str) -> io::Result<File> {
+    let tun = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/net/tun")?;
+    if name.len() >= libc::IFNAMSIZ {
+        return Err(io::Error::from_raw_os_error(libc::ENAMETOOLONG));
+    }
+    // SAFETY: ifreq is a plain C struct for which all-zero bytes are valid.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (slot, byte) in req.ifr_name.iter_mut().zip(name.bytes()) {
+        *slot = byte as libc::c_char;
+    }
+    // ifr_flags is a short in the kernel ABI; these flags fit in it.
+    req.ifr_ifru.ifru_flags =
+        (libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR) as libc::c_short;
+    // SAFETY: tun is an open /dev/net/tun file and req a valid ifreq that
+    // outlives the call; the kernel writes back only into it.
+    if unsafe { libc::ioctl(tun.as_raw_fd(), libc::TUNSETIFF, &mut req) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(tun)
 }
 
 /// Appends Firecracker's lines for a vCPU that failed to the configured log.
@@ -129,6 +166,9 @@ struct FakeGuest {
     mode: Mode,
     /// Held open while the guest "runs", as a VMM holds its disks.
     _drives: Vec<File>,
+    /// Held open as a VMM holds its TAPs: the TAP (and so the bridge) has a
+    /// carrier while the guest "runs".
+    _taps: Vec<File>,
     exit_at: Option<Instant>,
     rebooted: bool,
 }

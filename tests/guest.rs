@@ -147,8 +147,19 @@ fn a_guest_runs_commands_keeps_its_work_disk_and_shuts_down_cleanly() {
         "--",
         "sh",
         "-c",
-        "echo kept > /root/file && sync",
+        "echo kept > /root/file && echo mine > /etc/banger-mark && sync",
     ]);
+    // With neither device-mapper nor reflink (this host's ext4), the root
+    // is the image's rootfs, read-only, under the VM's own upper disk.
+    let dm = std::path::Path::new("/dev/mapper/control").exists();
+    let strategy = ctx.show("e1")["cow_strategy"].clone();
+    if !dm {
+        assert_eq!(strategy, "overlay");
+        let root = ctx.ok(&[
+            "vm", "ssh", "e1", "--", "findmnt", "-n", "-o", "FSTYPE", "/",
+        ]);
+        assert_eq!(root.trim(), "overlay");
+    }
 
     // The VM's name resolves in the guest and on the host (the sidecar's DNS).
     let vm = ctx.json(&["vm", "show", "e1", "--json"]);
@@ -177,16 +188,85 @@ fn a_guest_runs_commands_keeps_its_work_disk_and_shuts_down_cleanly() {
     assert!(stop.status.success(), "{stop_err}");
     assert!(stop_err.contains("shut down"), "{stop_err}");
 
-    // The work disk survives a stop and start.
+    // The work disk and the root disk's changes survive a stop and start.
     ctx.ok(&["vm", "start", "e1"]);
     assert_eq!(
-        ctx.ok(&["vm", "ssh", "e1", "--", "cat", "/root/file"]),
-        "kept\n"
+        ctx.ok(&[
+            "vm",
+            "ssh",
+            "e1",
+            "--",
+            "cat",
+            "/root/file",
+            "/etc/banger-mark"
+        ]),
+        "kept\nmine\n"
     );
     ctx.ok(&["vm", "stop", "e1", "--force"]);
     let stopped = ctx.run(&["vm", "ssh", "e1", "--", "true"]);
     assert_eq!(stopped.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&stopped.stderr).contains("banger vm start e1"));
+
+    // A second VM of the image sees none of e1's writes, and the image's
+    // rootfs is untouched by both.
+    let rootfs = ctx.home.join("images/base/rootfs.ext4");
+    let before = ctx.sh(&["sha256sum", rootfs.to_str().unwrap()]);
+    ctx.ok(&["vm", "create", "e2", "--no-start"]);
+    // Its host key is banger's, pinned before it ever booted.
+    let e2 = ctx.show("e2");
+    let vm_dir = ctx.home.join("vms").join(e2["id"].as_str().unwrap());
+    let made = std::fs::read_to_string(vm_dir.join("ssh_host_ed25519_key.pub")).unwrap();
+    let key = made.split_whitespace().nth(1).unwrap().to_owned();
+    let known = std::fs::read_to_string(ctx.home.join("ssh/known_hosts")).unwrap();
+    for host in [e2["ip"].as_str().unwrap(), "e2.vm"] {
+        assert!(
+            known.lines().any(|l| l
+                .split(' ')
+                .next()
+                .is_some_and(|hosts| hosts.split(',').any(|h| h == host))
+                && l.contains(&key)),
+            "{host} is not pinned before the first boot:\n{known}"
+        );
+    }
+    ctx.ok(&["vm", "start", "e2"]);
+    let absent = ctx.run(&["vm", "ssh", "e2", "--", "cat", "/etc/banger-mark"]);
+    assert_eq!(absent.status.code(), Some(1), "e2 sees e1's write");
+    let presented = ctx.ok(&[
+        "vm",
+        "ssh",
+        "e2",
+        "--",
+        "cat",
+        "/etc/ssh/ssh_host_ed25519_key.pub",
+    ]);
+    assert!(presented.contains(&key), "{presented}");
+    let others = ctx.ok(&[
+        "vm",
+        "ssh",
+        "e2",
+        "--",
+        "sh",
+        "-c",
+        "ls /etc/ssh/ | grep -c '^ssh_host_' ; stat -c %a /etc/ssh/ssh_host_ed25519_key",
+    ]);
+    assert_eq!(
+        others, "2\n600\n",
+        "the guest holds only banger's host key, private to root"
+    );
+    ctx.ok(&["vm", "stop", "e2", "--force"]);
+    assert_eq!(ctx.sh(&["sha256sum", rootfs.to_str().unwrap()]), before);
+
+    // A guest presenting another host key than the one pinned is refused.
+    let other = banger_testkit::ssh_keygen(&ctx.dir.path().join("other_host_key"));
+    std::fs::write(
+        vm_dir.join("ssh_host_ed25519_key.pub"),
+        format!("{other}\n"),
+    )
+    .unwrap();
+    let refused = ctx.run(&["vm", "start", "e2"]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{stderr}");
+    assert!(stderr.contains("host key mismatch"), "{stderr}");
 }
 
 #[test]

@@ -95,7 +95,10 @@ fn vm_starts_runs_rejects_bad_requests_and_stops_by_signal() {
             initrd: None,
             boot_args: "console=ttyS0 reboot=k panic=1".to_owned(),
             rootfs: dir.path().join("rootfs.ext4"),
+            root_read_only: true,
             work_disk: dir.path().join("work.ext4"),
+            seed: Some(dir.path().join("seed.cpio")),
+            upper: Some(dir.path().join("upper.ext4")),
             tap: "bgtest0".to_owned(),
             mac: "06:00:0a:00:00:02".to_owned(),
             vsock_cid: 3,
@@ -105,6 +108,8 @@ fn vm_starts_runs_rejects_bad_requests_and_stops_by_signal() {
         };
         make_ext4(&cfg.rootfs, 16);
         make_ext4(&cfg.work_disk, 16);
+        std::fs::write(dir.path().join("seed.cpio"), [0u8; 512]).unwrap();
+        make_ext4(&dir.path().join("upper.ext4"), 16);
 
         let vmm = Vmm::spawn(&bin, dir.path(), "fc-start");
         let client = vmm.client();

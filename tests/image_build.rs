@@ -179,8 +179,8 @@ fn rootfs_has_sshd_the_agent_and_banger_guest_setup() {
     for unit in [
         "banger-agent",
         "banger-net",
-        "banger-ssh-keygen",
         "banger-grow-work",
+        "banger-grow-root",
     ] {
         let link = format!("/etc/systemd/system/multi-user.target.wants/{unit}.service");
         assert_eq!(

@@ -41,6 +41,30 @@ fn io(path: &Path) -> impl Fn(std::io::Error) -> SshError + '_ {
     }
 }
 
+/// A fresh Ed25519 SSH host key for a VM: (OpenSSH private key, public
+/// key line). Made on the host, so its public half is pinned before the
+/// VM first boots.
+pub fn new_host_key(vm: &str) -> Result<(String, String), ssh_key::Error> {
+    let mut private = PrivateKey::random(&mut OsRng, Algorithm::Ed25519)?;
+    private.set_comment(format!("root@{vm}"));
+    let pem = private.to_openssh(LineEnding::LF)?;
+    let line = private.public_key().to_openssh()?;
+    Ok((pem.to_string(), line))
+}
+
+/// Whether two public key lines name the same key (type and key, whatever
+/// the comments).
+pub fn same_key(a: &str, b: &str) -> bool {
+    let fields = |line: &str| {
+        line.split_whitespace()
+            .take(2)
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    let (a, b) = (fields(a), fields(b));
+    a.len() == 2 && a == b
+}
+
 /// Makes the ed25519 key pair at `key` (and `key.pub`) if missing; returns the
 /// public key line (`ssh-ed25519 AAAA... banger`).
 pub fn ensure_key(key: &Path) -> Result<String, SshError> {

@@ -12,10 +12,11 @@ use anyhow::{Result, anyhow};
 use super::diagnose::{self, Evidence, LogMark};
 use super::interrupt;
 use crate::host::{ssh, vsock};
+use crate::state::files;
 use crate::state::model::{Vm, VmmChoice, VmmKind};
 use crate::state::parse::format_duration;
 use crate::vm::vmm_choice::{self, PROBE_BOUND};
-use crate::vm::{Ctx, LockedVm, Timings, VmRead};
+use crate::vm::{Ctx, LockedVm, Timings, VmFiles, VmRead};
 
 /// How often a wait that is not on a terminal says it is still waiting.
 const PIPE_EVERY: Duration = Duration::from_secs(10);
@@ -41,6 +42,15 @@ pub enum NotReady {
          can: `--vmm qemu` for one VM, or `vmm = \"auto\"` in the config, which falls back by itself"
     )]
     HostCannotRun { name: String, detail: String },
+    #[error(
+        "host key mismatch: VM {name}'s guest presents the SSH host key {presented}, not the \
+         one banger made for it and pinned ({pinned}); refusing to trust it"
+    )]
+    HostKeyMismatch {
+        name: String,
+        presented: String,
+        pinned: String,
+    },
 }
 
 /// What became of a VM whose wait failed, for the message.
@@ -297,6 +307,10 @@ fn wait_for_guest(ctx: &Ctx, vm: &Vm, timeout: Duration, progress: &mut Progress
     let mut last_problem = String::from("no answer yet");
     let mut stage = Stage::Agent;
     let mut probe = Probe::of(&VmRead::observe(ctx, vm.clone()));
+    // The host key banger made for the VM at create, if it made one.
+    let pinned = files::read_text_bounded(&VmFiles::of(&ctx.paths, vm).host_key_pub, 4096)
+        .ok()
+        .map(|text| text.trim().to_owned());
     while Instant::now() < deadline {
         if let Some(signal) = interrupt::caught() {
             return Err(NotReady::Interrupted { name, signal }.into());
@@ -318,6 +332,21 @@ fn wait_for_guest(ctx: &Ctx, vm: &Vm, timeout: Duration, progress: &mut Progress
                     TcpStream::connect_timeout(&ssh_addr, Duration::from_secs(1)),
                 ) {
                     (Some(key), Ok(_)) => {
+                        let key = match &pinned {
+                            Some(pinned) if !ssh::same_key(pinned, &key) => {
+                                return Err(NotReady::HostKeyMismatch {
+                                    name,
+                                    presented: key.trim().to_owned(),
+                                    pinned: pinned.trim().to_owned(),
+                                }
+                                .into());
+                            }
+                            Some(pinned) => pinned.clone(),
+                            // A VM banger made no host key for (its image
+                            // does not boot banger's initramfs): trust on
+                            // first use.
+                            None => key,
+                        };
                         let hosts = [vm.ip.to_string(), ctx.dns_name(vm)];
                         ssh::pin_host_key(&ctx.paths.known_hosts(), &hosts, &key)?;
                         return Ok(());

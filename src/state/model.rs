@@ -238,6 +238,9 @@ pub enum CowStrategy {
     DmSnapshot,
     /// A `FICLONE` clone sharing extents with the image (XFS, btrfs).
     Reflink,
+    /// The image's rootfs attached read-only under a per-VM upper disk, the
+    /// two joined as an overlay by banger's initramfs (images that boot it).
+    Overlay,
     /// A sparse copy of the image's data extents.
     Copy,
 }
@@ -248,12 +251,13 @@ impl CowStrategy {
         match self {
             Self::DmSnapshot => "dm-snapshot",
             Self::Reflink => "reflink",
+            Self::Overlay => "overlay",
             Self::Copy => "copy",
         }
     }
 
     pub fn parse(text: &str) -> Option<Self> {
-        [Self::DmSnapshot, Self::Reflink, Self::Copy]
+        [Self::DmSnapshot, Self::Reflink, Self::Overlay, Self::Copy]
             .into_iter()
             .find(|s| s.as_str() == text)
     }

@@ -32,6 +32,8 @@ pub struct World {
     pub dm: bool,
     /// Strategy `clone_file` reports when dm is off.
     pub clone_strategy: Option<CowStrategy>,
+    /// Whether the filesystem shares extents (`reflink` clones).
+    pub reflink: bool,
     /// Loop device → backing file.
     pub loops: BTreeMap<PathBuf, PathBuf>,
     pub snapshots: BTreeSet<String>,
@@ -48,6 +50,8 @@ pub struct World {
     pub vmms: BTreeMap<u32, PathBuf>,
     /// VMMs that were configured and started.
     pub configured: BTreeSet<u32>,
+    /// The configuration of the last VMM started.
+    pub last_config: Option<VmmConfig>,
     pub sidecar_alive: bool,
     /// VMM kinds whose binary is missing.
     pub missing_vmms: BTreeSet<VmmKind>,
@@ -128,6 +132,18 @@ impl Disks for Fake {
             .open(dst)?
             .set_len(size)?;
         Ok(world.clone_strategy.unwrap_or(CowStrategy::Copy))
+    }
+    fn reflink(&self, src: &Path, dst: &Path, size: u64) -> Result<bool> {
+        let world = self.call("reflink", dst.display())?;
+        if !world.reflink {
+            return Ok(false);
+        }
+        std::fs::copy(src, dst)?;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(dst)?
+            .set_len(size)?;
+        Ok(true)
     }
     fn grow_ext4(&self, image: &Path, size: u64) -> Result<()> {
         drop(self.call("grow_ext4", image.display())?);
@@ -325,8 +341,9 @@ impl Vmm for Fake {
         drop(self.call("wait_for_socket", pid)?);
         Ok(())
     }
-    fn configure_and_start(&self, api_sock: &Path, _: &VmmConfig) -> Result<()> {
+    fn configure_and_start(&self, api_sock: &Path, config: &VmmConfig) -> Result<()> {
         let mut world = self.call("configure_and_start", api_sock.display())?;
+        world.last_config = Some(config.clone());
         let pid = world
             .vmms
             .iter()
@@ -431,5 +448,27 @@ impl TestBed {
             verbose: false,
         };
         Ok(Self { ctx, fake, dir })
+    }
+
+    /// Gives image `base` an initrd that is banger's initramfs (as far as
+    /// its first entry says).
+    pub fn boot_banger_initramfs(&self) -> Result<()> {
+        let mut cpio = crate::host::image::cpio::CpioWriter::new(Vec::new());
+        cpio.file(crate::host::image::MARKER, 0o644, b"")?;
+        let initrd = self
+            .ctx
+            .paths
+            .image_dir("base")
+            .join(crate::host::image::INITRD);
+        std::fs::write(initrd, cpio.finish()?)?;
+        self.ctx.store.delete_image("base")?;
+        self.ctx.store.insert_image(&Image {
+            name: "base".into(),
+            source: "build".into(),
+            has_initrd: true,
+            is_default: true,
+            created_at: 0,
+        })?;
+        Ok(())
     }
 }

@@ -71,7 +71,13 @@ pub struct VmFiles {
     pub cow: PathBuf,
     /// The root disk: a full clone of the image's rootfs (reflink or copy).
     pub root_disk: PathBuf,
+    /// The overlay's upper disk: the VM's writes over the image's rootfs.
+    pub upper: PathBuf,
     pub work: PathBuf,
+    /// The seed drive banger's initramfs reads (see `host::image::seed`).
+    pub seed: PathBuf,
+    /// The public half of the VM's SSH host key, pinned before its first boot.
+    pub host_key_pub: PathBuf,
     pub console_log: PathBuf,
     pub vmm_log: PathBuf,
     pub metrics: PathBuf,
@@ -83,7 +89,10 @@ impl VmFiles {
         Self {
             cow: dir.join("root.cow"),
             root_disk: dir.join("root.ext4"),
+            upper: dir.join("upper.ext4"),
             work: dir.join("work.ext4"),
+            seed: dir.join("seed.cpio"),
+            host_key_pub: dir.join("ssh_host_ed25519_key.pub"),
             console_log: dir.join("console.log"),
             vmm_log: dir.join("firecracker.log"),
             metrics: dir.join("metrics.json"),

@@ -25,6 +25,9 @@ pub trait Disks: Send + Sync {
     /// A copy-on-write clone of `src` at `dst` (reflink, else sparse copy),
     /// `size` bytes long; says which it did.
     fn clone_file(&self, src: &Path, dst: &Path, size: u64) -> Result<CowStrategy>;
+    /// A reflink clone of `src` at `dst`, `size` bytes long; `false` (and
+    /// nothing made) when the filesystem cannot share extents.
+    fn reflink(&self, src: &Path, dst: &Path, size: u64) -> Result<bool>;
     /// Grows an ext4 image file and its filesystem to `size` bytes.
     fn grow_ext4(&self, image: &Path, size: u64) -> Result<()>;
     /// Writes one file into an ext4 image without mounting it.
@@ -169,6 +172,9 @@ impl Disks for RealDisks {
     }
     fn clone_file(&self, src: &Path, dst: &Path, size: u64) -> Result<CowStrategy> {
         Ok(cow::clone_file(src, dst, size)?)
+    }
+    fn reflink(&self, src: &Path, dst: &Path, size: u64) -> Result<bool> {
+        Ok(cow::reflink(src, dst, size)?)
     }
     fn grow_ext4(&self, image: &Path, size: u64) -> Result<()> {
         Ok(ext4::grow(image, size)?)

@@ -11,8 +11,10 @@ use super::host::{StopOutcome, VmmConfig};
 use super::resources::{self, Journal};
 use super::status::{self, Next, VmStatus};
 use super::{Ctx, ImageFiles, Timings, VmFiles};
+use crate::host::image::seed::{RootLayout, Seed};
 use crate::host::ssh;
 use crate::state::StateError;
+use crate::state::atomic;
 use crate::state::handles::{Handles, Loaded};
 use crate::state::lock::{self, LockGuard};
 use crate::state::model::{BadVm, CowStrategy, Pending, Vm, VmId, VmState};
@@ -447,45 +449,101 @@ fn reconcile(ctx: &Ctx, vm: &mut Vm) -> Result<Observed> {
     Ok(Observed::default())
 }
 
-/// The root disk (a sparse COW store for dm-snapshot, else a clone of the
-/// image's rootfs) and the work disk (a clone of the image's seed, grown,
-/// with banger's public key).
+/// The VM's disks, in the first of these the host and image allow: a
+/// sparse COW store for a dm-snapshot; a reflink clone of the image's
+/// rootfs; for an image that boots banger's initramfs, an empty sparse
+/// upper disk over the image's read-only rootfs (an overlay); else a sparse
+/// copy. The work disk is a clone of the image's seed.
+///
+/// For an image that boots banger's initramfs, nothing is written inside a
+/// disk: the disks are only sized (the guest grows their filesystems and
+/// formats the upper disk on its first boot), and banger's public key and
+/// the VM's SSH host key, made here, go on the seed drive the initramfs
+/// reads; the host key is pinned in `known_hosts` before the first boot.
+/// Other images get banger's key written into the work disk and keep
+/// learning the host key on their first boot.
 fn make_disks(ctx: &Ctx, vm: &Vm, image: &ImageFiles) -> Result<CowStrategy> {
     let disks = &ctx.host.disks;
     let files = VmFiles::of(&ctx.paths, vm);
     crate::state::paths::ensure_private_dir(&files.dir)?;
-    let strategy = if disks.dm_available() {
-        let cow = std::os::unix::fs::OpenOptionsExt::mode(
-            std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true),
-            0o600,
-        )
-        .open(&files.cow)
-        .with_context(|| format!("cannot create {}", files.cow.display()))?;
-        cow.set_len(vm.disk_size)
-            .with_context(|| format!("cannot size {}", files.cow.display()))?;
-        CowStrategy::DmSnapshot
-    } else {
-        let rootfs_size = file_size(&image.rootfs)?;
-        let strategy = disks.clone_file(&image.rootfs, &files.root_disk, rootfs_size)?;
-        if vm.disk_size > rootfs_size {
-            disks.grow_ext4(&files.root_disk, vm.disk_size)?;
+    let seeded = image
+        .initrd
+        .as_deref()
+        .is_some_and(crate::host::image::is_banger_initramfs);
+    let rootfs_size = file_size(&image.rootfs)?;
+    let grow = |path: &Path, size: u64, from: u64| -> Result<()> {
+        match (size > from, seeded) {
+            (false, _) => Ok(()),
+            (true, true) => sparse_file(path, size, false),
+            (true, false) => disks.grow_ext4(path, size),
         }
-        strategy
+    };
+    let strategy = if disks.dm_available() {
+        sparse_file(&files.cow, vm.disk_size, true)?;
+        CowStrategy::DmSnapshot
+    } else if disks.reflink(&image.rootfs, &files.root_disk, rootfs_size)? {
+        grow(&files.root_disk, vm.disk_size, rootfs_size)?;
+        CowStrategy::Reflink
+    } else if seeded {
+        sparse_file(&files.upper, vm.disk_size, true)?;
+        CowStrategy::Overlay
+    } else {
+        disks.clone_file(&image.rootfs, &files.root_disk, rootfs_size)?;
+        grow(&files.root_disk, vm.disk_size, rootfs_size)?;
+        CowStrategy::Copy
     };
     let seed_size = file_size(&image.work_seed)?;
     disks.clone_file(&image.work_seed, &files.work, seed_size)?;
-    disks.grow_ext4(&files.work, vm.work_size.max(seed_size))?;
+    grow(&files.work, vm.work_size.max(seed_size), seed_size)?;
     let public_key = ssh::ensure_key(&ctx.paths.ssh_key())?;
-    disks.write_ext4_file(
-        &files.work,
-        "/.ssh/authorized_keys",
-        format!("{public_key}\n").as_bytes(),
-        0o600,
+    if !seeded {
+        disks.write_ext4_file(
+            &files.work,
+            "/.ssh/authorized_keys",
+            format!("{public_key}\n").as_bytes(),
+            0o600,
+        )?;
+        return Ok(strategy);
+    }
+    let (host_key, host_key_pub) = ssh::new_host_key(vm.name.as_ref())
+        .map_err(|e| anyhow!("cannot make VM {}'s SSH host key: {e}", vm.name))?;
+    let root = if strategy == CowStrategy::Overlay {
+        RootLayout::Overlay
+    } else {
+        RootLayout::Disk
+    };
+    let seed = Seed {
+        authorized_keys: &public_key,
+        host_key: &host_key,
+        host_key_pub: &host_key_pub,
+        root,
+    };
+    let bytes = seed
+        .to_bytes()
+        .with_context(|| format!("cannot write VM {}'s seed drive", vm.name))?;
+    atomic::write(&files.seed, &bytes, 0o600)?;
+    atomic::write(
+        &files.host_key_pub,
+        format!("{host_key_pub}\n").as_bytes(),
+        0o644,
     )?;
+    let hosts = [vm.ip.to_string(), ctx.dns_name(vm)];
+    ssh::pin_host_key(&ctx.paths.known_hosts(), &hosts, &host_key_pub)?;
     Ok(strategy)
+}
+
+/// Makes `path` a sparse file of `size` bytes, only root can read it;
+/// `fresh`: created (or emptied) here, else an existing file grown.
+fn sparse_file(path: &Path, size: u64, fresh: bool) -> Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true);
+    if fresh {
+        std::os::unix::fs::OpenOptionsExt::mode(options.create(true).truncate(true), 0o600);
+    }
+    options
+        .open(path)
+        .and_then(|file| file.set_len(size))
+        .with_context(|| format!("cannot size {}", path.display()))
 }
 
 pub fn file_size(path: &std::path::Path) -> Result<u64> {
@@ -543,7 +601,10 @@ fn start_runtime(
         initrd: image_files.initrd.clone(),
         boot_args: boot_args(vm, &ctx.config),
         rootfs: root_disk,
+        root_read_only: vm.cow_strategy == Some(CowStrategy::Overlay),
         work_disk: files.work.clone(),
+        seed: files.seed.exists().then(|| files.seed.clone()),
+        upper: (vm.cow_strategy == Some(CowStrategy::Overlay)).then(|| files.upper.clone()),
         tap,
         mac: vm.mac.clone(),
         vsock_cid: vm.vsock_cid,

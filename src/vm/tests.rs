@@ -80,6 +80,106 @@ fn a_started_vm_holds_every_resource_in_its_journal() {
     assert_eq!(vm.cow_strategy, Some(CowStrategy::Copy));
 }
 
+#[test]
+fn the_root_disk_is_dm_then_reflink_then_overlay_then_copy() {
+    // (dm, reflink, banger's initramfs) → strategy.
+    let cases = [
+        ((true, true, true), CowStrategy::DmSnapshot),
+        ((true, false, false), CowStrategy::DmSnapshot),
+        ((false, true, true), CowStrategy::Reflink),
+        ((false, true, false), CowStrategy::Reflink),
+        ((false, false, true), CowStrategy::Overlay),
+        ((false, false, false), CowStrategy::Copy),
+    ];
+    for ((dm, reflink, seeded), want) in cases {
+        let bed = TestBed::new().unwrap();
+        if seeded {
+            bed.boot_banger_initramfs().unwrap();
+        }
+        {
+            let mut world = bed.fake.world();
+            world.dm = dm;
+            world.reflink = reflink;
+        }
+        let vm = create(&bed, "a", false).unwrap();
+        let case = format!("dm {dm}, reflink {reflink}, banger's initramfs {seeded}");
+        assert_eq!(vm.cow_strategy, Some(want), "{case}");
+        assert_eq!(row(&bed, "a").cow_strategy, Some(want), "{case}");
+        let files = crate::vm::VmFiles::of(&bed.ctx.paths, &vm);
+        assert_eq!(files.upper.exists(), want == CowStrategy::Overlay, "{case}");
+        assert_eq!(files.seed.exists(), seeded, "{case}");
+    }
+}
+
+#[test]
+fn an_image_with_banger_s_initramfs_gets_a_seed_and_no_disk_writes() {
+    use std::os::unix::fs::PermissionsExt;
+    let bed = TestBed::new().unwrap();
+    bed.boot_banger_initramfs().unwrap();
+    let vm = create(&bed, "a", false).unwrap();
+    let calls = bed.fake.world().calls.clone();
+    assert!(
+        !calls
+            .iter()
+            .any(|c| c.starts_with("grow_ext4") || c.starts_with("write_ext4_file")),
+        "{calls:?}"
+    );
+    let files = crate::vm::VmFiles::of(&bed.ctx.paths, &vm);
+    let mode = std::fs::metadata(&files.seed).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    assert_eq!(
+        std::fs::metadata(&files.work).unwrap().len(),
+        1 << 20,
+        "the work disk is sized to --work-size"
+    );
+    // The host key is pinned before the VM ever boots, under its IP and name.
+    let pinned = std::fs::read_to_string(&files.host_key_pub).unwrap();
+    assert!(pinned.starts_with("ssh-ed25519 "), "{pinned}");
+    let known = std::fs::read_to_string(bed.ctx.paths.known_hosts()).unwrap();
+    let key = pinned.split_whitespace().nth(1).unwrap();
+    for host in [vm.ip.to_string(), "a.vm".to_owned()] {
+        assert!(
+            known.lines().any(|l| l.contains(&host) && l.contains(key)),
+            "{host} not pinned:\n{known}"
+        );
+    }
+    let seed = std::fs::read(&files.seed).unwrap();
+    assert!(
+        String::from_utf8_lossy(&seed).contains(key),
+        "the seed carries the pinned key"
+    );
+
+    // Without banger's initramfs: banger's key goes into the work disk.
+    let bed = TestBed::new().unwrap();
+    let vm = create(&bed, "b", false).unwrap();
+    assert!(
+        bed.fake
+            .world()
+            .calls
+            .iter()
+            .any(|c| c.starts_with("write_ext4_file") && c.ends_with("/.ssh/authorized_keys")),
+    );
+    let files = crate::vm::VmFiles::of(&bed.ctx.paths, &vm);
+    assert!(!files.seed.exists() && !files.host_key_pub.exists());
+}
+
+#[test]
+fn an_overlay_vm_boots_the_image_rootfs_read_only_under_its_upper_disk() {
+    let bed = TestBed::new().unwrap();
+    bed.boot_banger_initramfs().unwrap();
+    let vm = create(&bed, "a", true).unwrap();
+    let files = crate::vm::VmFiles::of(&bed.ctx.paths, &vm);
+    let config = bed.fake.world().last_config.clone().unwrap();
+    let image = bed.ctx.paths.image_dir("base");
+    assert_eq!(config.rootfs, image.join("rootfs.ext4"));
+    assert!(config.root_read_only);
+    assert_eq!(config.upper.as_deref(), Some(files.upper.as_path()));
+    assert_eq!(config.seed.as_deref(), Some(files.seed.as_path()));
+    assert_eq!(std::fs::metadata(&files.upper).unwrap().len(), vm.disk_size);
+    LockedVm::open(&bed.ctx, "a").unwrap().delete(true).unwrap();
+    assert!(!files.upper.exists() && !files.seed.exists());
+}
+
 /// Every operation a start makes, as the fake logs it.
 const START_STAGES: &[&str] = &[
     "ensure_bridge",

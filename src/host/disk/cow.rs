@@ -37,6 +37,23 @@ fn ficlone(dst: &File, src: &File) -> Result<(), Errno> {
 /// partial file. `src` is only read. Fails with [`DiskError::Shrink`] if
 /// `size` is smaller than `src`.
 pub fn clone_file(src: &Path, dst: &Path, size: u64) -> Result<CowStrategy, DiskError> {
+    clone_with(src, dst, size, true).map(|s| s.unwrap_or(CowStrategy::Copy))
+}
+
+/// Like [`clone_file`], but only by `FICLONE`: `false` (and nothing at
+/// `dst`) when the filesystem cannot share extents. O(1) in the data.
+pub fn reflink(src: &Path, dst: &Path, size: u64) -> Result<bool, DiskError> {
+    clone_with(src, dst, size, false).map(|s| s.is_some())
+}
+
+/// The clone of [`clone_file`]; `None` when `FICLONE` is unsupported and
+/// `copy` is false.
+fn clone_with(
+    src: &Path,
+    dst: &Path,
+    size: u64,
+    copy: bool,
+) -> Result<Option<CowStrategy>, DiskError> {
     let source = File::open(src).map_err(io_err("open", src))?;
     let src_len = source.metadata().map_err(io_err("stat", src))?.len();
     if size < src_len {
@@ -50,6 +67,11 @@ pub fn clone_file(src: &Path, dst: &Path, size: u64) -> Result<CowStrategy, Disk
     let clone = tmp.create()?;
     let strategy = match ficlone(&clone, &source) {
         Ok(()) => CowStrategy::Reflink,
+        Err(Errno::EOPNOTSUPP | Errno::EXDEV | Errno::EINVAL | Errno::ENOTTY | Errno::EPERM)
+            if !copy =>
+        {
+            return Ok(None);
+        }
         Err(Errno::EOPNOTSUPP | Errno::EXDEV | Errno::EINVAL | Errno::ENOTTY | Errno::EPERM) => {
             sparse_copy(&source, src, &clone, &tmp.path, src_len)?;
             CowStrategy::Copy
@@ -65,7 +87,7 @@ pub fn clone_file(src: &Path, dst: &Path, size: u64) -> Result<CowStrategy, Disk
     clone.set_len(size).map_err(io_err("resize", &tmp.path))?;
     drop(clone);
     tmp.persist(dst)?;
-    Ok(strategy)
+    Ok(Some(strategy))
 }
 
 /// Copies the data extents of `source` (`len` bytes) into the empty `dest`,
@@ -134,6 +156,7 @@ mod tests {
         for s in [
             CowStrategy::DmSnapshot,
             CowStrategy::Reflink,
+            CowStrategy::Overlay,
             CowStrategy::Copy,
         ] {
             let json = serde_json::to_string(&s).expect("serialize");

@@ -201,7 +201,13 @@ pub struct VmmConfig {
     pub initrd: Option<PathBuf>,
     pub boot_args: String,
     pub rootfs: PathBuf,
+    /// The root drive is the image's own rootfs (overlay): attached read-only.
+    pub root_read_only: bool,
     pub work_disk: PathBuf,
+    /// The seed drive banger's initramfs reads, attached read-only third.
+    pub seed: Option<PathBuf>,
+    /// The overlay's upper disk, attached fourth.
+    pub upper: Option<PathBuf>,
     pub tap: String,
     pub mac: String,
     pub vsock_cid: u32,
@@ -224,7 +230,18 @@ pub fn requests(cfg: &VmmConfig) -> Vec<(String, Value)> {
     if let (Some(initrd), Some(object)) = (&cfg.initrd, boot_source.as_object_mut()) {
         object.insert("initrd_path".to_owned(), path_value(initrd));
     }
-    vec![
+    let drive = |id: &str, path: &Path, read_only: bool| {
+        (
+            format!("/drives/{id}"),
+            json!({
+                "drive_id": id,
+                "path_on_host": path_value(path),
+                "is_root_device": false,
+                "is_read_only": read_only,
+            }),
+        )
+    };
+    let mut requests = vec![
         (
             "/logger".to_owned(),
             json!({
@@ -253,18 +270,20 @@ pub fn requests(cfg: &VmmConfig) -> Vec<(String, Value)> {
                 "drive_id": "rootfs",
                 "path_on_host": path_value(&cfg.rootfs),
                 "is_root_device": true,
-                "is_read_only": false,
+                "is_read_only": cfg.root_read_only,
             }),
         ),
-        (
-            "/drives/work".to_owned(),
-            json!({
-                "drive_id": "work",
-                "path_on_host": path_value(&cfg.work_disk),
-                "is_root_device": false,
-                "is_read_only": false,
-            }),
-        ),
+        drive("work", &cfg.work_disk, false),
+    ];
+    // The guest sees the drives in this order: vda root, vdb work, vdc
+    // seed, vdd upper.
+    requests.extend(cfg.seed.as_deref().map(|seed| drive("seed", seed, true)));
+    requests.extend(
+        cfg.upper
+            .as_deref()
+            .map(|upper| drive("upper", upper, false)),
+    );
+    requests.extend([
         (
             "/network-interfaces/eth0".to_owned(),
             json!({
@@ -280,7 +299,8 @@ pub fn requests(cfg: &VmmConfig) -> Vec<(String, Value)> {
                 "uds_path": path_value(&cfg.vsock_uds),
             }),
         ),
-    ]
+    ]);
+    requests
 }
 
 /// Creates the log and metrics files (Firecracker opens but does not create
@@ -324,7 +344,10 @@ mod tests {
             initrd: Some("/var/lib/banger/images/debian/initrd.img".into()),
             boot_args: "console=ttyS0 reboot=k panic=1".to_owned(),
             rootfs: "/dev/mapper/banger-abc".into(),
+            root_read_only: false,
             work_disk: "/var/lib/banger/vms/abc/work.ext4".into(),
+            seed: None,
+            upper: None,
             tap: "bgpool0".to_owned(),
             mac: "06:00:0a:00:00:02".to_owned(),
             vsock_cid: 3,
@@ -397,6 +420,42 @@ mod tests {
         assert_eq!(
             body("/vsock"),
             &json!({ "guest_cid": 3, "uds_path": "/run/banger/abc/vsock.sock" })
+        );
+    }
+
+    #[test]
+    fn an_overlay_vm_has_a_read_only_root_then_work_seed_and_upper() {
+        let cfg = VmmConfig {
+            rootfs: "/var/lib/banger/images/debian/rootfs.ext4".into(),
+            root_read_only: true,
+            seed: Some("/var/lib/banger/vms/abc/seed.cpio".into()),
+            upper: Some("/var/lib/banger/vms/abc/upper.ext4".into()),
+            ..config()
+        };
+        let requests = requests(&cfg);
+        let drives: Vec<(&str, &Value)> = requests
+            .iter()
+            .filter(|(path, _)| path.starts_with("/drives/"))
+            .map(|(path, body)| (path.as_str(), body))
+            .collect();
+        let ids: Vec<&str> = drives.iter().map(|(path, _)| *path).collect();
+        assert_eq!(
+            ids,
+            [
+                "/drives/rootfs",
+                "/drives/work",
+                "/drives/seed",
+                "/drives/upper"
+            ]
+        );
+        let read_only: Vec<bool> = drives
+            .iter()
+            .map(|(_, body)| body["is_read_only"].as_bool().unwrap())
+            .collect();
+        assert_eq!(read_only, [true, false, true, false]);
+        assert_eq!(
+            drives[2].1["path_on_host"],
+            "/var/lib/banger/vms/abc/seed.cpio"
         );
     }
 

@@ -13,8 +13,8 @@ use crate::host::run::run;
 const NET_SCRIPT: &str = include_str!("../../../scripts/guest/banger-net");
 const NET_UNIT: &str = include_str!("../../../scripts/guest/banger-net.service");
 const AGENT_UNIT: &str = include_str!("../../../scripts/guest/banger-agent.service");
-const SSH_KEYGEN_UNIT: &str = include_str!("../../../scripts/guest/banger-ssh-keygen.service");
 const GROW_WORK_UNIT: &str = include_str!("../../../scripts/guest/banger-grow-work.service");
+const GROW_ROOT_UNIT: &str = include_str!("../../../scripts/guest/banger-grow-root.service");
 const SSHD_CONFIG: &str = include_str!("../../../scripts/guest/sshd-banger.conf");
 const FSTAB: &str = include_str!("../../../scripts/guest/fstab");
 
@@ -111,8 +111,8 @@ pub(crate) fn configure_guest(root: &Path, agent_binary: &Path) -> Result<(), Im
     let units = [
         ("banger-net.service", NET_UNIT),
         ("banger-agent.service", AGENT_UNIT),
-        ("banger-ssh-keygen.service", SSH_KEYGEN_UNIT),
         ("banger-grow-work.service", GROW_WORK_UNIT),
+        ("banger-grow-root.service", GROW_ROOT_UNIT),
     ];
     for (name, text) in units {
         write_file(
@@ -127,11 +127,6 @@ pub(crate) fn configure_guest(root: &Path, agent_binary: &Path) -> Result<(), Im
             &format!("/etc/systemd/system/{name}"),
         )?;
     }
-    write_symlink(
-        root,
-        "etc/systemd/system/ssh.service.wants/banger-ssh-keygen.service",
-        "/etc/systemd/system/banger-ssh-keygen.service",
-    )?;
     write_symlink(
         root,
         "etc/systemd/system/ctrl-alt-del.target",

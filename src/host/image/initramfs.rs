@@ -1,8 +1,11 @@
-//! The initramfs: busybox, the virtio/vsock modules the kernel builds as modules, and `/init`.
+//! The initramfs: busybox, the virtio/vsock/overlay modules the kernel
+//! builds as modules, and `/init`, which reads the VM's seed drive (see
+//! [`super::seed`]). Its first entry marks it as banger's, so an image
+//! imported with an initrd from `image build` is recognised too.
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs::{self, File};
-use std::io::BufWriter;
+use std::io::{BufWriter, Read};
 use std::path::Path;
 use std::process::Command;
 
@@ -25,10 +28,43 @@ pub(crate) const GUEST_MODULES: &[&str] = &[
     "vsock",
     "vmw_vsock_virtio_transport_common",
     "vmw_vsock_virtio_transport",
+    "overlay",
 ];
 
+/// The name of the initramfs's first entry: an initrd starting with it
+/// runs banger's `/init`, which reads the seed drive and can mount an
+/// overlay root. The number is the seed protocol's version.
+pub(crate) const MARKER: &str = "banger-initramfs-seed-1";
+
 /// Busybox applets `/init` calls, linked in `/bin`.
-const BUSYBOX_APPLETS: &[&str] = &["sh", "mount", "umount", "insmod", "sleep", "switch_root"];
+const BUSYBOX_APPLETS: &[&str] = &[
+    "sh",
+    "mount",
+    "umount",
+    "insmod",
+    "sleep",
+    "switch_root",
+    "cpio",
+    "mkdir",
+    "cat",
+    "cp",
+    "chmod",
+    "chroot",
+    "dd",
+    "od",
+    "tr",
+];
+
+/// Whether the initrd at `path` is banger's initramfs (its first cpio entry
+/// is [`MARKER`]): one header read, whatever the initrd's size.
+pub fn is_banger_initramfs(path: &Path) -> bool {
+    let mut head = [0u8; 110 + MARKER.len() + 1];
+    let read = File::open(path).and_then(|mut f| f.read_exact(&mut head));
+    read.is_ok()
+        && head.starts_with(b"070701")
+        && &head[110..110 + MARKER.len()] == MARKER.as_bytes()
+        && head[110 + MARKER.len()] == 0
+}
 
 /// The module name of a `modules.dep` path: file name before `.ko`, `-` read as `_`.
 fn module_name(path: &str) -> String {
@@ -135,6 +171,7 @@ fn add_entries(
     busybox: &[u8],
 ) -> Result<Vec<String>, ImageError> {
     let write_err = || ImageError::io("write", out);
+    w.file(MARKER, 0o644, b"").map_err(write_err())?;
     for dir in [
         "/bin",
         "/dev",
@@ -223,6 +260,26 @@ kernel/drivers/block/virtio_blk.ko.xz: kernel/drivers/virtio/virtio.ko kernel/dr
             module_name("kernel/drivers/char/hw_random/virtio-rng.ko.zst"),
             "virtio_rng"
         );
+    }
+
+    #[test]
+    fn the_marker_is_recognised_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let ours = dir.path().join("ours");
+        let mut w = CpioWriter::new(Vec::new());
+        w.file(MARKER, 0o644, b"").unwrap();
+        w.dir("/bin", 0o755).unwrap();
+        fs::write(&ours, w.finish().unwrap()).unwrap();
+        assert!(is_banger_initramfs(&ours));
+        let theirs = dir.path().join("theirs");
+        let mut w = CpioWriter::new(Vec::new());
+        w.dir("/bin", 0o755).unwrap();
+        w.file(&format!("{MARKER}x"), 0o644, b"").unwrap();
+        fs::write(&theirs, w.finish().unwrap()).unwrap();
+        assert!(!is_banger_initramfs(&theirs));
+        fs::write(dir.path().join("short"), b"0707").unwrap();
+        assert!(!is_banger_initramfs(&dir.path().join("short")));
+        assert!(!is_banger_initramfs(&dir.path().join("missing")));
     }
 
     #[test]

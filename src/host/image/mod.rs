@@ -7,7 +7,7 @@
 //! scratch directory and written with `mkfs.ext4 -d`.
 
 mod build;
-mod cpio;
+pub(crate) mod cpio;
 mod guest;
 mod initramfs;
 mod kernel;
@@ -15,10 +15,14 @@ mod manifest;
 mod packages;
 mod rootfs;
 mod scratch;
+pub mod seed;
 
 use std::path::PathBuf;
 
 pub use build::build;
+#[cfg(test)]
+pub(crate) use initramfs::MARKER;
+pub use initramfs::is_banger_initramfs;
 pub use kernel::{check_elf, check_pvh_note, kernel_release, unpack_vmlinuz};
 pub use manifest::{Manifest, ManifestFile};
 

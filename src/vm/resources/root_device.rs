@@ -1,7 +1,8 @@
 //! The root disk's block device for a dm-snapshot VM: a read-only loop
 //! device over the image's rootfs, a loop device over the VM's COW file,
 //! and the snapshot `banger-<id>` over both. Other strategies have no
-//! runtime device: the VMM opens the VM's root file directly.
+//! runtime device: the VMM opens the VM's root file directly, or (overlay)
+//! the image's rootfs, read-only.
 
 use std::path::PathBuf;
 
@@ -18,8 +19,10 @@ pub struct RootDevice;
 /// Brings up the root disk for this start and returns the path the VMM opens.
 pub fn attach(ctx: &Ctx, vm: &Vm, image: &ImageFiles, journal: &mut Journal) -> Result<PathBuf> {
     let files = VmFiles::of(&ctx.paths, vm);
-    if vm.cow_strategy != Some(CowStrategy::DmSnapshot) {
-        return Ok(files.root_disk);
+    match vm.cow_strategy {
+        Some(CowStrategy::DmSnapshot) => {}
+        Some(CowStrategy::Overlay) => return Ok(image.rootfs.clone()),
+        _ => return Ok(files.root_disk),
     }
     if !ctx.host.disks.dm_available() {
         bail!(

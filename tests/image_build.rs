@@ -126,9 +126,18 @@ fn initramfs_holds_init_busybox_and_the_modules_in_load_order() {
         "lib/modules/virtio_blk.ko",
         "lib/modules/virtio_net.ko",
         "lib/modules/vmw_vsock_virtio_transport.ko",
+        "lib/modules/overlay.ko",
+        "bin/cpio",
+        "bin/chroot",
     ] {
         assert!(names.contains(&want), "{want} missing from {names:?}");
     }
+    // Its first entry marks it as banger's: VMs of the image get a seed
+    // drive and (without dm or reflink) an overlay root.
+    assert_eq!(names.first(), Some(&"banger-initramfs-seed-1"), "{names:?}");
+    assert!(banger::host::image::is_banger_initramfs(
+        &dir.join(image::INITRD)
+    ));
     let order = Command::new("cpio")
         .args(["-i", "--quiet", "--to-stdout", "-F"])
         .arg(dir.join(image::INITRD))
@@ -195,6 +204,11 @@ fn rootfs_has_sshd_the_agent_and_banger_guest_setup() {
         debugfs(&rootfs, "cat /etc/systemd/system/banger-agent.service")
             .contains("ExecStart=/usr/local/bin/banger-agent")
     );
+    // The guest makes no host keys of its own: banger gives it one.
+    assert_eq!(
+        file_type_of(&rootfs, "/etc/systemd/system/banger-ssh-keygen.service"),
+        None
+    );
     assert!(
         debugfs(&rootfs, "stat /etc/systemd/system/ctrl-alt-del.target")
             .contains("poweroff.target")
@@ -217,6 +231,8 @@ fn rootfs_has_sshd_the_agent_and_banger_guest_setup() {
         "PasswordAuthentication no",
         "PermitRootLogin prohibit-password",
         "KbdInteractiveAuthentication no",
+        "HostKey /etc/ssh/ssh_host_ed25519_key",
+        "AuthorizedKeysFile .ssh/authorized_keys /etc/ssh/banger/authorized_keys",
     ] {
         assert!(sshd.lines().any(|l| l == line), "{line} missing: {sshd}");
     }

@@ -320,7 +320,7 @@ fn device_mapper() -> Check {
     } else {
         warn(
             "device-mapper",
-            "not available: root disks are reflink clones or sparse copies",
+            "not available: root disks are reflink clones, overlays (images built by banger) or sparse copies",
             "for instant copy-on-write root disks, load dm_snapshot (modprobe dm_snapshot) and install dmsetup",
         )
     }
@@ -342,7 +342,7 @@ fn reflink(paths: &Paths) -> Check {
         Ok(_) => warn(
             "reflink",
             format!(
-                "{} has no reflinks: work disks are sparse copies",
+                "{} has no reflinks: root disks are overlays (images built by banger) or sparse copies",
                 base.display()
             ),
             "put BANGER_HOME on XFS or btrfs for instant clones",

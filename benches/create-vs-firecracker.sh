@@ -4,6 +4,9 @@
 # interleaved, RUNS times each, in a private network namespace. As root.
 #   benches/create-vs-firecracker.sh [RUNS]     (default 7)
 # Needs target/release/banger (cargo build --release; or set BANGER_BIN) and scripts/test-deps.sh's fixtures.
+# Both sides boot with banger's initramfs (BENCH_INITRD, else the newest
+# target/test-images/*/initrd.img the guest tests built), so banger's side
+# takes the path an image from `banger image build` takes.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 runs=${1:-7}
@@ -29,7 +32,12 @@ export BANGER_HOME="$work/home" BANGER_RUN_DIR="$work/run" BANGER_FIRECRACKER="$
 export BANGER_VMM=firecracker
 echo 'tap_pool_size = 0' > "$BANGER_CONFIG"
 truncate -s 512M "$work/rootfs.ext4" && mkfs.ext4 -q -F "$work/rootfs.ext4"
-"$banger" image import bench --kernel "$kernel" --rootfs "$work/rootfs.ext4" >/dev/null 2>&1
+initrd=${BENCH_INITRD:-$(ls -t "$root"/target/test-images/*/initrd.img 2>/dev/null | head -1)}
+if [ -z "$initrd" ] || [ ! -f "$initrd" ]; then
+  echo "no initrd from banger image build (set BENCH_INITRD, or run the guest tests once)" >&2
+  exit 1
+fi
+"$banger" image import bench --kernel "$kernel" --rootfs "$work/rootfs.ext4" --initrd "$initrd" >/dev/null
 
 now_ms() { date +%s%3N; }
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
@@ -37,7 +45,7 @@ median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a
 inns ip tuntap add bench-tap mode tap
 cat > "$work/fc.json" <<JSON
 {
-  "boot-source": {"kernel_image_path": "$kernel", "boot_args": "console=ttyS0 reboot=k panic=1 pci=off"},
+  "boot-source": {"kernel_image_path": "$kernel", "initrd_path": "$initrd", "boot_args": "console=ttyS0 reboot=k panic=1 pci=off"},
   "drives": [{"drive_id": "rootfs", "path_on_host": "$work/rootfs-copy.ext4", "is_root_device": true, "is_read_only": false}],
   "network-interfaces": [{"iface_id": "eth0", "host_dev_name": "bench-tap", "guest_mac": "06:00:ac:1e:00:63"}],
   "machine-config": {"vcpu_count": 2, "mem_size_mib": 1024}
@@ -69,5 +77,10 @@ b=$(median < "$work/banger.ms"); f=$(median < "$work/fc.ms")
 echo "banger vm create --no-wait: median ${b} ms  (runs: $(tr '\n' ' ' < "$work/banger.ms"))"
 echo "firecracker --config-file:  median ${f} ms  (runs: $(tr '\n' ' ' < "$work/fc.ms"))"
 awk -v b="$b" -v f="$f" 'BEGIN {printf "ratio: %.2f\n", b / f}'
-echo "stages of the last banger run:"
-cat "$work/timings.$runs"
+echo "banger's stages, median of the runs (ms):"
+for stage in image allocate disks "root disk" tap spawn configure sidecar firewall total; do
+  v=$(for i in $(seq "$runs"); do
+        sed -nE "s/^  $stage +([0-9.]+) ms.*/\1/p" "$work/timings.$i"
+      done | median)
+  if [ -n "$v" ]; then printf '  %-10s %8s\n' "$stage" "$v"; fi
+done

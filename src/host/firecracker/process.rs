@@ -24,6 +24,9 @@ const TERM_GRACE: Duration = Duration::from_secs(2);
 const KILL_GRACE: Duration = Duration::from_secs(5);
 /// How often [`wait_for_socket`] looks again.
 const POLL: Duration = Duration::from_millis(5);
+/// How often [`wait_for_socket`] retries: a connect attempt is cheap, and
+/// the socket appears within milliseconds of the spawn.
+const SOCKET_POLL: Duration = Duration::from_millis(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum FcError {
@@ -211,7 +214,7 @@ pub fn wait_for_socket(sock: &Path, pid: u32, timeout: Duration) -> Result<(), F
                 timeout,
             });
         }
-        std::thread::sleep(POLL);
+        std::thread::sleep(SOCKET_POLL);
     }
 }
 

@@ -272,6 +272,22 @@ mod tests {
     }
 
     #[test]
+    fn host_keys_are_fresh_ed25519_and_compare_without_comments() {
+        let (private, public) = new_host_key("web").unwrap();
+        assert!(private.starts_with("-----BEGIN OPENSSH PRIVATE KEY-----"));
+        assert!(public.starts_with("ssh-ed25519 ") && public.ends_with(" root@web"));
+        let (_, other) = new_host_key("web").unwrap();
+        assert!(!same_key(&public, &other));
+        let bare: Vec<&str> = public.split_whitespace().take(2).collect();
+        assert!(same_key(
+            &public,
+            &format!("{} {} elsewhere\n", bare[0], bare[1])
+        ));
+        assert!(!same_key("", ""));
+        assert!(!same_key("ssh-ed25519", "ssh-ed25519"));
+    }
+
+    #[test]
     fn pinning_replaces_old_entries_for_the_same_hosts() {
         let tmp = tempfile::tempdir().unwrap();
         let kh = tmp.path().join("known_hosts");

@@ -505,6 +505,20 @@ fn make_disks(ctx: &Ctx, vm: &Vm, image: &ImageFiles) -> Result<CowStrategy> {
         )?;
         return Ok(strategy);
     }
+    write_seed(ctx, vm, &files, strategy, &public_key)?;
+    Ok(strategy)
+}
+
+/// Makes the VM's SSH host key, writes its seed drive (banger's public
+/// key, the host key pair, the root's layout) and pins the host key's
+/// public half in `known_hosts` under the VM's IP and DNS name.
+fn write_seed(
+    ctx: &Ctx,
+    vm: &Vm,
+    files: &VmFiles,
+    strategy: CowStrategy,
+    public_key: &str,
+) -> Result<()> {
     let (host_key, host_key_pub) = ssh::new_host_key(vm.name.as_ref())
         .map_err(|e| anyhow!("cannot make VM {}'s SSH host key: {e}", vm.name))?;
     let root = if strategy == CowStrategy::Overlay {
@@ -513,7 +527,7 @@ fn make_disks(ctx: &Ctx, vm: &Vm, image: &ImageFiles) -> Result<CowStrategy> {
         RootLayout::Disk
     };
     let seed = Seed {
-        authorized_keys: &public_key,
+        authorized_keys: public_key,
         host_key: &host_key,
         host_key_pub: &host_key_pub,
         root,
@@ -528,8 +542,11 @@ fn make_disks(ctx: &Ctx, vm: &Vm, image: &ImageFiles) -> Result<CowStrategy> {
         0o644,
     )?;
     let hosts = [vm.ip.to_string(), ctx.dns_name(vm)];
-    ssh::pin_host_key(&ctx.paths.known_hosts(), &hosts, &host_key_pub)?;
-    Ok(strategy)
+    Ok(ssh::pin_host_key(
+        &ctx.paths.known_hosts(),
+        &hosts,
+        &host_key_pub,
+    )?)
 }
 
 /// Makes `path` a sparse file of `size` bytes, only root can read it;

@@ -81,7 +81,25 @@ const MIGRATIONS: &[&str] = &[
         detail    TEXT NOT NULL
     );
 ",
+    r"
+    -- Each address as its number too, so that allocation looks up the
+    -- highest one taken in an index instead of reading every row; `ip`
+    -- stays the address everything reads. `fill_ip_num` computes the
+    -- numbers of the rows already there (NULL for a text that is no
+    -- address). Not UNIQUE: `ip` is, and a row copied by hand carries its
+    -- source's number until allocation notices and recomputes them.
+    -- `name` and `vsock_cid` are UNIQUE, so indexed, since schema 1.
+    ALTER TABLE vms ADD COLUMN ip_num INTEGER;
+    CREATE INDEX vms_ip_num ON vms (ip_num);
+",
 ];
+
+/// The schema whose step adds `ip_num`: [`fill_ip_num`] runs right after it.
+const IP_NUM_SCHEMA: usize = 5;
+
+/// The vsock CIDs a guest can have: 0-2 are the hypervisor's, the host's
+/// and reserved; `u32::MAX` is "any".
+const GUEST_CIDS: (u32, u32) = (3, u32::MAX - 1);
 
 /// How long a command waits for another's write transaction, unless
 /// `BANGER_BUSY_TIMEOUT` (a duration such as `2s`) says otherwise.
@@ -184,8 +202,11 @@ impl Store {
                 known,
             });
         }
-        for migration in &MIGRATIONS[version as usize..] {
+        for (done, migration) in MIGRATIONS.iter().enumerate().skip(version as usize) {
             tx.execute_batch(migration).map_err(db)?;
+            if done + 1 == IP_NUM_SCHEMA {
+                fill_ip_num(&tx).map_err(db)?;
+            }
         }
         tx.pragma_update(None, "user_version", known).map_err(db)?;
         tx.commit().map_err(db)
@@ -206,6 +227,14 @@ impl Store {
 
     /// Allocates name, IP, MAC and CID and inserts the row, atomically.
     /// `pick_name` proposes a name for the n-th attempt when none was given.
+    ///
+    /// The address is the one after the highest taken in `subnet`, and the
+    /// CID the one after the highest taken: each an index lookup, however
+    /// many VMs there are. A deleted VM's address is not handed out again
+    /// at once, on purpose: a `known_hosts` line or a cached DNS answer
+    /// about the deleted VM then names no other VM. Only once the top of
+    /// the range is taken is the lowest free value found (an index walk up
+    /// to the first gap); none left is [`StateError::SubnetFull`].
     pub fn insert_vm(
         &self,
         new: &NewVm,
@@ -262,34 +291,28 @@ impl Store {
                 }
             }
         }
-        // One pass over the used addresses, then set lookups: linear in the
-        // number of VMs, not quadratic.
-        let used_ips: std::collections::HashSet<Ipv4Addr> = {
-            let mut stmt = tx.prepare("SELECT ip FROM vms").map_err(db)?;
-            stmt.query_map([], |r| r.get::<_, String>(0))
-                .map_err(db)?
-                .filter_map(|ip| ip.ok()?.parse().ok())
-                .collect()
-        };
-        let ip = subnet
-            .guest_addresses()
-            .find(|ip| !used_ips.contains(ip))
-            .ok_or_else(|| StateError::SubnetFull(subnet.to_string()))?;
-        let used_cids: Vec<u32> = {
-            let mut stmt = tx
-                .prepare("SELECT vsock_cid FROM vms ORDER BY vsock_cid")
-                .map_err(db)?;
-            // A corrupt value takes no CID; the row itself is reported
-            // wherever it is read.
-            stmt.query_map([], |r| Ok(r.get::<_, u32>(0).ok()))
-                .map_err(db)?
-                .filter_map(|cid| cid.ok().flatten())
-                .collect()
-        };
-        // CIDs 0-2 are reserved by vsock; take the lowest free one above.
-        let cid = (3u32..)
-            .find(|c| used_cids.binary_search(c).is_err())
-            .unwrap_or(u32::MAX);
+        let (first, last) = guest_range(subnet);
+        let mut ip = lowest_free(&tx, "ip_num", first, last).map_err(db)?;
+        if let Some(candidate) = ip
+            && ip_taken(&tx, candidate).map_err(db)?
+        {
+            // Some row's `ip_num` is not its `ip`'s (a row edited or copied
+            // by hand): recompute them all, once, and look again.
+            fill_ip_num(&tx).map_err(db)?;
+            ip = lowest_free(&tx, "ip_num", first, last).map_err(db)?;
+        }
+        let ip = Ipv4Addr::from(ip.ok_or_else(|| StateError::SubnetFull(subnet.to_string()))?);
+        let cid = lowest_free(&tx, "vsock_cid", GUEST_CIDS.0, GUEST_CIDS.1)
+            .map_err(db)?
+            .ok_or_else(|| {
+                db(rusqlite::Error::SqliteFailure(
+                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE),
+                    Some(format!(
+                        "every vsock CID from {} to {} is taken",
+                        GUEST_CIDS.0, GUEST_CIDS.1
+                    )),
+                ))
+            })?;
         let vm = Vm {
             id: id.clone(),
             name,
@@ -315,9 +338,9 @@ impl Store {
         tx.execute(
             "INSERT INTO vms (id, name, image, vcpus, memory_mib, disk_size, work_size, ip, mac, vsock_cid,
                               nat, cow_strategy, desired, expires_at, last_error, created_at, pending,
-                              published, vmm, vmm_choice)
+                              published, vmm, vmm_choice, ip_num)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18,
-                     ?19, ?20)",
+                     ?19, ?20, ?21)",
             params![
                 vm.id,
                 vm.name,
@@ -339,6 +362,7 @@ impl Store {
                 published_json(&vm.published),
                 vm.vmm.as_str(),
                 vm.vmm_choice.map(VmmChoice::as_str),
+                u32::from(vm.ip),
             ],
         )
         .map_err(db)?;
@@ -705,7 +729,7 @@ fn vm_from_row(row: &Row<'_>) -> Result<Vm, String> {
 fn check_vm(vm: Vm, subnet: Option<&Subnet>) -> Result<Vm, String> {
     super::parse::image_name(&vm.image).map_err(|e| format!("column image: {e}"))?;
     if let Some(subnet) = subnet
-        && !subnet.guest_addresses().any(|ip| ip == vm.ip)
+        && !is_guest_address(subnet, vm.ip)
     {
         return Err(format!(
             "column ip: {} is not a guest address of subnet {subnet}",
@@ -746,6 +770,107 @@ fn check_vm(vm: Vm, subnet: Option<&Subnet>) -> Result<Vm, String> {
         return Err(format!("column published: {port} names port 0"));
     }
     Ok(vm)
+}
+
+/// The first and last of `subnet`'s guest addresses as numbers: the range
+/// [`Subnet::guest_addresses`] walks (after the gateway, before broadcast).
+fn guest_range(subnet: &Subnet) -> (u32, u32) {
+    let network = u32::from(subnet.network);
+    let broadcast = network | (u32::MAX >> subnet.prefix_len);
+    (network + 2, broadcast - 1)
+}
+
+/// Whether `ip` is one of `subnet`'s guest addresses.
+fn is_guest_address(subnet: &Subnet, ip: Ipv4Addr) -> bool {
+    let (first, last) = guest_range(subnet);
+    (first..=last).contains(&u32::from(ip))
+}
+
+/// The queries [`lowest_free`] runs on integer `column` of `vms`: the
+/// highest value in `?1..=?2`, whether value `?1` is held, and the lowest
+/// value in `?1+1..=?2+1` whose predecessor is held and itself is not.
+/// Values of another type (a corrupt row) are left out.
+fn free_value_queries(column: &str) -> [String; 3] {
+    [
+        format!(
+            "SELECT {column} FROM vms
+             WHERE {column} BETWEEN ?1 AND ?2 AND typeof({column}) = 'integer'
+             ORDER BY {column} DESC LIMIT 1"
+        ),
+        format!("SELECT 1 FROM vms WHERE {column} = ?1"),
+        format!(
+            "SELECT a.{column} + 1 FROM vms a
+             WHERE a.{column} BETWEEN ?1 AND ?2 AND typeof(a.{column}) = 'integer'
+               AND NOT EXISTS (SELECT 1 FROM vms b WHERE b.{column} = a.{column} + 1)
+             ORDER BY a.{column} LIMIT 1"
+        ),
+    ]
+}
+
+/// The lowest value of integer `column` of `vms` in `first..=last` no row
+/// holds, preferring one past the highest held: that is one index lookup;
+/// only when `last` is held does it walk the index up to the first gap.
+/// Values outside the range (another subnet's addresses) are left out.
+fn lowest_free(
+    tx: &Transaction<'_>,
+    column: &str,
+    first: u32,
+    last: u32,
+) -> rusqlite::Result<Option<u32>> {
+    let [highest, held, gap] = free_value_queries(column);
+    let highest: Option<u32> = tx
+        .query_row(&highest, [first, last], |r| r.get(0))
+        .optional()?;
+    match highest {
+        None => return Ok(Some(first)),
+        Some(top) if top < last => return Ok(Some(top + 1)),
+        Some(_) => {}
+    }
+    if tx
+        .query_row(&held, [first], |_| Ok(()))
+        .optional()?
+        .is_none()
+    {
+        return Ok(Some(first));
+    }
+    tx.query_row(&gap, [first, last - 1], |r| r.get(0))
+        .optional()
+}
+
+/// Whether a row's `ip` is `ip` (the text, whatever its `ip_num` says).
+fn ip_taken(tx: &Transaction<'_>, ip: u32) -> rusqlite::Result<bool> {
+    tx.query_row(
+        "SELECT 1 FROM vms WHERE ip = ?1",
+        [Ipv4Addr::from(ip).to_string()],
+        |_| Ok(()),
+    )
+    .optional()
+    .map(|r| r.is_some())
+}
+
+/// Sets every row's `ip_num` to the number of its `ip`, or NULL where that
+/// is no IPv4 address (the row is reported unusable wherever it is read).
+fn fill_ip_num(conn: &Connection) -> rusqlite::Result<()> {
+    let rows: Vec<(i64, Option<u32>)> = {
+        let mut stmt = conn.prepare("SELECT rowid, ip FROM vms")?;
+        stmt.query_map([], |r| {
+            let ip = match r.get_ref(1)? {
+                rusqlite::types::ValueRef::Text(text) => std::str::from_utf8(text)
+                    .ok()
+                    .and_then(|t| t.parse::<Ipv4Addr>().ok())
+                    .map(u32::from),
+                _ => None,
+            };
+            Ok((r.get(0)?, ip))
+        })?
+        .collect::<Result<_, _>>()?
+    };
+    let mut update =
+        conn.prepare("UPDATE vms SET ip_num = ?2 WHERE rowid = ?1 AND ip_num IS NOT ?2")?;
+    for (rowid, ip) in rows {
+        update.execute(params![rowid, ip])?;
+    }
+    Ok(())
 }
 
 /// A column as type `T`, the error naming it.
@@ -866,12 +991,179 @@ mod tests {
             ("gen-0", "10.1.0.3".to_string(), 4)
         );
         assert_eq!(b.mac, "06:00:0a:01:00:03");
-        // A freed address and CID are reused.
+        // A freed address and CID are not handed out again while there are
+        // fresh ones above.
         store.delete_vm(&id(0xa)).unwrap();
         let c = store
             .insert_vm(&new_vm(Some("c")), &id(0xc), &subnet(), &|_| unreachable!())
             .unwrap();
-        assert_eq!((c.ip, c.vsock_cid), (a.ip, a.vsock_cid));
+        assert_eq!((c.ip.to_string(), c.vsock_cid), ("10.1.0.4".to_string(), 5));
+        assert_eq!(c.mac, mac_for(c.ip));
+    }
+
+    /// Inserts VMs named `names` into `subnet`, returning their addresses.
+    fn insert_all(store: &Store, names: &[&str], subnet: &Subnet) -> Vec<String> {
+        names
+            .iter()
+            .map(|n| {
+                let vm = store
+                    .insert_vm(
+                        &new_vm(Some(n)),
+                        &id(u32::from(n.as_bytes()[0])),
+                        subnet,
+                        &|_| unreachable!(),
+                    )
+                    .unwrap();
+                vm.ip.to_string()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn freed_addresses_are_reused_once_the_top_of_the_range_is_taken() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(&tmp.path().join("db")).unwrap();
+        // 10.1.0.0/29: guests .2 to .6.
+        insert_all(&store, &["a", "b", "c", "d", "e"], &subnet());
+        for gone in ["a", "c", "d"] {
+            store.delete_vm(&store.vm(gone).unwrap().id).unwrap();
+        }
+        assert_eq!(
+            insert_all(&store, &["f", "g", "h"], &subnet()),
+            ["10.1.0.2", "10.1.0.4", "10.1.0.5"]
+        );
+        let err = store
+            .insert_vm(
+                &new_vm(Some("i")),
+                &id(0x69),
+                &subnet(),
+                &|_| unreachable!(),
+            )
+            .unwrap_err();
+        assert!(matches!(err, StateError::SubnetFull(_)), "{err}");
+        assert_eq!(
+            err.to_string(),
+            "subnet 10.1.0.0/29 has no free guest address left"
+        );
+        // CIDs were not at their top: each VM got a fresh one.
+        let cids: Vec<u32> = store
+            .list_vms()
+            .unwrap()
+            .iter()
+            .map(|v| v.vsock_cid)
+            .collect();
+        assert_eq!(cids, [4, 7, 8, 9, 10]);
+    }
+
+    #[test]
+    fn cids_wrap_to_the_lowest_free_one_after_the_highest() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(&tmp.path().join("db")).unwrap();
+        insert_all(&store, &["a", "b", "c"], &subnet());
+        store.delete_vm(&store.vm("b").unwrap().id).unwrap();
+        // The highest guest CID is taken (by a hand edit: 4 billion VMs
+        // are a lot), so the lowest free ones are next: 4, then c's 5.
+        store
+            .conn
+            .execute(
+                "UPDATE vms SET vsock_cid = ?1 WHERE name = 'c'",
+                [u32::MAX - 1],
+            )
+            .unwrap();
+        insert_all(&store, &["d", "e"], &subnet());
+        assert_eq!(store.vm("d").unwrap().vsock_cid, 4);
+        assert_eq!(store.vm("e").unwrap().vsock_cid, 5);
+        assert_eq!(store.vm("c").unwrap().vsock_cid, u32::MAX - 1);
+    }
+
+    #[test]
+    fn rows_outside_a_changed_subnet_do_not_steer_allocation() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(&tmp.path().join("db")).unwrap();
+        let old = Subnet::parse("10.1.0.0/28").unwrap();
+        insert_all(&store, &["a", "b", "c", "d", "e", "f"], &old);
+        // Above the highest address of the new range, below it, and beside it.
+        let above = Subnet::parse("10.1.0.8/29").unwrap();
+        assert_eq!(
+            insert_all(&store, &["g", "h"], &above),
+            ["10.1.0.10", "10.1.0.11"]
+        );
+        let beside = Subnet::parse("10.2.0.0/29").unwrap();
+        assert_eq!(insert_all(&store, &["i"], &beside), ["10.2.0.2"]);
+        // Inside the first /29, whose top (.6) the old rows hold: the lowest
+        // free address, once some are.
+        store.delete_vm(&store.vm("b").unwrap().id).unwrap();
+        assert_eq!(insert_all(&store, &["j"], &subnet()), ["10.1.0.3"]);
+        assert!(matches!(
+            store.insert_vm(
+                &new_vm(Some("k")),
+                &id(0x6b),
+                &subnet(),
+                &|_| unreachable!()
+            ),
+            Err(StateError::SubnetFull(_))
+        ));
+    }
+
+    #[test]
+    fn a_row_whose_address_was_edited_by_hand_keeps_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(&tmp.path().join("db")).unwrap();
+        insert_all(&store, &["a"], &subnet());
+        // A hand edit moves `a` to the next address, leaving its number.
+        store
+            .conn
+            .execute(
+                "UPDATE vms SET ip = '10.1.0.3', mac = '06:00:0a:01:00:03' WHERE name = 'a'",
+                [],
+            )
+            .unwrap();
+        assert_eq!(
+            insert_all(&store, &["b", "c"], &subnet()),
+            ["10.1.0.4", "10.1.0.5"]
+        );
+        assert_eq!(store.vm("a").unwrap().ip.to_string(), "10.1.0.3");
+    }
+
+    #[test]
+    fn allocation_reads_indexes_not_every_row() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(&tmp.path().join("db")).unwrap();
+        for column in ["ip_num", "vsock_cid"] {
+            for sql in free_value_queries(column) {
+                let mut stmt = store
+                    .conn
+                    .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+                    .unwrap();
+                let values = [1, 2];
+                let values = &values[..stmt.parameter_count()];
+                let plan: Vec<String> = stmt
+                    .query_map(rusqlite::params_from_iter(values), |r| r.get(3))
+                    .unwrap()
+                    .map(Result::unwrap)
+                    .collect();
+                // Every step an index search: no scan of the table, no sort.
+                assert!(
+                    plan.iter()
+                        .all(|step| !step.starts_with("SCAN") && !step.contains("TEMP B-TREE")),
+                    "{sql}: {plan:?}"
+                );
+                assert!(
+                    plan.iter()
+                        .any(|step| step.starts_with("SEARCH") && step.contains("INDEX")),
+                    "{sql}: {plan:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn guest_range_is_the_first_and_last_guest_address() {
+        for text in ["10.1.0.0/29", "172.30.0.0/24", "10.200.0.0/16"] {
+            let subnet = Subnet::parse(text).unwrap();
+            let all: Vec<u32> = subnet.guest_addresses().map(u32::from).collect();
+            assert_eq!(guest_range(&subnet), (all[0], all[all.len() - 1]), "{text}");
+        }
     }
 
     #[test]
@@ -1087,6 +1379,80 @@ mod tests {
                 &|_| unreachable!(),
             )
             .unwrap();
+    }
+
+    #[test]
+    fn schema_four_rows_keep_their_addresses_and_are_allocated_around() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            for step in &MIGRATIONS[..4] {
+                conn.execute_batch(step).unwrap();
+            }
+            conn.pragma_update(None, "user_version", 4).unwrap();
+            for (n, ip) in [
+                (1u32, "10.1.0.2"),
+                (2, "10.1.0.4"),
+                (3, "10.1.0.02"),
+                (4, ""),
+            ] {
+                let mac = ip
+                    .parse::<Ipv4Addr>()
+                    .map(mac_for)
+                    .unwrap_or_else(|_| format!("bad-{n}"));
+                conn.execute(
+                    "INSERT INTO vms (id, name, image, vcpus, memory_mib, disk_size, work_size,
+                                      ip, mac, vsock_cid, nat, desired, created_at)
+                     VALUES (?1, ?2, 'base', 1, 128, 1, 1, ?3, ?4, ?5, 1, 'stopped', ?1)",
+                    params![id(n), format!("old{n}"), ip, mac, 10 + n],
+                )
+                .unwrap();
+            }
+        }
+        let store = Store::open(&path).unwrap().with_subnet(subnet());
+        let kept: Vec<_> = store
+            .list_vms()
+            .unwrap()
+            .into_iter()
+            .map(|vm| (vm.name.to_string(), vm.ip.to_string()))
+            .collect();
+        assert_eq!(
+            kept,
+            [
+                ("old1".to_owned(), "10.1.0.2".to_owned()),
+                ("old2".to_owned(), "10.1.0.4".to_owned())
+            ]
+        );
+        // The rows whose address is no address are still there, reported.
+        let bad: Vec<_> = store
+            .bad_vms()
+            .unwrap()
+            .into_iter()
+            .map(|b| b.name)
+            .collect();
+        assert_eq!(bad, ["old3", "old4"]);
+        let numbers: Vec<Option<u32>> = store
+            .conn
+            .prepare("SELECT ip_num FROM vms ORDER BY name")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(numbers, [Some(0x0a01_0002), Some(0x0a01_0004), None, None]);
+        // One past the highest address and CID taken.
+        let vm = store
+            .insert_vm(&new_vm(Some("new")), &id(9), &subnet(), &|_| unreachable!())
+            .unwrap();
+        assert_eq!(
+            (vm.ip.to_string(), vm.vsock_cid),
+            ("10.1.0.5".to_owned(), 15)
+        );
+        drop(store);
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.vm("new").unwrap().ip.to_string(), "10.1.0.5");
+        assert_eq!(store.integrity_check().unwrap(), "ok");
     }
 
     #[test]

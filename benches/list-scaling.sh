@@ -5,6 +5,9 @@
 #   benches/list-scaling.sh [SIZES...]      (default: 0 100 1000)
 # Needs target/release/banger (or BANGER_BIN) and scripts/test-deps.sh's
 # fixtures (in target/test-deps, or BANGER_TEST_DEPS as for the tests).
+# The image boots banger's initramfs (BENCH_INITRD, else the newest
+# target/test-images/*/initrd.img the guest tests built) when one is there,
+# as an image from `banger image build` does; else it has no initrd.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 banger="${BANGER_BIN:-$root/target/release/banger}"
@@ -23,7 +26,13 @@ b() { ip netns exec "$ns" "$banger" "$@"; }
 # Runs banger quietly; a failure prints its error and ends the bench.
 must() { b "$@" >/dev/null 2>"$work/err" || { cat "$work/err" >&2; exit 1; }; }
 truncate -s 64M "$work/rootfs.ext4" && mkfs.ext4 -q -F "$work/rootfs.ext4"
-must image import bench --kernel "$deps/vmlinux" --rootfs "$work/rootfs.ext4"
+initrd=${BENCH_INITRD:-$(ls -t "$root"/target/test-images/*/initrd.img 2>/dev/null | head -1)}
+if [ -n "$initrd" ] && [ -f "$initrd" ]; then
+  must image import bench --kernel "$deps/vmlinux" --rootfs "$work/rootfs.ext4" --initrd "$initrd"
+else
+  echo "no initrd from banger image build: the image has none (host disk path)" >&2
+  must image import bench --kernel "$deps/vmlinux" --rootfs "$work/rootfs.ext4"
+fi
 now_ms() { date +%s%N | cut -b1-13; }
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 

@@ -22,7 +22,6 @@ pub const RELEASES_URL: &str = "https://github.com/firecracker-microvm/firecrack
 const TERM_GRACE: Duration = Duration::from_secs(2);
 /// How long the kernel gets to tear a VMM down after SIGKILL.
 const KILL_GRACE: Duration = Duration::from_secs(5);
-/// How often [`wait_for_socket`] looks again.
 /// How often [`wait_for_socket`] retries: a connect attempt is cheap, and
 /// the socket appears within milliseconds of the spawn.
 const SOCKET_POLL: Duration = Duration::from_millis(1);

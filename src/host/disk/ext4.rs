@@ -72,6 +72,9 @@ pub fn mkfs_from_dir(
     let mut script = String::new();
     push_owner_and_mode(&mut script, "/", S_IFDIR | (dir_mode & 0o7777));
     debugfs(&tmp.path, &script, true)?;
+    // Its journal and tables are mostly zeros: holes, so that every clone
+    // copies only what the filesystem holds.
+    super::cow::punch_zeros(&tmp.path)?;
     tmp.persist(out)
 }
 

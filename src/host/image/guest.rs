@@ -20,6 +20,7 @@ const FSTAB: &str = include_str!("../../../scripts/guest/fstab");
 const JOURNALD_CONFIG: &str = include_str!("../../../scripts/guest/journald-banger.conf");
 const SYSTEM_CONFIG: &str = include_str!("../../../scripts/guest/system-banger.conf");
 const SSH_UNIT_DROP_IN: &str = include_str!("../../../scripts/guest/ssh-banger.conf");
+const MODPROBE_CONFIG: &str = include_str!("../../../scripts/guest/modprobe-banger.conf");
 
 /// Debian units a microVM has no use for, masked (`systemctl mask`): each
 /// costs seconds of a boot under an emulated CPU. A user can unmask any.
@@ -34,6 +35,11 @@ pub(crate) const MASKED_UNITS: &[&str] = &[
     "modprobe@efi_pstore.service",
     "modprobe@drm.service",
     "modprobe@dm_mod.service",
+    // Loaded on first use anyway (a mount of configfs, an open of
+    // /dev/fuse or /dev/loop-control), not at every boot.
+    "modprobe@configfs.service",
+    "modprobe@fuse.service",
+    "modprobe@loop.service",
     // Kernel debug and tracing filesystems, huge pages.
     "sys-kernel-debug.mount",
     "sys-kernel-tracing.mount",
@@ -191,7 +197,8 @@ pub(crate) fn configure_guest(root: &Path, agent_binary: &Path) -> Result<(), Im
 }
 
 /// What keeps a boot short: masked units and generators, a volatile
-/// journal, no status lines on the console, sshd started without `sshd -t`.
+/// journal, no status lines on the console, no CPU-feature modules loaded
+/// by udev, sshd started without `sshd -t`.
 fn trim_boot(root: &Path) -> Result<(), ImageError> {
     for unit in MASKED_UNITS {
         write_symlink(root, &format!("etc/systemd/system/{unit}"), "/dev/null")?;
@@ -216,6 +223,12 @@ fn trim_boot(root: &Path) -> Result<(), ImageError> {
         root,
         "etc/systemd/system.conf.d/banger.conf",
         SYSTEM_CONFIG.as_bytes(),
+        0o644,
+    )?;
+    write_file(
+        root,
+        "etc/modprobe.d/banger.conf",
+        MODPROBE_CONFIG.as_bytes(),
         0o644,
     )?;
     write_file(

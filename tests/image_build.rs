@@ -213,6 +213,28 @@ fn rootfs_has_sshd_the_agent_and_banger_guest_setup() {
         debugfs(&rootfs, "stat /etc/systemd/system/ctrl-alt-del.target")
             .contains("poweroff.target")
     );
+    // A trimmed boot: units a microVM does not use are masked, the agent
+    // starts right after banger-net, the journal is volatile.
+    for unit in [
+        "e2scrub_reap.service",
+        "getty-static.service",
+        "sys-kernel-debug.mount",
+    ] {
+        assert!(
+            debugfs(&rootfs, &format!("stat /etc/systemd/system/{unit}")).contains("/dev/null"),
+            "{unit} is not masked"
+        );
+    }
+    let agent_unit = debugfs(&rootfs, "cat /etc/systemd/system/banger-agent.service");
+    assert!(
+        agent_unit.contains("DefaultDependencies=no")
+            && agent_unit.contains("After=banger-net.service"),
+        "{agent_unit}"
+    );
+    assert!(
+        debugfs(&rootfs, "cat /etc/systemd/journald.conf.d/banger.conf")
+            .contains("Storage=volatile")
+    );
 
     let fstab = debugfs(&rootfs, "cat /etc/fstab");
     assert!(
@@ -567,8 +589,9 @@ const GUEST_IP: &str = "10.0.2.15";
 const HOST_IP: &str = "10.0.2.2";
 
 /// The test image booted by the test VMM with Firecracker's device model:
-/// root disk (a copy), a 1 GiB copy of the work seed holding our key, and a
-/// NIC on TAP `imgtap0`, which must exist in the caller's namespace.
+/// root disk (a copy), a 1 GiB copy of the work seed holding our key, a
+/// seed drive with a host key, and a NIC on TAP `imgtap0`, which must exist
+/// in the caller's namespace.
 struct Guest {
     shim: Shim,
     key: PathBuf,
@@ -621,14 +644,31 @@ impl Guest {
             })
             .to_string(),
         );
-        for (id, path, root) in [("rootfs", &root, true), ("work", &work, false)] {
+        // The seed drive (/dev/vdc): the guest makes no SSH host key of its own.
+        let host_key = d.join("host_key");
+        let host_key_pub = banger_testkit::ssh_keygen(&host_key);
+        let seed = d.join("seed.img");
+        let bytes = image::seed::Seed {
+            authorized_keys: &fs::read_to_string(key.with_extension("pub")).unwrap(),
+            host_key: &fs::read_to_string(&host_key).unwrap(),
+            host_key_pub: &host_key_pub,
+            root: image::seed::RootLayout::Disk,
+        }
+        .to_bytes()
+        .unwrap();
+        fs::write(&seed, bytes).unwrap();
+        for (id, path, root, read_only) in [
+            ("rootfs", &root, true, false),
+            ("work", &work, false, false),
+            ("seed", &seed, false, true),
+        ] {
             shim.put_ok(
                 &format!("/drives/{id}"),
                 &serde_json::json!({
                     "drive_id": id,
                     "path_on_host": path,
                     "is_root_device": root,
-                    "is_read_only": false,
+                    "is_read_only": read_only,
                 })
                 .to_string(),
             );

@@ -17,6 +17,48 @@ const GROW_WORK_UNIT: &str = include_str!("../../../scripts/guest/banger-grow-wo
 const GROW_ROOT_UNIT: &str = include_str!("../../../scripts/guest/banger-grow-root.service");
 const SSHD_CONFIG: &str = include_str!("../../../scripts/guest/sshd-banger.conf");
 const FSTAB: &str = include_str!("../../../scripts/guest/fstab");
+const JOURNALD_CONFIG: &str = include_str!("../../../scripts/guest/journald-banger.conf");
+const SYSTEM_CONFIG: &str = include_str!("../../../scripts/guest/system-banger.conf");
+const SSH_UNIT_DROP_IN: &str = include_str!("../../../scripts/guest/ssh-banger.conf");
+const MODPROBE_CONFIG: &str = include_str!("../../../scripts/guest/modprobe-banger.conf");
+
+/// Debian units a microVM has no use for, masked (`systemctl mask`): each
+/// costs seconds of a boot under an emulated CPU. A user can unmask any.
+pub(crate) const MASKED_UNITS: &[&str] = &[
+    // e2fsprogs' scrub of LVM snapshots (there are none) and its boot-time reaper.
+    "e2scrub_reap.service",
+    "e2scrub_all.timer",
+    // Gettys on virtual terminals: the console is the serial port ttyS0.
+    "getty-static.service",
+    // No EFI, no pstore, no GPU, no device-mapper in the guest.
+    "systemd-pstore.service",
+    "modprobe@efi_pstore.service",
+    "modprobe@drm.service",
+    "modprobe@dm_mod.service",
+    // Loaded on first use anyway (a mount of configfs, an open of
+    // /dev/fuse or /dev/loop-control), not at every boot.
+    "modprobe@configfs.service",
+    "modprobe@fuse.service",
+    "modprobe@loop.service",
+    // Kernel debug and tracing filesystems, huge pages.
+    "sys-kernel-debug.mount",
+    "sys-kernel-tracing.mount",
+    "dev-hugepages.mount",
+];
+
+/// Generators that look for what a microVM never has (GPT partitions,
+/// a hibernation image, boot counting, verity or integrity volumes), masked.
+pub(crate) const MASKED_GENERATORS: &[&str] = &[
+    "systemd-gpt-auto-generator",
+    "systemd-hibernate-resume-generator",
+    "systemd-bless-boot-generator",
+    "systemd-veritysetup-generator",
+    "systemd-integritysetup-generator",
+];
+
+/// Links Debian's packages enable that the masks above do not cover:
+/// getty@tty1 (a virtual terminal; the serial getty stays).
+const DISABLED_LINKS: &[&str] = &["etc/systemd/system/getty.target.wants/getty@tty1.service"];
 
 /// Where the agent lives in the guest.
 pub(crate) const AGENT_PATH: &str = "usr/local/bin/banger-agent";
@@ -132,6 +174,7 @@ pub(crate) fn configure_guest(root: &Path, agent_binary: &Path) -> Result<(), Im
         "etc/systemd/system/ctrl-alt-del.target",
         "/lib/systemd/system/poweroff.target",
     )?;
+    trim_boot(root)?;
 
     write_file(root, "etc/fstab", FSTAB.as_bytes(), 0o644)?;
     write_file(
@@ -151,6 +194,49 @@ pub(crate) fn configure_guest(root: &Path, agent_binary: &Path) -> Result<(), Im
     clear_dir(root, "var/lib/apt/lists", &["partial", "lock"])?;
     clear_dir(root, "var/log/apt", &[])?;
     remove(&root.join("var/log/bootstrap.log"))
+}
+
+/// What keeps a boot short: masked units and generators, a volatile
+/// journal, no status lines on the console, no CPU-feature modules loaded
+/// by udev, sshd started without `sshd -t`.
+fn trim_boot(root: &Path) -> Result<(), ImageError> {
+    for unit in MASKED_UNITS {
+        write_symlink(root, &format!("etc/systemd/system/{unit}"), "/dev/null")?;
+    }
+    for generator in MASKED_GENERATORS {
+        write_symlink(
+            root,
+            &format!("etc/systemd/system-generators/{generator}"),
+            "/dev/null",
+        )?;
+    }
+    for link in DISABLED_LINKS {
+        remove(&root.join(link))?;
+    }
+    write_file(
+        root,
+        "etc/systemd/journald.conf.d/banger.conf",
+        JOURNALD_CONFIG.as_bytes(),
+        0o644,
+    )?;
+    write_file(
+        root,
+        "etc/systemd/system.conf.d/banger.conf",
+        SYSTEM_CONFIG.as_bytes(),
+        0o644,
+    )?;
+    write_file(
+        root,
+        "etc/modprobe.d/banger.conf",
+        MODPROBE_CONFIG.as_bytes(),
+        0o644,
+    )?;
+    write_file(
+        root,
+        "etc/systemd/system/ssh.service.d/banger.conf",
+        SSH_UNIT_DROP_IN.as_bytes(),
+        0o644,
+    )
 }
 
 /// Removes the host keys the openssh-server package generated in the tree.

@@ -160,6 +160,11 @@ fn a_guest_runs_commands_keeps_its_work_disk_and_shuts_down_cleanly() {
         ]);
         assert_eq!(root.trim(), "overlay");
     }
+    let machine_id = ctx.ok(&["vm", "ssh", "e1", "--", "cat", "/etc/machine-id"]);
+    assert!(
+        machine_id.trim().len() == 32 && machine_id.trim().chars().all(|c| c.is_ascii_hexdigit()),
+        "{machine_id}"
+    );
 
     // The VM's name resolves in the guest and on the host (the sidecar's DNS).
     let vm = ctx.json(&["vm", "show", "e1", "--json"]);
@@ -188,8 +193,13 @@ fn a_guest_runs_commands_keeps_its_work_disk_and_shuts_down_cleanly() {
     assert!(stop.status.success(), "{stop_err}");
     assert!(stop_err.contains("shut down"), "{stop_err}");
 
-    // The work disk and the root disk's changes survive a stop and start.
+    // The work disk and the root disk's changes survive a stop and start,
+    // and so does the machine-id the VM got on its first boot.
     ctx.ok(&["vm", "start", "e1"]);
+    assert_eq!(
+        ctx.ok(&["vm", "ssh", "e1", "--", "cat", "/etc/machine-id"]),
+        machine_id
+    );
     assert_eq!(
         ctx.ok(&[
             "vm",
@@ -231,6 +241,11 @@ fn a_guest_runs_commands_keeps_its_work_disk_and_shuts_down_cleanly() {
     ctx.ok(&["vm", "start", "e2"]);
     let absent = ctx.run(&["vm", "ssh", "e2", "--", "cat", "/etc/banger-mark"]);
     assert_eq!(absent.status.code(), Some(1), "e2 sees e1's write");
+    let other_id = ctx.ok(&["vm", "ssh", "e2", "--", "cat", "/etc/machine-id"]);
+    assert_ne!(
+        other_id, machine_id,
+        "two VMs of one image share a machine-id"
+    );
     let presented = ctx.ok(&[
         "vm",
         "ssh",

@@ -264,6 +264,9 @@ fn rootfs_has_sshd_the_agent_and_banger_guest_setup() {
     );
     let ssh_dir = debugfs(&rootfs, "ls /etc/ssh");
     assert!(!ssh_dir.contains("ssh_host_"), "baked host keys: {ssh_dir}");
+    // Every VM gets a machine-id of its own at its first boot.
+    assert_eq!(debugfs(&rootfs, "cat /etc/machine-id"), "");
+    assert_eq!(mode_of(&rootfs, "/etc/machine-id").as_deref(), Some("0444"));
 
     let shadow = debugfs(&rootfs, "cat /etc/shadow");
     assert!(shadow.lines().any(|l| l.starts_with("root:*:")), "{shadow}");

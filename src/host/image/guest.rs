@@ -184,6 +184,7 @@ pub(crate) fn configure_guest(root: &Path, agent_binary: &Path) -> Result<(), Im
         0o644,
     )?;
     remove_host_keys(root)?;
+    clear_machine_id(root)?;
     lock_root_password(root)?;
     // The host's resolver and name must not leak in; banger-net writes both at boot.
     write_file(root, "etc/resolv.conf", b"", 0o644)?;
@@ -237,6 +238,17 @@ fn trim_boot(root: &Path) -> Result<(), ImageError> {
         SSH_UNIT_DROP_IN.as_bytes(),
         0o644,
     )
+}
+
+/// Empties `/etc/machine-id` (systemd's postinst wrote one, which every VM
+/// of the image would share): banger's initramfs gives each VM its own at
+/// its first boot. D-Bus's copy becomes a link to it.
+fn clear_machine_id(root: &Path) -> Result<(), ImageError> {
+    write_file(root, "etc/machine-id", b"", 0o444)?;
+    if root.join("var/lib/dbus").is_dir() {
+        write_symlink(root, "var/lib/dbus/machine-id", "/etc/machine-id")?;
+    }
+    Ok(())
 }
 
 /// Removes the host keys the openssh-server package generated in the tree.

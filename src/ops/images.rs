@@ -1,6 +1,7 @@
-//! Images: building one from packages, importing one, deleting one, and the
-//! single commit protocol both use — files are made in a staging directory
-//! beside the final one, then moved into place and registered.
+//! Images: building one from packages, importing one, committing a stopped
+//! VM as one, deleting one, and the single commit protocol all three use —
+//! files are made in a staging directory beside the final one, then moved
+//! into place and registered.
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -11,9 +12,10 @@ use anyhow::{Context, Result, bail};
 use super::UsageError;
 use crate::host::disk::{cow, ext4};
 use crate::host::image::{self, BuildOptions, Manifest, ManifestFile, Progress};
-use crate::state::model::{Image, now, rfc3339};
+use crate::state::model::{CommittedFrom, Image, now, rfc3339};
+use crate::vm::export::RootExport;
 use crate::vm::resources::remove_dir_if_present;
-use crate::vm::{Ctx, ImageFiles};
+use crate::vm::{Ctx, ImageFiles, LockedVm};
 
 /// Name of the image `vm create`/`vm run` build when there is none.
 pub const DEFAULT_IMAGE: &str = "default";
@@ -28,17 +30,19 @@ pub enum IfExists {
 }
 
 /// How an image came to be (`source` in its row).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
     Build,
     Import,
+    Commit(CommittedFrom),
 }
 
 impl Source {
-    fn as_str(self) -> &'static str {
+    fn as_str(&self) -> &'static str {
         match self {
             Self::Build => "build",
             Self::Import => "import",
+            Self::Commit(_) => "commit",
         }
     }
 }
@@ -147,6 +151,99 @@ pub fn import(ctx: &Ctx, name: &str, files: &ImportFiles, default: bool) -> Resu
     commit(ctx, name, &staging, Source::Import, default, false)
 }
 
+/// Commits stopped VM `vm`'s disks as new image `name`: its root
+/// filesystem as the guest saw it (made fit to be copied: see
+/// `Disks::scrub_for_image`), its image's kernel and initrd (hard links, or
+/// copies across filesystems), and as work seed either its work disk
+/// (`with_work`: shrunk to its content, banger's key taken out of
+/// `/.ssh/authorized_keys`) or its image's. Everything is made in a staging
+/// directory and committed at once: a failed or interrupted commit
+/// registers nothing, and the VM's own files are only read.
+pub fn commit_vm(
+    ctx: &Ctx,
+    vm: &str,
+    name: &str,
+    with_work: bool,
+    default: bool,
+) -> Result<RootExport> {
+    let locked = LockedVm::open(ctx, vm)?;
+    locked.status().can_commit(vm)?;
+    let _lock = ctx.lock_image(name)?;
+    if ctx.store.find_image(name)?.is_some() {
+        return Err(UsageError(format!(
+            "an image named {name:?} already exists (delete it first, or pick another name)"
+        ))
+        .into());
+    }
+    let row = locked.vm();
+    let Some(source) = ctx.store.find_image(&row.image)? else {
+        bail!(
+            "VM {vm}'s image {} no longer exists, and its root disk is read through it",
+            row.image
+        );
+    };
+    let source_files = ImageFiles::of(&ctx.paths, &source);
+    source_files.check(&source.name)?;
+    let from = CommittedFrom {
+        vm: vm.to_owned(),
+        vm_id: row.id.to_string(),
+        image: source.name.clone(),
+    };
+    let staging = fresh_staging(ctx, name)?;
+    let how = match stage_commit(ctx, &locked, &source_files, &staging, with_work) {
+        Ok(how) => how,
+        Err(err) => {
+            remove_dir_if_present(&staging)?;
+            return Err(err).with_context(|| format!("committing VM {vm} as image {name} failed"));
+        }
+    };
+    crate::fault::point("commit:staged");
+    commit(ctx, name, &staging, Source::Commit(from), default, false)?;
+    Ok(how)
+}
+
+/// Fills `staging` with the new image's files from VM `vm` and its image's.
+fn stage_commit(
+    ctx: &Ctx,
+    vm: &LockedVm,
+    source: &ImageFiles,
+    staging: &Path,
+    with_work: bool,
+) -> Result<RootExport> {
+    let disks = &ctx.host.disks;
+    let dest = ImageFiles::in_dir(staging.to_owned());
+    let how = vm.export_root(source, &dest.rootfs)?;
+    disks.scrub_for_image(&dest.rootfs)?;
+    link_or_copy(&source.kernel, &dest.kernel)?;
+    if let (Some(initrd), Some(dst)) = (&source.initrd, &dest.initrd) {
+        link_or_copy(initrd, dst)?;
+    }
+    if with_work {
+        vm.export_work(&dest.work_seed)?;
+        let key = crate::host::ssh::ensure_key(&ctx.paths.ssh_key())?;
+        disks.remove_authorized_key(&dest.work_seed, "/.ssh/authorized_keys", &key)?;
+        disks.shrink_ext4(&dest.work_seed)?;
+    } else {
+        link_or_copy(&source.work_seed, &dest.work_seed)?;
+    }
+    let base = Manifest::read(&source.manifest).ok();
+    write_manifest(&dest, base.as_ref())?;
+    Ok(how)
+}
+
+/// Makes `dst` another name of the image file `src` (image files are never
+/// written once committed), or a copy where a hard link cannot be made.
+fn link_or_copy(src: &Path, dst: &Path) -> Result<()> {
+    if std::fs::hard_link(src, dst).is_ok() {
+        return Ok(());
+    }
+    let size = std::fs::metadata(src)
+        .with_context(|| format!("cannot read {}", src.display()))?
+        .len();
+    cow::clone_file(src, dst, size).with_context(|| format!("cannot copy {}", src.display()))?;
+    Ok(())
+}
+
 /// Deletes an image no VM uses.
 pub fn delete(ctx: &Ctx, name: &str) -> Result<()> {
     let _lock = ctx.lock_image(name)?;
@@ -202,6 +299,10 @@ fn commit(
         has_initrd: final_dir.join(image::INITRD).exists(),
         is_default: default,
         created_at: now(),
+        committed_from: match source {
+            Source::Commit(from) => Some(from),
+            Source::Build | Source::Import => None,
+        },
     };
     if let Err(err) = ctx.store.insert_image(&image) {
         remove_dir_if_present(&final_dir)?;
@@ -229,11 +330,13 @@ fn copy_in(files: &ImportFiles, dir: &Path) -> Result<()> {
         Some(seed) => copy(seed, &dest.work_seed)?,
         None => ext4::make_work_seed(&dest.work_seed)?,
     }
-    write_import_manifest(&dest)
+    write_manifest(&dest, None)
 }
 
-/// `image.json` for an imported image: sizes and checksums of its files.
-fn write_import_manifest(dest: &ImageFiles) -> Result<()> {
+/// `image.json` for an imported or committed image: sizes and checksums of
+/// its files; what it was built from is `base`'s, if any (the image a
+/// commit came from), else the kernel's release alone.
+fn write_manifest(dest: &ImageFiles, base: Option<&Manifest>) -> Result<()> {
     let mut files = std::collections::BTreeMap::new();
     let listing = std::fs::read_dir(&dest.dir)
         .with_context(|| format!("cannot list {}", dest.dir.display()))?;
@@ -242,15 +345,24 @@ fn write_import_manifest(dest: &ImageFiles) -> Result<()> {
         let name = entry.file_name().to_string_lossy().into_owned();
         files.insert(name, ManifestFile::of(&entry.path())?);
     }
-    let kernel = std::fs::read(&dest.kernel).context("cannot read the imported kernel")?;
-    let manifest = Manifest {
-        kernel_version: image::kernel_release(&kernel).unwrap_or_else(|| "unknown".into()),
-        suite: String::new(),
-        packages: Vec::new(),
-        files,
-        agent_version: String::new(),
-        agent_sha256: String::new(),
-        created_at: rfc3339(now()),
+    let manifest = match base {
+        Some(base) => Manifest {
+            files,
+            created_at: rfc3339(now()),
+            ..base.clone()
+        },
+        None => {
+            let kernel = std::fs::read(&dest.kernel).context("cannot read the imported kernel")?;
+            Manifest {
+                kernel_version: image::kernel_release(&kernel).unwrap_or_else(|| "unknown".into()),
+                suite: String::new(),
+                packages: Vec::new(),
+                files,
+                agent_version: String::new(),
+                agent_sha256: String::new(),
+                created_at: rfc3339(now()),
+            }
+        }
     };
     manifest.write(&dest.manifest)?;
     Ok(())

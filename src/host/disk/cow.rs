@@ -46,6 +46,21 @@ pub fn reflink(src: &Path, dst: &Path, size: u64) -> Result<bool, DiskError> {
     clone_with(src, dst, size, false).map(|s| s.is_some())
 }
 
+/// Copies the first `len` bytes of `src` (a block device, such as a VM's
+/// device-mapper snapshot) to a new sparse file `dst` of that length,
+/// skipping chunks that are all zeros. Built under a temporary name and
+/// renamed into place, so a failure leaves nothing at `dst`; `src` is only
+/// read.
+pub fn copy_device(src: &Path, dst: &Path, len: u64) -> Result<(), DiskError> {
+    let source = File::open(src).map_err(io_err("open", src))?;
+    let tmp = TempFile::beside(dst);
+    let copy = tmp.create()?;
+    sparse_copy(&source, src, &copy, &tmp.path, len)?;
+    copy.set_len(len).map_err(io_err("resize", &tmp.path))?;
+    drop(copy);
+    tmp.persist(dst)
+}
+
 /// The clone of [`clone_file`]; `None` when `FICLONE` is unsupported and
 /// `copy` is false.
 fn clone_with(

@@ -423,3 +423,262 @@ impl Progress for StageProgress {
         }
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod commit_tests {
+    //! `image commit` against the fake host: what it refuses (before any
+    //! side effect), and the root disk of each cow strategy read out.
+
+    use std::os::unix::fs::{FileExt, MetadataExt};
+
+    use super::*;
+    use crate::state::model::{CowStrategy, VmName};
+    use crate::vm::VmFiles;
+    use crate::vm::fake::TestBed;
+
+    fn create(bed: &TestBed, name: &str, start: bool) -> crate::state::model::Vm {
+        let spec = crate::ops::create::Spec {
+            name: Some(VmName::parse(name).unwrap()),
+            image: Some("base".into()),
+            work_size: Some(1 << 20),
+            ..crate::ops::create::Spec::default()
+        };
+        let mut timings = bed.ctx.timings();
+        crate::ops::create::create(&bed.ctx, &spec, start, &mut timings)
+            .unwrap()
+            .vm
+    }
+
+    /// The names in the images directory, staging directories included.
+    fn image_dirs(bed: &TestBed) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(bed.ctx.paths.images_dir())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    fn digest(path: &Path) -> String {
+        ManifestFile::of(path).unwrap().sha256
+    }
+
+    /// Checksums of every file of the VM's directory.
+    fn vm_files(bed: &TestBed, vm: &crate::state::model::Vm) -> Vec<(String, String)> {
+        let mut files: Vec<_> = std::fs::read_dir(bed.ctx.paths.vm_dir(&vm.id))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .map(|p| (p.display().to_string(), digest(&p)))
+            .collect();
+        files.sort();
+        files
+    }
+
+    #[test]
+    fn refusals_come_before_any_side_effect() {
+        let bed = TestBed::new().unwrap();
+        create(&bed, "up", true);
+        let stopped = create(&bed, "down", false);
+        let before = (image_dirs(&bed), bed.ctx.store.image_names().unwrap());
+        bed.fake.world().calls.clear();
+        let cases = [
+            ("nope", "new", "no VM named \"nope\""),
+            (
+                "up",
+                "new",
+                "VM up is running; stop it first: banger vm stop up",
+            ),
+            ("down", "base", "an image named \"base\" already exists"),
+        ];
+        for (vm, image, message) in cases {
+            let err = commit_vm(&bed.ctx, vm, image, true, false).unwrap_err();
+            assert!(format!("{err:#}").contains(message), "{vm}: {err:#}");
+            assert_eq!(
+                (image_dirs(&bed), bed.ctx.store.image_names().unwrap()),
+                before,
+                "{vm}"
+            );
+            let world = bed.fake.world();
+            assert!(
+                world.calls.iter().all(|c| !c.contains("clone_file")
+                    && !c.starts_with("attach_loop")
+                    && !c.starts_with("scrub")),
+                "{vm}: {:?}",
+                world.calls
+            );
+        }
+        let image_taken = commit_vm(&bed.ctx, "down", "base", false, false).unwrap_err();
+        assert!(image_taken.downcast_ref::<UsageError>().is_some());
+
+        // The VM's image gone from the store (as by a hand-edited database).
+        bed.ctx.store.delete_image("base").unwrap();
+        let err = commit_vm(&bed.ctx, "down", "new", false, false).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("VM down's image base no longer exists"),
+            "{err:#}"
+        );
+        assert_eq!(image_dirs(&bed), before.0);
+        assert!(bed.ctx.store.find_image("new").unwrap().is_none());
+        assert_eq!(bed.ctx.store.vm("down").unwrap().id, stopped.id);
+    }
+
+    #[test]
+    fn a_copy_root_is_cloned_scrubbed_and_registered_with_its_origin() {
+        let bed = TestBed::new().unwrap();
+        let vm = create(&bed, "a", false);
+        assert_eq!(vm.cow_strategy, Some(CowStrategy::Copy));
+        let root = VmFiles::of(&bed.ctx.paths, &vm).root_disk;
+        let file = std::fs::OpenOptions::new().write(true).open(&root).unwrap();
+        file.write_all_at(b"written by the guest", 4096).unwrap();
+        let vm_before = vm_files(&bed, &vm);
+        bed.fake.world().calls.clear();
+
+        let how = commit_vm(&bed.ctx, "a", "mine", false, true).unwrap();
+        assert_eq!(how, RootExport::Clone);
+        let image = bed.ctx.store.image("mine").unwrap();
+        assert_eq!(image.origin(), "committed from VM a of image base");
+        assert_eq!(image.source, "commit");
+        assert!(image.is_default);
+        let new = ImageFiles::of(&bed.ctx.paths, &image);
+        assert_eq!(digest(&new.rootfs), digest(&root));
+        let calls = bed.fake.world().calls.clone();
+        let scrubbed = format!("scrub_for_image {}", staged(&bed, "mine", image::ROOTFS));
+        assert!(calls.contains(&scrubbed), "{calls:?}");
+        // Kernel and work seed are the base image's files, shared.
+        let base = ImageFiles::in_dir(bed.ctx.paths.image_dir("base"));
+        let ino = |p: &Path| std::fs::metadata(p).unwrap().ino();
+        assert_eq!(ino(&new.kernel), ino(&base.kernel));
+        assert_eq!(ino(&new.work_seed), ino(&base.work_seed));
+        assert!(
+            Manifest::read(&new.manifest)
+                .unwrap()
+                .files
+                .contains_key("rootfs.ext4")
+        );
+        assert_eq!(vm_files(&bed, &vm), vm_before, "the VM's files changed");
+        assert_eq!(image_dirs(&bed), ["base", "mine"]);
+
+        // The VM still starts.
+        let mut locked = LockedVm::open(&bed.ctx, "a").unwrap();
+        locked.start(&mut bed.ctx.timings()).unwrap();
+    }
+
+    #[test]
+    fn a_dm_root_is_read_through_a_read_only_snapshot_released_after() {
+        let bed = TestBed::new().unwrap();
+        bed.fake.world().dm = true;
+        let vm = create(&bed, "a", false);
+        assert_eq!(vm.cow_strategy, Some(CowStrategy::DmSnapshot));
+        let files = VmFiles::of(&bed.ctx.paths, &vm);
+        let vm_before = vm_files(&bed, &vm);
+        bed.fake.world().calls.clear();
+
+        let how = commit_vm(&bed.ctx, "a", "mine", true, false).unwrap();
+        assert_eq!(how, RootExport::Snapshot);
+        let world = bed.fake.world();
+        let dm = crate::state::layout::dm(&bed.ctx.home_tag(), &vm.id);
+        let base = ImageFiles::in_dir(bed.ctx.paths.image_dir("base"));
+        for read_only in [base.rootfs.clone(), files.cow.clone(), PathBuf::from(&dm)] {
+            assert!(
+                world.read_only.contains(&read_only),
+                "{read_only:?}: {world:#?}"
+            );
+        }
+        let ops: Vec<&str> = world
+            .calls
+            .iter()
+            .filter_map(|c| c.split(' ').next())
+            .collect();
+        let wanted = [
+            "attach_loop",
+            "attach_loop",
+            "create_snapshot",
+            "copy_device",
+            "remove_snapshot",
+        ];
+        assert_eq!(ops[..wanted.len()], wanted, "{:?}", world.calls);
+        assert!(world.is_clean(), "{world:#?}");
+        let seed = staged(&bed, "mine", image::WORK_SEED);
+        let keys = format!("remove_authorized_key {seed} /.ssh/authorized_keys");
+        let shrink = format!("shrink_ext4 {seed}");
+        let at = |call: &str| world.calls.iter().position(|c| *c == call);
+        assert!(
+            at(&keys) < at(&shrink) && at(&keys).is_some(),
+            "{:?}",
+            world.calls
+        );
+        drop(world);
+        assert!(!crate::state::handles::Handles::path(&files.dir).exists());
+        let rootfs = std::fs::read(bed.ctx.paths.image_dir("mine").join(image::ROOTFS)).unwrap();
+        assert!(rootfs.starts_with(b"snapshot"));
+        assert_eq!(rootfs.len() as u64, vm.disk_size);
+        assert_eq!(vm_files(&bed, &vm), vm_before, "the VM's files changed");
+    }
+
+    #[test]
+    fn a_dm_copy_failing_releases_the_snapshot_and_registers_nothing() {
+        for stage in [
+            "create_snapshot",
+            "copy_device",
+            "scrub_for_image",
+            "shrink_ext4",
+        ] {
+            let bed = TestBed::new().unwrap();
+            bed.fake.world().dm = true;
+            create(&bed, "a", false);
+            bed.fake.world().fail = Some(stage);
+            let err = commit_vm(&bed.ctx, "a", "mine", true, false).unwrap_err();
+            assert!(
+                format!("{err:#}").contains("committing VM a as image mine failed"),
+                "{stage}: {err:#}"
+            );
+            let world = bed.fake.world();
+            assert!(world.is_clean(), "{stage}: {world:#?}");
+            drop(world);
+            assert_eq!(image_dirs(&bed), ["base"], "{stage}");
+            assert!(bed.ctx.store.find_image("mine").unwrap().is_none());
+        }
+    }
+
+    #[test]
+    fn an_overlay_root_is_merged_unless_the_vm_never_booted() {
+        let bed = TestBed::new().unwrap();
+        bed.boot_banger_initramfs().unwrap();
+        let vm = create(&bed, "a", false);
+        assert_eq!(vm.cow_strategy, Some(CowStrategy::Overlay));
+        let base = ImageFiles::of(&bed.ctx.paths, &bed.ctx.store.image("base").unwrap());
+
+        let how = commit_vm(&bed.ctx, "a", "blank", false, false).unwrap();
+        assert_eq!(how, RootExport::Unchanged);
+        let blank = ImageFiles::of(&bed.ctx.paths, &bed.ctx.store.image("blank").unwrap());
+        assert_eq!(digest(&blank.rootfs), digest(&base.rootfs));
+        assert!(blank.initrd.as_deref().is_some_and(Path::exists));
+
+        // Once booted, the upper disk holds a filesystem.
+        let upper = VmFiles::of(&bed.ctx.paths, &vm).upper;
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&upper)
+            .unwrap();
+        file.write_all_at(&[0x53, 0xef], 0x438).unwrap();
+        bed.fake.world().calls.clear();
+        let how = commit_vm(&bed.ctx, "a", "merged", false, false).unwrap();
+        assert_eq!(how, RootExport::Overlay);
+        let merged = bed.ctx.paths.image_dir("merged").join(image::ROOTFS);
+        let calls = bed.fake.world().calls.clone();
+        let merge = format!("merge_overlay {}", staged(&bed, "merged", image::ROOTFS));
+        assert!(calls.contains(&merge), "{calls:?}");
+        assert!(merged.exists());
+    }
+
+    /// The path of `file` in image `name`'s staging directory.
+    fn staged(bed: &TestBed, name: &str, file: &str) -> String {
+        bed.ctx
+            .paths
+            .image_staging(name, std::process::id())
+            .join(file)
+            .display()
+            .to_string()
+    }
+}

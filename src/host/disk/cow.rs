@@ -210,6 +210,29 @@ mod tests {
     }
 
     #[test]
+    fn a_device_copy_keeps_the_data_and_skips_zeros() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (src, dst) = (dir.path().join("dev"), dir.path().join("copy"));
+        let mib = 1 << 20;
+        let file = File::create(&src).expect("create");
+        file.write_all_at(b"head", 0).expect("write");
+        file.write_all_at(&[0u8; 1 << 20], mib)
+            .expect("write zeros");
+        file.write_all_at(b"tail", 3 * mib).expect("write");
+        copy_device(&src, &dst, 4 * mib).expect("copy");
+        let copy = std::fs::read(&dst).expect("read");
+        assert_eq!(copy.len() as u64, 4 * mib);
+        assert_eq!(&copy[..4], b"head");
+        assert_eq!(&copy[3 * mib as usize..][..4], b"tail");
+        let blocks = std::os::unix::fs::MetadataExt::blocks(&dst.metadata().expect("stat"));
+        assert!(
+            blocks * 512 < 3 * mib,
+            "zeros were written: {blocks} blocks"
+        );
+        assert!(copy_device(&dir.path().join("none"), &dst, 1).is_err());
+    }
+
+    #[test]
     fn data_extents_of_an_empty_file_are_empty() {
         let file = tempfile::tempfile().expect("temp file");
         assert!(data_extents(&file, 0).expect("extents").is_empty());

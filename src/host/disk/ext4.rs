@@ -158,14 +158,16 @@ pub fn content_bytes(image: &Path) -> Result<u64, DiskError> {
 }
 
 /// The size of a root filesystem holding `content` bytes: `at_least` when
-/// that leaves a tenth and 64 MiB spare, else what `image build` gives such
-/// content (1.3 times it plus 256 MiB, in whole MiB).
+/// that leaves a tenth of the content spare besides a sixteenth of the size
+/// (more than a new ext4's journal and inode tables take), else what
+/// `image build` gives such content (1.3 times it plus 256 MiB, in whole
+/// MiB), never less than `at_least`.
 pub fn rootfs_size_for(content: u64, at_least: u64) -> u64 {
     const MIB: u64 = 1 << 20;
-    if at_least >= content + content / 10 + 64 * MIB {
+    if content + content / 10 + at_least / 16 <= at_least {
         return at_least;
     }
-    (content + content * 3 / 10 + 256 * MIB).div_ceil(MIB) * MIB
+    at_least.max((content + content * 3 / 10 + 256 * MIB).div_ceil(MIB) * MIB)
 }
 
 /// What `dumpe2fs -h` says about a filesystem's size.
@@ -696,6 +698,54 @@ mod tests {
         for bad in [".ssh", "/a//b", "/a/../b", "/a b", "/a\"b", "/a\nb", "/a/"] {
             assert!(guest_components(bad).is_err(), "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn superblock_fields_give_size_and_content() {
+        let out = "Filesystem volume name:   rootfs\n\
+                   Inode count:              65536\n\
+                   Block count:              262144\n\
+                   Free blocks:              100000\n\
+                   Block size:               4096\n\
+                   Inode size:               256\n\
+                   Journal size:             16M\n";
+        let g = parse_geometry(out).expect("geometry");
+        assert_eq!(g.bytes(), 1 << 30);
+        assert_eq!(
+            (g.inodes * g.inode_size, g.journal_bytes),
+            (16 << 20, 16 << 20)
+        );
+        assert_eq!(parse_geometry("Block size: 4096\n"), None);
+        assert_eq!(parse_journal_size("4096k"), Some(4 << 20));
+        assert_eq!(parse_journal_size("1024M"), Some(1 << 30));
+        assert_eq!(parse_journal_size("2G"), Some(2 << 30));
+        assert_eq!(parse_journal_size("lots"), None);
+    }
+
+    #[test]
+    fn a_rootfs_keeps_its_size_while_the_content_fits_with_room() {
+        const MIB: u64 = 1 << 20;
+        assert_eq!(rootfs_size_for(600 * MIB, 1036 * MIB), 1036 * MIB);
+        // 900 MiB, a tenth and a sixteenth of 1036 need more than 1036:
+        // sized as a build would.
+        assert_eq!(rootfs_size_for(900 * MIB, 1036 * MIB), 1426 * MIB);
+        assert_eq!(rootfs_size_for(4 * MIB, 64 * MIB), 64 * MIB);
+        assert_eq!(rootfs_size_for(MIB, 0), 258 * MIB);
+        assert_eq!(rootfs_size_for(MIB, 4096 * MIB), 4096 * MIB);
+    }
+
+    #[test]
+    fn listings_parse_into_entries_without_dot_and_dotdot() {
+        let out = "debugfs: ls -p /var/log\n\
+                   /17/040755/0/0/.//\n\
+                   /16/040755/0/0/..//\n\
+                   /18/120777/0/0/README/5/\n\
+                   /19/040755/0/0/journal//\n\
+                   /22/100644/0/0/syslog/2/\n\n";
+        let entries = parse_listing(out);
+        let names: Vec<&str> = entries.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(names, ["README", "journal", "syslog"]);
+        assert!(entries[1].is_dir() && !entries[0].is_dir() && !entries[2].is_dir());
     }
 
     #[test]

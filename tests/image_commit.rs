@@ -374,6 +374,8 @@ fn an_overlay_root_commits_as_the_merged_view_its_guest_saw() {
     let upper_size = size(&upper);
     std::fs::remove_file(&upper).unwrap();
     banger::host::disk::ext4::mkfs_from_dir(&layer, &upper, upper_size, "banger-upper").unwrap();
+    // Never unmounted by its guest: its journal is to be replayed.
+    debugfs(&upper, "feature needs_recovery", true);
     let before = checksums(&dir);
     let image_before = checksums(&ctx.home.join("images/seeded"));
 

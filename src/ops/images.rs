@@ -213,6 +213,9 @@ fn stage_commit(
     let disks = &ctx.host.disks;
     let dest = ImageFiles::in_dir(staging.to_owned());
     let how = vm.export_root(source, &dest.rootfs)?;
+    // A VM stopped by force leaves its journals unreplayed: replay them in
+    // the copies before debugfs writes there.
+    disks.check_ext4(&dest.rootfs)?;
     disks.scrub_for_image(&dest.rootfs)?;
     link_or_copy(&source.kernel, &dest.kernel)?;
     if let (Some(initrd), Some(dst)) = (&source.initrd, &dest.initrd) {
@@ -220,6 +223,7 @@ fn stage_commit(
     }
     if with_work {
         vm.export_work(&dest.work_seed)?;
+        disks.check_ext4(&dest.work_seed)?;
         let key = crate::host::ssh::ensure_key(&ctx.paths.ssh_key())?;
         disks.remove_authorized_key(&dest.work_seed, "/.ssh/authorized_keys", &key)?;
         disks.shrink_ext4(&dest.work_seed)?;
@@ -600,12 +604,20 @@ mod commit_tests {
         assert_eq!(ops[..wanted.len()], wanted, "{:?}", world.calls);
         assert!(world.is_clean(), "{world:#?}");
         let seed = staged(&bed, "mine", image::WORK_SEED);
-        let keys = format!("remove_authorized_key {seed} /.ssh/authorized_keys");
-        let shrink = format!("shrink_ext4 {seed}");
-        let at = |call: &str| world.calls.iter().position(|c| *c == call);
+        let rootfs = staged(&bed, "mine", image::ROOTFS);
+        let at = |call: String| world.calls.iter().position(|c| *c == call);
+        let order = [
+            at(format!("check_ext4 {rootfs}")),
+            at(format!("scrub_for_image {rootfs}")),
+            at(format!("check_ext4 {seed}")),
+            at(format!(
+                "remove_authorized_key {seed} /.ssh/authorized_keys"
+            )),
+            at(format!("shrink_ext4 {seed}")),
+        ];
         assert!(
-            at(&keys) < at(&shrink) && at(&keys).is_some(),
-            "{:?}",
+            order.iter().all(Option::is_some) && order.is_sorted(),
+            "{order:?}: {:?}",
             world.calls
         );
         drop(world);

@@ -246,6 +246,10 @@ impl Disks for Fake {
         }
         Ok(())
     }
+    fn check_ext4(&self, image: &Path) -> Result<()> {
+        drop(self.call("check_ext4", image.display())?);
+        Ok(())
+    }
     fn scrub_for_image(&self, image: &Path) -> Result<()> {
         drop(self.call("scrub_for_image", image.display())?);
         Ok(())

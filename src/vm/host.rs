@@ -59,6 +59,8 @@ pub trait Disks: Send + Sync {
     /// filesystem `lower`) as a new ext4 image `out`, at least `at_least`
     /// bytes and more if its content needs it; neither input is written.
     fn merge_overlay(&self, lower: &Path, upper: &Path, out: &Path, at_least: u64) -> Result<()>;
+    /// Checks an ext4 image and fixes it unattended, replaying its journal.
+    fn check_ext4(&self, image: &Path) -> Result<()>;
     /// Makes the root filesystem `image` fit to be copied into other VMs
     /// (see [`ext4::scrub_for_image`]).
     fn scrub_for_image(&self, image: &Path) -> Result<()>;
@@ -254,6 +256,9 @@ impl Disks for RealDisks {
             size,
             ROOTFS_LABEL,
         )?)
+    }
+    fn check_ext4(&self, image: &Path) -> Result<()> {
+        Ok(ext4::check(image)?)
     }
     fn scrub_for_image(&self, image: &Path) -> Result<()> {
         Ok(ext4::scrub_for_image(image)?)

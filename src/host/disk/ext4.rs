@@ -109,8 +109,10 @@ pub fn grow(image: &Path, size_bytes: u64) -> Result<(), DiskError> {
     }
 }
 
-/// `e2fsck -fp`: checks `image` and fixes what can be fixed unattended.
-fn check(image: &Path) -> Result<(), DiskError> {
+/// `e2fsck -fp`: checks `image` and fixes what can be fixed unattended,
+/// first replaying the journal a guest that did not unmount it left, so that
+/// what is written into it next lands on the filesystem the guest saw.
+pub fn check(image: &Path) -> Result<(), DiskError> {
     let mut e2fsck = Command::new(E2FSCK);
     e2fsck.arg("-fp").arg(image);
     let check = run::output(&mut e2fsck, None)?;
@@ -146,6 +148,17 @@ pub fn is_ext4(path: &Path) -> Result<bool, DiskError> {
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(false),
         Err(e) => Err(io_err("read", path)(e)),
     }
+}
+
+/// Whether `image`'s journal holds what a guest wrote and never checkpointed
+/// (feature `needs_recovery`: the guest did not unmount it): a read-only
+/// mount cannot replay it, and reads past it see stale metadata.
+pub fn needs_recovery(image: &Path) -> Result<bool, DiskError> {
+    let output = run::run(Command::new(DUMPE2FS).arg("-h").arg(image))?;
+    Ok(String::from_utf8_lossy(&output.stdout).lines().any(|line| {
+        line.strip_prefix("Filesystem features:")
+            .is_some_and(|features| features.split_whitespace().any(|f| f == "needs_recovery"))
+    }))
 }
 
 /// The bytes of file data and directories `image`'s filesystem holds: its

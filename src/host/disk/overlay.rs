@@ -9,7 +9,8 @@
 //! and still honours the upper layer's whiteouts and opaque directories),
 //! and `mkfs.ext4 -d` copies the merged tree. However the shell ends, even
 //! killed, the kernel unmounts all of it with the namespace; nothing is
-//! mounted where other processes can see it.
+//! mounted where other processes can see it. An upper disk whose journal
+//! needs replaying is read through a replayed sparse copy.
 
 use std::path::Path;
 use std::process::Command;
@@ -61,6 +62,20 @@ pub fn merge_to_ext4(
         .set_len(size_bytes)
         .map_err(io_err("set the size of", &image.path))?;
     let absolute = |path: &Path| std::path::absolute(path).map_err(io_err("resolve", path));
+    // A guest's upper disk is never unmounted at its shutdown (it is mounted
+    // before the switch to the overlay root): its journal is replayed in a
+    // sparse copy, never in the disk itself.
+    let replayed = TempFile::beside(&out);
+    let upper = if super::ext4::needs_recovery(upper)? {
+        let len = std::fs::metadata(upper)
+            .map_err(io_err("stat", upper))?
+            .len();
+        super::cow::clone_file(upper, &replayed.path, len)?;
+        super::ext4::check(&replayed.path)?;
+        replayed.path.clone()
+    } else {
+        absolute(upper)?
+    };
     run::run(
         Command::new("unshare")
             .args(["--mount", "--propagation", "private", "sh", "-c"])
@@ -68,7 +83,7 @@ pub fn merge_to_ext4(
             .arg("banger-merge")
             .arg(&scratch.path)
             .arg(absolute(lower)?)
-            .arg(absolute(upper)?)
+            .arg(&upper)
             .arg(&image.path)
             .arg(label),
     )?;

@@ -94,6 +94,9 @@ _banger() {
             banger__subcmd__help__subcmd__image,build)
                 cmd="banger__subcmd__help__subcmd__image__subcmd__build"
                 ;;
+            banger__subcmd__help__subcmd__image,commit)
+                cmd="banger__subcmd__help__subcmd__image__subcmd__commit"
+                ;;
             banger__subcmd__help__subcmd__image,default)
                 cmd="banger__subcmd__help__subcmd__image__subcmd__default"
                 ;;
@@ -151,6 +154,9 @@ _banger() {
             banger__subcmd__image,build)
                 cmd="banger__subcmd__image__subcmd__build"
                 ;;
+            banger__subcmd__image,commit)
+                cmd="banger__subcmd__image__subcmd__commit"
+                ;;
             banger__subcmd__image,default)
                 cmd="banger__subcmd__image__subcmd__default"
                 ;;
@@ -180,6 +186,9 @@ _banger() {
                 ;;
             banger__subcmd__image__subcmd__help,build)
                 cmd="banger__subcmd__image__subcmd__help__subcmd__build"
+                ;;
+            banger__subcmd__image__subcmd__help,commit)
+                cmd="banger__subcmd__image__subcmd__help__subcmd__commit"
                 ;;
             banger__subcmd__image__subcmd__help,default)
                 cmd="banger__subcmd__image__subcmd__help__subcmd__default"
@@ -563,7 +572,7 @@ _banger() {
             return 0
             ;;
         banger__subcmd__help__subcmd__image)
-            opts="build import list show delete default"
+            opts="build import commit list show delete default"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -577,6 +586,20 @@ _banger() {
             return 0
             ;;
         banger__subcmd__help__subcmd__image__subcmd__build)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        banger__subcmd__help__subcmd__image__subcmd__commit)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -885,7 +908,7 @@ _banger() {
             return 0
             ;;
         banger__subcmd__image)
-            opts="-v -h -V --verbose --help --version build import list ls show inspect delete rm default help"
+            opts="-v -h -V --verbose --help --version build import commit list ls show inspect delete rm default help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -932,6 +955,20 @@ _banger() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        banger__subcmd__image__subcmd__commit)
+            opts="-v -h -V --with-work --default --verbose --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         banger__subcmd__image__subcmd__default)
             opts="-v -h -V --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -961,7 +998,7 @@ _banger() {
             return 0
             ;;
         banger__subcmd__image__subcmd__help)
-            opts="build import list show delete default help"
+            opts="build import commit list show delete default help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -975,6 +1012,20 @@ _banger() {
             return 0
             ;;
         banger__subcmd__image__subcmd__help__subcmd__build)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        banger__subcmd__image__subcmd__help__subcmd__commit)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

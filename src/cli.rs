@@ -302,6 +302,8 @@ pub enum ImageCommand {
     Build(ImageBuildArgs),
     /// Register an existing kernel and rootfs as an image
     Import(ImageImportArgs),
+    /// Make a stopped VM's root disk (and with --with-work its work disk) a new image
+    Commit(ImageCommitArgs),
     /// List images
     #[command(visible_alias = "ls")]
     List(ListArgs),
@@ -363,6 +365,22 @@ pub struct ImageImportArgs {
     /// ext4 skeleton of /root (made when omitted)
     #[arg(long)]
     pub work_seed: Option<PathBuf>,
+    /// Make it the default image
+    #[arg(long)]
+    pub default: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ImageCommitArgs {
+    /// Stopped VM whose disks to commit
+    #[arg(value_parser = VmName::parse)]
+    pub vm: VmName,
+    /// Name of the new image (a DNS label)
+    #[arg(value_parser = parse::image_name)]
+    pub name: String,
+    /// Make the VM's work disk (/root) the new image's work seed, shrunk to its content
+    #[arg(long)]
+    pub with_work: bool,
     /// Make it the default image
     #[arg(long)]
     pub default: bool,

@@ -4,7 +4,9 @@
 //! Stages are the `--timings` stages of create and start (`allocate`,
 //! `disks`, `root disk`, `tap`, `spawn`, `configure`, `sidecar`, `ready`)
 //! and `disks:files` (both disk files made, the creation not yet
-//! recorded), `stop:vmm`, `stop:teardown`, `delete:stop`, `delete:files`.
+//! recorded), `stop:vmm`, `stop:teardown`, `delete:stop`, `delete:files`,
+//! `image:commit`, and `commit:staged` (an image commit's files staged,
+//! nothing moved into place yet).
 
 /// Aborts here if `BANGER_FAULT` names `stage` (fault-injection builds only).
 pub fn point(stage: &str) {

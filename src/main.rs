@@ -61,6 +61,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Image(cmd) => match cmd {
             ImageCommand::Build(args) => done(commands::image_build::run(args, global)),
             ImageCommand::Import(args) => done(commands::image_import::run(args, global)),
+            ImageCommand::Commit(args) => done(commands::image_commit::run(args, global)),
             ImageCommand::List(args) => done(commands::image_list::list(args, global)),
             ImageCommand::Show(args) => done(commands::image_list::show(args, global)),
             ImageCommand::Delete(args) => done(commands::image_delete::run(args, global)),

@@ -8,7 +8,7 @@ use std::process::Command;
 
 use banger::host::disk::cow::{CowStrategy, clone_file};
 use banger::host::disk::{DiskError, dm, ext4, loopdev};
-use banger_testkit::{Need, eventually, require};
+use banger_testkit::{Need, eventually, loops_under, require};
 
 const MIB: u64 = 1 << 20;
 
@@ -480,6 +480,134 @@ fn write_file_creates_parents_and_replaces_files() {
         .expect("e2fsck");
     assert!(fsck.success());
     assert_eq!(file_names(dir.path()), ["work.ext4"]);
+}
+
+#[test]
+fn scrub_for_image_removes_what_is_one_machine_s_and_keeps_the_rest() {
+    require!("host", Need::Root);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tree = dir.path().join("tree");
+    for d in [
+        "etc/ssh/banger",
+        "var/log/journal/0123",
+        "var/log/apt",
+        "var/lib/dbus",
+        "root",
+    ] {
+        fs::create_dir_all(tree.join(d)).expect("mkdir");
+    }
+    for (file, text) in [
+        ("etc/ssh/ssh_host_ed25519_key", "private"),
+        ("etc/ssh/ssh_host_ed25519_key.pub", "public"),
+        ("etc/ssh/sshd_config", "config"),
+        ("etc/ssh/banger/authorized_keys", "banger's key"),
+        ("etc/machine-id", "0123456789abcdef0123456789abcdef\n"),
+        ("var/log/journal/0123/system.journal", "journal"),
+        ("var/log/apt/history.log", "history"),
+        ("var/log/syslog", "syslog"),
+        ("root/.keep", "kept"),
+    ] {
+        fs::write(tree.join(file), text).expect("write");
+    }
+    std::os::unix::fs::symlink("/etc/machine-id", tree.join("var/lib/dbus/machine-id"))
+        .expect("symlink");
+    let image = dir.path().join("rootfs.ext4");
+    ext4::mkfs_from_dir(&tree, &image, 32 * MIB, "rootfs").expect("mkfs");
+
+    ext4::scrub_for_image(&image).expect("scrub");
+    let exists = |path: &str| ext4::stat_mode(&image, path).is_ok();
+    for gone in [
+        "/etc/ssh/ssh_host_ed25519_key",
+        "/etc/ssh/ssh_host_ed25519_key.pub",
+        "/etc/ssh/banger/authorized_keys",
+        "/var/log/journal/0123",
+        "/var/log/apt/history.log",
+        "/var/log/syslog",
+    ] {
+        assert!(!exists(gone), "{gone} is still there");
+    }
+    for kept in [
+        "/etc/ssh/sshd_config",
+        "/var/log/journal",
+        "/var/log/apt",
+        "/root/.keep",
+    ] {
+        assert!(exists(kept), "{kept} is gone");
+    }
+    assert_eq!(
+        ext4::read_file(&image, "/etc/machine-id").expect("read"),
+        b""
+    );
+    assert_eq!(
+        ext4::stat_mode(&image, "/etc/machine-id").expect("stat"),
+        0o100_444
+    );
+    // A symlink to /etc/machine-id is the machine id itself: it stays.
+    assert_eq!(
+        ext4::stat_mode(&image, "/var/lib/dbus/machine-id").expect("stat") & 0o170_000,
+        0o120_000
+    );
+    ext4::scrub_for_image(&image).expect("scrubbing twice changes nothing");
+    let fsck = Command::new("e2fsck")
+        .arg("-fn")
+        .arg(&image)
+        .status()
+        .expect("e2fsck");
+    assert!(fsck.success());
+}
+
+#[test]
+fn a_shrunk_work_seed_keeps_its_files_and_other_keys() {
+    require!("host", Need::Root);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let image = dir.path().join("work.ext4");
+    ext4::make_work_seed(&image).expect("work seed");
+    ext4::grow(&image, 256 * MIB).expect("grow");
+    let banger = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBangerBangerBangerBangerBangerBanger banger";
+    let mine = "restrict ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMineMineMineMineMineMineMineMine me";
+    let keys = format!("{banger}\n{mine}\n");
+    ext4::write_file(&image, "/.ssh/authorized_keys", keys.as_bytes(), 0o644).expect("keys");
+    ext4::write_file(&image, "/notes", b"notes\n", 0o644).expect("notes");
+
+    ext4::remove_authorized_key(&image, "/.ssh/authorized_keys", banger).expect("remove");
+    assert_eq!(
+        ext4::read_file(&image, "/.ssh/authorized_keys").expect("read"),
+        format!("{mine}\n").as_bytes()
+    );
+    assert_eq!(
+        ext4::stat_mode(&image, "/.ssh/authorized_keys").expect("stat"),
+        0o100_600
+    );
+    ext4::remove_authorized_key(&image, "/absent", banger).expect("nothing to remove");
+
+    let size = ext4::shrink_to_fit(&image).expect("shrink");
+    assert_eq!(fs::metadata(&image).expect("image").len(), size);
+    assert!(size < 64 * MIB, "{size} bytes");
+    assert_eq!(ext4::read_file(&image, "/notes").expect("read"), b"notes\n");
+    let fsck = Command::new("e2fsck")
+        .arg("-fn")
+        .arg(&image)
+        .status()
+        .expect("e2fsck");
+    assert!(fsck.success());
+}
+
+#[test]
+fn an_upper_disk_without_a_layer_is_refused_by_name() {
+    require!("host", Need::Root);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tree = dir.path().join("tree");
+    fs::create_dir_all(tree.join("etc")).expect("mkdir");
+    let (lower, upper) = (dir.path().join("lower.ext4"), dir.path().join("upper.ext4"));
+    ext4::mkfs_from_dir(&tree, &lower, 32 * MIB, "rootfs").expect("mkfs");
+    ext4::mkfs_from_dir(&tree, &upper, 32 * MIB, "upper").expect("mkfs");
+    let out = dir.path().join("merged.ext4");
+    let err = banger::host::disk::overlay::merge_to_ext4(&lower, &upper, &out, 64 * MIB, "rootfs")
+        .expect_err("no layer");
+    assert!(err.to_string().contains("holds no overlay layer"), "{err}");
+    assert!(!out.exists());
+    assert_eq!(file_names(dir.path()), ["lower.ext4", "tree", "upper.ext4"]);
+    assert!(loops_under(dir.path()).is_empty());
 }
 
 #[test]

@@ -5,13 +5,17 @@ use serde::Serialize;
 
 use super::{Global, print_json, print_table};
 use crate::cli::{ImageNameArg, ImageShowArgs, ListArgs};
-use crate::state::model::{Image, rfc3339};
+use crate::state::model::{CommittedFrom, Image, rfc3339};
 use crate::vm::{Ctx, ImageFiles};
 
 #[derive(Serialize)]
 struct ImageView {
     name: String,
     source: String,
+    /// Where it came from: `built`, `imported`, `committed from VM … of image …`.
+    origin: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    committed_from: Option<CommittedFrom>,
     default: bool,
     has_initrd: bool,
     created_at: String,
@@ -29,6 +33,8 @@ fn view(ctx: &Ctx, image: &Image, with_manifest: bool) -> ImageView {
     ImageView {
         name: image.name.clone(),
         source: image.source.clone(),
+        origin: image.origin(),
+        committed_from: image.committed_from.clone(),
         default: image.is_default,
         has_initrd: image.has_initrd,
         created_at: rfc3339(image.created_at),
@@ -79,6 +85,7 @@ pub fn show(args: ImageShowArgs, global: &Global) -> Result<()> {
         if view.default { "yes" } else { "no" }
     )?;
     outln!("{:<13} {}", "source", view.source)?;
+    outln!("{:<13} {}", "origin", view.origin)?;
     outln!("{:<13} {}", "created", view.created_at)?;
     outln!("{:<13} {}", "files", view.dir)?;
     if let Some(manifest) = &view.manifest {

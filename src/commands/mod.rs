@@ -18,6 +18,7 @@ pub mod completions;
 pub mod doctor;
 pub mod gc;
 pub mod image_build;
+pub mod image_commit;
 pub mod image_delete;
 pub mod image_import;
 pub mod image_list;

@@ -171,7 +171,7 @@ fn tail(text: &str, n: usize) -> String {
 pub fn package_of(program: &OsStr) -> Option<&'static str> {
     let name = Path::new(program).file_name()?.to_str()?;
     Some(match name {
-        "mkfs.ext4" | "mke2fs" | "resize2fs" | "debugfs" | "e2fsck" => "e2fsprogs",
+        "mkfs.ext4" | "mke2fs" | "resize2fs" | "debugfs" | "e2fsck" | "dumpe2fs" => "e2fsprogs",
         "dmsetup" => "dmsetup",
         "losetup" => "mount",
         "nft" => "nftables",

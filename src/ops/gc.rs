@@ -189,7 +189,7 @@ fn sweep_vm_dirs(ctx: &Ctx, live: &Live, dry_run: bool) -> Result<Vec<Removal>> 
     Ok(removals)
 }
 
-/// Half-written images from interrupted builds or imports.
+/// Half-written images from interrupted builds, imports or commits.
 fn sweep_staging(ctx: &Ctx, dry_run: bool) -> Result<Vec<Removal>> {
     let mut removals = Vec::new();
     for entry in read_dir(&ctx.paths.images_dir()) {
@@ -206,7 +206,7 @@ fn sweep_staging(ctx: &Ctx, dry_run: bool) -> Result<Vec<Removal>> {
         removals.push(Removal::new(
             "image-staging",
             entry.path().display().to_string(),
-            "interrupted image build or import",
+            "interrupted image build, import or commit",
         ));
     }
     Ok(removals)

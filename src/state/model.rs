@@ -364,11 +364,35 @@ pub fn mac_for(ip: Ipv4Addr) -> String {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Image {
     pub name: String,
-    /// `build` or `import`.
+    /// `build`, `import` or `commit`.
     pub source: String,
     pub has_initrd: bool,
     pub is_default: bool,
     pub created_at: i64,
+    /// The VM (and its image) an image committed from a VM came from.
+    pub committed_from: Option<CommittedFrom>,
+}
+
+impl Image {
+    /// Where the image came from, as `image show` says it: `built`,
+    /// `imported`, or `committed from VM <vm> of image <image>`.
+    pub fn origin(&self) -> String {
+        match (&self.committed_from, self.source.as_str()) {
+            (Some(from), _) => format!("committed from VM {} of image {}", from.vm, from.image),
+            (None, "build") => "built".into(),
+            (None, "import") => "imported".into(),
+            (None, other) => other.to_owned(),
+        }
+    }
+}
+
+/// The VM an image was committed from, as it was then: its name and id,
+/// and the image it was made from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommittedFrom {
+    pub vm: String,
+    pub vm_id: String,
+    pub image: String,
 }
 
 /// Seconds since the Unix epoch.

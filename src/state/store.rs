@@ -92,6 +92,11 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE vms ADD COLUMN ip_num INTEGER;
     CREATE INDEX vms_ip_num ON vms (ip_num);
 ",
+    r"
+    -- Where an image committed from a VM came from, as JSON
+    -- {vm, vm_id, image}; NULL for built and imported images.
+    ALTER TABLE images ADD COLUMN committed_from TEXT;
+",
 ];
 
 /// The schema whose step adds `ip_num`: [`fill_ip_num`] runs right after it.
@@ -609,9 +614,21 @@ impl Store {
             tx.execute("UPDATE images SET is_default = 0", [])
                 .map_err(db)?;
         }
+        let committed_from = image
+            .committed_from
+            .as_ref()
+            .map(|from| serde_json::to_string(from).unwrap_or_default());
         tx.execute(
-            "INSERT INTO images (name, source, has_initrd, is_default, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![image.name, image.source, image.has_initrd, image.is_default || !have_default, image.created_at],
+            "INSERT INTO images (name, source, has_initrd, is_default, created_at, committed_from)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                image.name,
+                image.source,
+                image.has_initrd,
+                image.is_default || !have_default,
+                image.created_at,
+                committed_from
+            ],
         )
         .map_err(db)?;
         tx.commit().map_err(db)
@@ -937,6 +954,10 @@ fn image_from_row(row: &Row<'_>) -> rusqlite::Result<Image> {
         has_initrd: row.get("has_initrd")?,
         is_default: row.get("is_default")?,
         created_at: row.get("created_at")?,
+        // Unreadable provenance leaves the image usable, of unknown origin.
+        committed_from: row
+            .get::<_, Option<String>>("committed_from")?
+            .and_then(|text| serde_json::from_str(&text).ok()),
     })
 }
 
@@ -1222,6 +1243,7 @@ mod tests {
             has_initrd: false,
             is_default: false,
             created_at: 0,
+            committed_from: None,
         };
         store.insert_image(&image("a")).unwrap();
         store.insert_image(&image("b")).unwrap();
@@ -1487,5 +1509,47 @@ mod tests {
             )
             .unwrap();
         assert_eq!(store.vm("new").unwrap().published, vm.published);
+    }
+
+    #[test]
+    fn images_from_before_provenance_read_as_before() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            for step in &MIGRATIONS[..4] {
+                conn.execute_batch(step).unwrap();
+            }
+            conn.pragma_update(None, "user_version", 4).unwrap();
+            conn.execute(
+                "INSERT INTO images (name, source, has_initrd, is_default, created_at)
+                 VALUES ('old', 'build', 1, 1, 7), ('odd', 'mkosi', 0, 0, 8)",
+                [],
+            )
+            .unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        let old = store.image("old").unwrap();
+        assert_eq!((old.source.as_str(), old.committed_from), ("build", None));
+        assert_eq!(store.image("old").unwrap().origin(), "built");
+        assert_eq!(store.image("odd").unwrap().origin(), "mkosi");
+        let from = crate::state::model::CommittedFrom {
+            vm: "a".into(),
+            vm_id: "0123456789".into(),
+            image: "old".into(),
+        };
+        store
+            .insert_image(&Image {
+                name: "new".into(),
+                source: "commit".into(),
+                has_initrd: true,
+                is_default: false,
+                created_at: 9,
+                committed_from: Some(from.clone()),
+            })
+            .unwrap();
+        let new = store.image("new").unwrap();
+        assert_eq!(new.committed_from, Some(from));
+        assert_eq!(new.origin(), "committed from VM a of image old");
     }
 }

@@ -37,6 +37,8 @@ pub struct World {
     /// Loop device → backing file.
     pub loops: BTreeMap<PathBuf, PathBuf>,
     pub snapshots: BTreeSet<String>,
+    /// Files attached read-only and snapshots made read-only.
+    pub read_only: BTreeSet<PathBuf>,
     pub bridges: BTreeSet<String>,
     pub links: BTreeSet<String>,
     /// VM ids with rules.
@@ -160,9 +162,12 @@ impl Disks for Fake {
         )?);
         Ok(())
     }
-    fn attach_loop(&self, file: &Path, _read_only: bool) -> Result<PathBuf> {
+    fn attach_loop(&self, file: &Path, read_only: bool) -> Result<PathBuf> {
         let mut world = self.call("attach_loop", file.display())?;
         let dev = PathBuf::from(format!("/dev/loop{}", world.next_id()));
+        if read_only {
+            world.read_only.insert(file.to_owned());
+        }
         world.loops.insert(dev.clone(), file.to_owned());
         Ok(dev)
     }
@@ -180,8 +185,18 @@ impl Disks for Fake {
             .map(|(dev, _)| dev.clone())
             .collect())
     }
-    fn create_snapshot(&self, name: &str, _: &Path, _: &Path, _: u64) -> Result<PathBuf> {
+    fn create_snapshot(
+        &self,
+        name: &str,
+        _: &Path,
+        _: &Path,
+        _: u64,
+        read_only: bool,
+    ) -> Result<PathBuf> {
         let mut world = self.call("create_snapshot", name)?;
+        if read_only {
+            world.read_only.insert(PathBuf::from(name));
+        }
         world.snapshots.insert(name.to_owned());
         world.snapshots.insert(format!("{name}-base"));
         Ok(PathBuf::from(format!("/dev/mapper/{name}")))
@@ -207,6 +222,50 @@ impl Disks for Fake {
             .iter()
             .map(|(d, b)| (d.clone(), b.clone()))
             .collect())
+    }
+    /// Writes `size` bytes of the device's fill byte: a device the fake
+    /// made holds nothing, so what the copy read is plain to see.
+    fn copy_device(&self, dev: &Path, dst: &Path, size: u64) -> Result<()> {
+        let world = self.call("copy_device", dev.display())?;
+        if !world.snapshots.iter().any(|s| dev.ends_with(s)) {
+            return Err(anyhow!("no device {}", dev.display()));
+        }
+        std::fs::write(dst, b"snapshot")?;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(dst)?
+            .set_len(size)?;
+        Ok(())
+    }
+    fn merge_overlay(&self, lower: &Path, _: &Path, out: &Path, at_least: u64) -> Result<()> {
+        drop(self.call("merge_overlay", out.display())?);
+        std::fs::copy(lower, out)?;
+        let file = std::fs::OpenOptions::new().write(true).open(out)?;
+        if file.metadata()?.len() < at_least {
+            file.set_len(at_least)?;
+        }
+        Ok(())
+    }
+    fn check_ext4(&self, image: &Path) -> Result<()> {
+        drop(self.call("check_ext4", image.display())?);
+        Ok(())
+    }
+    fn scrub_for_image(&self, image: &Path) -> Result<()> {
+        drop(self.call("scrub_for_image", image.display())?);
+        Ok(())
+    }
+    fn shrink_ext4(&self, image: &Path) -> Result<u64> {
+        drop(self.call("shrink_ext4", image.display())?);
+        let file = std::fs::OpenOptions::new().write(true).open(image)?;
+        file.set_len(1 << 16)?;
+        Ok(1 << 16)
+    }
+    fn remove_authorized_key(&self, image: &Path, guest_path: &str, _: &str) -> Result<()> {
+        drop(self.call(
+            "remove_authorized_key",
+            format!("{} {guest_path}", image.display()),
+        )?);
+        Ok(())
     }
 }
 
@@ -437,6 +496,7 @@ impl TestBed {
             has_initrd: false,
             is_default: true,
             created_at: 0,
+            committed_from: None,
         })?;
         let fake = Fake::default();
         let config = Config::default();
@@ -468,6 +528,7 @@ impl TestBed {
             has_initrd: true,
             is_default: true,
             created_at: 0,
+            committed_from: None,
         })?;
         Ok(())
     }

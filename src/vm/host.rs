@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 
-use crate::host::disk::{cow, dm, ext4, loopdev};
+use crate::host::disk::{cow, dm, ext4, loopdev, overlay};
 use crate::host::firecracker::{api, process};
 use crate::host::{net, procs};
 use crate::state::model::{CowStrategy, FileId, PublishedPort, VmmKind};
@@ -37,14 +37,37 @@ pub trait Disks: Send + Sync {
     /// Detaches a loop device; already gone is fine.
     fn detach_loop(&self, dev: &Path) -> Result<()>;
     fn loops_backed_by(&self, file: &Path) -> Result<Vec<PathBuf>>;
-    /// A snapshot `name` of `base` with `cow` as its store, `size` bytes.
-    fn create_snapshot(&self, name: &str, base: &Path, cow: &Path, size: u64) -> Result<PathBuf>;
+    /// A snapshot `name` of `base` with `cow` as its store, `size` bytes;
+    /// `read_only`: its tables loaded read-only, for reading it only.
+    fn create_snapshot(
+        &self,
+        name: &str,
+        base: &Path,
+        cow: &Path,
+        size: u64,
+        read_only: bool,
+    ) -> Result<PathBuf>;
     /// Removes a snapshot and its base device; already gone is fine.
     fn remove_snapshot(&self, name: &str) -> Result<()>;
     /// Names of device-mapper devices that may be banger's.
     fn list_snapshots(&self) -> Result<Vec<String>>;
     /// Every loop device with its backing file.
     fn list_loops(&self) -> Result<Vec<(PathBuf, PathBuf)>>;
+    /// A sparse copy of the first `size` bytes of block device `dev` at `dst`.
+    fn copy_device(&self, dev: &Path, dst: &Path, size: u64) -> Result<()>;
+    /// The merged view of an overlay root (`upper`'s layer over the root
+    /// filesystem `lower`) as a new ext4 image `out`, at least `at_least`
+    /// bytes and more if its content needs it; neither input is written.
+    fn merge_overlay(&self, lower: &Path, upper: &Path, out: &Path, at_least: u64) -> Result<()>;
+    /// Checks an ext4 image and fixes it unattended, replaying its journal.
+    fn check_ext4(&self, image: &Path) -> Result<()>;
+    /// Makes the root filesystem `image` fit to be copied into other VMs
+    /// (see [`ext4::scrub_for_image`]).
+    fn scrub_for_image(&self, image: &Path) -> Result<()>;
+    /// Shrinks an ext4 image and its filesystem to its content; the new size.
+    fn shrink_ext4(&self, image: &Path) -> Result<u64>;
+    /// Removes the lines carrying public key `key` from a file in an ext4 image.
+    fn remove_authorized_key(&self, image: &Path, guest_path: &str, key: &str) -> Result<()>;
 }
 
 /// The bridge, TAP devices and nftables rules.
@@ -197,8 +220,19 @@ impl Disks for RealDisks {
     fn loops_backed_by(&self, file: &Path) -> Result<Vec<PathBuf>> {
         Ok(loopdev::find_by_backing(file)?)
     }
-    fn create_snapshot(&self, name: &str, base: &Path, cow: &Path, size: u64) -> Result<PathBuf> {
-        Ok(dm::create_snapshot(name, base, cow, size)?)
+    fn create_snapshot(
+        &self,
+        name: &str,
+        base: &Path,
+        cow: &Path,
+        size: u64,
+        read_only: bool,
+    ) -> Result<PathBuf> {
+        Ok(if read_only {
+            dm::create_read_only_snapshot(name, base, cow, size)?
+        } else {
+            dm::create_snapshot(name, base, cow, size)?
+        })
     }
     fn remove_snapshot(&self, name: &str) -> Result<()> {
         Ok(dm::remove(name)?)
@@ -209,7 +243,36 @@ impl Disks for RealDisks {
     fn list_loops(&self) -> Result<Vec<(PathBuf, PathBuf)>> {
         Ok(loopdev::list()?)
     }
+    fn copy_device(&self, dev: &Path, dst: &Path, size: u64) -> Result<()> {
+        Ok(cow::copy_device(dev, dst, size)?)
+    }
+    fn merge_overlay(&self, lower: &Path, upper: &Path, out: &Path, at_least: u64) -> Result<()> {
+        let content = ext4::content_bytes(lower)? + ext4::content_bytes(upper)?;
+        let size = ext4::rootfs_size_for(content, at_least);
+        Ok(overlay::merge_to_ext4(
+            lower,
+            upper,
+            out,
+            size,
+            ROOTFS_LABEL,
+        )?)
+    }
+    fn check_ext4(&self, image: &Path) -> Result<()> {
+        Ok(ext4::check(image)?)
+    }
+    fn scrub_for_image(&self, image: &Path) -> Result<()> {
+        Ok(ext4::scrub_for_image(image)?)
+    }
+    fn shrink_ext4(&self, image: &Path) -> Result<u64> {
+        Ok(ext4::shrink_to_fit(image)?)
+    }
+    fn remove_authorized_key(&self, image: &Path, guest_path: &str, key: &str) -> Result<()> {
+        Ok(ext4::remove_authorized_key(image, guest_path, key)?)
+    }
 }
+
+/// The filesystem label of every image's rootfs, built or merged.
+const ROOTFS_LABEL: &str = "rootfs";
 
 /// `tap_owner`: the mark of this home's TAPs; others' are never touched.
 struct RealNetwork {

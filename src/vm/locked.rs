@@ -204,6 +204,10 @@ impl<'c> LockedVm<'c> {
         &self.vm
     }
 
+    pub(super) fn ctx(&self) -> &'c Ctx {
+        self.ctx
+    }
+
     pub fn observed(&self) -> &Observed {
         &self.observed
     }

@@ -30,6 +30,12 @@ pub enum Refused {
     Unfinished(String),
     #[error("VM {0}'s deletion did not finish; run `banger vm delete {0}` again")]
     BeingDeleted(String),
+    #[error("VM {0} is running; stop it first: banger vm stop {0}")]
+    Running(String),
+    #[error(
+        "VM {0}'s creation did not finish, so it has no disks to commit; `banger vm delete {0}` removes it"
+    )]
+    NoDisks(String),
 }
 
 /// What a guard says about an operation.
@@ -80,6 +86,19 @@ impl VmStatus {
         match self {
             Self::Running | Self::Starting | Self::Stopping => Next::Go,
             Self::Stopped | Self::Creating | Self::Deleting => Next::AlreadyThere,
+        }
+    }
+
+    /// Whether `image commit` may read this VM's disks: only while it is
+    /// stopped, so they hold still.
+    pub fn can_commit(self, name: &str) -> Result<(), Refused> {
+        match self {
+            Self::Stopped => Ok(()),
+            Self::Running | Self::Starting | Self::Stopping => {
+                Err(Refused::Running(name.to_owned()))
+            }
+            Self::Creating => Err(Refused::NoDisks(name.to_owned())),
+            Self::Deleting => Err(Refused::BeingDeleted(name.to_owned())),
         }
     }
 
@@ -191,6 +210,18 @@ mod tests {
         for status in [VmStatus::Creating, VmStatus::Running, VmStatus::Deleting] {
             assert_eq!(status.can_delete(), Next::Go);
         }
+        assert_eq!(VmStatus::Stopped.can_commit("a"), Ok(()));
+        for status in [VmStatus::Running, VmStatus::Starting, VmStatus::Stopping] {
+            let refused = status.can_commit("a").unwrap_err();
+            assert_eq!(
+                refused.to_string(),
+                "VM a is running; stop it first: banger vm stop a"
+            );
+        }
+        assert_eq!(
+            VmStatus::Creating.can_commit("a"),
+            Err(Refused::NoDisks("a".into()))
+        );
         assert!(VmStatus::Creating.is_abandoned(false));
         assert!(!VmStatus::Creating.is_abandoned(true));
         assert!(!VmStatus::Stopped.is_abandoned(false));

@@ -49,6 +49,21 @@ pub fn reflink(src: &Path, dst: &Path, size: u64) -> Result<bool, DiskError> {
     clone_with(src, dst, size, false).map(|s| s.is_some())
 }
 
+/// Copies the first `len` bytes of `src` (a block device, such as a VM's
+/// device-mapper snapshot) to a new sparse file `dst` of that length,
+/// skipping chunks that are all zeros. Built under a temporary name and
+/// renamed into place, so a failure leaves nothing at `dst`; `src` is only
+/// read.
+pub fn copy_device(src: &Path, dst: &Path, len: u64) -> Result<(), DiskError> {
+    let source = File::open(src).map_err(io_err("open", src))?;
+    let tmp = TempFile::beside(dst);
+    let copy = tmp.create()?;
+    sparse_copy(&source, src, &copy, &tmp.path, len)?;
+    copy.set_len(len).map_err(io_err("resize", &tmp.path))?;
+    drop(copy);
+    tmp.persist(dst)
+}
+
 /// The clone of [`clone_file`]; `None` when `FICLONE` is unsupported and
 /// `copy` is false.
 fn clone_with(
@@ -286,6 +301,29 @@ mod tests {
         let copy = dir.path().join("copy");
         clone_file(&path, &copy, data.len() as u64).expect("clone");
         assert_eq!(std::fs::read(&copy).expect("read"), data);
+    }
+
+    #[test]
+    fn a_device_copy_keeps_the_data_and_skips_zeros() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (src, dst) = (dir.path().join("dev"), dir.path().join("copy"));
+        let mib = 1 << 20;
+        let file = File::create(&src).expect("create");
+        file.write_all_at(b"head", 0).expect("write");
+        file.write_all_at(&[0u8; 1 << 20], mib)
+            .expect("write zeros");
+        file.write_all_at(b"tail", 3 * mib).expect("write");
+        copy_device(&src, &dst, 4 * mib).expect("copy");
+        let copy = std::fs::read(&dst).expect("read");
+        assert_eq!(copy.len() as u64, 4 * mib);
+        assert_eq!(&copy[..4], b"head");
+        assert_eq!(&copy[3 * mib as usize..][..4], b"tail");
+        let blocks = std::os::unix::fs::MetadataExt::blocks(&dst.metadata().expect("stat"));
+        assert!(
+            blocks * 512 < 3 * mib,
+            "zeros were written: {blocks} blocks"
+        );
+        assert!(copy_device(&dir.path().join("none"), &dst, 1).is_err());
     }
 
     #[test]

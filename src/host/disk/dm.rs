@@ -79,6 +79,28 @@ pub fn create_snapshot(
     cow_dev: &Path,
     total_bytes: u64,
 ) -> Result<PathBuf, DiskError> {
+    create(name, base_dev, cow_dev, total_bytes, false)
+}
+
+/// Like [`create_snapshot`], with both devices' tables loaded read-only
+/// (`dmsetup create --readonly`): for reading a stopped VM's root disk
+/// without a write reaching its COW device.
+pub fn create_read_only_snapshot(
+    name: &str,
+    base_dev: &Path,
+    cow_dev: &Path,
+    total_bytes: u64,
+) -> Result<PathBuf, DiskError> {
+    create(name, base_dev, cow_dev, total_bytes, true)
+}
+
+fn create(
+    name: &str,
+    base_dev: &Path,
+    cow_dev: &Path,
+    total_bytes: u64,
+    read_only: bool,
+) -> Result<PathBuf, DiskError> {
     let base_sectors = device_bytes(base_dev)? / SECTOR;
     let total_sectors = total_bytes.div_ceil(SECTOR);
     if total_sectors < base_sectors {
@@ -93,10 +115,13 @@ pub fn create_snapshot(
         dmsetup_create(
             &base,
             &padded_base_table(base_dev, base_sectors, total_sectors),
+            read_only,
         )
-        .and_then(|()| snapshot_with_origin(name, &device_path(&base), cow_dev, total_sectors))
+        .and_then(|()| {
+            snapshot_with_origin(name, &device_path(&base), cow_dev, total_sectors, read_only)
+        })
     } else {
-        snapshot_with_origin(name, base_dev, cow_dev, total_sectors)
+        snapshot_with_origin(name, base_dev, cow_dev, total_sectors, read_only)
     };
     if created.is_err() {
         // Best effort: the creation error is the one worth reporting.
@@ -110,8 +135,13 @@ fn snapshot_with_origin(
     origin: &Path,
     cow_dev: &Path,
     total_sectors: u64,
+    read_only: bool,
 ) -> Result<PathBuf, DiskError> {
-    dmsetup_create(name, &snapshot_table(origin, cow_dev, total_sectors))?;
+    dmsetup_create(
+        name,
+        &snapshot_table(origin, cow_dev, total_sectors),
+        read_only,
+    )?;
     Ok(device_path(name))
 }
 
@@ -178,11 +208,13 @@ fn remove_one(name: &str) -> Result<(), DiskError> {
     Err(RunError::failed(&cmd, &output).into())
 }
 
-fn dmsetup_create(name: &str, table: &str) -> Result<(), DiskError> {
-    run::run_with_input(
-        Command::new(DMSETUP).args(["create", "--verifyudev", name]),
-        table.as_bytes(),
-    )?;
+fn dmsetup_create(name: &str, table: &str, read_only: bool) -> Result<(), DiskError> {
+    let mut cmd = Command::new(DMSETUP);
+    cmd.args(["create", "--verifyudev"]);
+    if read_only {
+        cmd.arg("--readonly");
+    }
+    run::run_with_input(cmd.arg(name), table.as_bytes())?;
     Ok(())
 }
 

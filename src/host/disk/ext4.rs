@@ -12,6 +12,9 @@ const MKFS: &str = "mkfs.ext4";
 const E2FSCK: &str = "e2fsck";
 const RESIZE2FS: &str = "resize2fs";
 const DEBUGFS: &str = "debugfs";
+const DUMPE2FS: &str = "dumpe2fs";
+/// The ext2/3/4 superblock magic number, at byte 0x438.
+const EXT4_MAGIC: [u8; 2] = [0x53, 0xef];
 
 /// Size of a work seed; VMs grow their clone to `--work-size`.
 const WORK_SEED_BYTES: u64 = 64 << 20;
@@ -69,13 +72,19 @@ pub fn mkfs_from_dir(
     )?;
     // mke2fs copies the modes of everything below `dir` but not of `dir` itself.
     let dir_mode = fs::metadata(dir).map_err(io_err("stat", dir))?.mode();
-    let mut script = String::new();
-    push_owner_and_mode(&mut script, "/", S_IFDIR | (dir_mode & 0o7777));
-    debugfs(&tmp.path, &script, true)?;
+    set_root_owner_and_mode(&tmp.path, dir_mode)?;
     // Its journal and tables are mostly zeros: holes, so that every clone
     // copies only what the filesystem holds.
     super::cow::punch_zeros(&tmp.path)?;
     tmp.persist(out)
+}
+
+/// Gives the root directory of `image` the permission bits of `mode`,
+/// owned by root.
+pub(super) fn set_root_owner_and_mode(image: &Path, mode: u32) -> Result<(), DiskError> {
+    let mut script = String::new();
+    push_owner_and_mode(&mut script, "/", S_IFDIR | (mode & 0o7777));
+    debugfs(image, &script, true).map(drop)
 }
 
 /// Grows `image` and its filesystem to `size_bytes`: extends the file,
@@ -96,6 +105,17 @@ pub fn grow(image: &Path, size_bytes: u64) -> Result<(), DiskError> {
     }
     file.set_len(size_bytes).map_err(io_err("extend", image))?;
     drop(file);
+    check(image)?;
+    match run::run(Command::new(RESIZE2FS).arg(image)) {
+        Ok(_) => Ok(()),
+        Err(err) => Err(out_of_space(image, size_bytes, err)),
+    }
+}
+
+/// `e2fsck -fp`: checks `image` and fixes what can be fixed unattended,
+/// first replaying the journal a guest that did not unmount it left, so that
+/// what is written into it next lands on the filesystem the guest saw.
+pub fn check(image: &Path) -> Result<(), DiskError> {
     let mut e2fsck = Command::new(E2FSCK);
     e2fsck.arg("-fp").arg(image);
     let check = run::output(&mut e2fsck, None)?;
@@ -103,10 +123,128 @@ pub fn grow(image: &Path, size_bytes: u64) -> Result<(), DiskError> {
     if !matches!(check.status.code(), Some(0..=2)) {
         return Err(RunError::failed(&e2fsck, &check).into());
     }
-    match run::run(Command::new(RESIZE2FS).arg(image)) {
-        Ok(_) => Ok(()),
-        Err(err) => Err(out_of_space(image, size_bytes, err)),
+    Ok(())
+}
+
+/// Shrinks `image` and its filesystem to the least that holds its content:
+/// checks it (`e2fsck -fp`), shrinks the filesystem (`resize2fs -M`) and
+/// truncates the file to it. Returns the new size in bytes.
+pub fn shrink_to_fit(image: &Path) -> Result<u64, DiskError> {
+    check(image)?;
+    run::run(Command::new(RESIZE2FS).arg("-M").arg(image))?;
+    let size = geometry(image)?.bytes();
+    OpenOptions::new()
+        .write(true)
+        .open(image)
+        .and_then(|file| file.set_len(size))
+        .map_err(io_err("truncate", image))?;
+    Ok(size)
+}
+
+/// Whether `path` holds an ext2/3/4 filesystem by its superblock's magic
+/// number; a blank (all zeros, or too short) file does not.
+pub fn is_ext4(path: &Path) -> Result<bool, DiskError> {
+    let file = fs::File::open(path).map_err(io_err("open", path))?;
+    let mut magic = [0u8; 2];
+    match std::os::unix::fs::FileExt::read_exact_at(&file, &mut magic, 0x438) {
+        Ok(()) => Ok(magic == EXT4_MAGIC),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(false),
+        Err(e) => Err(io_err("read", path)(e)),
     }
+}
+
+/// Whether `image`'s journal holds what a guest wrote and never checkpointed
+/// (feature `needs_recovery`: the guest did not unmount it): a read-only
+/// mount cannot replay it, and reads past it see stale metadata.
+pub fn needs_recovery(image: &Path) -> Result<bool, DiskError> {
+    let output = run::run(Command::new(DUMPE2FS).arg("-h").arg(image))?;
+    Ok(String::from_utf8_lossy(&output.stdout).lines().any(|line| {
+        line.strip_prefix("Filesystem features:")
+            .is_some_and(|features| features.split_whitespace().any(|f| f == "needs_recovery"))
+    }))
+}
+
+/// The bytes of file data and directories `image`'s filesystem holds: its
+/// blocks in use, less its inode tables and journal. An upper bound of what
+/// a copy of its tree needs.
+pub fn content_bytes(image: &Path) -> Result<u64, DiskError> {
+    let g = geometry(image)?;
+    let used = g.blocks.saturating_sub(g.free_blocks) * g.block_size;
+    Ok(used.saturating_sub(g.inodes * g.inode_size + g.journal_bytes))
+}
+
+/// The size of a root filesystem holding `content` bytes: `at_least` when
+/// that leaves a tenth of the content spare besides a sixteenth of the size
+/// (more than a new ext4's journal and inode tables take), else what
+/// `image build` gives such content (1.3 times it plus 256 MiB, in whole
+/// MiB), never less than `at_least`.
+pub fn rootfs_size_for(content: u64, at_least: u64) -> u64 {
+    const MIB: u64 = 1 << 20;
+    if content + content / 10 + at_least / 16 <= at_least {
+        return at_least;
+    }
+    at_least.max((content + content * 3 / 10 + 256 * MIB).div_ceil(MIB) * MIB)
+}
+
+/// What `dumpe2fs -h` says about a filesystem's size.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Geometry {
+    block_size: u64,
+    blocks: u64,
+    free_blocks: u64,
+    inodes: u64,
+    inode_size: u64,
+    journal_bytes: u64,
+}
+
+impl Geometry {
+    fn bytes(&self) -> u64 {
+        self.blocks * self.block_size
+    }
+}
+
+fn geometry(image: &Path) -> Result<Geometry, DiskError> {
+    let output = run::run(Command::new(DUMPE2FS).arg("-h").arg(image))?;
+    parse_geometry(&String::from_utf8_lossy(&output.stdout)).ok_or_else(|| DiskError::Debugfs {
+        image: image.to_path_buf(),
+        message: "dumpe2fs -h printed no block count and size".into(),
+    })
+}
+
+/// Parses the superblock fields of `dumpe2fs -h`; `None` without a block
+/// count and size.
+fn parse_geometry(text: &str) -> Option<Geometry> {
+    let mut g = Geometry::default();
+    for line in text.lines() {
+        let Some((key, value)) = line.split_once(':') else {
+            continue;
+        };
+        let value = value.trim();
+        let number = || value.parse::<u64>().ok();
+        match key.trim() {
+            "Block size" => g.block_size = number()?,
+            "Block count" => g.blocks = number()?,
+            "Free blocks" => g.free_blocks = number()?,
+            "Inode count" => g.inodes = number()?,
+            "Inode size" => g.inode_size = number()?,
+            "Journal size" => g.journal_bytes = parse_journal_size(value)?,
+            _ => {}
+        }
+    }
+    (g.block_size > 0 && g.blocks > 0).then_some(g)
+}
+
+/// `Journal size` as dumpe2fs prints it: `4096k`, `64M`, `1024M`, `2G`.
+fn parse_journal_size(value: &str) -> Option<u64> {
+    let digits = value.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let unit = match &value[digits.len()..] {
+        "" => 1,
+        "k" | "K" => 1 << 10,
+        "M" => 1 << 20,
+        "G" => 1 << 30,
+        _ => return None,
+    };
+    Some(digits.parse::<u64>().ok()? * unit)
 }
 
 /// Names a full filesystem as the cause when resize2fs reports a failed
@@ -237,6 +375,140 @@ pub fn stat_mode(image: &Path, guest_path: &str) -> Result<u32, DiskError> {
             image: image.to_path_buf(),
             guest_path: guest_path.to_string(),
         })
+}
+
+/// Makes the root filesystem in `image` fit to be the rootfs of an image,
+/// whose copies become other VMs: removes the SSH host keys
+/// (`/etc/ssh/ssh_host_*`) and the key banger's initramfs installs
+/// (`/etc/ssh/banger/authorized_keys`); empties `/etc/machine-id` (an empty
+/// file, mode 0444, so each VM makes its own) and removes
+/// `/var/lib/dbus/machine-id` if it is a regular file; removes everything in
+/// `/var/log/journal` and every other file under `/var/log`, keeping its
+/// directories. Names debugfs cannot take literally are left alone.
+/// `/root` (the work disk's mount point) is not touched.
+pub fn scrub_for_image(image: &Path) -> Result<(), DiskError> {
+    let mut script = String::new();
+    for entry in list_dir(image, "/etc/ssh")? {
+        if entry.name.starts_with("ssh_host_") && !entry.is_dir() {
+            script.push_str(&format!("rm /etc/ssh/{}\n", entry.name));
+        }
+    }
+    let found = lookup(
+        image,
+        &[
+            "/etc/ssh/banger/authorized_keys".to_string(),
+            "/var/lib/dbus/machine-id".to_string(),
+            "/etc".to_string(),
+        ],
+    )?;
+    if found[0].is_some_and(|m| m & S_IFMT != S_IFDIR) {
+        script.push_str("rm /etc/ssh/banger/authorized_keys\n");
+    }
+    if found[1].is_some_and(|m| m & S_IFMT == S_IFREG) {
+        script.push_str("rm /var/lib/dbus/machine-id\n");
+    }
+    for entry in list_dir(image, "/var/log")? {
+        let path = format!("/var/log/{}", entry.name);
+        match (entry.is_dir(), entry.name.as_str()) {
+            (true, "journal") => clear_tree(image, &path, false, &mut script)?,
+            (true, _) => clear_tree(image, &path, true, &mut script)?,
+            (false, _) => script.push_str(&format!("rm {path}\n")),
+        }
+    }
+    if !script.is_empty() {
+        debugfs(image, &script, true)?;
+    }
+    if found[2].is_some_and(|m| m & S_IFMT == S_IFDIR) {
+        write_file(image, "/etc/machine-id", b"", 0o444)?;
+    }
+    Ok(())
+}
+
+/// Removes the lines of `guest_path` in `image` that carry public key `key`
+/// (its base64 blob, whatever the options and comment), keeping the file and
+/// giving it mode 0600; nothing to do when the file does not exist.
+pub fn remove_authorized_key(image: &Path, guest_path: &str, key: &str) -> Result<(), DiskError> {
+    let Some(blob) = key.split_whitespace().nth(1) else {
+        return Err(DiskError::GuestPath {
+            path: guest_path.to_string(),
+            reason: "the key to remove is not an OpenSSH public key line",
+        });
+    };
+    let data = match read_file(image, guest_path) {
+        Err(DiskError::NotFound { .. }) => return Ok(()),
+        other => other?,
+    };
+    let text = String::from_utf8_lossy(&data);
+    let kept: String = text
+        .lines()
+        .filter(|line| !line.split_whitespace().any(|word| word == blob))
+        .map(|line| format!("{line}\n"))
+        .collect();
+    write_file(image, guest_path, kept.as_bytes(), 0o600)
+}
+
+/// One entry of a directory in an ext4 image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Entry {
+    name: String,
+    mode: u32,
+}
+
+impl Entry {
+    fn is_dir(&self) -> bool {
+        self.mode & S_IFMT == S_IFDIR
+    }
+}
+
+/// The entries of directory `dir` in `image`, without `.` and `..` and
+/// without names debugfs cannot take literally; none when `dir` is missing
+/// or not a directory.
+fn list_dir(image: &Path, dir: &str) -> Result<Vec<Entry>, DiskError> {
+    let stdout = debugfs(image, &format!("ls -p {dir}\n"), false)?;
+    Ok(parse_listing(&stdout)
+        .into_iter()
+        .filter(|e| guest_components(&format!("{dir}/{}", e.name)).is_ok())
+        .collect())
+}
+
+/// Parses `ls -p` output: one `/inode/mode/uid/gid/name/size/` line an entry.
+fn parse_listing(stdout: &str) -> Vec<Entry> {
+    stdout
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.strip_prefix('/')?.split('/').collect();
+            let [_inode, mode, _uid, _gid, name, _size, ""] = fields[..] else {
+                return None;
+            };
+            let mode = u32::from_str_radix(mode, 8).ok()?;
+            (name != "." && name != "..").then(|| Entry {
+                name: name.to_string(),
+                mode,
+            })
+        })
+        .collect()
+}
+
+/// Appends to `script` the commands that remove everything below `dir`,
+/// children first; with `keep_dirs`, only the files (every directory stays).
+fn clear_tree(
+    image: &Path,
+    dir: &str,
+    keep_dirs: bool,
+    script: &mut String,
+) -> Result<(), DiskError> {
+    for entry in list_dir(image, dir)? {
+        let path = format!("{dir}/{}", entry.name);
+        if entry.is_dir() {
+            clear_tree(image, &path, keep_dirs, script)?;
+            if !keep_dirs {
+                script.push_str(&format!("rmdir {path}\n"));
+            }
+        } else {
+            script.push_str(&format!("rm {path}\n"));
+        }
+    }
+    Ok(())
 }
 
 /// Builds a work seed at `out`: a small ext4 labelled [`WORK_LABEL`] whose
@@ -442,6 +714,54 @@ mod tests {
         for bad in [".ssh", "/a//b", "/a/../b", "/a b", "/a\"b", "/a\nb", "/a/"] {
             assert!(guest_components(bad).is_err(), "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn superblock_fields_give_size_and_content() {
+        let out = "Filesystem volume name:   rootfs\n\
+                   Inode count:              65536\n\
+                   Block count:              262144\n\
+                   Free blocks:              100000\n\
+                   Block size:               4096\n\
+                   Inode size:               256\n\
+                   Journal size:             16M\n";
+        let g = parse_geometry(out).expect("geometry");
+        assert_eq!(g.bytes(), 1 << 30);
+        assert_eq!(
+            (g.inodes * g.inode_size, g.journal_bytes),
+            (16 << 20, 16 << 20)
+        );
+        assert_eq!(parse_geometry("Block size: 4096\n"), None);
+        assert_eq!(parse_journal_size("4096k"), Some(4 << 20));
+        assert_eq!(parse_journal_size("1024M"), Some(1 << 30));
+        assert_eq!(parse_journal_size("2G"), Some(2 << 30));
+        assert_eq!(parse_journal_size("lots"), None);
+    }
+
+    #[test]
+    fn a_rootfs_keeps_its_size_while_the_content_fits_with_room() {
+        const MIB: u64 = 1 << 20;
+        assert_eq!(rootfs_size_for(600 * MIB, 1036 * MIB), 1036 * MIB);
+        // 900 MiB, a tenth and a sixteenth of 1036 need more than 1036:
+        // sized as a build would.
+        assert_eq!(rootfs_size_for(900 * MIB, 1036 * MIB), 1426 * MIB);
+        assert_eq!(rootfs_size_for(4 * MIB, 64 * MIB), 64 * MIB);
+        assert_eq!(rootfs_size_for(MIB, 0), 258 * MIB);
+        assert_eq!(rootfs_size_for(MIB, 4096 * MIB), 4096 * MIB);
+    }
+
+    #[test]
+    fn listings_parse_into_entries_without_dot_and_dotdot() {
+        let out = "debugfs: ls -p /var/log\n\
+                   /17/040755/0/0/.//\n\
+                   /16/040755/0/0/..//\n\
+                   /18/120777/0/0/README/5/\n\
+                   /19/040755/0/0/journal//\n\
+                   /22/100644/0/0/syslog/2/\n\n";
+        let entries = parse_listing(out);
+        let names: Vec<&str> = entries.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(names, ["README", "journal", "syslog"]);
+        assert!(entries[1].is_dir() && !entries[0].is_dir() && !entries[2].is_dir());
     }
 
     #[test]

@@ -1,9 +1,11 @@
-//! Loop devices, device-mapper snapshots, copy-on-write clones and ext4 images.
+//! Loop devices, device-mapper snapshots, copy-on-write clones, ext4 images
+//! and the merged view of an overlay root.
 
 pub mod cow;
 pub mod dm;
 pub mod ext4;
 pub mod loopdev;
+pub mod overlay;
 
 use std::fs;
 use std::io;

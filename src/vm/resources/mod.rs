@@ -23,7 +23,7 @@ use crate::state::model::{Vm, VmId};
 
 pub use nat::{add_firewall, rule_key};
 pub use ports::publish as publish_ports;
-pub use root_device::attach as attach_root_device;
+pub use root_device::{attach as attach_root_device, with_read_only_snapshot};
 pub use tap::acquire as acquire_tap;
 pub use vmm::{find as find_vmm, spawn as spawn_vmm};
 

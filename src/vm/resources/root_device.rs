@@ -2,11 +2,12 @@
 //! device over the image's rootfs, a loop device over the VM's COW file,
 //! and the snapshot `banger-<id>` over both. Other strategies have no
 //! runtime device: the VMM opens the VM's root file directly, or (overlay)
-//! the image's rootfs, read-only.
+//! the image's rootfs, read-only. A commit of a stopped dm-snapshot VM
+//! brings the snapshot up read-only to read it, and releases it after.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 
 use super::{Journal, Live, Removal, Resource};
 use crate::state::handles::Handles;
@@ -18,21 +19,60 @@ pub struct RootDevice;
 
 /// Brings up the root disk for this start and returns the path the VMM opens.
 pub fn attach(ctx: &Ctx, vm: &Vm, image: &ImageFiles, journal: &mut Journal) -> Result<PathBuf> {
-    let files = VmFiles::of(&ctx.paths, vm);
     match vm.cow_strategy {
-        Some(CowStrategy::DmSnapshot) => {}
-        Some(CowStrategy::Overlay) => return Ok(image.rootfs.clone()),
-        _ => return Ok(files.root_disk),
+        Some(CowStrategy::DmSnapshot) => snapshot(ctx, vm, image, journal, false),
+        Some(CowStrategy::Overlay) => Ok(image.rootfs.clone()),
+        _ => Ok(VmFiles::of(&ctx.paths, vm).root_disk),
     }
+}
+
+/// Runs `read` on the root disk of a stopped dm-snapshot VM as its guest
+/// sees it: the snapshot made read-only over read-only loop devices,
+/// recorded in the VM's journal as a start records it, and released with
+/// the journal afterwards, whatever `read` returned.
+pub fn with_read_only_snapshot<T>(
+    ctx: &Ctx,
+    vm: &Vm,
+    image: &ImageFiles,
+    read: impl FnOnce(&Path) -> Result<T>,
+) -> Result<T> {
+    let vm_dir = ctx.paths.vm_dir(&vm.id);
+    let mut journal = Journal::new(
+        &vm_dir,
+        Handles {
+            cow_strategy: vm.cow_strategy,
+            ..Handles::default()
+        },
+    );
+    let result = snapshot(ctx, vm, image, &mut journal, true).and_then(|dev| read(&dev));
+    let released = RootDevice
+        .release(ctx, vm, journal.handles())
+        .and_then(|()| Ok(Handles::remove(&vm_dir)?));
+    let value = result?;
+    released.with_context(|| format!("cannot release VM {}'s root device", vm.name))?;
+    Ok(value)
+}
+
+/// The snapshot `banger-<home>-<id>` over a read-only loop device of the
+/// image's rootfs and one of the VM's COW file (`read_only`: that one too,
+/// and the snapshot's tables), each recorded in `journal`.
+fn snapshot(
+    ctx: &Ctx,
+    vm: &Vm,
+    image: &ImageFiles,
+    journal: &mut Journal,
+    read_only: bool,
+) -> Result<PathBuf> {
     if !ctx.host.disks.dm_available() {
         bail!(
             "VM {} keeps its root disk as a device-mapper snapshot, but device-mapper is not available on this host",
             vm.name
         );
     }
+    let files = VmFiles::of(&ctx.paths, vm);
     let base = ctx.host.disks.attach_loop(&image.rootfs, true)?;
     journal.record(|h| h.base_loop = Some(base.clone()))?;
-    let cow = ctx.host.disks.attach_loop(&files.cow, false)?;
+    let cow = ctx.host.disks.attach_loop(&files.cow, read_only)?;
     let name = layout::dm(&ctx.home_tag(), &vm.id);
     journal.record(|h| {
         h.cow_loop = Some(cow.clone());
@@ -41,7 +81,7 @@ pub fn attach(ctx: &Ctx, vm: &Vm, image: &ImageFiles, journal: &mut Journal) -> 
     let dev = ctx
         .host
         .disks
-        .create_snapshot(&name, &base, &cow, vm.disk_size)?;
+        .create_snapshot(&name, &base, &cow, vm.disk_size, read_only)?;
     journal.record(|h| h.dm_dev = Some(dev.clone()))?;
     Ok(dev)
 }

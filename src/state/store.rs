@@ -965,6 +965,18 @@ fn image_from_row(row: &Row<'_>) -> rusqlite::Result<Image> {
 mod tests {
     use super::*;
 
+    /// A database at `path` made by the first `version` schema steps only,
+    /// as an older banger left it.
+    fn database_at_schema(path: &Path, version: usize) -> Connection {
+        let conn = Connection::open(path).unwrap();
+        for step in &MIGRATIONS[..version] {
+            conn.execute_batch(step).unwrap();
+        }
+        conn.pragma_update(None, "user_version", version as u32)
+            .unwrap();
+        conn
+    }
+
     /// A VM id from a small number.
     fn id(n: u32) -> VmId {
         VmId::parse(&format!("{n:010x}")).unwrap()
@@ -1408,11 +1420,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let path = tmp.path().join("db");
         {
-            let conn = Connection::open(&path).unwrap();
-            for step in &MIGRATIONS[..4] {
-                conn.execute_batch(step).unwrap();
-            }
-            conn.pragma_update(None, "user_version", 4).unwrap();
+            let conn = database_at_schema(&path, 4);
             for (n, ip) in [
                 (1u32, "10.1.0.2"),
                 (2, "10.1.0.4"),
@@ -1516,11 +1524,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let path = tmp.path().join("db");
         {
-            let conn = Connection::open(&path).unwrap();
-            for step in &MIGRATIONS[..4] {
-                conn.execute_batch(step).unwrap();
-            }
-            conn.pragma_update(None, "user_version", 4).unwrap();
+            let conn = database_at_schema(&path, 4);
             conn.execute(
                 "INSERT INTO images (name, source, has_initrd, is_default, created_at)
                  VALUES ('old', 'build', 1, 1, 7), ('odd', 'mkosi', 0, 0, 8)",

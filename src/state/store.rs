@@ -194,6 +194,16 @@ impl Store {
     fn migrate(&self) -> Result<(), StateError> {
         let path = self.path.clone();
         let db = |e| StateError::db(&path, e);
+        // The common case, a database already at this schema, reads its
+        // version without a write transaction: no lock taken from other
+        // commands, no write and fsync on every invocation.
+        let current: i64 = self
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(db)?;
+        if current == MIGRATIONS.len() as i64 {
+            return Ok(());
+        }
         let tx =
             Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate).map_err(db)?;
         let version: i64 = tx

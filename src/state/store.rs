@@ -395,7 +395,7 @@ impl Store {
     pub fn scan_vms(&self) -> Result<Vec<VmRow>, StateError> {
         let mut stmt = self
             .conn
-            .prepare("SELECT rowid, * FROM vms ORDER BY created_at, name")
+            .prepare(&format!("{} ORDER BY created_at, name", select_vms()))
             .map_err(self.db())?;
         let rows = stmt
             .query_map([], |row| Ok(self.read_row(row)))
@@ -416,9 +416,9 @@ impl Store {
         vm_from_row(row)
             .and_then(|vm| check_vm(vm, self.subnet.as_ref()))
             .map_err(|why| BadVm {
-                rowid: row.get("rowid").unwrap_or_default(),
-                id: raw_text(row, "id"),
-                name: raw_text(row, "name"),
+                rowid: row.get(vm_column("rowid")).unwrap_or_default(),
+                id: raw_text(row, vm_column("id")),
+                name: raw_text(row, vm_column("name")),
                 why,
             })
     }
@@ -448,7 +448,7 @@ impl Store {
     }
 
     pub fn find_vm(&self, name: &str) -> Result<Option<Vm>, StateError> {
-        self.one_vm("SELECT rowid, * FROM vms WHERE name = ?1", &name)
+        self.one_vm(&format!("{} WHERE name = ?1", select_vms()), &name)
     }
 
     pub fn vm(&self, name: &str) -> Result<Vm, StateError> {
@@ -457,7 +457,7 @@ impl Store {
     }
 
     pub fn vm_by_id(&self, id: &VmId) -> Result<Option<Vm>, StateError> {
-        self.one_vm("SELECT rowid, * FROM vms WHERE id = ?1", id)
+        self.one_vm(&format!("{} WHERE id = ?1", select_vms()), id)
     }
 
     /// Removes an unusable row, and nothing else.
@@ -706,7 +706,7 @@ impl Store {
             .prepare("SELECT name FROM vms WHERE image = ?1 ORDER BY name")
             .map_err(self.db())?;
         let rows = stmt
-            .query_map([image], |r| Ok(raw_text(r, "name")))
+            .query_map([image], |r| Ok(raw_text(r, 0)))
             .map_err(self.db())?;
         rows.collect::<Result<_, _>>().map_err(self.db())
     }
@@ -901,8 +901,48 @@ fn fill_ip_num(conn: &Connection) -> rusqlite::Result<()> {
 }
 
 /// A column as type `T`, the error naming it.
+/// The columns a VM is read from, in the order [`select_vms`] selects
+/// them: read by position, a row costs no lookup of names.
+const VM_COLUMNS: [&str; 21] = [
+    "rowid",
+    "id",
+    "name",
+    "image",
+    "vcpus",
+    "memory_mib",
+    "disk_size",
+    "work_size",
+    "ip",
+    "mac",
+    "vsock_cid",
+    "nat",
+    "published",
+    "cow_strategy",
+    "vmm",
+    "vmm_choice",
+    "pending",
+    "desired",
+    "expires_at",
+    "last_error",
+    "created_at",
+];
+
+/// `SELECT` of [`VM_COLUMNS`] from `vms`.
+fn select_vms() -> String {
+    format!("SELECT {} FROM vms", VM_COLUMNS.join(", "))
+}
+
+/// The position of VM column `name` in [`select_vms`]'s rows (one past the
+/// last for a name not there, which reads as an invalid column).
+fn vm_column(name: &str) -> usize {
+    VM_COLUMNS
+        .iter()
+        .position(|c| *c == name)
+        .unwrap_or(VM_COLUMNS.len())
+}
+
 fn column<T: rusqlite::types::FromSql>(row: &Row<'_>, name: &str) -> Result<T, String> {
-    row.get(name)
+    row.get(vm_column(name))
         .map_err(|e| format!("column {name}: {}", why(&e)))
 }
 
@@ -923,9 +963,9 @@ fn why(err: &rusqlite::Error) -> String {
 }
 
 /// A column's value as text for messages, whatever its type.
-fn raw_text(row: &Row<'_>, name: &str) -> String {
+fn raw_text(row: &Row<'_>, index: usize) -> String {
     use rusqlite::types::ValueRef;
-    match row.get_ref(name) {
+    match row.get_ref(index) {
         Ok(ValueRef::Text(bytes)) => String::from_utf8_lossy(bytes).into_owned(),
         Ok(ValueRef::Integer(n)) => n.to_string(),
         Ok(ValueRef::Real(x)) => x.to_string(),

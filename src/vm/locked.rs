@@ -77,11 +77,14 @@ impl VmRead {
     /// unusable row is there as its [`BadVm`], and a VM whose reconcile
     /// fails is shown as observed, with a warning: neither hides the
     /// others. A VM that cannot be running (no operation under way, not
-    /// wanted running, no journal and no socket directory) costs two
-    /// `stat`s and no lock: `vm ls` stays flat with many stopped VMs.
+    /// wanted running, no journal and no socket directory) costs one
+    /// `stat` and no lock (the socket directories are listed once): `vm ls`
+    /// stays flat with many stopped VMs.
     pub fn list(ctx: &Ctx) -> Result<Vec<Result<Self, BadVm>>> {
         let mut views = Vec::new();
-        for row in ctx.store.scan_vms()? {
+        let rows = ctx.store.scan_vms()?;
+        let run_dirs = RunDirs::list(ctx);
+        for row in rows {
             let vm = match row {
                 Ok(vm) => vm,
                 Err(bad) => {
@@ -89,7 +92,7 @@ impl VmRead {
                     continue;
                 }
             };
-            if Self::cannot_be_running(ctx, &vm) {
+            if Self::cannot_be_running(ctx, &vm, &run_dirs) {
                 views.push(Ok(Self {
                     vm,
                     observed: Observed::default(),
@@ -107,11 +110,11 @@ impl VmRead {
         Ok(views)
     }
 
-    fn cannot_be_running(ctx: &Ctx, vm: &Vm) -> bool {
+    fn cannot_be_running(ctx: &Ctx, vm: &Vm, run_dirs: &RunDirs) -> bool {
         vm.pending.is_none()
             && vm.desired == VmState::Stopped
             && !Handles::path(&ctx.paths.vm_dir(&vm.id)).exists()
-            && !ctx.paths.vm_run_dir(&vm.id).exists()
+            && !run_dirs.has(ctx, vm)
     }
 
     pub fn status(&self) -> VmStatus {
@@ -124,6 +127,33 @@ impl VmRead {
         self.status()
             .pending_message(self.vm.name.as_str())
             .or_else(|| self.vm.last_error.clone())
+    }
+}
+
+/// The VMs' socket directories, listed once for a whole `vm ls`; when
+/// the listing fails, each VM's is looked up on its own.
+enum RunDirs {
+    Listed(std::collections::HashSet<std::ffi::OsString>),
+    Unlisted,
+}
+
+impl RunDirs {
+    fn list(ctx: &Ctx) -> Self {
+        match std::fs::read_dir(ctx.paths.vm_run_dirs()) {
+            Ok(entries) => Self::Listed(entries.flatten().map(|e| e.file_name()).collect()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Self::Listed(std::collections::HashSet::new())
+            }
+            Err(_) => Self::Unlisted,
+        }
+    }
+
+    /// Whether `vm` has a socket directory.
+    fn has(&self, ctx: &Ctx, vm: &Vm) -> bool {
+        match self {
+            Self::Listed(names) => names.contains(std::ffi::OsStr::new(vm.id.as_str())),
+            Self::Unlisted => ctx.paths.vm_run_dir(&vm.id).exists(),
+        }
     }
 }
 

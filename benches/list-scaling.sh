@@ -39,14 +39,17 @@ median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a
 count=0
 # "allocate" is create's row insert (name, address, CID) as --timings
 # reports it: the part that depends on the number of VMs. The rest of a
-# create is disk copies and e2fsprogs runs, whose time follows the host's
-# load and I/O, not that number.
+# create is sizing disks and writing the seed drive and known_hosts (with
+# no initrd: a sparse copy and e2fsprogs runs), whose time follows the
+# host's load and I/O.
 printf '%6s %16s %22s %12s\n' VMs "list --json ms" "create --no-start ms" "allocate ms"
 for target in "${sizes[@]}"; do
   while [ "$count" -lt "$target" ]; do
     must vm create "v$count" --no-start --work-size 64M
     count=$((count + 1))
   done
+  # The creates above leave writes to flush: measure after them, not during.
+  sync
   list=$(for _ in 1 2 3 4 5; do t0=$(now_ms); must vm list --json; echo $(( $(now_ms) - t0 )); done | median)
   for i in 1 2 3 4 5; do
     t0=$(now_ms)

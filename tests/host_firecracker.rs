@@ -7,6 +7,7 @@
 //! Guests never get to run here: tests stop their VMs at once.
 #![allow(clippy::unwrap_used)]
 
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -191,6 +192,20 @@ fn vmm_killed_with_sigkill_is_gone_for_reconcile() {
         mine(procs::vmms_under(dir.path().parent().unwrap(), who)),
         vec![(vmm.pid, vmm.sock.clone())]
     );
+    // A connection the VMM has accepted carries the socket's path as well;
+    // with one held open the VMM is still listed once, and still found.
+    let mut held = std::os::unix::net::UnixStream::connect(&vmm.sock).unwrap();
+    held.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let mut reply = [0u8; 12];
+    held.read_exact(&mut reply).unwrap();
+    assert_eq!(&reply, b"HTTP/1.1 200");
+    assert_eq!(
+        mine(procs::vmms_under(dir.path().parent().unwrap(), who)),
+        vec![(vmm.pid, vmm.sock.clone())]
+    );
+    assert_eq!(procs::vmm_pid(None, &vmm.sock, who), Some(vmm.pid));
+    drop(held);
 
     Command::new("kill")
         .args(["-9", &vmm.pid.to_string()])

@@ -95,6 +95,7 @@ fn size(path: &Path) -> u64 {
 }
 
 /// Image staging directories left under the images directory.
+#[cfg(feature = "fault-injection")]
 fn staging_dirs(ctx: &TestContext) -> Vec<String> {
     entries(&ctx.home.join("images"))
         .into_iter()

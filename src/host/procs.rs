@@ -20,6 +20,7 @@ use nix::errno::Errno;
 use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{WaitPidFlag, waitpid};
 use nix::unistd::Pid;
+use procfs::net::UnixState;
 use procfs::process::{FDTarget, ProcState, Process};
 
 use crate::state::model::FileId;
@@ -132,8 +133,11 @@ struct Candidate {
     bound: Vec<PathBuf>,
 }
 
-/// The bound Unix sockets of the network namespaces seen so far, by the
-/// namespace's inode: one read of `/proc/PID/net/unix` per namespace.
+/// The bound, unconnected (listening) Unix sockets of the network namespaces
+/// seen so far, by the namespace's inode: one read of `/proc/PID/net/unix`
+/// per namespace. A connection the server accepted shows its listener's path
+/// too; it is left out, so one VMM with a client still connected is not its
+/// socket twice.
 #[derive(Default)]
 struct UnixTables(HashMap<u64, HashMap<u64, PathBuf>>);
 
@@ -145,6 +149,7 @@ impl UnixTables {
                 .unix()
                 .ok()?
                 .into_iter()
+                .filter(|entry| entry.state == UnixState::UNCONNECTED)
                 .filter_map(|entry| Some((entry.inode, entry.path?)))
                 .filter(|(_, path)| path.is_absolute())
                 .collect();
@@ -173,10 +178,12 @@ fn candidate(process: &Process, who: VmmIdentity, tables: &mut UnixTables) -> Op
         })
         .collect();
     let table = tables.of(process)?;
-    let bound = sockets
+    let mut bound: Vec<PathBuf> = sockets
         .iter()
         .filter_map(|inode| table.get(inode).cloned())
         .collect();
+    bound.sort();
+    bound.dedup();
     Some(Candidate {
         pid,
         ppid: u32::try_from(stat.ppid).ok()?,

@@ -40,6 +40,9 @@ _banger() {
             banger,man)
                 cmd="banger__subcmd__man"
                 ;;
+            banger,pool)
+                cmd="banger__subcmd__pool"
+                ;;
             banger,sidecar)
                 cmd="banger__subcmd__sidecar"
                 ;;
@@ -82,6 +85,9 @@ _banger() {
             banger__subcmd__help,man)
                 cmd="banger__subcmd__help__subcmd__man"
                 ;;
+            banger__subcmd__help,pool)
+                cmd="banger__subcmd__help__subcmd__pool"
+                ;;
             banger__subcmd__help,sidecar)
                 cmd="banger__subcmd__help__subcmd__sidecar"
                 ;;
@@ -111,6 +117,18 @@ _banger() {
                 ;;
             banger__subcmd__help__subcmd__image,show)
                 cmd="banger__subcmd__help__subcmd__image__subcmd__show"
+                ;;
+            banger__subcmd__help__subcmd__pool,delete)
+                cmd="banger__subcmd__help__subcmd__pool__subcmd__delete"
+                ;;
+            banger__subcmd__help__subcmd__pool,fill)
+                cmd="banger__subcmd__help__subcmd__pool__subcmd__fill"
+                ;;
+            banger__subcmd__help__subcmd__pool,list)
+                cmd="banger__subcmd__help__subcmd__pool__subcmd__list"
+                ;;
+            banger__subcmd__help__subcmd__pool,set)
+                cmd="banger__subcmd__help__subcmd__pool__subcmd__set"
                 ;;
             banger__subcmd__help__subcmd__vm,cp)
                 cmd="banger__subcmd__help__subcmd__vm__subcmd__cp"
@@ -207,6 +225,42 @@ _banger() {
                 ;;
             banger__subcmd__image__subcmd__help,show)
                 cmd="banger__subcmd__image__subcmd__help__subcmd__show"
+                ;;
+            banger__subcmd__pool,delete)
+                cmd="banger__subcmd__pool__subcmd__delete"
+                ;;
+            banger__subcmd__pool,fill)
+                cmd="banger__subcmd__pool__subcmd__fill"
+                ;;
+            banger__subcmd__pool,help)
+                cmd="banger__subcmd__pool__subcmd__help"
+                ;;
+            banger__subcmd__pool,list)
+                cmd="banger__subcmd__pool__subcmd__list"
+                ;;
+            banger__subcmd__pool,ls)
+                cmd="banger__subcmd__pool__subcmd__list"
+                ;;
+            banger__subcmd__pool,rm)
+                cmd="banger__subcmd__pool__subcmd__delete"
+                ;;
+            banger__subcmd__pool,set)
+                cmd="banger__subcmd__pool__subcmd__set"
+                ;;
+            banger__subcmd__pool__subcmd__help,delete)
+                cmd="banger__subcmd__pool__subcmd__help__subcmd__delete"
+                ;;
+            banger__subcmd__pool__subcmd__help,fill)
+                cmd="banger__subcmd__pool__subcmd__help__subcmd__fill"
+                ;;
+            banger__subcmd__pool__subcmd__help,help)
+                cmd="banger__subcmd__pool__subcmd__help__subcmd__help"
+                ;;
+            banger__subcmd__pool__subcmd__help,list)
+                cmd="banger__subcmd__pool__subcmd__help__subcmd__list"
+                ;;
+            banger__subcmd__pool__subcmd__help,set)
+                cmd="banger__subcmd__pool__subcmd__help__subcmd__set"
                 ;;
             banger__subcmd__vm,cp)
                 cmd="banger__subcmd__vm__subcmd__cp"
@@ -308,7 +362,7 @@ _banger() {
 
     case "${cmd}" in
         banger)
-            opts="-v -h -V --verbose --help --version vm image doctor gc completions man bench sidecar __complete help"
+            opts="-v -h -V --verbose --help --version vm image pool doctor gc completions man bench sidecar __complete help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -460,7 +514,7 @@ _banger() {
             return 0
             ;;
         banger__subcmd__help)
-            opts="vm image doctor gc completions man bench sidecar __complete help"
+            opts="vm image pool doctor gc completions man bench sidecar __complete help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -686,6 +740,76 @@ _banger() {
         banger__subcmd__help__subcmd__man)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        banger__subcmd__help__subcmd__pool)
+            opts="set list delete fill"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        banger__subcmd__help__subcmd__pool__subcmd__delete)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        banger__subcmd__help__subcmd__pool__subcmd__fill)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        banger__subcmd__help__subcmd__pool__subcmd__list)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        banger__subcmd__help__subcmd__pool__subcmd__set)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -1195,6 +1319,184 @@ _banger() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        banger__subcmd__pool)
+            opts="-v -h -V --verbose --help --version set list ls delete rm fill help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        banger__subcmd__pool__subcmd__delete)
+            opts="-v -h -V --verbose --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        banger__subcmd__pool__subcmd__fill)
+            opts="-v -h -V --verbose --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        banger__subcmd__pool__subcmd__help)
+            opts="set list delete fill help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        banger__subcmd__pool__subcmd__help__subcmd__delete)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        banger__subcmd__pool__subcmd__help__subcmd__fill)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        banger__subcmd__pool__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        banger__subcmd__pool__subcmd__help__subcmd__list)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        banger__subcmd__pool__subcmd__help__subcmd__set)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        banger__subcmd__pool__subcmd__list)
+            opts="-q -v -h -V --json --quiet --verbose --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        banger__subcmd__pool__subcmd__set)
+            opts="-v -h -V --size --vcpus --memory --disk-size --work-size --no-nat --max-age --verbose --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --size)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --vcpus)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --memory)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --disk-size)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --work-size)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-age)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         banger__subcmd__sidecar)
             opts="-v -h -V --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -1516,7 +1818,7 @@ _banger() {
             return 0
             ;;
         banger__subcmd__vm__subcmd__list)
-            opts="-q -v -h -V --json --quiet --verbose --help --version"
+            opts="-q -a -v -h -V --json --quiet --all --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1735,7 +2037,7 @@ _banger_names() {
         case "${COMP_WORDS[1]} ${COMP_WORDS[2]}" in
             "vm start"|"vm stop"|"vm restart"|"vm delete"|"vm rm"|"vm show"|"vm inspect"|"vm ssh"|"vm logs")
                 COMPREPLY=($(compgen -W "$(banger __complete vm 2>/dev/null)" -- "$cur")); return 0 ;;
-            "image show"|"image inspect"|"image delete"|"image rm"|"image default")
+            "image show"|"image inspect"|"image delete"|"image rm"|"image default"|"pool set"|"pool delete"|"pool rm")
                 COMPREPLY=($(compgen -W "$(banger __complete image 2>/dev/null)" -- "$cur")); return 0 ;;
         esac
     fi

@@ -23,6 +23,27 @@ pub const MAX_LINE: usize = 64 * 1024;
 pub enum Request {
     /// Is the guest up, and who is it?
     Ping,
+    /// Set the kernel's hostname (and `/etc/hostname`) to `name`: a VM
+    /// claimed from a warm pool takes the name its claimer gave it.
+    SetHostname { name: String },
+}
+
+/// What the agent answers to [`Request::SetHostname`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostnameReply {
+    /// The kernel's hostname after the change.
+    pub hostname: String,
+}
+
+/// Whether `name` is a hostname the agent sets: a DNS label (what a VM
+/// name is), 1-63 lowercase letters, digits and inner hyphens.
+pub fn is_valid_hostname(name: &str) -> bool {
+    (1..=63).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-')
 }
 
 /// What the agent answers to [`Request::Ping`].
@@ -146,6 +167,26 @@ mod tests {
     fn ping_request_is_one_json_line() {
         assert_eq!(request_line(&Request::Ping), "{\"op\":\"ping\"}\n");
         assert_eq!(parse_request("{\"op\":\"ping\"}\n"), Ok(Request::Ping));
+    }
+
+    #[test]
+    fn set_hostname_request_carries_the_name() {
+        let request = Request::SetHostname {
+            name: "p1".to_owned(),
+        };
+        let line = request_line(&request);
+        assert_eq!(line, "{\"op\":\"set_hostname\",\"name\":\"p1\"}\n");
+        assert_eq!(parse_request(&line), Ok(request));
+        assert_eq!(
+            parse_request("{\"op\":\"set_hostname\"}").unwrap_err(),
+            "malformed \"set_hostname\" request: missing field `name`"
+        );
+        for good in ["p1", "brave-otter", "a"] {
+            assert!(is_valid_hostname(good), "{good}");
+        }
+        for bad in ["", "-a", "a-", "A", "a.b", "a b", &"x".repeat(64)] {
+            assert!(!is_valid_hostname(bad), "{bad}");
+        }
     }
 
     #[test]

@@ -33,6 +33,9 @@ pub enum Command {
     /// Build, import and manage images
     #[command(subcommand)]
     Image(ImageCommand),
+    /// Keep booted VMs of an image ready, so that `vm run` and `vm create` start at once
+    #[command(subcommand)]
+    Pool(PoolCommand),
     /// Check this host for everything banger needs
     Doctor(DoctorArgs),
     /// Delete expired VMs and sweep leaked resources (safe from cron)
@@ -59,8 +62,21 @@ pub enum Command {
 #[derive(Debug, Subcommand)]
 pub enum VmCommand {
     /// Create a VM (and start it unless --no-start)
+    #[command(
+        after_help = "A started VM whose image has a warm pool (`banger pool set`) and whose \
+        --vcpus, --memory, --disk-size, --work-size and --no-nat resolve to the pool's is claimed \
+        from it, booted already, and given its name and --ttl. A --publish, a --vmm the pool's \
+        VMs do not run under, or an empty pool makes it cold instead. -v and --timings say which."
+    )]
     Create(CreateArgs),
     /// Create or start a VM, wait for it, run a command in it over SSH
+    #[command(
+        after_help = "A VM this run creates is claimed from its image's warm pool (`banger \
+        pool set`) when its --vcpus, --memory, --disk-size, --work-size and --no-nat resolve to \
+        the pool's: booted already, it is given its name, --ttl and --rm, and --copy and \
+        --copy-out work as on any VM. A --publish, a --vmm the pool's VMs do not run under, or an \
+        empty pool makes it cold instead. -v and --timings say which."
+    )]
     Run(RunArgs),
     /// Start stopped VMs
     Start(StartArgs),
@@ -73,7 +89,7 @@ pub enum VmCommand {
     Delete(DeleteArgs),
     /// List VMs
     #[command(visible_alias = "ls")]
-    List(ListArgs),
+    List(VmListArgs),
     /// Show one VM
     #[command(visible_alias = "inspect")]
     Show(ShowArgs),
@@ -95,6 +111,26 @@ pub struct VmSpec {
     /// Image to boot (default: the default image)
     #[arg(long, value_parser = parse::image_name)]
     pub image: Option<String>,
+    #[command(flatten)]
+    pub machine: MachineArgs,
+    /// Delete the VM after this long (`banger gc` enforces it), e.g. 2h
+    #[arg(long, value_parser = parse::duration, allow_hyphen_values = true)]
+    pub ttl: Option<Duration>,
+    /// Forward [ADDR:]HOST_PORT:GUEST_PORT[/udp] while it runs (repeatable; ADDR: 127.0.0.1)
+    #[arg(short = 'p', long, value_name = "PORT", value_parser = PublishedPort::parse)]
+    pub publish: Vec<PublishedPort>,
+    /// VMM for this VM: auto (Firecracker where it runs guests, else QEMU's
+    /// software CPU), firecracker or qemu [default: the config's, auto]
+    #[arg(long, value_parser = VmmChoice::parse)]
+    pub vmm: Option<VmmChoice>,
+    #[command(flatten)]
+    pub wait: WaitArgs,
+}
+
+/// What a VM is made with, shared by `vm create`, `vm run` and `pool set`
+/// (a claim from a pool compares these).
+#[derive(Debug, Clone, Args)]
+pub struct MachineArgs {
     /// Number of vCPUs, 1-32 [default: 2]
     #[arg(long, value_parser = parse::vcpus, allow_hyphen_values = true)]
     pub vcpus: Option<u8>,
@@ -110,18 +146,6 @@ pub struct VmSpec {
     /// Do not give the VM outbound NAT
     #[arg(long)]
     pub no_nat: bool,
-    /// Delete the VM after this long (`banger gc` enforces it), e.g. 2h
-    #[arg(long, value_parser = parse::duration, allow_hyphen_values = true)]
-    pub ttl: Option<Duration>,
-    /// Forward [ADDR:]HOST_PORT:GUEST_PORT[/udp] while it runs (repeatable; ADDR: 127.0.0.1)
-    #[arg(short = 'p', long, value_name = "PORT", value_parser = PublishedPort::parse)]
-    pub publish: Vec<PublishedPort>,
-    /// VMM for this VM: auto (Firecracker where it runs guests, else QEMU's
-    /// software CPU), firecracker or qemu [default: the config's, auto]
-    #[arg(long, value_parser = VmmChoice::parse)]
-    pub vmm: Option<VmmChoice>,
-    #[command(flatten)]
-    pub wait: WaitArgs,
 }
 
 impl VmSpec {
@@ -130,14 +154,15 @@ impl VmSpec {
         crate::ops::create::Spec {
             name,
             image: self.image.clone(),
-            vcpus: self.vcpus,
-            memory_mib: self.memory,
-            disk_size: self.disk_size,
-            work_size: self.work_size,
-            nat: !self.no_nat,
+            vcpus: self.machine.vcpus,
+            memory_mib: self.machine.memory,
+            disk_size: self.machine.disk_size,
+            work_size: self.machine.work_size,
+            nat: !self.machine.no_nat,
             published: self.publish.clone(),
             ttl: self.ttl,
             vmm: self.vmm,
+            pool: None,
         }
     }
 }
@@ -257,6 +282,15 @@ pub struct ListArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct VmListArgs {
+    #[command(flatten)]
+    pub list: ListArgs,
+    /// Also list the VMs warm pools keep ready (`banger pool ls`)
+    #[arg(short, long)]
+    pub all: bool,
+}
+
+#[derive(Debug, Args)]
 pub struct ShowArgs {
     /// VM to show
     #[arg(value_parser = VmName::parse)]
@@ -315,6 +349,53 @@ pub enum ImageCommand {
     Delete(ImageNameArg),
     /// Make an image the default for new VMs
     Default(ImageNameArg),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PoolCommand {
+    /// Create or change an image's warm pool; it fills in the background
+    #[command(
+        after_help = "`banger pool fill`, started detached, makes and boots the pool's VMs \
+        and exits when the pool is full. A claim starts it again to replace the VM it took, and \
+        `banger gc` refills short pools and replaces pool VMs older than --max-age or made before \
+        their image was rebuilt. VMs of the pool made with another spec are replaced at once."
+    )]
+    Set(PoolSetArgs),
+    /// List warm pools with their ready and filling VMs and their spec
+    #[command(visible_alias = "ls")]
+    List(PoolListArgs),
+    /// Remove an image's warm pool, stopping and deleting its VMs
+    #[command(visible_alias = "rm")]
+    Delete(ImageNameArg),
+    /// Internal: make and boot what the pools lack (started automatically)
+    #[command(hide = true)]
+    Fill,
+}
+
+#[derive(Debug, Args)]
+pub struct PoolSetArgs {
+    /// The image whose VMs the pool keeps
+    #[arg(value_parser = parse::image_name)]
+    pub image: String,
+    /// How many booted VMs to keep ready, 0-64
+    #[arg(long, value_parser = clap::value_parser!(u32).range(0..=64))]
+    pub size: u32,
+    /// What each VM is made with: what a claim's flags must come to
+    #[command(flatten)]
+    pub machine: MachineArgs,
+    /// Replace pool VMs older than this (by `banger gc`) [default: 24h]
+    #[arg(long, value_parser = parse::duration, allow_hyphen_values = true)]
+    pub max_age: Option<Duration>,
+}
+
+#[derive(Debug, Args)]
+pub struct PoolListArgs {
+    /// Print JSON
+    #[arg(long, conflicts_with = "quiet")]
+    pub json: bool,
+    /// Print image names only
+    #[arg(short, long)]
+    pub quiet: bool,
 }
 
 #[derive(Debug, Args)]

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use banger::cli::{BenchCommand, Cli, Command, ImageCommand, VmCommand};
+use banger::cli::{BenchCommand, Cli, Command, ImageCommand, PoolCommand, VmCommand};
 use banger::commands::{self, Global, UsageError};
 
 fn main() -> ExitCode {
@@ -66,6 +66,12 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             ImageCommand::Show(args) => done(commands::image_list::show(args, global)),
             ImageCommand::Delete(args) => done(commands::image_delete::run(args, global)),
             ImageCommand::Default(args) => done(commands::image_list::set_default(args, global)),
+        },
+        Command::Pool(cmd) => match cmd {
+            PoolCommand::Set(args) => done(commands::pool::set(args, global)),
+            PoolCommand::List(args) => done(commands::pool::list(args, global)),
+            PoolCommand::Delete(args) => done(commands::pool::remove(args, global)),
+            PoolCommand::Fill => done(commands::pool::fill(global)),
         },
         Command::Doctor(args) => commands::doctor::run(args, global),
         Command::Gc(args) => done(commands::gc::run(args, global)),

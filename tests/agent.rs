@@ -228,6 +228,26 @@ fn bad_requests_get_error_replies_and_the_agent_keeps_answering() {
 }
 
 #[test]
+fn a_hostname_that_is_no_dns_label_is_refused_before_anything_changes() {
+    let agent = Agent::start(Some(KEY));
+    let mut connection = agent.connect();
+    let before = read_trimmed("/proc/sys/kernel/hostname");
+    for bad in ["Bad Name", "-x", "a.b", "", "x/../../etc"] {
+        let line = format!("{{\"op\":\"set_hostname\",\"name\":{bad:?}}}\n");
+        assert_eq!(
+            connection.error_for(line.as_bytes()),
+            format!("{bad:?} is not a hostname (1-63 lowercase letters, digits and inner hyphens)")
+        );
+    }
+    assert_eq!(
+        connection.error_for(b"{\"op\":\"set_hostname\"}\n"),
+        "malformed \"set_hostname\" request: missing field `name`"
+    );
+    assert_eq!(read_trimmed("/proc/sys/kernel/hostname"), before);
+    assert_eq!(connection.ping().ssh_host_key.as_deref(), Some(KEY));
+}
+
+#[test]
 fn agent_rejects_unknown_arguments_with_usage() {
     let output = Command::new(agent_binary())
         .arg("--bogus")

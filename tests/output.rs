@@ -167,3 +167,36 @@ fn a_closed_stdout_ends_the_command_quietly() {
         assert_eq!(stderr, "", "{args:?}");
     }
 }
+
+/// What the pool commands say where nothing is pooled, and how they refuse
+/// bad input before making anything (no pool, no fill started).
+#[test]
+fn pool_commands_without_pools_and_with_bad_input() {
+    let Some(ctx) = context_without_kvm() else {
+        return;
+    };
+    let cases: [(&str, &[&str]); 8] = [
+        ("pool_ls_empty", &["pool", "ls"]),
+        ("pool_ls_json_empty", &["pool", "ls", "--json"]),
+        (
+            "pool_set_unknown_image",
+            &["pool", "set", "nope", "--size", "1"],
+        ),
+        ("pool_set_too_big", &["pool", "set", "base", "--size", "65"]),
+        ("pool_set_no_size", &["pool", "set", "base"]),
+        (
+            "pool_set_disk_below_rootfs",
+            &["pool", "set", "base", "--size", "1", "--disk-size", "1M"],
+        ),
+        ("pool_rm_no_pool", &["pool", "rm", "base"]),
+        ("vm_ls_all_empty", &["vm", "ls", "--all"]),
+    ];
+    for (name, args) in cases {
+        assert_cmd_snapshot!(name, ctx.run(args), &ctx);
+    }
+    assert_eq!(ctx.ok(&["pool", "ls", "-q"]), "");
+    assert!(
+        !ctx.home.join("pool-fill.log").exists(),
+        "a refused pool set started a fill"
+    );
+}

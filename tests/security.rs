@@ -334,8 +334,14 @@ fn a_changed_guest_host_key_is_refused() {
 
     let known_hosts = dir.join("known_hosts");
     let ssh = |expect_ok: bool| {
-        let args =
-            banger::host::ssh::ssh_args(&client_key, &known_hosts, host, false, &["true".into()]);
+        let args = banger::host::ssh::ssh_args(
+            &client_key,
+            &known_hosts,
+            host,
+            Duration::from_secs(10),
+            false,
+            &["true".into()],
+        );
         let out = ctx
             .netns
             .command("ssh")

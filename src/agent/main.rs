@@ -44,7 +44,7 @@ use std::process::ExitCode;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use agent_protocol::{MAX_LINE, PingReply, Request};
+use agent_protocol::{HostnameReply, MAX_LINE, PingReply, Request};
 use nix::sys::socket::{self, AddressFamily, Backlog, SockFlag, SockType, VsockAddr};
 
 /// At most this many connections are served at once.
@@ -312,6 +312,10 @@ fn answer(line: &str, ssh_host_key: &Path) -> String {
             Ok(reply) => agent_protocol::ok_line(&reply),
             Err(message) => agent_protocol::error_line(&message),
         },
+        Ok(Request::SetHostname { name }) => match set_hostname(&name) {
+            Ok(reply) => agent_protocol::ok_line(&reply),
+            Err(message) => agent_protocol::error_line(&message),
+        },
         Err(message) => agent_protocol::error_line(&message),
     }
 }
@@ -332,6 +336,27 @@ fn ping(ssh_host_key: &Path) -> Result<PingReply, String> {
         uptime_ms,
         ssh_host_key,
         agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+    })
+}
+
+/// Sets the kernel's hostname to `name` and writes it to `/etc/hostname`
+/// (replaced atomically), so that what reads either agrees. The kernel
+/// command line names the VM at each boot; this renames a running one.
+fn set_hostname(name: &str) -> Result<HostnameReply, String> {
+    if !agent_protocol::is_valid_hostname(name) {
+        return Err(format!(
+            "{name:?} is not a hostname (1-63 lowercase letters, digits and inner hyphens)"
+        ));
+    }
+    std::fs::write("/proc/sys/kernel/hostname", name)
+        .map_err(|e| format!("setting the hostname: {e}"))?;
+    let etc = Path::new("/etc/hostname");
+    let staged = Path::new("/etc/.hostname.banger");
+    std::fs::write(staged, format!("{name}\n"))
+        .and_then(|()| std::fs::rename(staged, etc))
+        .map_err(|e| format!("writing {}: {e}", etc.display()))?;
+    Ok(HostnameReply {
+        hostname: hostname()?,
     })
 }
 

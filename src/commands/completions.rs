@@ -15,6 +15,8 @@ use crate::state::store::Store;
 const VM_NAME_COMMANDS: &str = "start stop restart delete rm show inspect ssh logs";
 /// Subcommands of `image` whose positional argument is an image name.
 const IMAGE_NAME_COMMANDS: &str = "show inspect delete rm default";
+/// Subcommands of `pool` whose positional argument is an image name.
+const POOL_IMAGE_COMMANDS: &str = "set delete rm";
 
 pub fn run(args: CompletionsArgs) -> Result<()> {
     let mut out = std::io::stdout().lock();
@@ -52,12 +54,13 @@ _banger_names() {{
 complete -F _banger_names -o bashdefault -o default banger
 "#,
             vm_cases = cases("vm", VM_NAME_COMMANDS),
-            image_cases = cases("image", IMAGE_NAME_COMMANDS),
+            image_cases = image_cases(),
         ),
         Shell::Fish => format!(
             "\n# Names of VMs and images, completed from banger's database.\n\
              complete -c banger -n '__fish_seen_subcommand_from vm; and __fish_seen_subcommand_from {VM_NAME_COMMANDS}' -f -a '(banger __complete vm 2>/dev/null)'\n\
-             complete -c banger -n '__fish_seen_subcommand_from image; and __fish_seen_subcommand_from {IMAGE_NAME_COMMANDS}' -f -a '(banger __complete image 2>/dev/null)'\n"
+             complete -c banger -n '__fish_seen_subcommand_from image; and __fish_seen_subcommand_from {IMAGE_NAME_COMMANDS}' -f -a '(banger __complete image 2>/dev/null)'\n\
+             complete -c banger -n '__fish_seen_subcommand_from pool; and __fish_seen_subcommand_from {POOL_IMAGE_COMMANDS}' -f -a '(banger __complete image 2>/dev/null)'\n"
         ),
         Shell::Zsh => format!(
             "\n# Names of VMs and images, completed from banger's database.\n\
@@ -72,10 +75,19 @@ complete -F _banger_names -o bashdefault -o default banger
              }}\n\
              compdef _banger_names banger\n",
             vm_cases = cases("vm", VM_NAME_COMMANDS),
-            image_cases = cases("image", IMAGE_NAME_COMMANDS),
+            image_cases = image_cases(),
         ),
         _ => String::new(),
     }
+}
+
+/// The `image` and `pool` subcommands that take an image name.
+fn image_cases() -> String {
+    format!(
+        "{}|{}",
+        cases("image", IMAGE_NAME_COMMANDS),
+        cases("pool", POOL_IMAGE_COMMANDS)
+    )
 }
 
 fn cases(group: &str, commands: &str) -> String {

@@ -118,6 +118,7 @@ pub fn run(args: DoctorArgs, global: &super::Global) -> Result<i32> {
             checks.push(vmm(&ctx));
             checks.push(default_image(&ctx));
             checks.push(sidecar(&ctx));
+            checks.push(pools(&ctx));
             checks.push(vm_taps(&ctx));
             checks.push(leftovers(&ctx));
         }
@@ -600,6 +601,59 @@ fn sidecar(ctx: &Ctx) -> Check {
         pass("sidecar", "running (DNS for VM names, TAP pool)")
     } else {
         pass("sidecar", "not running (starts with the first VM)")
+    }
+}
+
+/// Each warm pool's size, its ready VMs and the memory they hold; a warning
+/// for a pool short of VMs with no fill at work.
+fn pools(ctx: &Ctx) -> Check {
+    let statuses = match crate::ops::pool::status(ctx) {
+        Ok(statuses) => statuses,
+        Err(e) => {
+            return fail(
+                "warm pools",
+                format!("cannot read them: {e:#}"),
+                "see the error",
+            );
+        }
+    };
+    if statuses.is_empty() {
+        return pass(
+            "warm pools",
+            "none (`banger pool set IMAGE --size N` keeps booted VMs ready)",
+        );
+    }
+    let detail = statuses
+        .iter()
+        .map(|s| {
+            format!(
+                "{}: {} of {} ready, {} filling, holding {} of memory",
+                s.pool.image,
+                s.ready,
+                s.pool.size,
+                s.filling,
+                crate::state::parse::format_size(s.memory_mib << 20)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    let filling = crate::state::lock::try_acquire(&ctx.paths.pool_fill_lock())
+        .map(|free| free.is_none())
+        .unwrap_or(false);
+    let short = statuses
+        .iter()
+        .any(|s| s.ready + s.filling < s.pool.size as usize);
+    if short && !filling {
+        warn(
+            "warm pools",
+            detail,
+            format!(
+                "a pool is short and no fill is at work: `banger gc` starts one (see {})",
+                ctx.paths.pool_fill_log().display()
+            ),
+        )
+    } else {
+        pass("warm pools", detail)
     }
 }
 

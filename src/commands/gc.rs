@@ -20,7 +20,12 @@ pub fn run(args: GcArgs, global: &Global) -> Result<()> {
         "removed"
     };
     for r in &removals {
-        let verb = if r.kept { "kept" } else { verb };
+        let verb = match (r.kept, r.refill, args.dry_run) {
+            (true, _, _) => "kept",
+            (_, true, false) => "refilling",
+            (_, true, true) => "would refill",
+            _ => verb,
+        };
         outln!("{verb} {} {} ({})", r.kind, r.target, r.reason)?;
     }
     if removals.is_empty() && global.verbose > 0 {

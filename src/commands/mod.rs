@@ -22,6 +22,7 @@ pub mod image_commit;
 pub mod image_delete;
 pub mod image_import;
 pub mod image_list;
+pub mod pool;
 pub mod sidecar;
 pub mod vm_cp;
 pub mod vm_create;
@@ -80,6 +81,9 @@ pub struct VmView {
     pub cow_strategy: Option<crate::state::model::CowStrategy>,
     /// The VMM it runs under (or ran under last).
     pub vmm: crate::state::model::VmmKind,
+    /// For a VM a warm pool keeps (`vm ls --all`): `ready` or `filling`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pool: Option<&'static str>,
     pub created_at: String,
     pub expires_at: Option<String>,
     pub last_error: Option<String>,
@@ -115,6 +119,7 @@ impl VmView {
             },
             cow_strategy: vm.cow_strategy,
             vmm: vm.vmm,
+            pool: None,
             created_at: rfc3339(vm.created_at),
             expires_at: vm.expires_at.map(rfc3339),
             last_error: read.last_error(),
@@ -133,7 +138,7 @@ impl VmView {
     }
 
     pub fn with_timings(mut self, timings: &Timings) -> Self {
-        let map = timings
+        let mut map: serde_json::Map<String, serde_json::Value> = timings
             .stages
             .iter()
             .chain(&timings.overlapped)
@@ -144,6 +149,9 @@ impl VmView {
                 )
             })
             .collect();
+        if let Some(pool) = &timings.pool {
+            map.insert("pool".to_owned(), serde_json::json!(pool));
+        }
         self.timings = Some(map);
         self
     }
@@ -151,6 +159,9 @@ impl VmView {
 
 /// Prints stage timings to stderr, one line each, and the total.
 pub fn print_timings(timings: &Timings) {
+    if let Some(pool) = &timings.pool {
+        eprintln!("  {:<12} {pool}", "pool");
+    }
     if let Some(vmm) = timings.vmm {
         eprintln!("  {:<12} {:>8}", "vmm", vmm.as_str());
     }
@@ -200,11 +211,23 @@ pub fn print_table(header: &[&str], rows: &[Vec<String>]) -> std::io::Result<()>
 pub fn vm_row(view: &VmView) -> Vec<String> {
     vec![
         view.name.to_string(),
-        // Software-CPU VMs are marked: their boots take tens of seconds.
-        match view.vmm {
-            crate::state::model::VmmKind::Qemu => format!("{} (qemu)", view.state.as_str()),
-            crate::state::model::VmmKind::Firecracker => view.state.as_str().to_owned(),
-        },
+        // Software-CPU VMs are marked: their boots take tens of seconds;
+        // and so are the VMs pools keep (`vm ls --all`).
+        [
+            Some(view.state.as_str()),
+            (view.vmm == crate::state::model::VmmKind::Qemu).then_some("(qemu)"),
+            view.pool.map(|p| {
+                if p == "ready" {
+                    "(pool)"
+                } else {
+                    "(pool, filling)"
+                }
+            }),
+        ]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join(" "),
         view.ip.clone(),
         view.ports(),
         view.image.clone(),

@@ -1,4 +1,5 @@
-//! `banger vm create`: allocate a VM, make its disks, start it, wait for it.
+//! `banger vm create`: allocate a VM, make its disks, start it, wait for it
+//! (or claim a booted one from a warm pool).
 //! A VM that does not answer is left as it is, with its logs' last lines
 //! and the likely cause on stderr.
 
@@ -15,8 +16,20 @@ pub fn run(args: CreateArgs, global: &Global) -> Result<()> {
     let ctx = global.ctx()?;
     let mut timings = ctx.timings();
     let spec = args.spec.resolve(args.name);
-    let mut read = ops::create::create(&ctx, &spec, !args.no_start, &mut timings)
-        .inspect_err(|_| print_timings_if(args.spec.wait.timings, &timings))?;
+    // A started VM is claimed from a warm pool, booted already, when one
+    // matches; else made cold.
+    let claimed = if args.no_start {
+        None
+    } else {
+        ops::pool::claim(&ctx, &spec, &mut timings)
+            .inspect_err(|_| print_timings_if(args.spec.wait.timings, &timings))?
+    };
+    let warm = claimed.is_some();
+    let mut read = match claimed {
+        Some(read) => read,
+        None => ops::create::create(&ctx, &spec, !args.no_start, &mut timings)
+            .inspect_err(|_| print_timings_if(args.spec.wait.timings, &timings))?,
+    };
     if !args.no_start && !args.no_wait {
         match ops::ready::wait(&ctx, &read.vm, args.spec.wait.timeout, &mut timings) {
             Ok(vm) => read = VmRead::observe(&ctx, vm),
@@ -48,8 +61,13 @@ pub fn run(args: CreateArgs, global: &Global) -> Result<()> {
         };
         return print_json(&view);
     }
+    let how = if warm {
+        format!(" from the warm pool of image {}", read.vm.image)
+    } else {
+        String::new()
+    };
     eprintln!(
-        "created VM {} ({}, {}) in {:.1}s",
+        "created VM {} ({}, {}){how} in {:.1}s",
         read.vm.name,
         read.vm.ip,
         ctx.dns_name(&read.vm),

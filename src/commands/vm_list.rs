@@ -1,22 +1,32 @@
-//! `banger vm list`: every VM, reconciled, as a table, JSON or names.
+//! `banger vm list`: every VM, reconciled, as a table, JSON or names; the
+//! VMs warm pools keep only with `--all`.
 
 use anyhow::Result;
 
 use super::{Global, VmView, print_json, print_table, vm_row};
-use crate::cli::ListArgs;
+use crate::cli::VmListArgs;
 use crate::state::StateError;
 use crate::state::model::BadVm;
 use crate::vm::VmRead;
 
-pub fn run(args: ListArgs, global: &Global) -> Result<()> {
+pub fn run(args: VmListArgs, global: &Global) -> Result<()> {
+    let (args, all) = (args.list, args.all);
     let ctx = global.ctx()?;
+    let members = ctx.store.pool_members()?;
     let mut views = Vec::new();
     let mut bad = Vec::new();
     let mut rows = Vec::new();
     for entry in VmRead::list(&ctx)? {
         match entry {
             Ok(read) => {
-                let view = VmView::new(&ctx, &read);
+                let pool = members
+                    .get(&read.vm.id)
+                    .map(|m| if m.ready { "ready" } else { "filling" });
+                if pool.is_some() && !all {
+                    continue;
+                }
+                let mut view = VmView::new(&ctx, &read);
+                view.pool = pool;
                 rows.push(vm_row(&view));
                 views.push(view);
             }

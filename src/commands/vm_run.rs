@@ -74,22 +74,21 @@ pub fn run(args: RunArgs, global: &Global) -> Result<i32> {
             if args.rm {
                 spec.ttl = Lease::first_expiry(user_ttl)?;
             }
-            let made = ops::create::create(&ctx, &spec, false, &mut timings)?.vm;
-            if args.rm {
-                let user_expiry = user_ttl.map(|ttl| made.created_at + ttl.as_secs() as i64);
-                lease = Some(Lease::hold(&ctx, &made.id, user_expiry)?);
+            // A warm pool's VM, booted already, when one matches.
+            if let Some(claimed) = ops::pool::claim(&ctx, &spec, &mut timings)? {
+                let vm = claimed.vm;
+                if args.rm {
+                    let user_expiry = user_ttl.map(|ttl| vm.created_at + ttl.as_secs() as i64);
+                    lease = Some(Lease::hold(&ctx, &vm.id, user_expiry)?);
+                }
+                let mark = LogMark::of(&ctx, &vm);
+                (vm, mark)
+            } else {
+                match cold(&ctx, &run, &spec, user_ttl, &mut lease, &mut timings) {
+                    Ok(made) => made,
+                    Err(ColdFailed::Code(code)) => return code,
+                }
             }
-            let mut locked = LockedVm::lock(&ctx, made)?;
-            let started = match interrupt::caught() {
-                Some(_) => Ok(0),
-                None => locked.start(&mut timings),
-            };
-            let vm = locked.read().vm;
-            drop(locked);
-            if let Err(err) = started {
-                return run.failed(err, &vm, LogMark::default(), &timings, false);
-            }
-            (vm, LogMark::default())
         }
     };
     let vm = match ops::ready::wait(&ctx, &vm, args.spec.wait.timeout, &mut timings) {
@@ -105,6 +104,53 @@ pub fn run(args: RunArgs, global: &Global) -> Result<i32> {
     run.clean_up(&vm)?;
     drop(lease);
     outcome
+}
+
+/// Makes and starts the VM of a run that claimed none from a pool; with
+/// `--rm`, its lease is held from the moment it exists. A failed start is
+/// the run's result (`Err(code)`), the VM dealt with as `--rm` says.
+fn cold(
+    ctx: &Ctx,
+    run: &Run<'_>,
+    spec: &ops::create::Spec,
+    user_ttl: Option<std::time::Duration>,
+    lease: &mut Option<Lease>,
+    timings: &mut Timings,
+) -> Result<(Vm, LogMark), ColdFailed> {
+    let made = ops::create::create(ctx, spec, false, timings)?.vm;
+    if run.args.rm {
+        let user_expiry = user_ttl.map(|ttl| made.created_at + ttl.as_secs() as i64);
+        *lease = Some(Lease::hold(ctx, &made.id, user_expiry)?);
+    }
+    let mut locked = LockedVm::lock(ctx, made)?;
+    let started = match interrupt::caught() {
+        Some(_) => Ok(0),
+        None => locked.start(timings),
+    };
+    let vm = locked.read().vm;
+    drop(locked);
+    if let Err(err) = started {
+        return Err(ColdFailed::Code(run.failed(
+            err,
+            &vm,
+            LogMark::default(),
+            timings,
+            false,
+        )));
+    }
+    Ok((vm, LogMark::default()))
+}
+
+/// How a cold start ends a run early: an error, or the exit code
+/// [`Run::failed`] settled on.
+enum ColdFailed {
+    Code(Result<i32>),
+}
+
+impl From<anyhow::Error> for ColdFailed {
+    fn from(err: anyhow::Error) -> Self {
+        Self::Code(Err(err))
+    }
 }
 
 /// One `vm run`: what it was asked and whether it created its VM.

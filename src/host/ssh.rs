@@ -170,11 +170,13 @@ fn lock_beside(path: &Path, resource: &str, timeout: Duration) -> Result<LockGua
 }
 
 /// Arguments for OpenSSH (`ssh ARGS`) to reach root@`host` with banger's key
-/// and pinned `known_hosts`. `tty` asks for a terminal.
+/// and pinned `known_hosts`, giving up on a connection (TCP and the server's
+/// banner) after `connect_timeout`. `tty` asks for a terminal.
 pub fn ssh_args(
     key: &Path,
     known_hosts: &Path,
     host: &str,
+    connect_timeout: std::time::Duration,
     tty: bool,
     command: &[String],
 ) -> Vec<String> {
@@ -192,7 +194,7 @@ pub fn ssh_args(
         "-o".into(),
         "BatchMode=yes".into(),
         "-o".into(),
-        "ConnectTimeout=10".into(),
+        format!("ConnectTimeout={}", connect_timeout.as_secs().max(1)),
         "-o".into(),
         "LogLevel=ERROR".into(),
     ];
@@ -211,6 +213,55 @@ pub fn ssh_args(
         );
     }
     args
+}
+
+/// Options that send `ssh` through the connection master listening at
+/// `control`, without ever making one: a session over it costs no new
+/// connection, key exchange or authentication.
+pub fn mux_args(control: &Path) -> Vec<String> {
+    vec![
+        "-o".into(),
+        "ControlMaster=no".into(),
+        "-o".into(),
+        format!("ControlPath={}", control.display()),
+    ]
+}
+
+/// Options (before [`ssh_args`]) that make `ssh` authenticate, then go to
+/// the background as a connection master at `control` running no command,
+/// until told to exit ([`close_master`]) or the server stops answering.
+pub fn master_args(control: &Path) -> Vec<String> {
+    [
+        "ControlMaster=yes".to_owned(),
+        format!("ControlPath={}", control.display()),
+        "ControlPersist=yes".to_owned(),
+        "ServerAliveInterval=10".to_owned(),
+        "ServerAliveCountMax=3".to_owned(),
+    ]
+    .into_iter()
+    .flat_map(|option| ["-o".to_owned(), option])
+    .chain(["-N".to_owned(), "-f".to_owned()])
+    .collect()
+}
+
+/// Whether a connection master's socket is at `control`.
+pub fn has_master(control: &Path) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    std::fs::symlink_metadata(control).is_ok_and(|m| m.file_type().is_socket())
+}
+
+/// Tells the connection master at `control`, if one listens there, to exit.
+pub fn close_master(control: &Path) {
+    if !has_master(control) {
+        return;
+    }
+    let _ = std::process::Command::new("ssh")
+        .args(["-o", &format!("ControlPath={}", control.display())])
+        .args(["-O", "exit", "banger-master"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status();
 }
 
 /// An OpenSSH `Host` block (for `ssh -F`, `Include`, scp, rsync, IDEs)
@@ -375,9 +426,11 @@ mod tests {
             Path::new("/k"),
             Path::new("/kh"),
             "10.0.0.2",
+            std::time::Duration::from_secs(10),
             false,
             &["sh".into(), "-c".into(), "exit 7".into()],
         );
+        assert!(args.contains(&"ConnectTimeout=10".to_string()));
         assert_eq!(args.last().unwrap(), "sh -c 'exit 7'");
         assert!(args.contains(&"StrictHostKeyChecking=yes".to_string()));
         assert_eq!(shell_quote("it's"), "'it'\\''s'");

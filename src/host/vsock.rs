@@ -1,5 +1,5 @@
 //! Host-initiated vsock through Firecracker's Unix socket: connecting to a
-//! guest port and pinging the guest agent.
+//! guest port and asking the guest agent (a ping, a new hostname).
 //!
 //! Firecracker (and `vhost-device-vsock`) expose the guest's vsock as a Unix
 //! socket: the host connects, writes `CONNECT <port>\n`, reads `OK <n>\n`,
@@ -10,7 +10,9 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::agent_protocol::{self, AGENT_PORT, MAX_LINE, PingReply, ReplyError, Request};
+use crate::agent_protocol::{
+    self, AGENT_PORT, HostnameReply, MAX_LINE, PingReply, ReplyError, Request,
+};
 use crate::host::deadline::DeadlineStream;
 
 /// The longest handshake reply accepted (`OK 4294967295\n` is 14 bytes).
@@ -125,10 +127,34 @@ fn handshake(uds: &Path, port: u32, timeout: Duration) -> Result<DeadlineStream,
 /// request and one reply, all within `timeout` (an agent that drips its
 /// reply is cut off all the same).
 pub fn ping(uds: &Path, timeout: Duration) -> Result<PingReply, VsockError> {
+    request(uds, &Request::Ping, timeout)
+}
+
+/// Sets the guest's hostname to `name` through the agent.
+pub fn set_hostname(
+    uds: &Path,
+    name: &str,
+    timeout: Duration,
+) -> Result<HostnameReply, VsockError> {
+    request(
+        uds,
+        &Request::SetHostname {
+            name: name.to_owned(),
+        },
+        timeout,
+    )
+}
+
+/// One request to the guest agent and its reply `T`, bounded by `timeout`.
+fn request<T: serde::de::DeserializeOwned>(
+    uds: &Path,
+    request: &Request,
+    timeout: Duration,
+) -> Result<T, VsockError> {
     let mut stream = handshake(uds, AGENT_PORT, timeout)?;
     let fail = |source| io_error(uds, AGENT_PORT, timeout, source);
     stream
-        .write_all(agent_protocol::request_line(&Request::Ping).as_bytes())
+        .write_all(agent_protocol::request_line(request).as_bytes())
         .map_err(fail)?;
     let mut line = Vec::new();
     let limit = u64::try_from(MAX_LINE).unwrap_or(u64::MAX) + 1;

@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 
 use super::UsageError;
-use crate::state::model::{PublishedPort, VmId, VmName, VmmChoice, VmmKind, now};
+use crate::state::model::{Image, PublishedPort, VmId, VmName, VmmChoice, VmmKind, now};
 use crate::state::parse::format_size;
 use crate::state::store::{NewVm, Store};
 use crate::vm::locked::{file_size, lock_new_id};
@@ -27,6 +27,8 @@ pub struct Spec {
     pub ttl: Option<Duration>,
     /// `--vmm`; `None` follows the config at each start.
     pub vmm: Option<VmmChoice>,
+    /// Made for this image's warm pool (by `pool fill`), not for a user.
+    pub pool: Option<String>,
 }
 
 /// Creates a VM and, when `start` is set, starts it (without waiting for
@@ -51,28 +53,7 @@ pub fn create(ctx: &Ctx, spec: &Spec, start: bool, timings: &mut Timings) -> Res
     };
     let image_files = ImageFiles::of(&ctx.paths, &image);
     image_files.check(&image.name)?;
-    let rootfs_size = file_size(&image_files.rootfs)?;
-    let disk_size = spec.disk_size.unwrap_or(rootfs_size);
-    if disk_size < rootfs_size {
-        return Err(UsageError(format!(
-            "--disk-size {} is smaller than image {}'s root filesystem ({})",
-            format_size(disk_size),
-            image.name,
-            format_size(rootfs_size)
-        ))
-        .into());
-    }
-    let work_size = spec.work_size.unwrap_or(ctx.config.work_size);
-    let seed_size = file_size(&image_files.work_seed)?;
-    if work_size < seed_size {
-        return Err(UsageError(format!(
-            "--work-size {} is smaller than image {}'s work seed; its minimum is {}",
-            format_size(work_size),
-            image.name,
-            format_size(seed_size)
-        ))
-        .into());
-    }
+    let (disk_size, work_size) = sizes(ctx, &image, &image_files, spec.disk_size, spec.work_size)?;
     for (i, port) in spec.published.iter().enumerate() {
         if let Some(other) = spec.published[..i].iter().find(|p| p.clashes_with(port)) {
             return Err(UsageError(format!(
@@ -102,6 +83,7 @@ pub fn create(ctx: &Ctx, spec: &Spec, start: bool, timings: &mut Timings) -> Res
         expires_at: spec.ttl.map(|ttl| now() + ttl.as_secs() as i64),
         vmm,
         vmm_choice: spec.vmm,
+        pool: spec.pool.clone(),
     };
     let (id, guard, unregistered) = lock_new_id(ctx)?;
     let vm = timings.time("allocate", || {
@@ -128,6 +110,41 @@ pub fn create(ctx: &Ctx, spec: &Spec, start: bool, timings: &mut Timings) -> Res
         })?;
     }
     Ok(vm.read())
+}
+
+/// The root and work disk sizes a VM of `image` gets for `--disk-size` and
+/// `--work-size` (`None`: the image's root filesystem size and the
+/// config's work size), refused when smaller than what the image holds.
+pub(crate) fn sizes(
+    ctx: &Ctx,
+    image: &Image,
+    image_files: &ImageFiles,
+    disk_size: Option<u64>,
+    work_size: Option<u64>,
+) -> Result<(u64, u64)> {
+    let rootfs_size = file_size(&image_files.rootfs)?;
+    let disk_size = disk_size.unwrap_or(rootfs_size);
+    if disk_size < rootfs_size {
+        return Err(UsageError(format!(
+            "--disk-size {} is smaller than image {}'s root filesystem ({})",
+            format_size(disk_size),
+            image.name,
+            format_size(rootfs_size)
+        ))
+        .into());
+    }
+    let work_size = work_size.unwrap_or(ctx.config.work_size);
+    let seed_size = file_size(&image_files.work_seed)?;
+    if work_size < seed_size {
+        return Err(UsageError(format!(
+            "--work-size {} is smaller than image {}'s work seed; its minimum is {}",
+            format_size(work_size),
+            image.name,
+            format_size(seed_size)
+        ))
+        .into());
+    }
+    Ok((disk_size, work_size))
 }
 
 /// How long a leased VM outlives the last renewal of its lease, unless
@@ -210,7 +227,7 @@ const NOUNS: &[&str] = &[
 ];
 
 /// A readable name for the n-th attempt: `brave-otter`, then with a number.
-fn generated_name(attempt: u32) -> VmName {
+pub(crate) fn generated_name(attempt: u32) -> VmName {
     let seed = u32::from_str_radix(&VmId::random().as_str()[..8], 16).unwrap_or(attempt);
     let adjective = ADJECTIVES[seed as usize % ADJECTIVES.len()];
     let noun = NOUNS[(seed / 97) as usize % NOUNS.len()];

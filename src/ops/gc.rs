@@ -33,6 +33,7 @@ pub fn collect(ctx: &Ctx, dry_run: bool) -> Result<Vec<Removal>> {
     )?;
     let mut removals = Vec::new();
     let mut live = Live::default();
+    let pools = super::pool::GcView::read(ctx)?;
     // An unusable row may still belong to a VM that runs: what its id
     // names is left alone until `vm delete` removes the row.
     for bad in ctx.store.bad_vms()? {
@@ -62,7 +63,7 @@ pub fn collect(ctx: &Ctx, dry_run: bool) -> Result<Vec<Removal>> {
         } else {
             let locked = LockedVm::with_guard(ctx, fresh, guard)?;
             let read = locked.read();
-            if let Some(reason) = why_delete(&read) {
+            if let Some(reason) = why_delete(&read, &pools) {
                 let name = read.vm.name.to_string();
                 locked.delete(true)?;
                 removals.push(Removal::new("vm", name, reason));
@@ -71,7 +72,7 @@ pub fn collect(ctx: &Ctx, dry_run: bool) -> Result<Vec<Removal>> {
             held_vms.push(locked);
             read
         };
-        if dry_run && let Some(reason) = why_delete(&read) {
+        if dry_run && let Some(reason) = why_delete(&read, &pools) {
             removals.push(Removal::new("vm", read.vm.name.to_string(), reason));
             continue;
         }
@@ -85,18 +86,38 @@ pub fn collect(ctx: &Ctx, dry_run: bool) -> Result<Vec<Removal>> {
     removals.extend(sweep_lock_files(ctx, &live, dry_run)?);
     removals.extend(sweep_staging(ctx, dry_run)?);
     removals.extend(sweep_unregistered_images(ctx, dry_run)?);
+    drop(held_vms);
+    drop(held_guards);
+    removals.extend(refill_pools(ctx, dry_run)?);
     Ok(removals)
 }
 
-/// Why gc deletes this VM, if it does: its TTL expired, or its create died
-/// midway and no VMM runs it.
-fn why_delete(read: &VmRead) -> Option<&'static str> {
+/// Why gc deletes this VM, if it does: its TTL expired, its create (or its
+/// claim from a pool) died midway, or it is a pool VM to replace.
+fn why_delete(read: &VmRead, pools: &super::pool::GcView) -> Option<String> {
     if read.vm.expires_at.is_some_and(|t| t <= now()) {
-        return Some("its --ttl expired");
+        return Some("its --ttl expired".into());
     }
-    read.status()
-        .is_abandoned(read.observed.pid.is_some())
-        .then_some("its creation did not finish")
+    if let Some(why) = read.status().abandoned(read.observed.pid.is_some()) {
+        return Some(why.into());
+    }
+    pools.why_replace(read)
+}
+
+/// Starts a fill for pools with fewer VMs than their size (after the
+/// sweep, which may have deleted some).
+fn refill_pools(ctx: &Ctx, dry_run: bool) -> Result<Vec<Removal>> {
+    let short = super::pool::short(ctx)?;
+    if short.is_empty() {
+        return Ok(Vec::new());
+    }
+    if !dry_run {
+        super::pool::start_fill(ctx)?;
+    }
+    Ok(short
+        .into_iter()
+        .map(|(image, have, size)| Removal::refill(image, format!("{have} of {size} VMs")))
+        .collect())
 }
 
 /// Lock files of VMs that no longer exist (and that nobody holds).

@@ -102,6 +102,9 @@ pub fn build(
         .into());
     }
     if exists {
+        // Its warm pool's VMs are of the image being replaced: they go,
+        // and the pool fills again from the new image.
+        super::pool::drain(ctx, name)?;
         refuse_if_used(ctx, name, "before replacing it")?;
     }
     let staging = fresh_staging(ctx, name)?;
@@ -121,6 +124,9 @@ pub fn build(
         "built image {name} in {:.0}s",
         started.elapsed().as_secs_f64()
     );
+    if ctx.store.find_pool(name)?.is_some() {
+        super::pool::start_fill(ctx)?;
+    }
     Ok(manifest)
 }
 
@@ -252,6 +258,11 @@ fn link_or_copy(src: &Path, dst: &Path) -> Result<()> {
 pub fn delete(ctx: &Ctx, name: &str) -> Result<()> {
     let _lock = ctx.lock_image(name)?;
     ctx.store.image(name)?;
+    // Its warm pool goes with it, after its VMs.
+    if ctx.store.find_pool(name)?.is_some() {
+        super::pool::drain(ctx, name)?;
+        ctx.store.delete_pool(name)?;
+    }
     refuse_if_used(ctx, name, "first")?;
     ctx.store.delete_image(name)?;
     remove_dir_if_present(&ctx.paths.image_dir(name))

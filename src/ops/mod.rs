@@ -10,6 +10,7 @@ pub mod diagnose;
 pub mod gc;
 pub mod images;
 pub mod interrupt;
+pub mod pool;
 pub mod ready;
 pub mod ssh;
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 
 use crate::host::ssh;
-use crate::state::model::{Vm, VmName};
+use crate::state::model::{Vm, VmName, VmmKind};
 use crate::vm::{Ctx, VmRead};
 
 /// The named VM if it is running and its host key is pinned (waiting for
@@ -32,14 +32,61 @@ pub fn running(ctx: &Ctx, name: &VmName) -> Result<Vm> {
 /// `command` (a login shell when empty; `tty` asks for a terminal).
 pub fn command(ctx: &Ctx, vm: &Vm, tty: bool, command: &[String]) -> Command {
     let mut cmd = Command::new("ssh");
+    // A pool VM has a connection open already (see [`open_master`]).
+    let control = ctx.paths.ssh_control(&vm.id);
+    if ssh::has_master(&control) {
+        cmd.args(ssh::mux_args(&control));
+    }
     cmd.args(ssh::ssh_args(
         &ctx.paths.ssh_key(),
         &ctx.paths.known_hosts(),
         &vm.ip.to_string(),
+        connect_timeout(vm),
         tty,
         command,
     ));
     cmd
+}
+
+/// Opens a connection master to `vm` (authenticated once, kept in the
+/// background, closed when the VM's runtime is torn down) that later `ssh`
+/// sessions to it go through: a warm pool VM's first session then costs no
+/// key exchange or authentication.
+pub fn open_master(ctx: &Ctx, vm: &Vm) -> Result<()> {
+    let control = ctx.paths.ssh_control(&vm.id);
+    let output = Command::new("ssh")
+        .args(ssh::master_args(&control))
+        .args(ssh::ssh_args(
+            &ctx.paths.ssh_key(),
+            &ctx.paths.known_hosts(),
+            &vm.ip.to_string(),
+            connect_timeout(vm),
+            false,
+            &[],
+        ))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .context("cannot run `ssh` (install OpenSSH's client)")?;
+    if !output.status.success() {
+        bail!(
+            "cannot open an SSH connection to VM {}: {}",
+            vm.name,
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// How long `ssh` may take to connect and get the server's banner: a guest
+/// on QEMU's software CPU, beside others booting, can take far longer than
+/// one under KVM to fork its sshd for a connection.
+fn connect_timeout(vm: &Vm) -> Duration {
+    match vm.vmm {
+        VmmKind::Firecracker => Duration::from_secs(10),
+        VmmKind::Qemu => Duration::from_secs(60),
+    }
 }
 
 /// Runs `command` (or a login shell) in a running VM with the user's OpenSSH,

@@ -69,6 +69,8 @@ pub enum StateError {
     BadVm(Box<model::BadVm>),
     #[error("no image named {0:?} (see `banger image ls`)")]
     NoSuchImage(String),
+    #[error("image {0} has no warm pool (see `banger pool ls`)")]
+    NoSuchPool(String),
     #[error("an image named {0:?} already exists")]
     ImageExists(String),
     #[error("subnet {0} has no free guest address left")]

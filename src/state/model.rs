@@ -211,6 +211,9 @@ pub enum Pending {
     Start,
     Stop,
     Delete,
+    /// Taking a running VM out of a warm pool and giving it its name; the
+    /// user has not been handed it yet.
+    Claim,
 }
 
 impl Pending {
@@ -220,13 +223,20 @@ impl Pending {
             Self::Start => "start",
             Self::Stop => "stop",
             Self::Delete => "delete",
+            Self::Claim => "claim",
         }
     }
 
     pub fn parse(text: &str) -> Option<Self> {
-        [Self::Create, Self::Start, Self::Stop, Self::Delete]
-            .into_iter()
-            .find(|p| p.as_str() == text)
+        [
+            Self::Create,
+            Self::Start,
+            Self::Stop,
+            Self::Delete,
+            Self::Claim,
+        ]
+        .into_iter()
+        .find(|p| p.as_str() == text)
     }
 }
 
@@ -396,6 +406,38 @@ pub struct CommittedFrom {
 }
 
 /// Seconds since the Unix epoch.
+/// A warm pool: how many running, ready VMs of `image` to keep for claims,
+/// and the spec they are made with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Pool {
+    pub image: String,
+    pub size: u32,
+    pub spec: PoolSpec,
+    /// Pool VMs older than this many seconds are replaced by `gc`.
+    pub max_age: u64,
+    pub created_at: i64,
+}
+
+/// What a pool's VMs are made with; a create or run claims one only when
+/// its own spec resolves to the same values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct PoolSpec {
+    pub vcpus: u8,
+    pub memory_mib: u32,
+    /// The root disk size; `None`: the image's root filesystem size.
+    pub disk_size: Option<u64>,
+    pub work_size: u64,
+    pub nat: bool,
+}
+
+/// A VM's place in a pool: still being made and booted by `pool fill`, or
+/// ready to be claimed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolMember {
+    pub image: String,
+    pub ready: bool,
+}
+
 pub fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

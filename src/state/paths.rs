@@ -89,6 +89,10 @@ impl Paths {
     pub fn api_sock(&self, id: &VmId) -> PathBuf {
         self.vm_run_dir(id).join("api.sock")
     }
+    /// The control socket of the SSH connection a pool VM keeps open.
+    pub fn ssh_control(&self, id: &VmId) -> PathBuf {
+        self.vm_run_dir(id).join("ssh.sock")
+    }
     pub fn vsock_uds(&self, id: &VmId) -> PathBuf {
         self.vm_run_dir(id).join("vsock.sock")
     }
@@ -130,6 +134,14 @@ impl Paths {
     }
     pub fn sidecar_log(&self) -> PathBuf {
         self.home.join("sidecar.log")
+    }
+    /// Held by the one `pool fill` at work; a second waits for it.
+    pub fn pool_fill_lock(&self) -> PathBuf {
+        self.locks_dir().join("pool-fill.lock")
+    }
+    /// Where the detached `pool fill` writes what it did and what failed.
+    pub fn pool_fill_log(&self) -> PathBuf {
+        self.home.join("pool-fill.log")
     }
 }
 

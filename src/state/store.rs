@@ -16,8 +16,8 @@ use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehav
 use super::StateError;
 use super::config::Subnet;
 use super::model::{
-    BadVm, CowStrategy, HostFinding, Image, Pending, PublishedPort, Vm, VmId, VmName, VmState,
-    VmmChoice, VmmKind, mac_for, now,
+    BadVm, CowStrategy, HostFinding, Image, Pending, Pool, PoolMember, PoolSpec, PublishedPort, Vm,
+    VmId, VmName, VmState, VmmChoice, VmmKind, mac_for, now,
 };
 
 /// Schema migrations; `user_version` is the number applied.
@@ -97,6 +97,28 @@ const MIGRATIONS: &[&str] = &[
     -- {vm, vm_id, image}; NULL for built and imported images.
     ALTER TABLE images ADD COLUMN committed_from TEXT;
 ",
+    r"
+    -- Warm pools, one per image: how many ready VMs to keep, and their
+    -- spec (disk_size NULL: the image's root filesystem size).
+    CREATE TABLE pools (
+        image       TEXT PRIMARY KEY,
+        size        INTEGER NOT NULL,
+        vcpus       INTEGER NOT NULL,
+        memory_mib  INTEGER NOT NULL,
+        disk_size   INTEGER,
+        work_size   INTEGER NOT NULL,
+        nat         INTEGER NOT NULL,
+        max_age     INTEGER NOT NULL,
+        created_at  INTEGER NOT NULL
+    );
+    -- The VMs that belong to a pool: ready (booted, answering) or still
+    -- being made. A claim removes the VM's row here and renames it.
+    CREATE TABLE pool_vms (
+        vm_id  TEXT PRIMARY KEY,
+        image  TEXT NOT NULL,
+        ready  INTEGER NOT NULL DEFAULT 0
+    );
+",
 ];
 
 /// The schema whose step adds `ip_num`: [`fill_ip_num`] runs right after it.
@@ -130,6 +152,18 @@ pub struct NewVm {
     pub expires_at: Option<i64>,
     /// The VMM it would run under now (recorded again at each start).
     pub vmm: VmmKind,
+    pub vmm_choice: Option<VmmChoice>,
+    /// The image whose warm pool this VM is made for, if it is one: the
+    /// insert fails once that pool is gone.
+    pub pool: Option<String>,
+}
+
+/// What a claim gives the pool VM it takes.
+#[derive(Debug, Clone)]
+pub struct Claim {
+    /// Its new name; `None` picks one with the name picker.
+    pub name: Option<VmName>,
+    pub expires_at: Option<i64>,
     pub vmm_choice: Option<VmmChoice>,
 }
 
@@ -305,6 +339,21 @@ impl Store {
                     });
                 }
             }
+        }
+        if let Some(image) = &new.pool {
+            let exists = tx
+                .query_row("SELECT 1 FROM pools WHERE image = ?1", [image], |_| Ok(()))
+                .optional()
+                .map_err(db)?
+                .is_some();
+            if !exists {
+                return Err(StateError::NoSuchPool(image.clone()));
+            }
+            tx.execute(
+                "INSERT INTO pool_vms (vm_id, image, ready) VALUES (?1, ?2, 0)",
+                params![id, image],
+            )
+            .map_err(db)?;
         }
         let (first, last) = guest_range(subnet);
         let mut ip = lowest_free(&tx, "ip_num", first, last).map_err(db)?;
@@ -589,7 +638,178 @@ impl Store {
 
     pub fn delete_vm(&self, id: &VmId) -> Result<(), StateError> {
         self.conn
-            .execute("DELETE FROM vms WHERE id = ?1", [id])
+            .execute_batch("BEGIN IMMEDIATE")
+            .map_err(self.db())?;
+        let deleted = self
+            .conn
+            .execute("DELETE FROM pool_vms WHERE vm_id = ?1", [id])
+            .and_then(|_| self.conn.execute("DELETE FROM vms WHERE id = ?1", [id]))
+            .and_then(|_| self.conn.execute_batch("COMMIT"));
+        if deleted.is_err() {
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+        deleted.map(drop).map_err(self.db())
+    }
+
+    // ---- warm pools ----
+
+    /// Creates or replaces `pool`'s row (its VMs stay: the caller replaces
+    /// those whose spec changed).
+    pub fn set_pool(&self, pool: &Pool) -> Result<(), StateError> {
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO pools (image, size, vcpus, memory_mib, disk_size,
+                                               work_size, nat, max_age, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![
+                    pool.image,
+                    pool.size,
+                    pool.spec.vcpus,
+                    pool.spec.memory_mib,
+                    pool.spec.disk_size.map(|s| s as i64),
+                    pool.spec.work_size as i64,
+                    pool.spec.nat,
+                    pool.max_age as i64,
+                    pool.created_at,
+                ],
+            )
+            .map(drop)
+            .map_err(self.db())
+    }
+
+    /// Every pool, by image name.
+    pub fn pools(&self) -> Result<Vec<Pool>, StateError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT * FROM pools ORDER BY image")
+            .map_err(self.db())?;
+        let rows = stmt.query_map([], pool_from_row).map_err(self.db())?;
+        rows.collect::<Result<_, _>>().map_err(self.db())
+    }
+
+    pub fn find_pool(&self, image: &str) -> Result<Option<Pool>, StateError> {
+        self.conn
+            .query_row(
+                "SELECT * FROM pools WHERE image = ?1",
+                [image],
+                pool_from_row,
+            )
+            .optional()
+            .map_err(self.db())
+    }
+
+    /// Removes `image`'s pool row; whether there was one. Its VMs stay
+    /// members until deleted (the caller deletes them).
+    pub fn delete_pool(&self, image: &str) -> Result<bool, StateError> {
+        self.conn
+            .execute("DELETE FROM pools WHERE image = ?1", [image])
+            .map(|n| n > 0)
+            .map_err(self.db())
+    }
+
+    /// Every pool VM, by VM id.
+    pub fn pool_members(&self) -> Result<std::collections::HashMap<VmId, PoolMember>, StateError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT vm_id, image, ready FROM pool_vms")
+            .map_err(self.db())?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    PoolMember {
+                        image: r.get(1)?,
+                        ready: r.get(2)?,
+                    },
+                ))
+            })
+            .map_err(self.db())?;
+        let mut members = std::collections::HashMap::new();
+        for row in rows {
+            let (id, member) = row.map_err(self.db())?;
+            // A member row naming no valid id names no VM either.
+            if let Some(id) = VmId::parse(&id) {
+                members.insert(id, member);
+            }
+        }
+        Ok(members)
+    }
+
+    /// Marks pool VM `id` ready to be claimed; false if it is no longer a
+    /// member (its pool was removed, or it was deleted, meanwhile).
+    pub fn mark_pool_ready(&self, id: &VmId) -> Result<bool, StateError> {
+        self.conn
+            .execute("UPDATE pool_vms SET ready = 1 WHERE vm_id = ?1", [id])
+            .map(|n| n > 0)
+            .map_err(self.db())
+    }
+
+    /// Takes ready pool VM `id` out of its pool and gives it `claim`'s name,
+    /// expiry and VMM choice, its creation time now and `claim` pending, all
+    /// in one transaction: `None` if it is not (or no longer) a ready member,
+    /// so two claims never get one VM. A name another VM has is
+    /// [`StateError::NameTaken`], and the VM stays in its pool.
+    pub fn claim_pool_vm(
+        &self,
+        id: &VmId,
+        claim: &Claim,
+        pick_name: &dyn Fn(u32) -> VmName,
+    ) -> Result<Option<Vm>, StateError> {
+        let path = self.path.clone();
+        let db = |e| StateError::db(&path, e);
+        let tx =
+            Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate).map_err(db)?;
+        let taken = tx
+            .execute("DELETE FROM pool_vms WHERE vm_id = ?1 AND ready = 1", [id])
+            .map_err(db)?;
+        if taken == 0 {
+            return Ok(None);
+        }
+        let free = |name: &VmName| -> Result<bool, StateError> {
+            tx.query_row("SELECT 1 FROM vms WHERE name = ?1", [name], |_| Ok(()))
+                .optional()
+                .map(|r| r.is_none())
+                .map_err(db)
+        };
+        let name = match &claim.name {
+            Some(name) if !free(name)? => return Err(StateError::NameTaken(name.to_string())),
+            Some(name) => name.clone(),
+            None => {
+                let mut attempt = 0;
+                loop {
+                    let candidate = pick_name(attempt);
+                    if free(&candidate)? {
+                        break candidate;
+                    }
+                    attempt += 1;
+                }
+            }
+        };
+        tx.execute(
+            "UPDATE vms SET name = ?2, pending = ?3, expires_at = ?4, vmm_choice = ?5,
+                            created_at = ?6
+             WHERE id = ?1",
+            params![
+                id,
+                name,
+                Pending::Claim.as_str(),
+                claim.expires_at,
+                claim.vmm_choice.map(VmmChoice::as_str),
+                now()
+            ],
+        )
+        .map_err(db)?;
+        tx.commit().map_err(db)?;
+        self.vm_by_id(id)
+    }
+
+    /// Records a claim as finished: the VM is an ordinary one now.
+    pub fn finish_claim(&self, id: &VmId) -> Result<(), StateError> {
+        self.conn
+            .execute(
+                "UPDATE vms SET pending = NULL WHERE id = ?1 AND pending = ?2",
+                params![id, Pending::Claim.as_str()],
+            )
             .map(drop)
             .map_err(self.db())
     }
@@ -997,6 +1217,27 @@ fn text_enum<T>(
         .ok_or_else(|| format!("column {name}: unknown value {text:?}"))
 }
 
+fn pool_from_row(row: &Row<'_>) -> rusqlite::Result<Pool> {
+    let size = |name: &str| -> rusqlite::Result<u64> {
+        Ok(u64::try_from(row.get::<_, i64>(name)?).unwrap_or(0))
+    };
+    Ok(Pool {
+        image: row.get("image")?,
+        size: row.get("size")?,
+        spec: PoolSpec {
+            vcpus: row.get("vcpus")?,
+            memory_mib: row.get("memory_mib")?,
+            disk_size: row
+                .get::<_, Option<i64>>("disk_size")?
+                .and_then(|s| u64::try_from(s).ok()),
+            work_size: size("work_size")?,
+            nat: row.get("nat")?,
+        },
+        max_age: size("max_age")?,
+        created_at: row.get("created_at")?,
+    })
+}
+
 fn image_from_row(row: &Row<'_>) -> rusqlite::Result<Image> {
     Ok(Image {
         name: row.get("name")?,
@@ -1049,6 +1290,7 @@ mod tests {
             expires_at: None,
             vmm: VmmKind::Qemu,
             vmm_choice: Some(VmmChoice::Qemu),
+            pool: None,
         }
     }
 
@@ -1567,6 +1809,174 @@ mod tests {
             )
             .unwrap();
         assert_eq!(store.vm("new").unwrap().published, vm.published);
+    }
+
+    fn pool(image: &str, size: u32) -> Pool {
+        Pool {
+            image: image.into(),
+            size,
+            spec: PoolSpec {
+                vcpus: 2,
+                memory_mib: 512,
+                disk_size: None,
+                work_size: 1 << 30,
+                nat: true,
+            },
+            max_age: 3600,
+            created_at: now(),
+        }
+    }
+
+    fn claim(name: Option<&str>) -> Claim {
+        Claim {
+            name: name.map(self::name),
+            expires_at: Some(123),
+            vmm_choice: None,
+        }
+    }
+
+    #[test]
+    fn pool_vms_join_their_pool_and_a_claim_takes_one_out_renamed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(&tmp.path().join("db")).unwrap();
+        let member = NewVm {
+            pool: Some("base".into()),
+            ..new_vm(Some("pool-1"))
+        };
+        let err = store
+            .insert_vm(&member, &id(1), &subnet(), &|_| unreachable!())
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "image base has no warm pool (see `banger pool ls`)"
+        );
+        assert!(store.list_vms().unwrap().is_empty());
+        store.set_pool(&pool("base", 1)).unwrap();
+        assert_eq!(store.pools().unwrap(), vec![pool_without_time(&store)]);
+        store
+            .insert_vm(&member, &id(1), &subnet(), &|_| unreachable!())
+            .unwrap();
+        let members = store.pool_members().unwrap();
+        assert_eq!(
+            members.get(&id(1)),
+            Some(&PoolMember {
+                image: "base".into(),
+                ready: false
+            })
+        );
+        // Not ready yet: nothing to claim.
+        assert!(
+            store
+                .claim_pool_vm(&id(1), &claim(Some("mine")), &|_| unreachable!())
+                .unwrap()
+                .is_none()
+        );
+        assert!(store.mark_pool_ready(&id(1)).unwrap());
+        store
+            .insert_vm(
+                &new_vm(Some("taken")),
+                &id(2),
+                &subnet(),
+                &|_| unreachable!(),
+            )
+            .unwrap();
+        let err = store
+            .claim_pool_vm(&id(1), &claim(Some("taken")), &|_| unreachable!())
+            .unwrap_err();
+        assert!(matches!(err, StateError::NameTaken(_)), "{err}");
+        assert!(store.pool_members().unwrap()[&id(1)].ready, "still pooled");
+        let vm = store
+            .claim_pool_vm(&id(1), &claim(Some("mine")), &|_| unreachable!())
+            .unwrap()
+            .unwrap();
+        assert_eq!(vm.name.as_str(), "mine");
+        assert_eq!(vm.pending, Some(Pending::Claim));
+        assert_eq!(vm.expires_at, Some(123));
+        assert!(store.pool_members().unwrap().is_empty());
+        assert!(
+            store
+                .claim_pool_vm(&id(1), &claim(None), &|_| unreachable!())
+                .unwrap()
+                .is_none(),
+            "claimed twice"
+        );
+        store.finish_claim(&id(1)).unwrap();
+        assert_eq!(store.vm("mine").unwrap().pending, None);
+        assert!(store.delete_pool("base").unwrap());
+        assert!(!store.delete_pool("base").unwrap());
+    }
+
+    fn pool_without_time(store: &Store) -> Pool {
+        let stored = store.find_pool("base").unwrap().unwrap();
+        Pool {
+            created_at: stored.created_at,
+            ..pool("base", 1)
+        }
+    }
+
+    #[test]
+    fn deleting_a_pool_vm_removes_its_membership() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(&tmp.path().join("db")).unwrap();
+        store.set_pool(&pool("base", 1)).unwrap();
+        let member = NewVm {
+            pool: Some("base".into()),
+            ..new_vm(Some("pool-1"))
+        };
+        store
+            .insert_vm(&member, &id(1), &subnet(), &|_| unreachable!())
+            .unwrap();
+        store.delete_vm(&id(1)).unwrap();
+        assert!(store.pool_members().unwrap().is_empty());
+        assert!(!store.mark_pool_ready(&id(1)).unwrap());
+    }
+
+    #[test]
+    fn sixteen_concurrent_claims_never_take_one_vm_twice() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("db");
+        let store = Store::open(&path).unwrap();
+        store.set_pool(&pool("base", 4)).unwrap();
+        let subnet = Subnet::parse("10.1.0.0/24").unwrap();
+        for n in 1..=4 {
+            let member = NewVm {
+                pool: Some("base".into()),
+                ..new_vm(Some(&format!("pool-{n}")))
+            };
+            store
+                .insert_vm(&member, &id(n), &subnet, &|_| unreachable!())
+                .unwrap();
+            store.mark_pool_ready(&id(n)).unwrap();
+        }
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(16));
+        let threads: Vec<_> = (0..16)
+            .map(|t| {
+                let (path, barrier) = (path.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    let store = Store::open(&path).unwrap();
+                    barrier.wait();
+                    // Each claimer tries every member, as `vm run` does.
+                    (1..=4).find_map(|n| {
+                        let name = format!("run-{t}");
+                        store
+                            .claim_pool_vm(&id(n), &claim(Some(&name)), &|_| unreachable!())
+                            .unwrap()
+                            .map(|vm| (vm.id, vm.name))
+                    })
+                })
+            })
+            .collect();
+        let claimed: Vec<_> = threads
+            .into_iter()
+            .filter_map(|t| t.join().unwrap())
+            .collect();
+        assert_eq!(claimed.len(), 4, "{claimed:?}");
+        let ids: std::collections::HashSet<_> = claimed.iter().map(|(id, _)| id).collect();
+        assert_eq!(ids.len(), 4, "a VM was claimed twice: {claimed:?}");
+        for (id, name) in &claimed {
+            assert_eq!(&store.vm_by_id(id).unwrap().unwrap().name, name);
+        }
+        assert!(store.pool_members().unwrap().is_empty());
     }
 
     #[test]

@@ -157,7 +157,7 @@ impl RunDirs {
     }
 }
 
-fn is_no_such_vm(err: &anyhow::Error) -> bool {
+pub(crate) fn is_no_such_vm(err: &anyhow::Error) -> bool {
     matches!(
         err.downcast_ref::<StateError>(),
         Some(StateError::NoSuchVm(_))
@@ -471,7 +471,8 @@ fn reconcile(ctx: &Ctx, vm: &mut Vm) -> Result<Observed> {
             vm.name
         )),
         // An unfinished create or delete stays as it is.
-        Some(Pending::Create | Pending::Delete) | None => None,
+        // An unfinished claim is gc's to delete.
+        Some(Pending::Create | Pending::Delete | Pending::Claim) | None => None,
     };
     if let Some(message) = message {
         ctx.store

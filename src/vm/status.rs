@@ -19,6 +19,9 @@ pub enum VmStatus {
     Stopping,
     /// A delete is under way or died midway: only delete it (again).
     Deleting,
+    /// Being claimed from a warm pool (renamed, handed over), or its claim
+    /// died midway: then `gc` deletes it, as it was never handed over.
+    Claiming,
 }
 
 /// Why a VM cannot do what was asked.
@@ -54,6 +57,7 @@ impl VmStatus {
             (Some(Pending::Create), _) => Self::Creating,
             (Some(Pending::Delete), _) => Self::Deleting,
             (Some(Pending::Start), _) => Self::Starting,
+            (Some(Pending::Claim), _) => Self::Claiming,
             (Some(Pending::Stop), true) => Self::Stopping,
             (Some(Pending::Stop), false) | (None, false) => Self::Stopped,
             (None, true) => Self::Running,
@@ -68,6 +72,7 @@ impl VmStatus {
             Self::Running => "running",
             Self::Stopping => "stopping",
             Self::Deleting => "deleting",
+            Self::Claiming => "claiming",
         }
     }
 
@@ -75,7 +80,9 @@ impl VmStatus {
     pub fn can_start(self, name: &str) -> Result<Next, Refused> {
         match self {
             Self::Stopped => Ok(Next::Go),
-            Self::Running | Self::Starting | Self::Stopping => Ok(Next::AlreadyThere),
+            Self::Running | Self::Starting | Self::Stopping | Self::Claiming => {
+                Ok(Next::AlreadyThere)
+            }
             Self::Creating => Err(Refused::Unfinished(name.to_owned())),
             Self::Deleting => Err(Refused::BeingDeleted(name.to_owned())),
         }
@@ -84,7 +91,7 @@ impl VmStatus {
     /// Whether `vm stop` has a VMM to stop.
     pub fn can_stop(self) -> Next {
         match self {
-            Self::Running | Self::Starting | Self::Stopping => Next::Go,
+            Self::Running | Self::Starting | Self::Stopping | Self::Claiming => Next::Go,
             Self::Stopped | Self::Creating | Self::Deleting => Next::AlreadyThere,
         }
     }
@@ -94,7 +101,7 @@ impl VmStatus {
     pub fn can_commit(self, name: &str) -> Result<(), Refused> {
         match self {
             Self::Stopped => Ok(()),
-            Self::Running | Self::Starting | Self::Stopping => {
+            Self::Running | Self::Starting | Self::Stopping | Self::Claiming => {
                 Err(Refused::Running(name.to_owned()))
             }
             Self::Creating => Err(Refused::NoDisks(name.to_owned())),
@@ -107,11 +114,17 @@ impl VmStatus {
         Next::Go
     }
 
-    /// Whether `gc` may delete this VM for being half-made: never while a
-    /// VMM runs it. (An interrupted delete is left for `vm delete`, whose
-    /// message says to run it again.)
-    pub fn is_abandoned(self, vmm_alive: bool) -> bool {
-        self == Self::Creating && !vmm_alive
+    /// Why `gc` may delete this VM for being half-made, if it may: a create
+    /// that died (never while a VMM runs it), or a claim from a pool that
+    /// died before the VM was handed over. (An interrupted delete is left
+    /// for `vm delete`, whose message says to run it again.) Only asked of
+    /// a VM whose lock gc holds, so no command is midway through it.
+    pub fn abandoned(self, vmm_alive: bool) -> Option<&'static str> {
+        match self {
+            Self::Creating if !vmm_alive => Some("its creation did not finish"),
+            Self::Claiming => Some("its claim from a warm pool did not finish"),
+            _ => None,
+        }
     }
 
     /// The message shown as `last_error` for an operation found under way.
@@ -126,6 +139,9 @@ impl VmStatus {
             Self::Starting => Some(start_interrupted(name)),
             Self::Stopping => Some(format!(
                 "stopping VM {name} did not finish; `banger vm stop {name}` finishes it"
+            )),
+            Self::Claiming => Some(format!(
+                "its claim from a warm pool did not finish; `banger gc` (or `banger vm delete {name}`) removes it"
             )),
             Self::Stopped | Self::Running => None,
         }
@@ -181,6 +197,8 @@ mod tests {
             (Some(Stop), false, VmStatus::Stopped),
             (Some(Delete), false, VmStatus::Deleting),
             (Some(Delete), true, VmStatus::Deleting),
+            (Some(Claim), true, VmStatus::Claiming),
+            (Some(Claim), false, VmStatus::Claiming),
         ];
         for (pending, alive, want) in cases {
             assert_eq!(
@@ -222,10 +240,12 @@ mod tests {
             VmStatus::Creating.can_commit("a"),
             Err(Refused::NoDisks("a".into()))
         );
-        assert!(VmStatus::Creating.is_abandoned(false));
-        assert!(!VmStatus::Creating.is_abandoned(true));
-        assert!(!VmStatus::Stopped.is_abandoned(false));
-        assert!(!VmStatus::Deleting.is_abandoned(false));
+        assert!(VmStatus::Creating.abandoned(false).is_some());
+        assert!(VmStatus::Creating.abandoned(true).is_none());
+        assert!(VmStatus::Claiming.abandoned(true).is_some());
+        assert!(VmStatus::Stopped.abandoned(false).is_none());
+        assert!(VmStatus::Running.abandoned(true).is_none());
+        assert!(VmStatus::Deleting.abandoned(false).is_none());
     }
 
     #[test]

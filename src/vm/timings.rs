@@ -14,6 +14,9 @@ pub struct Timings {
     pub verbose: bool,
     /// The VMM the (last) start used.
     pub vmm: Option<crate::state::model::VmmKind>,
+    /// Whether the VM came warm from a pool or was made cold, and why
+    /// (shown once a pool exists).
+    pub pool: Option<String>,
 }
 
 impl Timings {

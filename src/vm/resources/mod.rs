@@ -59,6 +59,9 @@ pub struct Removal {
     pub reason: String,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub kept: bool,
+    /// Not a removal: a short warm pool that a fill was started for.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub refill: bool,
 }
 
 impl Removal {
@@ -68,6 +71,15 @@ impl Removal {
             target: target.into(),
             reason: reason.into(),
             kept: false,
+            refill: false,
+        }
+    }
+
+    /// A short pool refilled (in the background).
+    pub fn refill(target: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self {
+            refill: true,
+            ..Self::new("pool", target, reason)
         }
     }
 

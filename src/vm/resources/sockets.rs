@@ -1,4 +1,5 @@
-//! The VM's socket directory `<run dir>/vms/<id>/` (API and vsock sockets).
+//! The VM's socket directory `<run dir>/vms/<id>/` (API and vsock sockets,
+//! and a pool VM's SSH connection master, closed before the directory goes).
 
 use anyhow::Result;
 
@@ -15,6 +16,7 @@ impl Resource for Sockets {
     }
 
     fn release(&self, ctx: &Ctx, vm: &Vm, _handles: &Handles) -> Result<()> {
+        crate::host::ssh::close_master(&ctx.paths.ssh_control(&vm.id));
         remove_dir_if_present(&ctx.paths.vm_run_dir(&vm.id))
     }
 
@@ -31,6 +33,7 @@ impl Resource for Sockets {
                 continue;
             }
             if !dry_run {
+                crate::host::ssh::close_master(&ctx.paths.ssh_control(&id));
                 remove_dir_if_present(&entry.path())?;
             }
             removals.push(Removal::new(

@@ -684,3 +684,144 @@ pub fn short(ctx: &Ctx) -> Result<Vec<(String, usize, u32)>> {
         .map(|s| (s.pool.image, s.ready + s.filling, s.pool.size))
         .collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::handles::Handles;
+    use crate::state::model::{VmState, VmmKind};
+    use crate::vm::Observed;
+
+    const HOUR: i64 = 3600;
+
+    fn vm(id: &str, created_at: i64) -> Vm {
+        Vm {
+            id: VmId::parse(id).unwrap(),
+            name: VmName::parse("pool-1").unwrap(),
+            image: "base".into(),
+            vcpus: 1,
+            memory_mib: 512,
+            disk_size: 1 << 30,
+            work_size: 8 << 30,
+            ip: std::net::Ipv4Addr::new(10, 0, 0, 2),
+            mac: String::new(),
+            vsock_cid: 3,
+            nat: true,
+            published: Vec::new(),
+            cow_strategy: None,
+            vmm: VmmKind::Qemu,
+            vmm_choice: None,
+            pending: None,
+            desired: VmState::Running,
+            expires_at: None,
+            last_error: None,
+            created_at,
+        }
+    }
+
+    fn read(vm: Vm, running: bool) -> VmRead {
+        VmRead {
+            vm,
+            observed: Observed {
+                pid: running.then_some(42),
+                handles: Handles::default(),
+            },
+        }
+    }
+
+    /// A view of one pool `base` (max age 1h, VMs of `shape`) whose image
+    /// was built at `built`, with `members` (id, ready).
+    fn view(members: &[(&str, bool)], built: i64, filling: bool) -> GcView {
+        let pool = Pool {
+            image: "base".into(),
+            size: 1,
+            spec: PoolSpec {
+                vcpus: 1,
+                memory_mib: 512,
+                disk_size: None,
+                work_size: 8 << 30,
+                nat: true,
+            },
+            max_age: HOUR as u64,
+            created_at: 0,
+        };
+        GcView {
+            members: members
+                .iter()
+                .map(|(id, ready)| {
+                    (
+                        VmId::parse(id).unwrap(),
+                        PoolMember {
+                            image: "base".into(),
+                            ready: *ready,
+                        },
+                    )
+                })
+                .collect(),
+            pools: [(
+                "base".to_owned(),
+                (pool, Some(VmShape::of(&vm("0000000000", 0)))),
+            )]
+            .into_iter()
+            .collect(),
+            images: [("base".to_owned(), built)].into_iter().collect(),
+            filling,
+        }
+    }
+
+    #[test]
+    fn gc_replaces_pool_vms_that_are_stale_and_leaves_the_rest() {
+        let now = now();
+        let fresh = vm("00000000aa", now - 60);
+        let gc = view(&[("00000000aa", true)], now - HOUR / 2, false);
+        assert_eq!(gc.why_replace(&read(fresh.clone(), true)), None);
+        // Not a pool VM: none of gc's pool business.
+        let other = vm("00000000bb", 0);
+        assert_eq!(gc.why_replace(&read(other, false)), None);
+        assert_eq!(
+            gc.why_replace(&read(fresh.clone(), false)).as_deref(),
+            Some("a pool VM that no longer runs")
+        );
+        let old = vm("00000000aa", now - 2 * HOUR);
+        assert_eq!(
+            gc.why_replace(&read(old, true)).as_deref(),
+            Some("a pool VM older than its pool's max age (1h)")
+        );
+        let rebuilt = view(&[("00000000aa", true)], now, false);
+        assert_eq!(
+            rebuilt.why_replace(&read(fresh.clone(), true)).as_deref(),
+            Some("a pool VM of image base as it was before a rebuild")
+        );
+        let bigger = Vm {
+            memory_mib: 1024,
+            ..fresh.clone()
+        };
+        assert_eq!(
+            gc.why_replace(&read(bigger, true)).as_deref(),
+            Some("a pool VM made with its pool's former spec")
+        );
+        // Being made: left to the fill at work, replaced once none is.
+        let making = view(&[("00000000aa", false)], now - HOUR, true);
+        assert_eq!(making.why_replace(&read(fresh.clone(), true)), None);
+        let orphan = view(&[("00000000aa", false)], now - HOUR, false);
+        assert_eq!(
+            orphan.why_replace(&read(fresh.clone(), true)).as_deref(),
+            Some("the pool fill making it did not finish")
+        );
+        let mut removed = view(&[("00000000aa", true)], now - HOUR, false);
+        removed.pools.clear();
+        assert_eq!(
+            removed.why_replace(&read(fresh, true)).as_deref(),
+            Some("its warm pool was removed")
+        );
+    }
+
+    #[test]
+    fn a_spec_reads_as_its_values() {
+        let shape = VmShape::of(&vm("00000000aa", 0));
+        assert_eq!(
+            shape.describe(),
+            "vcpus 1, memory 512M, disk 1G, work 8G, nat"
+        );
+    }
+}

@@ -358,6 +358,39 @@ fn a_fill_or_a_claim_killed_midway_is_repaired_by_gc() {
         "{swept}"
     );
     assert!(ctx.listed("k1").is_none());
+
+    // A pool VM older than the pool's max age is replaced (the same spec
+    // keeps the one there is).
+    let ready = wait_ready(&ctx, "base", 1);
+    ctx.ok(&[
+        "pool",
+        "set",
+        "base",
+        "--size",
+        "1",
+        "--vcpus",
+        "1",
+        "--max-age",
+        "1s",
+    ]);
+    assert_eq!(
+        pool_vms(&ctx),
+        ready,
+        "a set with the same spec replaced a VM"
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let swept = ctx.ok(&["gc"]);
+    assert!(
+        swept.contains(&format!(
+            "removed vm {} (a pool VM older than its pool's max age (1s))",
+            ready[0]
+        )),
+        "{swept}"
+    );
+    assert!(
+        swept.contains("refilling pool base (0 of 1 VMs)"),
+        "{swept}"
+    );
     ctx.ok(&["pool", "rm", "base"]);
     assert_eq!(ctx.ok(&["vm", "ls", "--all", "-q"]), "");
     no_pool_processes_left(&ctx);

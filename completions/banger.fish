@@ -253,12 +253,12 @@ complete -c banger -n "__fish_banger_using_subcommand pool; and not __fish_seen_
 complete -c banger -n "__fish_banger_using_subcommand pool; and not __fish_seen_subcommand_from set list ls delete rm fill help" -f -a "fill" -d 'Internal: make and boot what the pools lack (started automatically)'
 complete -c banger -n "__fish_banger_using_subcommand pool; and not __fish_seen_subcommand_from set list ls delete rm fill help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c banger -n "__fish_banger_using_subcommand pool; and __fish_seen_subcommand_from set" -l size -d 'How many booted VMs to keep ready, 0-64' -r
-complete -c banger -n "__fish_banger_using_subcommand pool; and __fish_seen_subcommand_from set" -l vcpus -d 'Number of vCPUs of each, 1-32 [default: 2]' -r
-complete -c banger -n "__fish_banger_using_subcommand pool; and __fish_seen_subcommand_from set" -l memory -d 'Memory of each in MiB, or a size such as 2G [default: 1024]' -r
+complete -c banger -n "__fish_banger_using_subcommand pool; and __fish_seen_subcommand_from set" -l vcpus -d 'Number of vCPUs, 1-32 [default: 2]' -r
+complete -c banger -n "__fish_banger_using_subcommand pool; and __fish_seen_subcommand_from set" -l memory -d 'Memory in MiB, or a size such as 2G [default: 1024]' -r
 complete -c banger -n "__fish_banger_using_subcommand pool; and __fish_seen_subcommand_from set" -l disk-size -d 'Root disk size (default: the image\'s rootfs size)' -r
-complete -c banger -n "__fish_banger_using_subcommand pool; and __fish_seen_subcommand_from set" -l work-size -d 'Work disk size, at least 64M [default: 8G]' -r
+complete -c banger -n "__fish_banger_using_subcommand pool; and __fish_seen_subcommand_from set" -l work-size -d 'Work disk size, mounted at /root, at least 64M [default: 8G]' -r
 complete -c banger -n "__fish_banger_using_subcommand pool; and __fish_seen_subcommand_from set" -l max-age -d 'Replace pool VMs older than this (by `banger gc`) [default: 24h]' -r
-complete -c banger -n "__fish_banger_using_subcommand pool; and __fish_seen_subcommand_from set" -l no-nat -d 'Give the pool\'s VMs no outbound NAT'
+complete -c banger -n "__fish_banger_using_subcommand pool; and __fish_seen_subcommand_from set" -l no-nat -d 'Do not give the VM outbound NAT'
 complete -c banger -n "__fish_banger_using_subcommand pool; and __fish_seen_subcommand_from set" -s v -l verbose -d 'Say more on stderr (repeat for more)'
 complete -c banger -n "__fish_banger_using_subcommand pool; and __fish_seen_subcommand_from set" -s h -l help -d 'Print help'
 complete -c banger -n "__fish_banger_using_subcommand pool; and __fish_seen_subcommand_from set" -s V -l version -d 'Print version'

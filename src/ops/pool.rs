@@ -5,9 +5,11 @@
 //! A pool VM is an ordinary VM row with a row in `pool_vms` (hidden from
 //! `vm ls` unless `--all`). `pool set` records the pool and starts a
 //! detached `banger pool fill`, which makes and boots the missing VMs,
-//! marks each ready once its guest answers, and exits when every pool is
-//! full; a claim starts one again to replace what it took, and `gc` (from
-//! cron) starts one for pools found short.
+//! waits until each has finished its boot, opens an SSH connection master
+//! to it (so that a claimer's first command costs a session, not a key
+//! exchange), marks it ready, and exits when every pool is full; a claim
+//! starts one again to replace what it took, and `gc` (from cron) starts
+//! one for pools found short.
 //!
 //! A claim takes the pool VM's lock first, then removes its pool row and
 //! renames it in one transaction (so no VM ever serves two claims), with
@@ -156,7 +158,13 @@ pub fn remove(ctx: &Ctx, image: &str) -> Result<Vec<String>> {
     let deleted = drain(ctx, image)?;
     if ctx.store.pools()?.is_empty() {
         // A fill at work finds its VMs gone and no pool left, and exits.
-        let _ended = fill_lock(ctx)?;
+        match fill_lock(ctx) {
+            Ok(_ended) => {}
+            Err(err) if is_lock_timeout(&err) => eprintln!(
+                "warning: a pool fill is still at work; it exits once it finds no pool left"
+            ),
+            Err(err) => return Err(err),
+        }
     }
     Ok(deleted)
 }
@@ -310,7 +318,14 @@ fn find_and_claim(ctx: &Ctx, spec: &Spec, pools: &[Pool]) -> Result<Found> {
         ));
     }
     let want = wanted(ctx, spec, &image)?;
-    let theirs = resolved(ctx, pool)?;
+    let theirs = match resolved(ctx, pool) {
+        Ok(theirs) => theirs,
+        Err(err) => {
+            return Ok(Found::Cold(format!(
+                "pool {image}'s spec no longer fits its image ({err:#})"
+            )));
+        }
+    };
     if want != theirs {
         return Ok(Found::Cold(format!(
             "it asks for {}; pool {image}'s VMs have {}",
@@ -477,7 +492,15 @@ pub fn start_fill(ctx: &Ctx) -> Result<()> {
 /// not become ready is deleted and the fill ends with an error (`gc`
 /// starts the next).
 pub fn fill(ctx: &Ctx) -> Result<()> {
-    let _only_fill = fill_lock(ctx)?;
+    let _only_fill = match fill_lock(ctx) {
+        Ok(guard) => guard,
+        // The fill at work checks the pools again before it exits.
+        Err(err) if is_lock_timeout(&err) => {
+            eprintln!("pool fill: another fill is still at work; it fills what is missing");
+            return Ok(());
+        }
+        Err(err) => return Err(err),
+    };
     // Holding the fill lock, every VM still being made is one a fill that
     // died left: none of this fill's own.
     for (id, member) in ctx.store.pool_members()? {
@@ -513,8 +536,13 @@ pub fn fill(ctx: &Ctx) -> Result<()> {
         }
         for vm in made {
             let mut timings = ctx.timings();
-            let ready = super::ready::wait(ctx, &vm, None, &mut timings)
-                .and_then(|vm| settle(ctx, &vm).map(|()| vm));
+            let ready = super::ready::wait(ctx, &vm, None, &mut timings).and_then(|vm| {
+                // Deleted meanwhile (its pool removed): nothing to settle.
+                if !ctx.store.pool_members()?.contains_key(&vm.id) {
+                    bail!("it was deleted while it booted");
+                }
+                settle(ctx, &vm).map(|()| vm)
+            });
             // A claim's sessions then skip the key exchange; without the
             // connection they still work, only slower.
             if let Ok(vm) = &ready
@@ -565,17 +593,23 @@ fn settle(ctx: &Ctx, vm: &Vm) -> Result<()> {
     let script = format!(
         "timeout {SETTLE_TIMEOUT} systemctl is-system-running --wait >/dev/null 2>&1; exit 0"
     );
-    let output = super::ssh::command(ctx, vm, false, &["sh".into(), "-c".into(), script])
-        .stdin(std::process::Stdio::null())
-        .output()
-        .context("cannot run `ssh` (install OpenSSH's client)")?;
-    if !output.status.success() {
-        bail!(
-            "SSH into it failed: {}",
-            String::from_utf8_lossy(&output.stderr).trim()
-        );
-    }
-    Ok(())
+    // A VM deleted under the session is noticed within 15 s.
+    let alive = ["-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3"];
+    super::ssh::quietly(super::ssh::command_with(
+        ctx,
+        vm,
+        &alive,
+        false,
+        &["sh".into(), "-c".into(), script],
+    ))
+    .context("SSH into it failed")
+}
+
+fn is_lock_timeout(err: &anyhow::Error) -> bool {
+    matches!(
+        err.downcast_ref::<StateError>(),
+        Some(StateError::LockTimeout { .. })
+    )
 }
 
 /// The fill lock, waited for: held by the one fill at work.

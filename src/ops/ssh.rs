@@ -31,7 +31,20 @@ pub fn running(ctx: &Ctx, name: &VmName) -> Result<Vm> {
 /// `ssh` to a VM with banger's key and pinned `known_hosts`, running
 /// `command` (a login shell when empty; `tty` asks for a terminal).
 pub fn command(ctx: &Ctx, vm: &Vm, tty: bool, command: &[String]) -> Command {
+    command_with(ctx, vm, &[], tty, command)
+}
+
+/// [`command`] with more OpenSSH `options` (`-o Name=value` pairs), which
+/// take precedence over banger's.
+pub fn command_with(
+    ctx: &Ctx,
+    vm: &Vm,
+    options: &[&str],
+    tty: bool,
+    command: &[String],
+) -> Command {
     let mut cmd = Command::new("ssh");
+    cmd.args(options);
     // A pool VM has a connection open already (see [`open_master`]).
     let control = ctx.paths.ssh_control(&vm.id);
     if ssh::has_master(&control) {
@@ -54,16 +67,22 @@ pub fn command(ctx: &Ctx, vm: &Vm, tty: bool, command: &[String]) -> Command {
 /// key exchange or authentication.
 pub fn open_master(ctx: &Ctx, vm: &Vm) -> Result<()> {
     let control = ctx.paths.ssh_control(&vm.id);
-    let output = Command::new("ssh")
-        .args(ssh::master_args(&control))
-        .args(ssh::ssh_args(
-            &ctx.paths.ssh_key(),
-            &ctx.paths.known_hosts(),
-            &vm.ip.to_string(),
-            connect_timeout(vm),
-            false,
-            &[],
-        ))
+    let mut ssh = Command::new("ssh");
+    ssh.args(ssh::master_args(&control)).args(ssh::ssh_args(
+        &ctx.paths.ssh_key(),
+        &ctx.paths.known_hosts(),
+        &vm.ip.to_string(),
+        connect_timeout(vm),
+        false,
+        &[],
+    ));
+    quietly(ssh).with_context(|| format!("cannot open an SSH connection to VM {}", vm.name))
+}
+
+/// Runs an `ssh` with no input and its output discarded; an error carries
+/// what it said on stderr.
+pub fn quietly(mut ssh: Command) -> Result<()> {
+    let output = ssh
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
@@ -71,8 +90,7 @@ pub fn open_master(ctx: &Ctx, vm: &Vm) -> Result<()> {
         .context("cannot run `ssh` (install OpenSSH's client)")?;
     if !output.status.success() {
         bail!(
-            "cannot open an SSH connection to VM {}: {}",
-            vm.name,
+            "ssh failed: {}",
             String::from_utf8_lossy(&output.stderr).trim()
         );
     }

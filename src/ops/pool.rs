@@ -234,22 +234,21 @@ impl VmShape {
 
 /// What `pool`'s VMs are made with, the disk size resolved against its image.
 fn resolved(ctx: &Ctx, pool: &Pool) -> Result<VmShape> {
-    let image = ctx.store.image(&pool.image)?;
-    let files = ImageFiles::of(&ctx.paths, &image);
-    let (disk_size, work_size) = super::create::sizes(
-        ctx,
-        &image,
-        &files,
-        pool.spec.disk_size,
-        Some(pool.spec.work_size),
-    )?;
-    Ok(VmShape {
-        vcpus: pool.spec.vcpus,
-        memory_mib: pool.spec.memory_mib,
-        disk_size,
-        work_size,
+    wanted(ctx, &spec_of(pool), &pool.image)
+}
+
+/// The create that makes one of `pool`'s VMs (unnamed).
+fn spec_of(pool: &Pool) -> Spec {
+    Spec {
+        image: Some(pool.image.clone()),
+        vcpus: Some(pool.spec.vcpus),
+        memory_mib: Some(pool.spec.memory_mib),
+        disk_size: pool.spec.disk_size,
+        work_size: Some(pool.spec.work_size),
         nat: pool.spec.nat,
-    })
+        pool: Some(pool.image.clone()),
+        ..Spec::default()
+    }
 }
 
 /// What a create with `spec` would make of `image`.
@@ -627,14 +626,7 @@ fn make_one(ctx: &Ctx, pool: &Pool) -> Result<Vm> {
     let id = VmId::random();
     let spec = Spec {
         name: Some(VmName::generated(format!("pool-{}", &id.as_str()[..8]))),
-        image: Some(pool.image.clone()),
-        vcpus: Some(pool.spec.vcpus),
-        memory_mib: Some(pool.spec.memory_mib),
-        disk_size: pool.spec.disk_size,
-        work_size: Some(pool.spec.work_size),
-        nat: pool.spec.nat,
-        pool: Some(pool.image.clone()),
-        ..Spec::default()
+        ..spec_of(pool)
     };
     let mut timings = ctx.timings();
     Ok(super::create::create(ctx, &spec, true, &mut timings)?.vm)

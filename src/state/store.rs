@@ -636,19 +636,14 @@ impl Store {
             .map_err(self.db())
     }
 
+    /// Removes the VM's row and, in the same transaction, its pool membership.
     pub fn delete_vm(&self, id: &VmId) -> Result<(), StateError> {
-        self.conn
-            .execute_batch("BEGIN IMMEDIATE")
+        let tx = Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)
             .map_err(self.db())?;
-        let deleted = self
-            .conn
-            .execute("DELETE FROM pool_vms WHERE vm_id = ?1", [id])
-            .and_then(|_| self.conn.execute("DELETE FROM vms WHERE id = ?1", [id]))
-            .and_then(|_| self.conn.execute_batch("COMMIT"));
-        if deleted.is_err() {
-            let _ = self.conn.execute_batch("ROLLBACK");
-        }
-        deleted.map(drop).map_err(self.db())
+        tx.execute("DELETE FROM pool_vms WHERE vm_id = ?1", [id])
+            .and_then(|_| tx.execute("DELETE FROM vms WHERE id = ?1", [id]))
+            .map_err(self.db())?;
+        tx.commit().map_err(self.db())
     }
 
     // ---- warm pools ----
